@@ -1,0 +1,20 @@
+// pybind11 module mindpet._native: the host-side arithmetic of the fused kernels (Ascend tiling),
+// compiled on every machine so it is unit-tested even where the Ascend kernels cannot run.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "mindpet/build_info.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "mindpet native helpers (tiling of the fused kernels, build information)";
+  m.def("build_info", []() {
+    const mindpet::BuildInfo info = mindpet::GetBuildInfo();
+    py::dict d;
+    d["version"] = info.version;
+    d["compiler"] = info.compiler;
+    d["openmp"] = info.openmp;
+    return d;
+  }, "Return {'version', 'compiler', 'openmp'} describing how the native part was built.");
+}

@@ -1,0 +1,110 @@
+"""Activation resolution and sharding shared by the delta layers.
+
+An activation may be given as a name (``'relu'``), a ``Cell`` or a ``Primitive``, exactly as for
+``mindspore.nn.Dense``.  Names resolve through ``mindspore.nn.get_activation``; where MindSpore's Cell
+computes through functional ops and so holds no primitive (``'gelu'``), the equivalent primitive is used
+instead, so that ``shard`` always has a primitive to attach its strategy to.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Union
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.ops.primitive import Primitive
+
+from mindpet.delta._strategy import check_strategy
+
+ActivationType = Union[str, nn.Cell, Primitive, None]
+
+
+class UnknownActivationError(KeyError, ValueError):
+    """An activation name MindSpore does not know (a KeyError, as documented, and a ValueError)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PrimitiveActivation(nn.Cell):
+    """A Cell that applies one activation primitive: ``y = prim(x)``."""
+
+    def __init__(self, primitive: Primitive):
+        super().__init__()
+        self.activation = primitive
+
+    def construct(self, x):
+        return self.activation(x)
+
+
+# Names whose nn Cell holds no primitive in MindSpore 2.10, with the primitive computing the same thing.
+_PRIMITIVE_EQUIVALENTS = {
+    "gelu": ops.GeLU,  # nn.GELU() defaults to the tanh approximation, as ops.GeLU
+}
+
+
+def _activation_names() -> List[str]:
+    from mindspore.nn.layer.activation import _activation  # pylint: disable=import-outside-toplevel
+    return sorted(_activation)
+
+
+def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bool = True):
+    """Return the activation as a Cell or Primitive (or None).
+
+    Raises:
+        TypeError: not a str, Cell, Primitive (or None when allowed).
+        UnknownActivationError: a str that is not a known activation name.
+    """
+    if activation is None and allow_none:
+        return None
+    if isinstance(activation, str):
+        key = activation.lower()
+        if key not in _activation_names():
+            raise UnknownActivationError(
+                f"For '{cls_name}', '{name}' must be one of {_activation_names()}, but got {activation!r}.")
+        if key in _PRIMITIVE_EQUIVALENTS:
+            return PrimitiveActivation(_PRIMITIVE_EQUIVALENTS[key]())
+        return nn.get_activation(key)
+    if isinstance(activation, (nn.Cell, Primitive)):
+        return activation
+    expected = "str, Cell, Primitive or None" if allow_none else "str, Cell or Primitive"
+    raise TypeError(f"For '{cls_name}', '{name}' must be a {expected}, but got {type(activation).__name__}.")
+
+
+def activation_primitives(activation) -> List[Primitive]:
+    """The primitives an activation runs (the Primitive itself, or those a Cell holds)."""
+    if activation is None:
+        return []
+    if isinstance(activation, Primitive):
+        return [activation]
+    prims = [p for p in activation._primitives.values() if p is not None]  # pylint: disable=protected-access
+    for _, cell in activation.cells_and_names():
+        if cell is not activation:
+            prims += [p for p in cell._primitives.values() if p is not None]  # pylint: disable=protected-access
+    return prims
+
+
+def _is_log_softmax(activation) -> bool:
+    if isinstance(activation, (nn.LogSoftmax, ops.LogSoftmax)):
+        return True
+    return any(isinstance(p, ops.LogSoftmax) for p in activation_primitives(activation))
+
+
+def check_activation_parallel(activation, name: str, cls_name: str) -> None:
+    """ValueError for LogSoftmax under semi-auto/auto parallel (not supported there, as documented)."""
+    mode = ms.get_auto_parallel_context("parallel_mode")
+    if activation is not None and mode in ("semi_auto_parallel", "auto_parallel") and _is_log_softmax(activation):
+        raise ValueError(f"For '{cls_name}', '{name}' LogSoftmax is not supported in {mode} mode.")
+
+
+def shard_activation(activation, strategy: Optional[tuple], name: str, cls_name: str) -> None:
+    """Attach ``strategy`` to the activation's primitive(s); None leaves it data-parallel."""
+    check_activation_parallel(activation, name, cls_name)
+    if strategy is None or activation is None:
+        return
+    check_strategy(strategy, name, cls_name)
+    prims = activation_primitives(activation)
+    if not prims:
+        raise ValueError(f"For '{cls_name}', the activation {type(activation).__name__} holds no primitive "
+                         f"to apply '{name}' to; pass a Primitive such as mindspore.ops.ReLU().")
+    for prim in prims:
+        prim.shard(strategy)

@@ -1,0 +1,37 @@
+"""Validation of ``shard`` strategies (checkable without devices)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from mindspore.ops.primitive import Primitive
+
+
+def check_strategy(strategy: Any, name: str, cls_name: str, input_ranks: Optional[Sequence[int]] = None) -> tuple:
+    """Check a strategy: a tuple holding one tuple of positive ints per input.
+
+    ``input_ranks`` (when known) gives the rank of each input: the number of inner tuples must equal
+    ``len(input_ranks)`` and each inner tuple's length the input's rank.
+    """
+    if not isinstance(strategy, tuple) or not strategy or not all(isinstance(s, tuple) for s in strategy):
+        raise TypeError(f"For '{cls_name}', '{name}' must be a tuple of tuples (one per input), but got {strategy!r}.")
+    for dims in strategy:
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
+                raise ValueError(f"For '{cls_name}', '{name}' must hold positive ints, but got {strategy!r}.")
+    if input_ranks is not None:
+        if len(strategy) != len(input_ranks):
+            raise ValueError(f"For '{cls_name}', '{name}' must have {len(input_ranks)} entries (one per input), "
+                             f"but got {len(strategy)}: {strategy!r}.")
+        for i, (dims, rank) in enumerate(zip(strategy, input_ranks)):
+            if len(dims) != rank:
+                raise ValueError(f"For '{cls_name}', entry {i} of '{name}' must have {rank} dims "
+                                 f"(the rank of input {i}), but got {dims!r}.")
+    return strategy
+
+
+def shard_primitive(prim: Primitive, strategy: Optional[tuple], name: str, cls_name: str,
+                    input_ranks: Optional[Sequence[int]] = None) -> None:
+    """Validate ``strategy`` and attach it to ``prim``; None leaves the primitive data-parallel."""
+    if strategy is None:
+        return
+    prim.shard(check_strategy(strategy, name, cls_name, input_ranks))

@@ -1,0 +1,97 @@
+"""Argument checks shared by every delta layer.
+
+Each check raises *before* anything is built, with a message that names the class, the argument and
+what was expected (the same style as ``mindspore.nn.Dense``).  ``bool`` is never accepted as an int.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import mindspore as ms
+from mindspore import Tensor
+from mindspore.common.initializer import Initializer
+
+FLOAT_DTYPES = (ms.float16, ms.float32)
+FLOAT_DTYPES_WITH_BF16 = (ms.float16, ms.float32, ms.bfloat16)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(value: Any, name: str, cls_name: str) -> int:
+    """TypeError unless ``value`` is an int (not a bool)."""
+    if not _is_int(value):
+        raise TypeError(f"For '{cls_name}', '{name}' must be an int, but got {value!r} "
+                        f"of type {type(value).__name__}.")
+    return value
+
+
+def check_positive_int(value: Any, name: str, cls_name: str, negative_error: type = ValueError) -> int:
+    """TypeError unless an int; ``negative_error`` (ValueError by default) unless > 0."""
+    check_int(value, name, cls_name)
+    if value <= 0:
+        raise negative_error(f"For '{cls_name}', '{name}' must be a positive int, but got {value}.")
+    return value
+
+
+def check_bool(value: Any, name: str, cls_name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"For '{cls_name}', '{name}' must be a bool, but got {value!r} "
+                        f"of type {type(value).__name__}.")
+    return value
+
+
+def check_number(value: Any, name: str, cls_name: str) -> float:
+    """TypeError unless an int or float (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"For '{cls_name}', '{name}' must be an int or float, but got {value!r} "
+                        f"of type {type(value).__name__}.")
+    return value
+
+
+def check_float_in_range(value: Any, name: str, cls_name: str, low: float = 0.0, high: float = 1.0) -> float:
+    """TypeError unless a float; ValueError unless ``low <= value < high``."""
+    if not isinstance(value, float):
+        raise TypeError(f"For '{cls_name}', '{name}' must be a float, but got {value!r} "
+                        f"of type {type(value).__name__}.")
+    if not low <= value < high:
+        raise ValueError(f"For '{cls_name}', '{name}' must be in [{low}, {high}), but got {value}.")
+    return value
+
+
+def check_dtype(value: Any, name: str, cls_name: str, allowed: Iterable = FLOAT_DTYPES):
+    """TypeError unless ``value`` is one of the ``allowed`` MindSpore dtypes."""
+    allowed = tuple(allowed)
+    if not isinstance(value, ms.dtype.Type) or value not in allowed:
+        names = ", ".join(f"mindspore.{d}" for d in allowed)
+        raise TypeError(f"For '{cls_name}', '{name}' must be one of [{names}], but got {value!r}.")
+    return value
+
+
+def check_str(value: Any, name: str, cls_name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"For '{cls_name}', '{name}' must be a str, but got {value!r} "
+                        f"of type {type(value).__name__}.")
+    return value
+
+
+def check_init(value: Any, name: str, cls_name: str, shape: tuple | None = None):
+    """Check an initializer argument (Tensor, str, Initializer or number).
+
+    TypeError for any other type; ValueError for an unknown initializer name, or for a Tensor whose
+    shape is not ``shape`` (when given).
+    """
+    if isinstance(value, bool) or not isinstance(value, (Tensor, str, Initializer, numbers.Number)):
+        raise TypeError(f"For '{cls_name}', '{name}' must be a Tensor, str, Initializer or number, "
+                        f"but got {type(value).__name__}.")
+    if isinstance(value, str):
+        from mindspore.common.initializer import _INITIALIZER_ALIAS  # pylint: disable=import-outside-toplevel
+        if value.lower() not in _INITIALIZER_ALIAS:
+            raise ValueError(f"For '{cls_name}', '{name}' must be the name of an initializer "
+                             f"({sorted(_INITIALIZER_ALIAS)}), but got {value!r}.")
+    if isinstance(value, Tensor) and shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"For '{cls_name}', the shape of '{name}' must be {tuple(shape)}, "
+                         f"but got {tuple(value.shape)}.")
+    return value
