@@ -1,0 +1,175 @@
+// The fused-op contracts of mindpet (see ops/CONTRACTS.md, the human-readable twin of this file).
+//
+// Pure C++17, no dependencies: included by the CPU kernels (ops/cpu), the Ascend host code and tiling
+// (ascendc/, ops/tiling). Tensor positions are the positions of the ops.Custom call: tensors first,
+// then the attributes as trailing scalar inputs; outputs follow the inputs in the aot `params` array.
+#pragma once
+#include <cstdint>
+
+namespace mindpet {
+namespace contracts {
+
+// ---------------------------------------------------------------------------------------------
+// Activation codes (attribute `activation` of adapter and low_rank_adapter).
+// ---------------------------------------------------------------------------------------------
+enum class Activation : int64_t {
+  kIdentity = 0,  // z
+  kRelu = 1,      // max(z, 0); derivative 0 at z = 0
+  kGelu = 2,      // 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))  (ops.GeLU, nn.GELU())
+  kGeluErf = 3,   // 0.5 z (1 + erf(z / sqrt(2)))                      (nn.GELU(approximate=False))
+  kSigmoid = 4,   // 1 / (1 + exp(-z))
+  kTanh = 5,      // tanh(z)
+  kSilu = 6,      // z sigmoid(z)
+};
+constexpr int64_t kNumActivations = 7;
+
+// ---------------------------------------------------------------------------------------------
+// 1. lora_linear:  y = x W^T + b + s (x_d A^T) B^T,  x_d = x * mask,  s = alpha / rank.
+//    M rows, K = in, N = out, R = rank.
+// ---------------------------------------------------------------------------------------------
+namespace lora_linear {
+constexpr const char* kForwardSymbol = "LoraLinearForward";
+constexpr const char* kBackwardSymbol = "LoraLinearBackward";
+
+// Forward inputs.
+enum FwdIn : int {
+  kFwdX = 0,        // [M, K]
+  kFwdWeight = 1,   // [N, K]  base W (normally frozen)
+  kFwdBias = 2,     // [N] (or [1] when has_bias == 0)
+  kFwdLoraA = 3,    // [R, K]
+  kFwdLoraB = 4,    // [N, R]
+  kFwdMask = 5,     // [M, K] (or [1] when has_mask == 0); values 0 or 1/(1-p)
+  kFwdScale = 6,    // attr float: s
+  kFwdHasBias = 7,  // attr int 0/1
+  kFwdHasMask = 8,  // attr int 0/1
+  kFwdNumInputs = 9,
+};
+// Forward outputs (index into params = kFwdNumInputs + output).
+enum FwdOut : int {
+  kFwdY = 0,  // [M, N]  x W^T + b + s u B^T
+  kFwdU = 1,  // [M, R]  x_d A^T (saved, unscaled)
+  kFwdNumOutputs = 2,
+};
+
+// Backward inputs.
+enum BwdIn : int {
+  kBwdDy = 0,       // [M, N]
+  kBwdX = 1,        // [M, K]
+  kBwdWeight = 2,   // [N, K]
+  kBwdLoraA = 3,    // [R, K]
+  kBwdLoraB = 4,    // [N, R]
+  kBwdU = 5,        // [M, R] saved
+  kBwdMask = 6,     // [M, K] or [1]
+  kBwdScale = 7,    // attr float
+  kBwdHasMask = 8,  // attr int 0/1
+  kBwdNumInputs = 9,
+};
+// Backward outputs:
+//   g = dy B;  dB = s dy^T u;  dA = s g^T x_d;  dx = dy W + s (g A) * mask.
+enum BwdOut : int {
+  kBwdDx = 0,     // [M, K]
+  kBwdDLoraA = 1, // [R, K]
+  kBwdDLoraB = 2, // [N, R]
+  kBwdNumOutputs = 3,
+};
+}  // namespace lora_linear
+
+// ---------------------------------------------------------------------------------------------
+// 2. adapter:  y = h + act(h Wd^T + bd) Wu^T + bu.   M rows, D = hidden, B = bottleneck.
+// ---------------------------------------------------------------------------------------------
+namespace adapter {
+constexpr const char* kForwardSymbol = "AdapterForward";
+constexpr const char* kBackwardSymbol = "AdapterBackward";
+
+enum FwdIn : int {
+  kFwdH = 0,           // [M, D]
+  kFwdWDown = 1,       // [B, D]
+  kFwdBDown = 2,       // [B]
+  kFwdWUp = 3,         // [D, B]
+  kFwdBUp = 4,         // [D]
+  kFwdActivation = 5,  // attr int (Activation)
+  kFwdNumInputs = 6,
+};
+enum FwdOut : int {
+  kFwdY = 0,  // [M, D]
+  kFwdZ = 1,  // [M, B]  h Wd^T + bd (saved pre-activation)
+  kFwdNumOutputs = 2,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,          // [M, D]
+  kBwdH = 1,           // [M, D]
+  kBwdWDown = 2,       // [B, D]
+  kBwdWUp = 3,         // [D, B]
+  kBwdZ = 4,           // [M, B] saved
+  kBwdActivation = 5,  // attr int
+  kBwdNumInputs = 6,
+};
+// a = act(z); dWu = dy^T a; dbu = sum dy; dz = (dy Wu) * act'(z); dWd = dz^T h; dbd = sum dz;
+// dh = dy + dz Wd.
+enum BwdOut : int {
+  kBwdDh = 0,     // [M, D]
+  kBwdDWDown = 1, // [B, D]
+  kBwdDBDown = 2, // [B]
+  kBwdDWUp = 3,   // [D, B]
+  kBwdDBUp = 4,   // [D]
+  kBwdNumOutputs = 5,
+};
+}  // namespace adapter
+
+// ---------------------------------------------------------------------------------------------
+// 3. low_rank_adapter:  Wdown = Ldl Ldr, Wup = Lul Lur (never materialised),
+//    y = h + act(h Ldl Ldr + bd) Lul Lur + bu.   M rows, D = hidden, B = bottleneck, R = rank.
+// ---------------------------------------------------------------------------------------------
+namespace low_rank_adapter {
+constexpr const char* kForwardSymbol = "LowRankAdapterForward";
+constexpr const char* kBackwardSymbol = "LowRankAdapterBackward";
+
+enum FwdIn : int {
+  kFwdH = 0,           // [M, D]
+  kFwdDownLeft = 1,    // [D, R]
+  kFwdDownRight = 2,   // [R, B]
+  kFwdBDown = 3,       // [B]
+  kFwdUpLeft = 4,      // [B, R]
+  kFwdUpRight = 5,     // [R, D]
+  kFwdBUp = 6,         // [D]
+  kFwdActivation = 7,  // attr int
+  kFwdNumInputs = 8,
+};
+enum FwdOut : int {
+  kFwdY = 0,  // [M, D]  h + q Lur + bu
+  kFwdT = 1,  // [M, R]  h Ldl            (saved)
+  kFwdZ = 2,  // [M, B]  t Ldr + bd       (saved)
+  kFwdQ = 3,  // [M, R]  act(z) Lul       (saved)
+  kFwdNumOutputs = 4,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,          // [M, D]
+  kBwdH = 1,           // [M, D]
+  kBwdDownLeft = 2,    // [D, R]
+  kBwdDownRight = 3,   // [R, B]
+  kBwdUpLeft = 4,      // [B, R]
+  kBwdUpRight = 5,     // [R, D]
+  kBwdT = 6,           // [M, R]
+  kBwdZ = 7,           // [M, B]
+  kBwdQ = 8,           // [M, R]
+  kBwdActivation = 9,  // attr int
+  kBwdNumInputs = 10,
+};
+// a = act(z); dbu = sum dy; dLur = q^T dy; dq = dy Lur^T; dLul = a^T dq; dz = (dq Lul^T) * act'(z);
+// dbd = sum dz; dLdr = t^T dz; dt = dz Ldr^T; dLdl = h^T dt; dh = dy + dt Ldl^T.
+enum BwdOut : int {
+  kBwdDh = 0,          // [M, D]
+  kBwdDDownLeft = 1,   // [D, R]
+  kBwdDDownRight = 2,  // [R, B]
+  kBwdDBDown = 3,      // [B]
+  kBwdDUpLeft = 4,     // [B, R]
+  kBwdDUpRight = 5,    // [R, D]
+  kBwdDBUp = 6,        // [D]
+  kBwdNumOutputs = 7,
+};
+}  // namespace low_rank_adapter
+
+}  // namespace contracts
+}  // namespace mindpet
