@@ -1,0 +1,261 @@
+"""LoRA: a Dense layer plus a trainable low-rank update, built from MindSpore primitives."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Union
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+from mindspore.common.initializer import HeUniform, Initializer, initializer
+from mindspore.common.seed import _get_graph_seed
+from mindspore.ops.primitive import Primitive
+
+from mindpet.delta._activation import (activation_primitives, check_activation_parallel,
+                                       resolve_activation)
+from mindpet.delta._strategy import check_strategy
+from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype,
+                                       check_float_in_range, check_init, check_number,
+                                       check_positive_int)
+
+InitType = Union[Tensor, str, Initializer, numbers.Number]
+Strategy = Optional[tuple]
+
+__all__ = ["LoRADense"]
+
+
+def _new_parameter(init: InitType, shape: tuple, dtype, name: str) -> Parameter:
+    """A Parameter of ``shape`` and ``dtype`` from an initializer argument.
+
+    bfloat16 parameters are initialised in float32 and then converted, because this MindSpore build
+    cannot exchange bfloat16 data with numpy 2 (which ``Parameter`` does on creation).
+    """
+    make_dtype = mstype.float32 if dtype == mstype.bfloat16 else dtype
+    if isinstance(init, Tensor):
+        data = init.astype(make_dtype)
+    else:
+        data = initializer(init, shape, make_dtype)
+    param = Parameter(data, name=name)
+    if dtype == mstype.bfloat16:
+        param.set_dtype(mstype.bfloat16)
+    return param
+
+
+class LoRADense(nn.Cell):
+    r"""Dense layer with a LoRA branch (Hu et al., 2021), composed from MindSpore primitives.
+
+    .. math::
+        y = \mathrm{activation}\big(X W^T + b + s \cdot \mathrm{dropout}(X) A^T B^T\big),
+        \qquad s = \mathrm{lora\_alpha} / \mathrm{lora\_rank}
+
+    Shapes: ``X`` (*, in_channels); ``weight`` W (out_channels, in_channels); ``bias`` b
+    (out_channels,); ``mindpet_delta_lora_a`` A (lora_rank, in_channels); ``mindpet_delta_lora_b`` B
+    (out_channels, lora_rank); ``y`` (*, out_channels). ``weight``/``bias`` carry the names of
+    ``nn.Dense``, so a pre-trained Dense checkpoint loads unchanged; with the default ``lora_b_init``
+    (zeros) the layer starts equal to that Dense. Dropout acts only in training mode (``set_train()``).
+
+    Precision: parameters are stored in ``param_init_type``; the input and parameters are cast to
+    ``compute_dtype``, in which the matmuls, bias add, scaling, sum and activation run; the output is
+    cast back to the input's dtype. bfloat16 is accepted for both. When the layer is built with
+    ``device_target='CPU'`` (where MatMul has no bfloat16 kernel), a bfloat16 ``compute_dtype`` is
+    emulated: every matmul operand and the output are rounded to bfloat16, the arithmetic runs in
+    float32 (float32 accumulation, as bfloat16 hardware does). Elsewhere bfloat16 runs natively.
+
+    Args:
+        in_channels: size of the last input dimension.
+        out_channels: size of the last output dimension.
+        lora_rank: rank r of the update (rows of A, columns of B).
+        lora_alpha: non-zero scale numerator; the update is scaled by ``lora_alpha / lora_rank``.
+        lora_dropout: dropout probability on the LoRA branch's input, a float in [0, 1).
+        lora_a_init, lora_b_init, weight_init, bias_init: Tensor (of the parameter's shape), initializer
+            name, Initializer or number. A Tensor is cast to ``param_init_type``.
+        param_init_type: parameter dtype (float16, float32 or bfloat16).
+        compute_dtype: computation dtype (float16, float32 or bfloat16).
+        has_bias: whether to add ``bias``.
+        activation: name (``'relu'``, ``'gelu'``: tanh approximation), Cell, Primitive or None.
+
+    Raises:
+        TypeError: ``in_channels``, ``out_channels`` or ``lora_rank`` not an int (bool included);
+            ``lora_alpha`` not an int or float; ``lora_dropout`` not a float; ``has_bias`` not a bool;
+            ``activation`` not a str, Cell, Primitive or None; a dtype not float16/float32/bfloat16;
+            an init of another type.
+        ValueError: a non-positive channel count or rank; ``lora_alpha`` zero or not finite;
+            ``lora_dropout`` outside [0, 1); a Tensor init of the wrong shape; an unknown
+            initializer or activation name; an input whose last dimension is not ``in_channels``.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 lora_rank: int,
+                 lora_alpha: Union[int, float],
+                 lora_dropout: float,
+                 lora_a_init: InitType = HeUniform(negative_slope=math.sqrt(5)),
+                 lora_b_init: InitType = 'zero',
+                 param_init_type=mstype.float32,
+                 compute_dtype=mstype.float16,
+                 weight_init: InitType = 'normal',
+                 bias_init: InitType = 'zeros',
+                 has_bias: bool = True,
+                 activation: Union[str, nn.Cell, Primitive, None] = None):
+        super().__init__()
+        cls = self.cls_name
+        # Validate every argument before building anything.
+        check_positive_int(in_channels, "in_channels", cls)
+        check_positive_int(out_channels, "out_channels", cls)
+        check_positive_int(lora_rank, "lora_rank", cls)
+        check_number(lora_alpha, "lora_alpha", cls)
+        if lora_alpha == 0 or not math.isfinite(lora_alpha):
+            raise ValueError(f"For '{cls}', 'lora_alpha' must be a finite non-zero number, but got {lora_alpha}.")
+        check_float_in_range(lora_dropout, "lora_dropout", cls, 0.0, 1.0)
+        check_dtype(param_init_type, "param_init_type", cls, FLOAT_DTYPES_WITH_BF16)
+        check_dtype(compute_dtype, "compute_dtype", cls, FLOAT_DTYPES_WITH_BF16)
+        check_bool(has_bias, "has_bias", cls)
+        check_init(weight_init, "weight_init", cls, (out_channels, in_channels))
+        if has_bias:
+            check_init(bias_init, "bias_init", cls, (out_channels,))
+        check_init(lora_a_init, "lora_a_init", cls, (lora_rank, in_channels))
+        check_init(lora_b_init, "lora_b_init", cls, (out_channels, lora_rank))
+        activation = resolve_activation(activation, "activation", cls)
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout_p = lora_dropout
+        self.scaling = lora_alpha / lora_rank
+        self.has_bias = has_bias
+        self.param_init_type = param_init_type
+        self.compute_dtype = compute_dtype
+        # CPU has no bfloat16 MatMul: round operands to bfloat16, compute in float32.
+        self._emulate_bf16 = (compute_dtype == mstype.bfloat16
+                              and ms.get_context("device_target") == "CPU")
+        self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
+
+        self.weight = _new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.bias = _new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.mindpet_delta_lora_a = _new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
+                                                   "mindpet_delta_lora_a")
+        self.mindpet_delta_lora_b = _new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
+                                                   "mindpet_delta_lora_b")
+        self._scaling = Tensor(self.scaling, self._op_dtype)
+
+        # One primitive per documented shard strategy.
+        self.matmul = ops.MatMul(transpose_b=True)
+        self.bias_add = ops.BiasAdd()
+        seed0, seed1 = _get_graph_seed(0, "dropout")
+        self.lora_dropout = ops.Dropout(1.0 - lora_dropout, seed0, seed1)
+        self.lora_a_matmul = ops.MatMul(transpose_b=True)
+        self.lora_b_matmul = ops.MatMul(transpose_b=True)
+        self.mul = ops.Mul()
+        self.add = ops.Add()
+        self.activation = activation
+        self.activation_flag = activation is not None
+        self.cast = ops.Cast()
+        self.reshape = ops.Reshape()
+        self.shape_op = ops.Shape()
+        self.dtype_op = ops.DType()
+
+    def _to_compute(self, t):
+        """Cast to the compute dtype (bfloat16 on CPU: round to bfloat16, carry as float32)."""
+        if self._emulate_bf16:
+            return self.cast(self.cast(t, mstype.bfloat16), mstype.float32)
+        return self.cast(t, self.compute_dtype)
+
+    def _round(self, t):
+        """Round an intermediate result to the compute dtype (a no-op unless bfloat16 is emulated)."""
+        if self._emulate_bf16:
+            return self.cast(self.cast(t, mstype.bfloat16), mstype.float32)
+        return t
+
+    def _dense(self, x2d):
+        """Frozen path: x W^T + b, shapes (n, in) -> (n, out)."""
+        out = self._round(self.matmul(x2d, self._to_compute(self.weight)))
+        if self.has_bias:
+            out = self.bias_add(out, self._to_compute(self.bias))
+        return out
+
+    def _lora_delta(self, x2d):
+        """LoRA branch: s * dropout(x) A^T B^T, shapes (n, in) -> (n, out)."""
+        if self.training and self.lora_dropout_p > 0.0:
+            x2d, _ = self.lora_dropout(x2d)
+        u = self._round(self.lora_a_matmul(x2d, self._to_compute(self.mindpet_delta_lora_a)))
+        delta = self._round(self.lora_b_matmul(u, self._to_compute(self.mindpet_delta_lora_b)))
+        return self.mul(delta, self._scaling)
+
+    def construct(self, x):
+        x_shape = self.shape_op(x)
+        if x_shape[-1] != self.in_channels:
+            raise ValueError(f"For 'LoRADense', the last dimension of the input must equal 'in_channels' "
+                             f"({self.in_channels}), but got input shape {x_shape}.")
+        ori_dtype = self.dtype_op(x)
+        x2d = x
+        if len(x_shape) != 2:
+            x2d = self.reshape(x, (-1, self.in_channels))
+        x2d = self._to_compute(x2d)
+        out = self.add(self._dense(x2d), self._lora_delta(x2d))
+        if self.activation_flag:
+            out = self.activation(out)
+        out = self.cast(self._round(out), ori_dtype)
+        if len(x_shape) != 2:
+            out = self.reshape(out, x_shape[:-1] + (self.out_channels,))
+        return out
+
+    def shard(self,
+              strategy_org_dense_matmul: Strategy = None,
+              strategy_org_bias_add: Strategy = None,
+              strategy_lora_dropout: Strategy = None,
+              strategy_lora_a_matmul: Strategy = None,
+              strategy_lora_b_matmul: Strategy = None,
+              strategy_lora_mul: Strategy = None,
+              strategy_lora_add: Strategy = None,
+              strategy_activation: Strategy = None) -> "LoRADense":
+        """Attach a parallel strategy to each primitive (effective in semi-auto/auto parallel mode).
+
+        Each strategy is a tuple with one tuple of ints per input (see ``Primitive.shard``); None
+        keeps the default (data parallel). Both matmuls of W and of A, B use ``transpose_b=True``.
+        ``strategy_activation`` is ignored when the layer has no activation. Everything is validated
+        before any strategy is attached.
+
+        Raises:
+            TypeError: a strategy that is not a tuple of tuples.
+            ValueError: non-positive entries or a wrong number/length of entries; LogSoftmax
+                activation under semi-auto or auto parallel mode; an activation Cell without primitive.
+        """
+        cls = self.cls_name
+        check_activation_parallel(self.activation, "activation", cls)
+        plan = (
+            (self.matmul, strategy_org_dense_matmul, "strategy_org_dense_matmul", (2, 2)),
+            (self.bias_add, strategy_org_bias_add, "strategy_org_bias_add", (2, 1)),
+            (self.lora_dropout, strategy_lora_dropout, "strategy_lora_dropout", (2,)),
+            (self.lora_a_matmul, strategy_lora_a_matmul, "strategy_lora_a_matmul", (2, 2)),
+            (self.lora_b_matmul, strategy_lora_b_matmul, "strategy_lora_b_matmul", (2, 2)),
+            (self.mul, strategy_lora_mul, "strategy_lora_mul", (2, 0)),
+            (self.add, strategy_lora_add, "strategy_lora_add", (2, 2)),
+        )
+        for _, strategy, name, ranks in plan:
+            if strategy is not None:
+                check_strategy(strategy, name, cls, ranks)
+        act_prims = []
+        if strategy_activation is not None and self.activation_flag:
+            check_strategy(strategy_activation, "strategy_activation", cls)
+            act_prims = activation_primitives(self.activation)
+            if not act_prims:
+                raise ValueError(f"For '{cls}', the activation {type(self.activation).__name__} holds no "
+                                 f"primitive to apply 'strategy_activation' to; pass a Primitive such as "
+                                 f"mindspore.ops.ReLU().")
+        for prim, strategy, _, _ in plan:
+            if strategy is not None:
+                prim.shard(strategy)
+        for prim in act_prims:
+            prim.shard(strategy_activation)
+        return self
+
+    def extend_repr(self) -> str:
+        s = (f"in_channels={self.in_channels}, out_channels={self.out_channels}, lora_rank={self.lora_rank}, "
+             f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout_p}, has_bias={self.has_bias}, "
+             f"compute_dtype={self.compute_dtype}")
+        if self.activation_flag:
+            s += f", activation={self.activation}"
+        return s
