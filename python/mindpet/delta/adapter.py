@@ -1,0 +1,403 @@
+"""Adapter (Houlsby et al., 2019): a residual bottleneck inserted after a dense layer.
+
+``AdapterLayer`` computes, for an input ``x`` of shape ``(*, d)`` (``d = hidden_size``,
+``k = bottleneck_size``)::
+
+    y = x + act(x W_down^T + b_down) W_up^T + b_up
+
+with ``W_down: (k, d)``, ``b_down: (k,)``, ``W_up: (d, k)``, ``b_up: (d,)``.  ``AdapterDense`` is a
+``nn.Dense`` (parameters ``weight: (out, in)`` and ``bias: (out,)``) followed by an ``AdapterLayer``::
+
+    hidden = activation(x W^T + b),    y = AdapterLayer(hidden)
+
+Parameter names: the delta parameters live on the ``AdapterLayer`` as
+``mindpet_delta_adapter_{down,up}_{weight,bias}``; inside an ``AdapterDense`` the layer is the
+sub-cell ``adapter``, so a path reads ``<model path>.adapter.mindpet_delta_adapter_down_weight``.
+``freeze_delta(model, mode='adapter')`` keeps exactly these trainable.
+
+Initialisation: ``W_down`` uses ``HeUniform(negative_slope=sqrt(5))`` (as ``nn.Dense``), and ``b_down``,
+``W_up``, ``b_up`` start at zero, so a freshly inserted adapter is the identity (``y == x``) and a
+pre-trained model's output is unchanged.  Gradients still flow: ``dL/dW_up = act(.)^T dL/dy`` is
+non-zero at the first step, and the down projection learns as soon as ``W_up`` moves.
+
+Precision: parameters are stored in ``param_init_type``; the matmuls, bias adds and non-linearities
+run in ``compute_dtype``; the residual add runs in the input's dtype, so the output has the input's
+dtype and shape.
+
+``LowRankAdapterDense`` and ``LowRankAdapterLayer`` (module ``low_rank_adapter``) are also importable
+from here, as documented (``mindpet.delta.adapter.LowRankAdapterDense``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Union
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import HeUniform, Initializer, initializer
+
+from mindpet.delta._activation import activation_primitives, check_activation_parallel, resolve_activation
+from mindpet.delta._strategy import check_strategy
+from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int, check_str
+
+__all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
+
+InitType = Union[Tensor, str, Initializer, float, int]
+StrategyType = Optional[tuple]
+
+
+def make_param(init: Any, shape: tuple, dtype: ms.dtype.Type, name: str) -> Parameter:
+    """A Parameter of ``shape`` and ``dtype`` from an initializer (a Tensor is cast to ``dtype``)."""
+    if isinstance(init, Tensor):
+        return Parameter(init.astype(dtype), name=name)
+    return Parameter(initializer(init, shape, dtype), name=name)
+
+
+def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residential_add: StrategyType,
+                           cls_name: str) -> StrategyType:
+    """Accept the spelling ``strategy_residential_add`` (used in the user document's examples)."""
+    if strategy_residential_add is None:
+        return strategy_residual_add
+    if strategy_residual_add is not None:
+        raise ValueError(f"For '{cls_name}', give only one of 'strategy_residual_add' and its alias "
+                         f"'strategy_residential_add'.")
+    return strategy_residential_add
+
+
+def check_strategies(cls_name: str, strategies: dict) -> None:
+    """Validate every given strategy (``{name: (strategy, input_ranks)}``) before any is applied."""
+    for name, (strategy, ranks) in strategies.items():
+        if strategy is not None:
+            check_strategy(strategy, name, cls_name, ranks)
+
+
+def activation_plan(activation, strategy: StrategyType, arg_name: str, strategy_name: str,
+                    cls_name: str) -> list:
+    """Validate an activation strategy; return its ``(primitive, strategy)`` pairs.
+
+    ValueError for LogSoftmax under (semi-)auto parallel, for a strategy given without an activation,
+    or for an activation Cell that holds no primitive to carry it.
+    """
+    check_activation_parallel(activation, arg_name, cls_name)
+    if strategy is None:
+        return []
+    check_strategy(strategy, strategy_name, cls_name)
+    if activation is None:
+        raise ValueError(f"For '{cls_name}', '{strategy_name}' was given but '{arg_name}' is None.")
+    prims = activation_primitives(activation)
+    if not prims:
+        raise ValueError(f"For '{cls_name}', the {arg_name} {type(activation).__name__} holds no primitive to "
+                         f"apply '{strategy_name}' to; pass a Primitive such as mindspore.ops.ReLU().")
+    return [(prim, strategy) for prim in prims]
+
+
+def apply_strategies(pairs: list) -> None:
+    """Attach each strategy to its primitive (``[(primitive, strategy)]``; None is skipped)."""
+    for prim, strategy in pairs:
+        if strategy is not None:
+            prim.shard(strategy)
+
+
+class AdapterLayer(nn.Cell):
+    r"""Adapter bottleneck with a residual connection.
+
+    .. math::
+        y = x + \mathrm{act}(x W_{down}^T + b_{down}) W_{up}^T + b_{up}
+
+    Args:
+        hidden_size: ``d``, the last dimension of the input (and of the output).
+        bottleneck_size: ``k``, the dimension of the down projection. Default: 64.
+        non_linearity: name of the activation after the down projection (see
+            ``mindspore.nn.get_activation``). Default: ``'gelu'`` (tanh approximation).
+        param_init_type: dtype of the parameters, ``mindspore.float32`` or ``mindspore.float16``.
+        compute_dtype: dtype of the matmuls, ``mindspore.float16`` (default) or ``mindspore.float32``.
+
+    Inputs:
+        x: Tensor of shape ``(*, d)``.
+
+    Outputs:
+        Tensor of shape ``(*, d)`` and the dtype of ``x``.
+
+    Raises:
+        TypeError: ``hidden_size`` or ``bottleneck_size`` not an int; ``non_linearity`` not a str;
+            ``param_init_type`` / ``compute_dtype`` not float16/float32.
+        ValueError: ``hidden_size`` or ``bottleneck_size`` <= 0; unknown ``non_linearity``.
+    """
+
+    def __init__(self,
+                 hidden_size: int,
+                 bottleneck_size: int = 64,
+                 non_linearity: str = "gelu",
+                 param_init_type: ms.dtype.Type = ms.float32,
+                 compute_dtype: ms.dtype.Type = ms.float16):
+        cls_name = type(self).__name__
+        non_linear = self.check_args(cls_name, hidden_size, bottleneck_size, non_linearity,
+                                     param_init_type, compute_dtype)
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.bottleneck_size = bottleneck_size
+        self.compute_dtype = compute_dtype
+        self.param_init_type = param_init_type
+
+        d, k = hidden_size, bottleneck_size
+        self.mindpet_delta_adapter_down_weight = make_param(
+            HeUniform(negative_slope=math.sqrt(5)), (k, d), param_init_type, "mindpet_delta_adapter_down_weight")
+        self.mindpet_delta_adapter_down_bias = make_param(
+            "zeros", (k,), param_init_type, "mindpet_delta_adapter_down_bias")
+        self.mindpet_delta_adapter_up_weight = make_param(
+            "zeros", (d, k), param_init_type, "mindpet_delta_adapter_up_weight")
+        self.mindpet_delta_adapter_up_bias = make_param(
+            "zeros", (d,), param_init_type, "mindpet_delta_adapter_up_bias")
+
+        self.matmul_down_sampler = ops.MatMul(transpose_b=True)
+        self.bias_add_down_sampler = ops.BiasAdd()
+        self.non_linearity = non_linear
+        self.matmul_up_sampler = ops.MatMul(transpose_b=True)
+        self.bias_add_up_sampler = ops.BiasAdd()
+        self.residual_add = ops.Add()
+        self.cast = ops.Cast()
+        self.reshape = ops.Reshape()
+
+    @staticmethod
+    def check_args(cls_name: str, hidden_size: Any, bottleneck_size: Any, non_linearity: Any,
+                   param_init_type: Any, compute_dtype: Any):
+        """Validate the arguments (naming ``cls_name``); return the resolved non-linearity."""
+        check_positive_int(hidden_size, "hidden_size", cls_name)
+        check_positive_int(bottleneck_size, "bottleneck_size", cls_name)
+        check_str(non_linearity, "non_linearity", cls_name)
+        check_dtype(param_init_type, "param_init_type", cls_name)
+        check_dtype(compute_dtype, "compute_dtype", cls_name)
+        return resolve_activation(non_linearity, "non_linearity", cls_name, allow_none=False)
+
+    def bottleneck(self, h: Tensor) -> Tensor:
+        """``act(h W_down^T + b_down) W_up^T + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
+        cdt = self.compute_dtype
+        z = self.matmul_down_sampler(h, self.cast(self.mindpet_delta_adapter_down_weight, cdt))
+        z = self.bias_add_down_sampler(z, self.cast(self.mindpet_delta_adapter_down_bias, cdt))
+        z = self.non_linearity(z)
+        z = self.matmul_up_sampler(z, self.cast(self.mindpet_delta_adapter_up_weight, cdt))
+        return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_adapter_up_bias, cdt))
+
+    def construct(self, x: Tensor) -> Tensor:
+        x_shape = x.shape
+        x2 = self.reshape(x, (-1, x_shape[-1]))
+        delta = self.bottleneck(self.cast(x2, self.compute_dtype))
+        out = self.residual_add(x2, self.cast(delta, x.dtype))
+        return self.reshape(out, x_shape)
+
+    def shard(self,
+              strategy_matmul_down_sampler: StrategyType = None,
+              strategy_bias_down_sampler: StrategyType = None,
+              strategy_non_linearity: StrategyType = None,
+              strategy_matmul_up_sampler: StrategyType = None,
+              strategy_bias_up_sampler: StrategyType = None,
+              strategy_residual_add: StrategyType = None,
+              *,
+              strategy_residential_add: StrategyType = None) -> "AdapterLayer":
+        """Set the parallel strategy of each primitive (None keeps data parallel).
+
+        Each strategy is a tuple with one tuple per input of its primitive (inputs are 2-D:
+        leading dims are flattened). ``strategy_residential_add`` is an alias of
+        ``strategy_residual_add``.
+
+        Raises:
+            TypeError / ValueError: a malformed strategy, naming it.
+            ValueError: a LogSoftmax non-linearity under (semi-)auto parallel.
+        """
+        cls_name = type(self).__name__
+        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
+        apply_strategies(self.shard_plan(cls_name, strategy_matmul_down_sampler, strategy_bias_down_sampler,
+                                         strategy_non_linearity, strategy_matmul_up_sampler,
+                                         strategy_bias_up_sampler, residual))
+        return self
+
+    def shard_plan(self, cls_name: str, matmul_down: StrategyType, bias_down: StrategyType,
+                   non_linearity: StrategyType, matmul_up: StrategyType, bias_up: StrategyType,
+                   residual_add: StrategyType) -> list:
+        """Validate the strategies (errors name ``cls_name``); return ``(primitive, strategy)`` pairs."""
+        check_strategies(cls_name, {
+            "strategy_matmul_down_sampler": (matmul_down, (2, 2)),
+            "strategy_bias_down_sampler": (bias_down, (2, 1)),
+            "strategy_matmul_up_sampler": (matmul_up, (2, 2)),
+            "strategy_bias_up_sampler": (bias_up, (2, 1)),
+            "strategy_residual_add": (residual_add, (2, 2)),
+        })
+        pairs = activation_plan(self.non_linearity, non_linearity, "non_linearity", "strategy_non_linearity",
+                                cls_name)
+        return pairs + [(self.matmul_down_sampler, matmul_down), (self.bias_add_down_sampler, bias_down),
+                        (self.matmul_up_sampler, matmul_up), (self.bias_add_up_sampler, bias_up),
+                        (self.residual_add, residual_add)]
+
+
+class DenseWithDelta(nn.Cell):
+    """The frozen dense part shared by ``AdapterDense`` and ``LowRankAdapterDense``.
+
+    ``hidden = activation(x W^T + b)`` with ``weight: (out_channels, in_channels)`` and
+    ``bias: (out_channels,)``, named as in ``nn.Dense`` and computed in ``compute_dtype``; ``hidden`` is
+    cast back to the input dtype and passed to ``apply_delta`` (the subclass's delta layer, held in the
+    attribute named ``delta_attr``).
+    """
+
+    delta_attr = ""
+
+    @staticmethod
+    def check_dense_args(cls_name: str, in_channels: Any, out_channels: Any, weight_init: Any, bias_init: Any,
+                         has_bias: Any, activation: Any):
+        """Validate the ``nn.Dense`` arguments; return the resolved activation (or None)."""
+        check_positive_int(in_channels, "in_channels", cls_name)
+        check_positive_int(out_channels, "out_channels", cls_name)
+        check_bool(has_bias, "has_bias", cls_name)
+        check_init(weight_init, "weight_init", cls_name, (out_channels, in_channels))
+        check_init(bias_init, "bias_init", cls_name, (out_channels,))
+        return resolve_activation(activation, "activation", cls_name, allow_none=True)
+
+    def build_dense(self, in_channels: int, out_channels: int, weight_init: InitType, bias_init: InitType,
+                    has_bias: bool, activation, param_init_type: ms.dtype.Type,
+                    compute_dtype: ms.dtype.Type, make_delta: Callable[[], nn.Cell]) -> None:
+        """Create the dense parameters and primitives, then the delta layer from ``make_delta()``."""
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.has_bias = has_bias
+        self.compute_dtype = compute_dtype
+        self.param_init_type = param_init_type
+        self.weight = make_param(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.bias = make_param(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.matmul = ops.MatMul(transpose_b=True)
+        self.bias_add = ops.BiasAdd()
+        self.activation = activation
+        self.activation_flag = activation is not None
+        self.cast = ops.Cast()
+        self.reshape = ops.Reshape()
+        setattr(self, self.delta_attr, make_delta())
+
+    def dense(self, x2: Tensor) -> Tensor:
+        """``activation(x W^T + b)`` for ``x2: (N, in)`` in ``compute_dtype``."""
+        h = self.matmul(self.cast(x2, self.compute_dtype), self.cast(self.weight, self.compute_dtype))
+        if self.has_bias:
+            h = self.bias_add(h, self.cast(self.bias, self.compute_dtype))
+        if self.activation_flag:
+            h = self.activation(h)
+        return h
+
+    def construct(self, x: Tensor) -> Tensor:
+        x_shape = x.shape
+        hidden = self.cast(self.dense(self.reshape(x, (-1, x_shape[-1]))), x.dtype)
+        out = self.apply_delta(hidden)
+        return self.reshape(out, x_shape[:-1] + (self.out_channels,))
+
+    def apply_delta(self, hidden: Tensor) -> Tensor:
+        """The delta layer applied to ``hidden: (N, out_channels)``; defined by each subclass."""
+        raise NotImplementedError
+
+    def shard_dense_plan(self, strategy_matmul_org: StrategyType, strategy_bias_org: StrategyType,
+                         strategy_activation_org: StrategyType) -> list:
+        """Validate the dense strategies; return the ``(primitive, strategy)`` pairs to apply.
+
+        ValueError for ``strategy_bias_org`` without bias or ``strategy_activation_org`` without activation.
+        """
+        cls_name = type(self).__name__
+        check_strategies(cls_name, {
+            "strategy_matmul_org": (strategy_matmul_org, (2, 2)),
+            "strategy_bias_org": (strategy_bias_org, (2, 1)),
+        })
+        if strategy_bias_org is not None and not self.has_bias:
+            raise ValueError(f"For '{cls_name}', 'strategy_bias_org' was given but 'has_bias' is False.")
+        pairs = activation_plan(self.activation, strategy_activation_org, "activation", "strategy_activation_org",
+                                cls_name)
+        return pairs + [(self.matmul, strategy_matmul_org), (self.bias_add, strategy_bias_org)]
+
+
+class AdapterDense(DenseWithDelta):
+    r"""A dense layer followed by an adapter.
+
+    .. math::
+        h = \mathrm{activation}(x W^T + b), \qquad y = h + \mathrm{act}(h W_{down}^T + b_{down}) W_{up}^T + b_{up}
+
+    Args:
+        in_channels: last dimension of the input.
+        out_channels: last dimension of the output (the adapter's ``hidden_size``).
+        weight_init: initializer of ``weight: (out_channels, in_channels)``. Default: ``'normal'``.
+        bias_init: initializer of ``bias: (out_channels,)``. Default: ``'zeros'``.
+        has_bias: whether the dense layer has ``bias``. Default: True.
+        activation: activation of the dense layer (str, Cell, Primitive or None). Default: None.
+        bottleneck_size: the adapter's down-projection dimension. Default: 64.
+        non_linearity: the adapter's activation name. Default: ``'gelu'``.
+        param_init_type: dtype of all parameters (float32 default, or float16).
+        compute_dtype: dtype of the matmuls (float16 default, or float32).
+
+    Inputs:
+        x: Tensor of shape ``(*, in_channels)``.
+
+    Outputs:
+        Tensor of shape ``(*, out_channels)`` and the dtype of ``x``.
+
+    Raises:
+        TypeError: a size not an int; ``has_bias`` not a bool; ``activation`` not a str, Cell, Primitive
+            or None; ``non_linearity`` not a str; a dtype not float16/float32; an init of another type.
+        ValueError: a size <= 0; an unknown initializer name; a Tensor init of the wrong shape;
+            unknown ``non_linearity``.
+        KeyError: unknown ``activation`` name.
+    """
+
+    delta_attr = "adapter"
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 weight_init: InitType = "normal",
+                 bias_init: InitType = "zeros",
+                 has_bias: bool = True,
+                 activation: Union[str, nn.Cell, ops.Primitive, None] = None,
+                 bottleneck_size: int = 64,
+                 non_linearity: str = "gelu",
+                 param_init_type: ms.dtype.Type = ms.float32,
+                 compute_dtype: ms.dtype.Type = ms.float16):
+        cls_name = type(self).__name__
+        act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
+                                    activation)
+        AdapterLayer.check_args(cls_name, out_channels, bottleneck_size, non_linearity, param_init_type,
+                                compute_dtype)
+        super().__init__()
+        self.bottleneck_size = bottleneck_size
+        self.build_dense(in_channels, out_channels, weight_init, bias_init, has_bias, act, param_init_type,
+                         compute_dtype,
+                         lambda: AdapterLayer(out_channels, bottleneck_size, non_linearity, param_init_type,
+                                              compute_dtype))
+
+    def shard(self,
+              strategy_matmul_org: StrategyType = None,
+              strategy_bias_org: StrategyType = None,
+              strategy_activation_org: StrategyType = None,
+              strategy_matmul_down_sampler: StrategyType = None,
+              strategy_bias_down_sampler: StrategyType = None,
+              strategy_non_linearity: StrategyType = None,
+              strategy_matmul_up_sampler: StrategyType = None,
+              strategy_bias_up_sampler: StrategyType = None,
+              strategy_residual_add: StrategyType = None,
+              *,
+              strategy_residential_add: StrategyType = None) -> "AdapterDense":
+        """Set the parallel strategy of each primitive (see ``AdapterLayer.shard``).
+
+        ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
+        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation. Given for a layer without
+        bias or activation, they raise ValueError.
+        """
+        cls_name = type(self).__name__
+        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
+        pairs = self.shard_dense_plan(strategy_matmul_org, strategy_bias_org, strategy_activation_org)
+        pairs += self.adapter.shard_plan(cls_name, strategy_matmul_down_sampler, strategy_bias_down_sampler,
+                                         strategy_non_linearity, strategy_matmul_up_sampler,
+                                         strategy_bias_up_sampler, residual)
+        apply_strategies(pairs)
+        return self
+
+    def apply_delta(self, hidden: Tensor) -> Tensor:
+        return self.adapter(hidden)
+
+
+def __getattr__(name: str):
+    """Lazily re-export the low-rank adapter (documented under ``mindpet.delta.adapter``)."""
+    if name in ("LowRankAdapterDense", "LowRankAdapterLayer"):
+        from mindpet.delta import low_rank_adapter  # pylint: disable=import-outside-toplevel
+        return getattr(low_rank_adapter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

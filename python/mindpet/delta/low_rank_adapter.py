@@ -1,0 +1,300 @@
+"""Low-Rank Adapter (Compacter paper, Mahabadi et al., 2021): an adapter whose projections are rank-r products.
+
+``LowRankAdapterLayer`` computes, for ``x`` of shape ``(*, d)`` (``d = hidden_size``,
+``k = hidden_size // reduction_factor``, ``r = low_rank_size``)::
+
+    W_down = W_down_left W_down_right        W_down_left: (d, r), W_down_right: (r, k)
+    W_up   = W_up_left W_up_right            W_up_left:   (k, r), W_up_right:   (r, d)
+    y = x + act(x W_down + b_down) W_up + b_up        b_down: (k,), b_up: (d,)
+
+Order of the products: the full ``(d, k)`` / ``(k, d)`` projections are never materialised.
+``x W_down`` is computed as ``(x W_down_left) W_down_right`` (and the same for the up projection),
+which is the same product and costs ``N r (d + k)`` multiply-adds instead of ``d r k + N d k``; it is
+cheaper for every batch size ``N`` unless ``r`` is close to ``d k / (d + k)``. Each of the four matmuls
+is its own primitive (``transpose_b=False``) and carries its own ``shard`` strategy:
+
+- ``strategy_matmul_down_sampler_input``: ``x (N, d) @ W_down_left (d, r)``
+- ``strategy_matmul_down_sampler_weight``: ``(x W_down_left) (N, r) @ W_down_right (r, k)``
+- ``strategy_matmul_up_sampler_input``: ``a (N, k) @ W_up_left (k, r)``
+- ``strategy_matmul_up_sampler_weight``: ``(a W_up_left) (N, r) @ W_up_right (r, d)``
+
+so a data-parallel strategy for a ``*_weight`` matmul is ``((dp, 1), (1, 1))``.
+
+Parameter names: ``mindpet_delta_low_rank_adapter_{down,up}_{left,right,bias}`` on the layer; inside a
+``LowRankAdapterDense`` the layer is the sub-cell ``low_rank_adapter``. None of them contains
+``mindpet_delta_adapter``, so ``freeze_delta(mode='adapter')`` never selects them.
+
+Initialisation: ``W_down_left``, ``W_down_right`` and ``W_up_left`` use ``low_rank_w_init``;
+``W_up_right`` and both biases start at zero, so a freshly inserted layer is the identity (``y == x``).
+Gradients still flow: ``dL/dW_up_right = (a W_up_left)^T dL/dy`` is non-zero since ``W_up_left`` is.
+"""
+from __future__ import annotations
+
+from typing import Any, Union
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Initializer
+
+from mindpet.delta._activation import resolve_activation
+from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
+from mindpet.delta.adapter import (DenseWithDelta, InitType, StrategyType, activation_plan, apply_strategies,
+                                   check_strategies, make_param, resolve_residual_alias)
+
+__all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
+
+_PREFIX = "mindpet_delta_low_rank_adapter_"
+
+
+class LowRankAdapterLayer(nn.Cell):
+    r"""Adapter bottleneck whose projections are rank-``low_rank_size`` products, with a residual.
+
+    .. math::
+        y = x + \mathrm{act}(x W_{dl} W_{dr} + b_{down}) W_{ul} W_{ur} + b_{up}
+
+    Args:
+        hidden_size: ``d``, the last dimension of the input (and of the output).
+        reduction_factor: ``k = hidden_size // reduction_factor`` is the bottleneck size. Default: 1.
+        low_rank_size: ``r``, the rank of each projection. Default: 1.
+        low_rank_w_init: initializer (name or ``Initializer``) of ``W_down_left``, ``W_down_right`` and
+            ``W_up_left``; ``W_up_right`` starts at zero. Default: ``'xavier_uniform'``.
+        non_linearity: activation name after the down projection. Default: ``'gelu'`` (tanh approximation).
+        param_init_type: dtype of the parameters, float32 (default) or float16.
+        compute_dtype: dtype of the matmuls, float16 (default) or float32.
+
+    Inputs:
+        x: Tensor of shape ``(*, d)``.
+
+    Outputs:
+        Tensor of shape ``(*, d)`` and the dtype of ``x``.
+
+    Raises:
+        TypeError: ``hidden_size``, ``reduction_factor`` or ``low_rank_size`` not an int;
+            ``low_rank_w_init`` neither a str nor an Initializer; ``non_linearity`` not a str;
+            a dtype not float16/float32.
+        ValueError: a size <= 0; ``reduction_factor > hidden_size``; unknown ``low_rank_w_init`` name;
+            unknown ``non_linearity``.
+    """
+
+    def __init__(self,
+                 hidden_size: int,
+                 reduction_factor: int = 1,
+                 low_rank_size: int = 1,
+                 low_rank_w_init: Union[str, Initializer] = "xavier_uniform",
+                 non_linearity: str = "gelu",
+                 param_init_type: ms.dtype.Type = ms.float32,
+                 compute_dtype: ms.dtype.Type = ms.float16):
+        cls_name = type(self).__name__
+        non_linear = self.check_args(cls_name, hidden_size, "hidden_size", reduction_factor, low_rank_size,
+                                     low_rank_w_init, non_linearity, param_init_type, compute_dtype)
+        super().__init__()
+        d, r = hidden_size, low_rank_size
+        k = hidden_size // reduction_factor
+        self.hidden_size = hidden_size
+        self.reduction_factor = reduction_factor
+        self.bottleneck_size = k
+        self.low_rank_size = r
+        self.compute_dtype = compute_dtype
+        self.param_init_type = param_init_type
+
+        pit = param_init_type
+        self.mindpet_delta_low_rank_adapter_down_left = make_param(low_rank_w_init, (d, r), pit, _PREFIX + "down_left")
+        self.mindpet_delta_low_rank_adapter_down_right = make_param(low_rank_w_init, (r, k), pit,
+                                                                    _PREFIX + "down_right")
+        self.mindpet_delta_low_rank_adapter_down_bias = make_param("zeros", (k,), pit, _PREFIX + "down_bias")
+        self.mindpet_delta_low_rank_adapter_up_left = make_param(low_rank_w_init, (k, r), pit, _PREFIX + "up_left")
+        self.mindpet_delta_low_rank_adapter_up_right = make_param("zeros", (r, d), pit, _PREFIX + "up_right")
+        self.mindpet_delta_low_rank_adapter_up_bias = make_param("zeros", (d,), pit, _PREFIX + "up_bias")
+
+        self.matmul_down_sampler_input = ops.MatMul()
+        self.matmul_down_sampler_weight = ops.MatMul()
+        self.bias_add_down_sampler = ops.BiasAdd()
+        self.non_linearity = non_linear
+        self.matmul_up_sampler_input = ops.MatMul()
+        self.matmul_up_sampler_weight = ops.MatMul()
+        self.bias_add_up_sampler = ops.BiasAdd()
+        self.residual_add = ops.Add()
+        self.cast = ops.Cast()
+        self.reshape = ops.Reshape()
+
+    @staticmethod
+    def check_args(cls_name: str, hidden_size: Any, hidden_name: str, reduction_factor: Any, low_rank_size: Any,
+                   low_rank_w_init: Any, non_linearity: Any, param_init_type: Any, compute_dtype: Any):
+        """Validate the arguments (naming ``cls_name``; ``hidden_name`` is the argument that sets ``d``)."""
+        check_positive_int(hidden_size, hidden_name, cls_name)
+        check_positive_int(reduction_factor, "reduction_factor", cls_name)
+        check_positive_int(low_rank_size, "low_rank_size", cls_name)
+        if reduction_factor > hidden_size:
+            raise ValueError(f"For '{cls_name}', 'reduction_factor' ({reduction_factor}) must not be greater than "
+                             f"'{hidden_name}' ({hidden_size}): the bottleneck would be empty.")
+        if not isinstance(low_rank_w_init, (str, Initializer)):
+            raise TypeError(f"For '{cls_name}', 'low_rank_w_init' must be a str or Initializer, but got "
+                            f"{type(low_rank_w_init).__name__}.")
+        check_init(low_rank_w_init, "low_rank_w_init", cls_name)
+        check_str(non_linearity, "non_linearity", cls_name)
+        check_dtype(param_init_type, "param_init_type", cls_name)
+        check_dtype(compute_dtype, "compute_dtype", cls_name)
+        return resolve_activation(non_linearity, "non_linearity", cls_name, allow_none=False)
+
+    def bottleneck(self, h: Tensor) -> Tensor:
+        """``act(h W_dl W_dr + b_down) W_ul W_ur + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
+        cdt = self.compute_dtype
+        z = self.matmul_down_sampler_input(h, self.cast(self.mindpet_delta_low_rank_adapter_down_left, cdt))
+        z = self.matmul_down_sampler_weight(z, self.cast(self.mindpet_delta_low_rank_adapter_down_right, cdt))
+        z = self.bias_add_down_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_down_bias, cdt))
+        z = self.non_linearity(z)
+        z = self.matmul_up_sampler_input(z, self.cast(self.mindpet_delta_low_rank_adapter_up_left, cdt))
+        z = self.matmul_up_sampler_weight(z, self.cast(self.mindpet_delta_low_rank_adapter_up_right, cdt))
+        return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_up_bias, cdt))
+
+    def construct(self, x: Tensor) -> Tensor:
+        x_shape = x.shape
+        x2 = self.reshape(x, (-1, x_shape[-1]))
+        delta = self.bottleneck(self.cast(x2, self.compute_dtype))
+        out = self.residual_add(x2, self.cast(delta, x.dtype))
+        return self.reshape(out, x_shape)
+
+    def shard(self,
+              strategy_matmul_down_sampler_weight: StrategyType = None,
+              strategy_matmul_down_sampler_input: StrategyType = None,
+              strategy_bias_down_sampler: StrategyType = None,
+              strategy_non_linearity: StrategyType = None,
+              strategy_matmul_up_sampler_weight: StrategyType = None,
+              strategy_matmul_up_sampler_input: StrategyType = None,
+              strategy_bias_up_sampler: StrategyType = None,
+              strategy_residual_add: StrategyType = None,
+              *,
+              strategy_residential_add: StrategyType = None) -> "LowRankAdapterLayer":
+        """Set the parallel strategy of each primitive (None keeps data parallel).
+
+        See the module docstring for which matmul each ``*_input`` / ``*_weight`` strategy reaches.
+        ``strategy_residential_add`` is an alias of ``strategy_residual_add``.
+
+        Raises:
+            TypeError / ValueError: a malformed strategy, naming it.
+            ValueError: a LogSoftmax non-linearity under (semi-)auto parallel.
+        """
+        cls_name = type(self).__name__
+        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
+        apply_strategies(self.shard_plan(cls_name, strategy_matmul_down_sampler_weight,
+                                         strategy_matmul_down_sampler_input, strategy_bias_down_sampler,
+                                         strategy_non_linearity, strategy_matmul_up_sampler_weight,
+                                         strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual))
+        return self
+
+    def shard_plan(self, cls_name: str, down_weight: StrategyType, down_input: StrategyType,
+                   bias_down: StrategyType, non_linearity: StrategyType, up_weight: StrategyType,
+                   up_input: StrategyType, bias_up: StrategyType, residual_add: StrategyType) -> list:
+        """Validate the strategies (errors name ``cls_name``); return ``(primitive, strategy)`` pairs."""
+        check_strategies(cls_name, {
+            "strategy_matmul_down_sampler_weight": (down_weight, (2, 2)),
+            "strategy_matmul_down_sampler_input": (down_input, (2, 2)),
+            "strategy_bias_down_sampler": (bias_down, (2, 1)),
+            "strategy_matmul_up_sampler_weight": (up_weight, (2, 2)),
+            "strategy_matmul_up_sampler_input": (up_input, (2, 2)),
+            "strategy_bias_up_sampler": (bias_up, (2, 1)),
+            "strategy_residual_add": (residual_add, (2, 2)),
+        })
+        pairs = activation_plan(self.non_linearity, non_linearity, "non_linearity", "strategy_non_linearity",
+                                cls_name)
+        return pairs + [(self.matmul_down_sampler_weight, down_weight), (self.matmul_down_sampler_input, down_input),
+                        (self.bias_add_down_sampler, bias_down), (self.matmul_up_sampler_weight, up_weight),
+                        (self.matmul_up_sampler_input, up_input), (self.bias_add_up_sampler, bias_up),
+                        (self.residual_add, residual_add)]
+
+
+class LowRankAdapterDense(DenseWithDelta):
+    r"""A dense layer followed by a low-rank adapter.
+
+    .. math::
+        h = \mathrm{activation}(x W^T + b), \qquad y = \mathrm{LowRankAdapterLayer}(h)
+
+    Args:
+        in_channels: last dimension of the input.
+        out_channels: last dimension of the output (the adapter's ``hidden_size``).
+        weight_init: initializer of ``weight: (out_channels, in_channels)``. Default: ``'normal'``.
+        bias_init: initializer of ``bias: (out_channels,)``. Default: ``'zeros'``.
+        has_bias: whether the dense layer has ``bias``. Default: True.
+        activation: activation of the dense layer (str, Cell, Primitive or None). Default: None.
+        reduction_factor: bottleneck ``k = out_channels // reduction_factor``. Default: 1.
+        low_rank_size: rank ``r`` of each projection. Default: 1.
+        low_rank_w_init: initializer of the non-zero factors. Default: ``'xavier_uniform'``.
+        non_linearity: the adapter's activation name. Default: ``'gelu'``.
+        param_init_type: dtype of all parameters (float32 default, or float16).
+        compute_dtype: dtype of the matmuls (float16 default, or float32).
+
+    Inputs:
+        x: Tensor of shape ``(*, in_channels)``.
+
+    Outputs:
+        Tensor of shape ``(*, out_channels)`` and the dtype of ``x``.
+
+    Raises:
+        TypeError: a size not an int; ``has_bias`` not a bool; ``activation`` not a str, Cell, Primitive
+            or None; ``weight_init`` / ``bias_init`` of another type; ``low_rank_w_init`` neither a str nor
+            an Initializer; ``non_linearity`` not a str; a dtype not float16/float32.
+        ValueError: a size <= 0; ``reduction_factor > out_channels``; an unknown initializer name; a
+            Tensor init of the wrong shape; unknown ``non_linearity``.
+        KeyError: unknown ``activation`` name.
+    """
+
+    delta_attr = "low_rank_adapter"
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 weight_init: InitType = "normal",
+                 bias_init: InitType = "zeros",
+                 has_bias: bool = True,
+                 activation: Union[str, nn.Cell, ops.Primitive, None] = None,
+                 reduction_factor: int = 1,
+                 low_rank_size: int = 1,
+                 low_rank_w_init: Union[str, Initializer] = "xavier_uniform",
+                 non_linearity: str = "gelu",
+                 param_init_type: ms.dtype.Type = ms.float32,
+                 compute_dtype: ms.dtype.Type = ms.float16):
+        cls_name = type(self).__name__
+        act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
+                                    activation)
+        LowRankAdapterLayer.check_args(cls_name, out_channels, "out_channels", reduction_factor, low_rank_size,
+                                       low_rank_w_init, non_linearity, param_init_type, compute_dtype)
+        super().__init__()
+        self.reduction_factor = reduction_factor
+        self.low_rank_size = low_rank_size
+        self.build_dense(in_channels, out_channels, weight_init, bias_init, has_bias, act, param_init_type,
+                         compute_dtype,
+                         lambda: LowRankAdapterLayer(out_channels, reduction_factor, low_rank_size, low_rank_w_init,
+                                                     non_linearity, param_init_type, compute_dtype))
+
+    def apply_delta(self, hidden: Tensor) -> Tensor:
+        return self.low_rank_adapter(hidden)
+
+    def shard(self,
+              strategy_matmul_org: StrategyType = None,
+              strategy_bias_org: StrategyType = None,
+              strategy_activation_org: StrategyType = None,
+              strategy_matmul_down_sampler_weight: StrategyType = None,
+              strategy_matmul_down_sampler_input: StrategyType = None,
+              strategy_bias_down_sampler: StrategyType = None,
+              strategy_non_linearity: StrategyType = None,
+              strategy_matmul_up_sampler_weight: StrategyType = None,
+              strategy_matmul_up_sampler_input: StrategyType = None,
+              strategy_bias_up_sampler: StrategyType = None,
+              strategy_residual_add: StrategyType = None,
+              *,
+              strategy_residential_add: StrategyType = None) -> "LowRankAdapterDense":
+        """Set the parallel strategy of each primitive (see ``LowRankAdapterLayer.shard``).
+
+        ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
+        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; given for a layer without
+        bias or activation, they raise ValueError.
+        """
+        cls_name = type(self).__name__
+        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
+        pairs = self.shard_dense_plan(strategy_matmul_org, strategy_bias_org, strategy_activation_org)
+        pairs += self.low_rank_adapter.shard_plan(
+            cls_name, strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
+            strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
+            strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
+        apply_strategies(pairs)
+        return self
