@@ -1,0 +1,204 @@
+"""Freezing parameters by wildcard, by delta mode, or from a YAML file.
+
+All three functions validate every argument before changing any ``requires_grad`` flag, and
+return a :class:`FreezeResult` listing the parameters whose flag actually changed. Call them
+before the optimizer is built: an optimizer captures ``trainable_params()`` when it is created.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+import yaml
+from mindspore import nn
+
+from mindpet.graph._patterns import (PatternSet, check_all_match, check_cell, check_pattern_list,
+                                     include_exclude_targets)
+
+DELTA_MODES = ("lora", "prefixtuning", "adapter", "low_rank_adapter", "bitfit", "prompttuning", "ptuning2")
+MODE_ALIASES = {"prefix": "prefixtuning"}
+DELTA_PREFIX = "mindpet_delta_"
+BITFIT_NAMES = ("bias", "beta")
+CONFIG_KEYS = ("include", "exclude")
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    """Names (from ``model.parameters_and_names()``) whose ``requires_grad`` changed."""
+
+    frozen: List[str] = field(default_factory=list)
+    unfrozen: List[str] = field(default_factory=list)
+
+
+def _named_params(model: nn.Cell) -> Dict[str, object]:
+    return dict(model.parameters_and_names())
+
+
+def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
+    """Set ``requires_grad`` per ``targets`` and report the names that changed, in model order."""
+    frozen, unfrozen = [], []
+    for name, param in params.items():
+        want = targets.get(name)
+        if want is None or param.requires_grad == want:
+            continue
+        (unfrozen if want else frozen).append(name)
+    for name in frozen:
+        params[name].requires_grad = False
+    for name in unfrozen:
+        params[name].requires_grad = True
+    return FreezeResult(frozen=frozen, unfrozen=unfrozen)
+
+
+def _checked_patterns(func: str, names, include, exclude):
+    include = check_pattern_list(include, "include", func)
+    exclude = check_pattern_list(exclude, "exclude", func)
+    inc = PatternSet(include) if include is not None else None
+    exc = PatternSet(exclude) if exclude is not None else None
+    check_all_match(inc, names, "include", func)
+    check_all_match(exc, names, "exclude", func)
+    return inc, exc
+
+
+def freeze_modules(model: nn.Cell, include: Optional[List[str]] = None,
+                   exclude: Optional[List[str]] = None) -> FreezeResult:
+    """Freeze parameters matched by ``include``, unfreeze those matched by ``exclude``.
+
+    Names are the attribute paths from ``model.parameters_and_names()``, matched with
+    case-sensitive shell wildcards (``*`` crosses dots, ``?``, ``[seq]``; no wildcard = exact).
+    A parameter matched by include only is frozen, by exclude only made trainable, by both or
+    neither left unchanged.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Cell``; ``include``/``exclude`` is not a non-empty list of str.
+        ValueError: both are None; a pattern matches no parameter. Nothing is changed on error.
+    """
+    func = "freeze_modules"
+    check_cell(model, func)
+    if include is None and exclude is None:
+        raise ValueError(f"For '{func}', 'include' and 'exclude' cannot both be None: give at least one "
+                         f"list of name patterns.")
+    params = _named_params(model)
+    inc, exc = _checked_patterns(func, list(params), include, exclude)
+    return _apply(params, include_exclude_targets(list(params), inc, exc))
+
+
+def _normalise_mode(mode) -> str:
+    if not isinstance(mode, str):
+        raise TypeError(f"For 'freeze_delta', 'mode' must be a str, but got {type(mode).__name__}: {mode!r}.")
+    key = mode.strip().lower()
+    key = MODE_ALIASES.get(key, key)
+    if key not in DELTA_MODES:
+        raise ValueError(f"For 'freeze_delta', 'mode' must be one of {list(DELTA_MODES)} (case-insensitive; "
+                         f"'prefix' is accepted for 'prefixtuning'), but got {mode!r}.")
+    return key
+
+
+def is_delta_param(name: str, mode: str) -> bool:
+    """Whether parameter ``name`` stays trainable under ``freeze_delta(mode=mode)``.
+
+    ``mode`` must be a canonical lower-case mode. For every mode, names containing
+    ``mindpet_delta_<mode>`` match (``adapter`` does not match ``mindpet_delta_low_rank_adapter``,
+    since that string does not contain ``mindpet_delta_adapter``). For ``bitfit`` also every
+    parameter whose last dotted component is exactly ``bias`` (Dense, Conv, ...) or ``beta``
+    (LayerNorm, BatchNorm).
+    """
+    if DELTA_PREFIX + mode in name:
+        return True
+    return mode == "bitfit" and name.rsplit(".", 1)[-1] in BITFIT_NAMES
+
+
+def freeze_delta(model: nn.Cell, mode: str, include: Optional[List[str]] = None,
+                 exclude: Optional[List[str]] = None) -> FreezeResult:
+    """Freeze every parameter except the delta parameters of ``mode``, then apply include/exclude.
+
+    ``mode`` (case-insensitive) is one of ``lora``, ``prefixtuning`` (alias ``prefix``), ``adapter``,
+    ``low_rank_adapter``, ``bitfit``, ``prompttuning``, ``ptuning2``; the delta parameters of a mode
+    are those whose name contains ``mindpet_delta_<mode>`` (see :func:`is_delta_param`; bitfit also
+    keeps every ``bias`` and ``beta``). They end up trainable even if an earlier call froze them.
+    ``include``/``exclude`` are then applied with the :func:`freeze_modules` rules, e.g.
+    ``exclude=['*head*']`` keeps a task head trainable.
+
+    Raises:
+        TypeError: ``model`` not an ``nn.Cell``; ``mode`` not a str; bad ``include``/``exclude``.
+        ValueError: unknown mode; the model has no parameter of the mode; a pattern matches no
+            parameter. Nothing is changed on error.
+    """
+    func = "freeze_delta"
+    check_cell(model, func)
+    key = _normalise_mode(mode)
+    params = _named_params(model)
+    names = list(params)
+    inc, exc = _checked_patterns(func, names, include, exclude)
+    targets = {name: is_delta_param(name, key) for name in names}
+    if not any(targets.values()):
+        what = ("no parameter named 'bias' or 'beta' and none containing 'mindpet_delta_bitfit'"
+                if key == "bitfit" else f"no parameter whose name contains '{DELTA_PREFIX}{key}'")
+        raise ValueError(f"For '{func}', mode={mode!r} but the model has {what}; freezing would leave "
+                         f"nothing trainable. Add the delta layers first, or use freeze_modules.")
+    targets.update(include_exclude_targets(names, inc, exc))
+    return _apply(params, targets)
+
+
+def _read_freeze_section(config_path) -> Dict[str, Optional[List[str]]]:
+    """Read and check the ``freeze`` mapping of a YAML file; every error names the file."""
+    func = "freeze_from_config"
+    if not isinstance(config_path, (str, os.PathLike)):
+        raise TypeError(f"For '{func}', 'config_path' must be a str or os.PathLike, "
+                        f"but got {type(config_path).__name__}.")
+    path = os.fspath(config_path)
+    if os.path.islink(path):
+        raise ValueError(f"For '{func}', config file '{path}' is a symbolic link; pass the real file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"For '{func}', config file '{path}' does not exist.")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        raise ValueError(f"For '{func}', cannot open config file '{path}': {err}.") from err
+    with os.fdopen(fd, "r", encoding="utf-8") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"For '{func}', config file '{path}' is not a regular file.")
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            raise ValueError(f"For '{func}', config file '{path}' is not valid YAML: {err}") from err
+    if data is None:
+        raise ValueError(f"For '{func}', config file '{path}' is empty.")
+    if not isinstance(data, dict):
+        raise ValueError(f"For '{func}', config file '{path}' must hold a mapping with a 'freeze' key, "
+                         f"but its top level is a {type(data).__name__}.")
+    if "freeze" not in data:
+        raise ValueError(f"For '{func}', config file '{path}' has no 'freeze' key "
+                         f"(expected 'freeze: {{include: [...], exclude: [...]}}').")
+    section = data["freeze"]
+    if not isinstance(section, dict):
+        raise TypeError(f"For '{func}', 'freeze' in config file '{path}' must be a mapping with keys "
+                        f"{list(CONFIG_KEYS)}, but got {type(section).__name__}: {section!r}.")
+    unknown = [k for k in section if k not in CONFIG_KEYS]
+    if unknown:
+        raise ValueError(f"For '{func}', 'freeze' in config file '{path}' has unknown keys {unknown}; "
+                         f"allowed keys are {list(CONFIG_KEYS)}.")
+    return {key: section.get(key) for key in CONFIG_KEYS}
+
+
+def freeze_from_config(model: nn.Cell, config_path: Union[str, os.PathLike]) -> FreezeResult:
+    """Apply :func:`freeze_modules` with include/exclude read from a YAML file.
+
+    The file holds ``freeze: {include: [...], exclude: [...]}``; each list is optional but at least
+    one must be given; other top-level keys are ignored, other keys under ``freeze`` are errors.
+    Symbolic links are refused. Read-only files are fine (the file is only read).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: symlink, not a regular file, invalid YAML, empty file, no ``freeze`` key,
+            unknown keys, neither list given, or a pattern that matches no parameter.
+        TypeError: ``model`` not an ``nn.Cell``; ``freeze`` not a mapping; a list that is not a
+            non-empty list of str. Every message names the file; nothing is changed on error.
+    """
+    check_cell(model, "freeze_from_config")
+    section = _read_freeze_section(config_path)
+    try:
+        return freeze_modules(model, include=section["include"], exclude=section["exclude"])
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"In config file '{os.fspath(config_path)}': {err}") from err
