@@ -1,0 +1,1 @@
+"""Data for the benchmarks: BBC News headlines and articles, tokenisation, fixed splits."""

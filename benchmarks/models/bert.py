@@ -1,0 +1,213 @@
+"""A MindSpore BERT encoder (the HF ``BertModel`` architecture, post-LayerNorm) with a sentence classifier.
+
+Every dense layer of the encoder (attention query/key/value/output, FFN intermediate/output) is built by a
+``dense_factory(role, layer, in_channels, out_channels)``, so delta layers (LoRA on query and value,
+adapters after the output projections) plug in without touching this module. A replacement must keep
+``weight`` / ``bias`` as the names of its pre-trained parameters so the pre-trained weights still load.
+
+Parameter names of :class:`BertClassifier` (``L`` = layer index)::
+
+    bert.embeddings.{word,position,token_type}_embeddings.embedding_table
+    bert.embeddings.layer_norm.{gamma,beta}
+    bert.layers.L.attention.{query,key,value,output}.{weight,bias}
+    bert.layers.L.attention.layer_norm.{gamma,beta}
+    bert.layers.L.ffn.{intermediate,output}.{weight,bias}
+    bert.layers.L.ffn.layer_norm.{gamma,beta}
+    head.{weight,bias}
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import TruncatedNormal
+
+ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
+DenseFactory = Callable[..., nn.Cell]
+"""``factory(role=..., layer=..., in_channels=..., out_channels=...) -> Cell`` mapping ``[*, in] -> [*, out]``."""
+
+MASK_VALUE = -1e9
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The fields of a HF BERT ``config.json`` that define the forward pass."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act != "gelu":
+            raise ValueError(f"only hidden_act='gelu' (exact, erf) is implemented, got {self.hidden_act!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "BertConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "BertConfig":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def default_dense(*, role: str, layer: int, in_channels: int, out_channels: int) -> nn.Cell:
+    """The plain ``nn.Dense`` of the pre-trained model (float32)."""
+    del role, layer
+    return nn.Dense(in_channels, out_channels, weight_init=TruncatedNormal(0.02))
+
+
+def _dropout(p: float) -> nn.Cell:
+    return nn.Dropout(p=p) if p > 0 else nn.Identity()
+
+
+class ExactGELU(nn.Cell):
+    """``0.5 x (1 + erf(x / sqrt 2))``. Written out because CPU ``nn.GELU(approximate=False)`` uses tanh."""
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+class BertEmbeddings(nn.Cell):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        init = TruncatedNormal(config.initializer_range)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, embedding_table=init)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                                embedding_table=init)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size, embedding_table=init)
+        self.layer_norm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
+        self.dropout = _dropout(config.hidden_dropout_prob)
+        self.position_ids = ms.Tensor(np.arange(config.max_position_embeddings, dtype=np.int32))
+
+    def construct(self, input_ids: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        positions = self.position_ids[:input_ids.shape[1]]
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
+            + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(x))
+
+
+class BertAttention(nn.Cell):
+    """Multi-head self-attention, output projection, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig, layer: int, dense_factory: DenseFactory) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.heads = config.num_attention_heads
+        self.head_dim = h // self.heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.query = dense_factory(role="query", layer=layer, in_channels=h, out_channels=h)
+        self.key = dense_factory(role="key", layer=layer, in_channels=h, out_channels=h)
+        self.value = dense_factory(role="value", layer=layer, in_channels=h, out_channels=h)
+        self.output = dense_factory(role="attention_output", layer=layer, in_channels=h, out_channels=h)
+        self.attention_dropout = _dropout(config.attention_probs_dropout_prob)
+        self.dropout = _dropout(config.hidden_dropout_prob)
+        self.layer_norm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
+
+    def _split_heads(self, x: ms.Tensor) -> ms.Tensor:
+        b, length, _ = x.shape
+        return ops.transpose(ops.reshape(x, (b, length, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+    def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
+        b, length, h = x.shape
+        q = self._split_heads(self.query(x))
+        k = self._split_heads(self.key(x))
+        v = self._split_heads(self.value(x))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask_bias
+        probs = self.attention_dropout(ops.softmax(scores, axis=-1))
+        context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, length, h))
+        return self.layer_norm(x + self.dropout(self.output(context)))
+
+
+class BertFeedForward(nn.Cell):
+    """Intermediate dense, exact GELU, output dense, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig, layer: int, dense_factory: DenseFactory) -> None:
+        super().__init__()
+        h, inner = config.hidden_size, config.intermediate_size
+        self.intermediate = dense_factory(role="intermediate", layer=layer, in_channels=h, out_channels=inner)
+        self.activation = ExactGELU()
+        self.output = dense_factory(role="output", layer=layer, in_channels=inner, out_channels=h)
+        self.dropout = _dropout(config.hidden_dropout_prob)
+        self.layer_norm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        return self.layer_norm(x + self.dropout(self.output(self.activation(self.intermediate(x)))))
+
+
+class BertLayer(nn.Cell):
+    def __init__(self, config: BertConfig, layer: int, dense_factory: DenseFactory) -> None:
+        super().__init__()
+        self.attention = BertAttention(config, layer, dense_factory)
+        self.ffn = BertFeedForward(config, layer, dense_factory)
+
+    def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
+        return self.ffn(self.attention(x, mask_bias))
+
+
+class BertEncoder(nn.Cell):
+    """Token embeddings through ``num_hidden_layers`` transformer layers: ``[B, L] -> [B, L, hidden]``."""
+
+    def __init__(self, config: BertConfig, dense_factory: DenseFactory = default_dense) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.CellList([BertLayer(config, i, dense_factory) for i in range(config.num_hidden_layers)])
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        mask = ops.cast(attention_mask, ms.float32)
+        mask_bias = ops.reshape((1.0 - mask) * MASK_VALUE, (mask.shape[0], 1, 1, mask.shape[1]))
+        x = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            x = layer(x, mask_bias)
+        return x
+
+
+def mean_pool(hidden: ms.Tensor, attention_mask: ms.Tensor) -> ms.Tensor:
+    """Mean of the hidden states of the real (mask 1) tokens: ``[B, L, H] -> [B, H]``."""
+    mask = ops.expand_dims(ops.cast(attention_mask, hidden.dtype), -1)
+    return ops.reduce_sum(hidden * mask, 1) / ops.clamp(ops.reduce_sum(mask, 1), min=1e-9)
+
+
+class SentenceEmbedder(nn.Cell):
+    """Mean-pooled BERT sentence embedding ``[B, hidden]`` (the sentence-transformers model before Normalize)."""
+
+    def __init__(self, config: BertConfig, dense_factory: DenseFactory = default_dense) -> None:
+        super().__init__()
+        self.bert = BertEncoder(config, dense_factory)
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        return mean_pool(self.bert(input_ids, attention_mask, token_type_ids), attention_mask)
+
+
+class BertClassifier(nn.Cell):
+    """Mean-pooled BERT sentence embedding, dropout and a linear ``head``: returns logits ``[B, classes]``."""
+
+    def __init__(self, config: BertConfig, num_classes: int, dense_factory: DenseFactory = default_dense,
+                 head_dropout: float | None = None) -> None:
+        super().__init__()
+        self.bert = BertEncoder(config, dense_factory)
+        self.head_dropout = _dropout(config.hidden_dropout_prob if head_dropout is None else head_dropout)
+        self.head = nn.Dense(config.hidden_size, num_classes, weight_init=TruncatedNormal(config.initializer_range))
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        pooled = mean_pool(self.bert(input_ids, attention_mask, token_type_ids), attention_mask)
+        return self.head(self.head_dropout(pooled))
