@@ -73,17 +73,17 @@ def check_strategies(cls_name: str, strategies: dict) -> None:
 
 def activation_plan(activation, strategy: StrategyType, arg_name: str, strategy_name: str,
                     cls_name: str) -> list:
-    """Validate an activation strategy; return its ``(primitive, strategy)`` pairs.
+    """Validate an activation strategy; return its ``(primitive, strategy)`` pairs (none without activation).
 
-    ValueError for LogSoftmax under (semi-)auto parallel, for a strategy given without an activation,
-    or for an activation Cell that holds no primitive to carry it.
+    ValueError for LogSoftmax under (semi-)auto parallel, or for an activation Cell that holds no
+    primitive to carry the strategy.
     """
     check_activation_parallel(activation, arg_name, cls_name)
     if strategy is None:
         return []
     check_strategy(strategy, strategy_name, cls_name)
     if activation is None:
-        raise ValueError(f"For '{cls_name}', '{strategy_name}' was given but '{arg_name}' is None.")
+        return []
     prims = activation_primitives(activation)
     if not prims:
         raise ValueError(f"For '{cls_name}', the {arg_name} {type(activation).__name__} holds no primitive to "
@@ -180,10 +180,17 @@ class AdapterLayer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if x_shape[-1] != self.hidden_size:
+            raise ValueError(f"For 'AdapterLayer', the last dimension of the input must equal 'hidden_size' "
+                             f"({self.hidden_size}), but got input shape {x_shape}.")
         x2 = self.reshape(x, (-1, x_shape[-1]))
         delta = self.bottleneck(self.cast(x2, self.compute_dtype))
         out = self.residual_add(x2, self.cast(delta, x.dtype))
         return self.reshape(out, x_shape)
+
+    def extend_repr(self) -> str:
+        return (f"hidden_size={self.hidden_size}, bottleneck_size={self.bottleneck_size}, "
+                f"compute_dtype={self.compute_dtype}")
 
     def shard(self,
               strategy_matmul_down_sampler: StrategyType = None,
@@ -281,9 +288,18 @@ class DenseWithDelta(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if x_shape[-1] != self.in_channels:
+            raise ValueError(f"For '{self.cls_name}', the last dimension of the input must equal 'in_channels' "
+                             f"({self.in_channels}), but got input shape {x_shape}.")
         hidden = self.cast(self.dense(self.reshape(x, (-1, x_shape[-1]))), x.dtype)
         out = self.apply_delta(hidden)
         return self.reshape(out, x_shape[:-1] + (self.out_channels,))
+
+    def extend_repr(self) -> str:
+        s = f"in_channels={self.in_channels}, out_channels={self.out_channels}, has_bias={self.has_bias}"
+        if self.activation_flag:
+            s += f", activation={self.activation}"
+        return s
 
     def apply_delta(self, hidden: Tensor) -> Tensor:
         """The delta layer applied to ``hidden: (N, out_channels)``; defined by each subclass."""
@@ -293,15 +309,15 @@ class DenseWithDelta(nn.Cell):
                          strategy_activation_org: StrategyType) -> list:
         """Validate the dense strategies; return the ``(primitive, strategy)`` pairs to apply.
 
-        ValueError for ``strategy_bias_org`` without bias or ``strategy_activation_org`` without activation.
+        A (valid) ``strategy_bias_org`` without bias or ``strategy_activation_org`` without activation
+        attaches to a primitive that never runs, so it has no effect (the documented examples pass all
+        three for a layer built with ``activation=None``).
         """
         cls_name = type(self).__name__
         check_strategies(cls_name, {
             "strategy_matmul_org": (strategy_matmul_org, (2, 2)),
             "strategy_bias_org": (strategy_bias_org, (2, 1)),
         })
-        if strategy_bias_org is not None and not self.has_bias:
-            raise ValueError(f"For '{cls_name}', 'strategy_bias_org' was given but 'has_bias' is False.")
         pairs = activation_plan(self.activation, strategy_activation_org, "activation", "strategy_activation_org",
                                 cls_name)
         return pairs + [(self.matmul, strategy_matmul_org), (self.bias_add, strategy_bias_org)]
@@ -379,8 +395,8 @@ class AdapterDense(DenseWithDelta):
         """Set the parallel strategy of each primitive (see ``AdapterLayer.shard``).
 
         ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
-        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation. Given for a layer without
-        bias or activation, they raise ValueError.
+        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; the last two have no effect
+        on a layer without bias or activation. Everything is validated before anything is attached.
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)

@@ -149,10 +149,17 @@ class LowRankAdapterLayer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if x_shape[-1] != self.hidden_size:
+            raise ValueError(f"For 'LowRankAdapterLayer', the last dimension of the input must equal "
+                             f"'hidden_size' ({self.hidden_size}), but got input shape {x_shape}.")
         x2 = self.reshape(x, (-1, x_shape[-1]))
         delta = self.bottleneck(self.cast(x2, self.compute_dtype))
         out = self.residual_add(x2, self.cast(delta, x.dtype))
         return self.reshape(out, x_shape)
+
+    def extend_repr(self) -> str:
+        return (f"hidden_size={self.hidden_size}, reduction_factor={self.reduction_factor}, "
+                f"low_rank_size={self.low_rank_size}, compute_dtype={self.compute_dtype}")
 
     def shard(self,
               strategy_matmul_down_sampler_weight: StrategyType = None,
@@ -286,8 +293,8 @@ class LowRankAdapterDense(DenseWithDelta):
         """Set the parallel strategy of each primitive (see ``LowRankAdapterLayer.shard``).
 
         ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
-        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; given for a layer without
-        bias or activation, they raise ValueError.
+        layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; the last two have no effect
+        on a layer without bias or activation. Everything is validated before anything is attached.
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
