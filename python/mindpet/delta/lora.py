@@ -156,6 +156,9 @@ class LoRADense(nn.Cell):
         self.reshape = ops.Reshape()
         self.shape_op = ops.Shape()
         self.dtype_op = ops.DType()
+        # A new Cell has phase 'train' but training False: in GRAPH mode a first (eval) call would be
+        # cached under the 'train' key and reused after set_train(True), silently without dropout.
+        self.set_train(False)
 
     def _to_compute(self, t):
         """Cast to the compute dtype (bfloat16 on CPU: round to bfloat16, carry as float32)."""
