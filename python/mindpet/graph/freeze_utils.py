@@ -156,9 +156,10 @@ def _read_freeze_section(config_path) -> Dict[str, Optional[List[str]]]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as err:
         raise ValueError(f"For '{func}', cannot open config file '{path}': {err}.") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"For '{func}', config file '{path}' is not a regular file.")
     with os.fdopen(fd, "r", encoding="utf-8") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ValueError(f"For '{func}', config file '{path}' is not a regular file.")
         try:
             data = yaml.safe_load(handle)
         except yaml.YAMLError as err:
