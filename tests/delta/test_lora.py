@@ -390,7 +390,8 @@ BAD_STRATEGIES = [
 ]
 
 
-@pytest.mark.parametrize("arg,value,exc", BAD_STRATEGIES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD_STRATEGIES)])
+@pytest.mark.parametrize("arg,value,exc", BAD_STRATEGIES,
+                         ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD_STRATEGIES)])
 def test_shard_rejects_bad_strategy_before_attaching_any(arg, value, exc):
     layer = LoRADense(8, 4, 2, 4, 0.1, activation="relu")
     good = {k: v for k, v in STRATEGIES.items() if k != arg}
