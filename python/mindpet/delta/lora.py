@@ -197,6 +197,7 @@ class LoRADense(nn.Cell):
         if len(x_shape) != 2:
             x2d = self.reshape(x, (-1, self.in_channels))
         x2d = self._to_compute(x2d)
+        # base + delta: the one place a fused lora_linear backend replaces (same inputs and output).
         out = self.add(self._dense(x2d), self._lora_delta(x2d))
         if self.activation_flag:
             out = self.activation(out)
