@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "mindpet/build_info.h"
+#include "tiling_bindings.h"
 
 namespace py = pybind11;
 
@@ -17,4 +18,6 @@ PYBIND11_MODULE(_native, m) {
     d["openmp"] = info.openmp;
     return d;
   }, "Return {'version', 'compiler', 'openmp'} describing how the native part was built.");
+  py::module_ tiling = m.def_submodule("tiling", "Tiling of the fused Ascend kernels (pure C++)");
+  mindpet::pybind_tiling::Bind(tiling);
 }

@@ -1,0 +1,168 @@
+"""Tiling of the fused Ascend kernels (pure C++ through mindpet._native): for a sweep of shapes and
+core counts every output element is covered exactly once, tiles are aligned, on-chip budgets hold
+(double buffering counted), no core gets work past the problem, and plans are deterministic."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tiling_checks import (check_column_sum, check_fused, check_gemm_plan, check_grid, coverage,
+                           describe)
+
+native = pytest.importorskip("mindpet._native")
+tm = native.tiling
+
+CORES = [1, 2, 3, 7, 16, 24, 40]
+RANKS = [1, 3, 8, 64]
+# (m, k, n): M=1, odd sizes, tall, wide.
+LORA_SHAPES = [(1, 64, 64), (1, 769, 3), (17, 769, 1000), (769, 384, 769), (4096, 1024, 1024)]
+ADAPTER_SHAPES = [(1, 64, 8), (33, 769, 3), (769, 384, 64), (2048, 1024, 64)]
+
+
+def hw_with(cores: int, **overrides) -> "tm.HardwareSpec":
+    hw = tm.HardwareSpec()
+    hw.cores = cores
+    for key, value in overrides.items():
+        setattr(hw, key, value)
+    return hw
+
+
+def test_default_hardware_is_an_a2_core():
+    hw = tm.HardwareSpec()
+    assert (hw.ub_bytes, hw.l1_bytes) == (192 * 1024, 512 * 1024)
+    assert (hw.l0a_bytes, hw.l0b_bytes, hw.l0c_bytes) == (64 * 1024, 64 * 1024, 128 * 1024)
+    assert hw.cores == 48 and hw.aiv_per_aic == 2
+
+
+@pytest.mark.parametrize("dt", [2, 4])
+@pytest.mark.parametrize("m,k,n", LORA_SHAPES)
+def test_lora_linear_plans(m, k, n, dt):
+    for cores, rank, dropout in itertools.product(CORES, RANKS, (False, True)):
+        if (m, k, n) == (4096, 1024, 1024) and (cores not in (1, 40) or rank not in (8, 64)):
+            continue  # keep the large shape to the extremes
+        hw = hw_with(cores)
+        plans = tm.plan_lora_linear(m, k, n, rank, dt, True, dropout, hw)
+        fwd, dx = plans["forward"], plans["dx"]
+        check_fused(fwd, hw, cores, objects=3)
+        check_fused(dx, hw, cores, objects=5)
+        assert (fwd.grid.m, fwd.grid.n) == (m, n) and (dx.grid.m, dx.grid.n) == (m, k)
+        assert [g.n for g in fwd.gemms][1] == rank and [g.k for g in fwd.gemms] == [k, k, rank]
+        assert [g.k for g in dx.gemms] == [n, n, rank]
+        check_gemm_plan(plans["d_lora_a"], hw, cores, objects=5)
+        check_gemm_plan(plans["d_lora_b"], hw, cores, objects=5)
+        assert (plans["d_lora_a"].grid.m, plans["d_lora_a"].grid.n) == (rank, k)
+        assert (plans["d_lora_b"].grid.m, plans["d_lora_b"].grid.n) == (n, rank)
+        # dropout: per-core x_d chunk workspace (forward), whole x_d (backward)
+        if dropout:
+            assert fwd.elem_tile > 0 and (fwd.elem_tile * dt) % 32 == 0
+            assert fwd.workspace_bytes == fwd.grid.used_cores * fwd.chunk_m * k * dt
+            assert dx.workspace_bytes == m * (2 * rank + k) * dt
+        else:
+            assert fwd.elem_tile == 0 and fwd.workspace_bytes == 0
+            assert dx.workspace_bytes == m * 2 * rank * dt
+
+
+@pytest.mark.parametrize("dt", [2, 4])
+@pytest.mark.parametrize("m,d,b", ADAPTER_SHAPES)
+def test_adapter_plans(m, d, b, dt):
+    for cores in CORES:
+        hw = hw_with(cores)
+        plans = tm.plan_adapter(m, d, b, dt, hw)
+        check_fused(plans["forward"], hw, cores, objects=2)
+        check_fused(plans["dh"], hw, cores, objects=4)
+        check_gemm_plan(plans["d_w_up"], hw, cores, objects=4)
+        check_gemm_plan(plans["d_w_down"], hw, cores, objects=4)
+        assert (plans["d_w_up"].grid.m, plans["d_w_up"].grid.n) == (d, b)
+        assert (plans["d_w_down"].grid.m, plans["d_w_down"].grid.n) == (b, d)
+        check_column_sum(plans["d_b_up"], hw, cores)
+        check_column_sum(plans["d_b_down"], hw, cores)
+        assert plans["d_b_up"].cols == d and plans["d_b_down"].cols == b
+        assert plans["dh"].workspace_bytes == m * 2 * b * dt
+
+
+@pytest.mark.parametrize("dt", [2, 4])
+@pytest.mark.parametrize("m,d,b", ADAPTER_SHAPES)
+def test_low_rank_adapter_plans(m, d, b, dt):
+    for cores, rank in itertools.product((1, 3, 24, 40), RANKS):
+        hw = hw_with(cores)
+        plans = tm.plan_low_rank_adapter(m, d, b, rank, dt, hw)
+        fwd = plans["forward"]
+        check_fused(fwd, hw, cores, objects=4)
+        check_fused(plans["dh"], hw, cores, objects=8)
+        assert [g.n for g in fwd.gemms][:3] == [rank, b, rank]
+        assert [g.k for g in fwd.gemms] == [d, rank, b, rank]
+        for name, shape in (("d_down_left", (d, rank)), ("d_down_right", (rank, b)),
+                            ("d_up_left", (b, rank)), ("d_up_right", (rank, d))):
+            plan = plans[name]
+            check_gemm_plan(plan, hw, cores, objects=8)
+            assert (plan.grid.m, plan.grid.n) == shape
+        check_column_sum(plans["d_b_up"], hw, cores)
+        check_column_sum(plans["d_b_down"], hw, cores)
+
+
+def test_small_budgets_still_fit():
+    hw = hw_with(8, ub_bytes=48 * 1024, ub_reserve_bytes=8 * 1024, l1_bytes=128 * 1024,
+                 l0a_bytes=16 * 1024, l0b_bytes=16 * 1024, l0c_bytes=32 * 1024)
+    plans = tm.plan_lora_linear(769, 1000, 513, 64, 4, True, True, hw)
+    check_fused(plans["forward"], hw, 8, objects=3)
+    check_fused(plans["dx"], hw, 8, objects=5)
+    assert plans["forward"].chunk_m < plans["forward"].grid.block_m  # UB forced smaller chunks
+
+
+def test_plans_are_deterministic():
+    hw = hw_with(24)
+    first = tm.plan_lora_linear(777, 513, 1025, 8, 2, True, True, hw)
+    second = tm.plan_lora_linear(777, 513, 1025, 8, 2, True, True, hw)
+    for key in ("forward", "dx"):
+        assert describe(first[key]) == describe(second[key])
+
+
+def test_grid_uses_cores_for_large_problems_and_few_for_tiny_ones():
+    big = tm.plan_lora_linear(4096, 1024, 1024, 16, 2, False, False, hw_with(40))["forward"]
+    assert big.grid.used_cores >= 36  # the whole chip minus rounding
+    tiny = tm.plan_lora_linear(1, 64, 64, 8, 2, False, False, hw_with(40))["forward"]
+    assert tiny.grid.used_cores <= 4
+    wide = tm.plan_lora_linear(1, 4096, 4096, 8, 2, False, False, hw_with(40))["forward"]
+    assert wide.grid.m_blocks == 1 and wide.grid.n_blocks > 8  # M=1: split the columns
+
+
+def test_direct_gemm_and_column_sum():
+    for cores, (m, n, k) in itertools.product((1, 5, 40), ((1, 1, 1), (769, 3, 4096), (64, 769, 17))):
+        hw = hw_with(cores)
+        check_gemm_plan(tm.plan_gemm(m, n, k, 2, hw), hw, cores, objects=1)
+        check_column_sum(tm.plan_column_sum(m, n, 4, hw), hw, cores)
+
+
+def test_coverage_helper_detects_overlap_and_gaps():
+    assert coverage((2, 2), [(0, 2, 0, 1), (0, 1, 1, 1)]).min() == 0
+    assert coverage((2, 2), [(0, 2, 0, 2), (1, 1, 1, 1)]).max() == 2
+
+
+@pytest.mark.parametrize("call", [
+    lambda hw: tm.plan_lora_linear(0, 8, 8, 1, 2, True, False, hw),
+    lambda hw: tm.plan_lora_linear(8, 8, 8, 0, 2, True, False, hw),
+    lambda hw: tm.plan_lora_linear(8, 8, 8, 1, 8, True, False, hw),
+    lambda hw: tm.plan_adapter(8, 0, 8, 2, hw),
+    lambda hw: tm.plan_low_rank_adapter(8, 8, 8, 0, 2, hw),
+    lambda hw: tm.plan_gemm(8, 8, 0, 2, hw),
+])
+def test_bad_shapes_are_rejected(call):
+    with pytest.raises(ValueError, match="unsupported shape"):
+        call(hw_with(8))
+
+
+def test_no_cores_and_no_room_are_rejected():
+    with pytest.raises(ValueError, match="no cores"):
+        tm.plan_adapter(8, 8, 8, 2, hw_with(0))
+    with pytest.raises(ValueError, match="on-chip"):
+        tm.plan_adapter(64, 64, 8, 2, hw_with(4, ub_bytes=2048, ub_reserve_bytes=1024))
+    with pytest.raises(ValueError, match="on-chip"):
+        tm.plan_gemm(64, 64, 64, 2, hw_with(4, l0c_bytes=512))
+
+
+def test_grid_blocks_of_a_column_split():
+    plan = tm.plan_lora_linear(1, 64, 1000, 8, 2, False, False, hw_with(40))["forward"]
+    check_grid(plan.grid, 40)
+    last = plan.grid.block(plan.grid.used_cores - 1)
+    assert last[2] + last[3] == 1000  # tail block ends at the edge
