@@ -235,3 +235,41 @@ def test_constructor_errors(tmp_path):
     new_dir = tmp_path / "made" / "here"
     TrainableParamsCheckPoint(str(new_dir))
     assert new_dir.is_dir()
+
+
+def _model_with_loss_cell(net):
+    freeze_delta(net, "lora", exclude=["*head*"])
+    return Model(nn.WithLossCell(net, nn.MSELoss()), optimizer=nn.Adam(net.trainable_params(), 0.05))
+
+
+def _model_of_train_cell(net):
+    freeze_delta(net, "lora", exclude=["*head*"])
+    optimizer = nn.Adam(net.trainable_params(), 0.05)
+    return Model(nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), optimizer))
+
+
+@pytest.mark.parametrize("build", [_model_with_loss_cell, _model_of_train_cell],
+                         ids=["WithLossCell", "TrainOneStepCell"])
+def test_wrappers_are_stripped(pynative, tmp_path, toy_net, dataset, build):
+    net = toy_net()
+    callback = TrainableParamsCheckPoint(str(tmp_path), config=CheckpointConfig(save_checkpoint_steps=2))
+    build(net).train(1, dataset(4), callbacks=[callback])
+    saved = ms.load_checkpoint(callback.latest_ckpt_file_name)
+    assert set(saved) == LORA_AND_HEAD
+    for name, value in values(net).items():
+        if name in saved:
+            np.testing.assert_array_equal(saved[name].asnumpy(), value)
+
+
+def test_loss_scale_cell_state_is_not_a_weight(tmp_path, toy_net):
+    # TrainOneStepWithLossScaleCell does not run on CPU; the selection is checked on the cell itself.
+    net = toy_net()
+    freeze_delta(net, "lora", exclude=["*head*"])
+    optimizer = nn.Adam(net.trainable_params(), 0.05)
+    train_cell = nn.TrainOneStepWithLossScaleCell(nn.WithLossCell(net, nn.MSELoss()), optimizer,
+                                                  scale_sense=Tensor(np.float32(64.0)))
+    weights_only = TrainableParamsCheckPoint(str(tmp_path / "a")).select_parameters(train_cell)
+    assert {p.name for p in weights_only} == LORA_AND_HEAD
+    with_state = TrainableParamsCheckPoint(str(tmp_path / "b"), save_optimizer_state=True)
+    names = {p.name for p in with_state.select_parameters(train_cell)}
+    assert names == LORA_AND_HEAD | OPTIMIZER_KEYS | MOMENTS | {"scale_sense"}
