@@ -224,6 +224,7 @@ def test_constructor_errors(tmp_path):
         (dict(directory=None), ValueError, "directory"),
         (dict(directory=""), ValueError, "directory"),
         (dict(directory=str(link)), ValueError, "symbolic link"),
+        (dict(directory=str(link) + "/"), ValueError, "symbolic link"),
         (dict(directory=str(a_file)), ValueError, "not a directory"),
         (dict(directory=str(tmp_path), config={"save_checkpoint_steps": 1}), TypeError, "config"),
         (dict(directory=str(tmp_path), prefix="a/b"), ValueError, "prefix"),
@@ -235,6 +236,8 @@ def test_constructor_errors(tmp_path):
     new_dir = tmp_path / "made" / "here"
     TrainableParamsCheckPoint(str(new_dir))
     assert new_dir.is_dir()
+    with pytest.warns(UserWarning, match="async_save"):
+        TrainableParamsCheckPoint(str(new_dir), config=CheckpointConfig(async_save=True))
 
 
 def _model_with_loss_cell(net):

@@ -24,7 +24,7 @@ def _check_directory(directory) -> str:
     path = os.fspath(directory)
     if not path.strip():
         raise ValueError(f"For '{_CLS}', 'directory' must be a non-empty path, but got {path!r}.")
-    if os.path.islink(path):
+    if os.path.islink(os.path.normpath(path)):  # normpath: 'link/' must count as the link too
         raise ValueError(f"For '{_CLS}', 'directory' {path!r} is a symbolic link; pass the real directory.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"For '{_CLS}', 'directory' {path!r} exists and is not a directory.")
@@ -88,8 +88,9 @@ class TrainableParamsCheckPoint(Callback):
     ``save_checkpoint_steps`` / ``save_checkpoint_seconds``, ``keep_checkpoint_max`` /
     ``keep_checkpoint_per_n_minutes`` (oldest files of this callback deleted first),
     ``format`` (``'ckpt'`` or ``'safetensors'``), ``saved_network``, ``append_info``, ``enc_key`` /
-    ``enc_mode``, ``crc_check`` and ``integrated_save``; ``async_save`` is ignored (saves are
-    synchronous so that each one is atomic). A last checkpoint is written at the end of training
+    ``enc_mode``, ``crc_check`` and ``integrated_save``. ``async_save`` is ignored with a warning
+    (saves are synchronous so that each one is atomic); ``exception_save``, ``remove_redundancy``
+    and incremental map-parameter saving are not supported and ignored. A last checkpoint is written at the end of training
     if the last step was not saved. If ``directory`` already holds checkpoints of ``prefix``, the
     prefix becomes ``prefix_N`` (as in ``ModelCheckpoint``); see :attr:`prefix`.
 
