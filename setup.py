@@ -70,7 +70,9 @@ setup(
     packages=find_packages(where="python"),
     ext_modules=[CMakeExtension("mindpet._native")],
     cmdclass={"build_ext": CMakeBuild},
-    install_requires=["mindspore==2.10.0", "numpy", "pyyaml", "safetensors"],
+    # MindSpore 2.10.0 is compiled against NumPy 1.x: with NumPy 2 the first PyNative call of a process
+    # fails with SystemError and bfloat16 tensors cannot cross to numpy.
+    install_requires=["mindspore==2.10.0", "numpy>=1.22,<2", "pyyaml", "safetensors"],
     extras_require={
         "test": ["pytest", "hypothesis", "pyyaml"],
         "bench": ["tokenizers", "tqdm", "matplotlib", "psutil", "safetensors", "gguf"],
