@@ -15,17 +15,6 @@ SCALE = ALPHA / RANK
 LORA_PARAMS = ("mindpet_delta_lora_a", "mindpet_delta_lora_b")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _absorb_numpy_abi_error():
-    """Environment workaround, not LoRA behaviour: this MindSpore 2.10 build's C++ side targets NumPy 1.x;
-    with NumPy 2 the first PyNative op that parses a Python tuple/scalar argument raises SystemError once
-    per process, then works. Consume that one failure so the result does not depend on test order."""
-    try:
-        ops.reshape(Tensor(np.ones(2, np.float32)), (2,))
-    except SystemError:
-        pass
-
-
 # ----------------------------------------------------------------------------- numpy references
 def _gelu_tanh(y):
     return 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3)))
