@@ -41,6 +41,9 @@ FusedSpec LowRankPlusDense(uint32_t m, uint32_t nOut, uint32_t kIn, uint32_t ran
   AddUb(&s, Rows(rank, dt, 1));           // scaled projection of the chunk (VECOUT operand)
   s.cost = {double(kIn) + rank, double(kIn) * rank + double(kIn) * dt, double(kIn) * dt};
   s.kernelObjects = 3;
+  // The scaled projection goes through a per-core GM chunk: on A2 a vector result reaches the
+  // cube only through GM, and a private region needs no cross-core ordering.
+  s.workspacePerCoreRow = uint64_t(rank) * dt;
   return s;
 }
 
@@ -65,7 +68,7 @@ Status PlanLoraLinearForward(const LoraLinearShape& s, const HardwareSpec& hw,
     AddUb(&f, Elems(dt, 2));  // x
     AddUb(&f, Elems(dt, 2));  // mask
     AddUb(&f, Elems(dt, 2));  // x_d
-    f.workspacePerCoreRow = uint64_t(s.k) * dt;
+    f.workspacePerCoreRow += uint64_t(s.k) * dt;
   }
   return PlanFused(f, hw, &out->y);
 }
@@ -116,6 +119,7 @@ Status PlanAdapterForward(const AdapterShape& s, const HardwareSpec& hw, Adapter
   AddResidualEpilogue(&f, 1, dt);
   f.cost = {double(b), double(s.d) * b + double(s.d) * dt, double(b) * dt};
   f.kernelObjects = 2;
+  f.workspacePerCoreRow = uint64_t(b) * dt;  // a chunk, operand of gemm[1]
   return PlanFused(f, hw, &out->y);
 }
 
@@ -142,6 +146,7 @@ Status PlanAdapterBackward(const AdapterShape& s, const HardwareSpec& hw,
   f.cost = {double(b), double(s.d) * b + double(s.d) * dt, double(b) * dt};
   f.kernelObjects = kObjects;
   f.workspacePerRow = 2ull * b * dt;  // dz and a, read by the weight-gradient gemms
+  f.workspacePerCoreRow = uint64_t(b) * dt;  // dz chunk, operand of gemm[1]
   Status st = PlanFused(f, hw, &out->dh);
   if (st == Status::kOk) st = PlanGemmShared(s.d, b, s.m, dt, dt, hw, kObjects, &out->dWu);
   if (st == Status::kOk) st = PlanGemmShared(b, s.d, s.m, dt, dt, hw, kObjects, &out->dWd);
@@ -175,6 +180,7 @@ Status PlanLowRankAdapterForward(const LowRankAdapterShape& s, const HardwareSpe
   AddResidualEpilogue(&f, 3, dt);
   f.cost = {double(r), double(s.d) * r + double(r) * b * 2 + double(s.d) * dt, double(r) * dt};
   f.kernelObjects = 4;
+  f.workspacePerCoreRow = (2ull * r + b) * dt;  // t, a, q chunks (operands of gemm[1..3])
   return PlanFused(f, hw, &out->y);
 }
 
@@ -206,6 +212,7 @@ Status PlanLowRankAdapterBackward(const LowRankAdapterShape& s, const HardwareSp
   f.cost = {double(r), double(s.d) * r + double(r) * b * 2 + double(s.d) * dt, double(r) * dt};
   f.kernelObjects = kObjects;
   f.workspacePerRow = (2ull * r + 2ull * b) * dt;  // dq, dt, dz, a
+  f.workspacePerCoreRow = (2ull * r + b) * dt;     // dq, dz, dt chunks (operands)
   Status st = PlanFused(f, hw, &out->dh);
   if (st == Status::kOk) st = PlanGemmShared(s.d, r, s.m, dt, dt, hw, kObjects, &out->dDownLeft);
   if (st == Status::kOk) st = PlanGemmShared(r, b, s.m, dt, dt, hw, kObjects, &out->dDownRight);

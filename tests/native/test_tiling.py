@@ -54,13 +54,12 @@ def test_lora_linear_plans(m, k, n, dt):
         assert (plans["d_lora_a"].grid.m, plans["d_lora_a"].grid.n) == (rank, k)
         assert (plans["d_lora_b"].grid.m, plans["d_lora_b"].grid.n) == (n, rank)
         # dropout: per-core x_d chunk workspace (forward), whole x_d (backward)
-        if dropout:
-            assert fwd.elem_tile > 0 and (fwd.elem_tile * dt) % 32 == 0
-            assert fwd.workspace_bytes == fwd.grid.used_cores * fwd.chunk_m * k * dt
-            assert dx.workspace_bytes == m * (2 * rank + k) * dt
-        else:
-            assert fwd.elem_tile == 0 and fwd.workspace_bytes == 0
-            assert dx.workspace_bytes == m * 2 * rank * dt
+        # per-core operand chunks (s u or s g, and x_d with dropout) + whole-M tensors of stage 2
+        per_core = fwd.grid.used_cores * fwd.chunk_m * (rank + (k if dropout else 0)) * dt
+        assert fwd.workspace_bytes == per_core
+        assert dx.workspace_bytes == (m * (2 * rank + (k if dropout else 0)) * dt
+                                      + dx.grid.used_cores * dx.chunk_m * rank * dt)
+        assert (fwd.elem_tile > 0 and (fwd.elem_tile * dt) % 32 == 0) if dropout else fwd.elem_tile == 0
 
 
 @pytest.mark.parametrize("dt", [2, 4])
@@ -78,7 +77,8 @@ def test_adapter_plans(m, d, b, dt):
         check_column_sum(plans["d_b_up"], hw, cores)
         check_column_sum(plans["d_b_down"], hw, cores)
         assert plans["d_b_up"].cols == d and plans["d_b_down"].cols == b
-        assert plans["dh"].workspace_bytes == m * 2 * b * dt
+        dh = plans["dh"]
+        assert dh.workspace_bytes == m * 2 * b * dt + dh.grid.used_cores * dh.chunk_m * b * dt
 
 
 @pytest.mark.parametrize("dt", [2, 4])

@@ -1,0 +1,113 @@
+// Helpers shared by the op_host files: platform budgets -> HardwareSpec, and the TCubeTiling of a
+// matmul object from a GemmBase planned by the pure-C++ tiling (mindpet/tiling.h).
+#ifndef MINDPET_ASCENDC_HOST_COMMON_H
+#define MINDPET_ASCENDC_HOST_COMMON_H
+#include <cstdint>
+#include <initializer_list>
+
+#include "graph/utils/type_utils.h"
+#include "mindpet/tiling.h"
+#include "register/op_def_registry.h"
+#include "tiling/platform/platform_ascendc.h"
+#include "tiling/tiling_api.h"
+
+namespace mindpet_host {
+
+namespace mt = mindpet::tiling;
+
+// The on-chip budgets of this device, from the platform query.
+inline mt::HardwareSpec Hardware(const platform_ascendc::PlatformAscendC& plat) {
+  mt::HardwareSpec hw = mt::DefaultHardware();
+  uint64_t v = 0;
+  hw.cores = plat.GetCoreNumAiv();
+  const uint32_t aic = plat.GetCoreNumAic();
+  hw.aivPerAic = aic == 0 ? 1 : (hw.cores + aic - 1) / aic;
+  plat.GetCoreMemSize(platform_ascendc::CoreMemType::UB, v);  hw.ubBytes = v;
+  plat.GetCoreMemSize(platform_ascendc::CoreMemType::L1, v);  hw.l1Bytes = v;
+  plat.GetCoreMemSize(platform_ascendc::CoreMemType::L0_A, v); hw.l0aBytes = v;
+  plat.GetCoreMemSize(platform_ascendc::CoreMemType::L0_B, v); hw.l0bBytes = v;
+  plat.GetCoreMemSize(platform_ascendc::CoreMemType::L0_C, v); hw.l0cBytes = v;
+  return hw;
+}
+
+inline matmul_tiling::DataType MatmulType(ge::DataType dt) {
+  return dt == ge::DT_FLOAT16 ? matmul_tiling::DataType::DT_FLOAT16 : matmul_tiling::DataType::DT_FLOAT;
+}
+
+// Where a matmul object reads / writes (must match the MatmulType of the kernel object).
+struct GemmIo {
+  bool transA, transB;
+  bool bias;
+  bool cToUb;              // C is delivered tile by tile to the vector core (TPosition::VECIN)
+  uint32_t orgM, orgN, orgKa, orgKb;  // leading dimensions of the whole GM tensors
+};
+
+// TCubeTiling for one matmul object: single-core shape and base tiles exactly as planned, buffer
+// space limited to the planned budget of the object.
+inline bool FillCubeTiling(const platform_ascendc::PlatformAscendC& plat, const mt::GemmBase& g,
+                           const mt::GemmBudget& budget, ge::DataType dt, const GemmIo& io,
+                           AscendC::tiling::TCubeTiling& out) {
+  matmul_tiling::MatmulApiTiling t(plat);
+  const matmul_tiling::DataType mdt = MatmulType(dt);
+  t.SetAType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt, io.transA);
+  t.SetBType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt, io.transB);
+  t.SetCType(io.cToUb ? matmul_tiling::TPosition::VECIN : matmul_tiling::TPosition::GM,
+             matmul_tiling::CubeFormat::ND, mdt);
+  if (io.bias) {
+    t.SetBiasType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt);
+  }
+  t.EnableBias(io.bias);
+  t.SetOrgShape(io.orgM, io.orgN, io.orgKa, io.orgKb);
+  t.SetShape(g.m, g.n, g.k);
+  t.SetFixSplit(g.baseM, g.baseN, g.baseK);
+  t.SetBufferSpace(static_cast<int32_t>(budget.l1), static_cast<int32_t>(budget.l0c), -1);
+  return t.GetTiling(out) != -1;
+}
+
+// Block dim of a MIX (1 AIC : 2 AIV) kernel that splits work over `usedAiv` vector cores. Stages
+// with a full-core barrier launch every core (SyncAll needs all of them).
+inline uint32_t MixBlockDim(const platform_ascendc::PlatformAscendC& plat, uint32_t usedAiv) {
+  return plat.CalcTschBlockDim(usedAiv, plat.GetCoreNumAic(), plat.GetCoreNumAiv());
+}
+
+inline void SetWorkspace(gert::TilingContext* ctx, const platform_ascendc::PlatformAscendC& plat,
+                         uint64_t userBytes) {
+  size_t* ws = ctx->GetWorkspaceSizes(1);
+  ws[0] = static_cast<size_t>(plat.GetLibApiWorkSpaceSize() + userBytes);
+}
+
+inline uint32_t Dim(const gert::StorageShape* s, size_t i) {
+  return static_cast<uint32_t>(s->GetStorageShape().GetDim(i));
+}
+
+// Every output has the dtype T of the call (ops/CONTRACTS.md, "Dtype").
+inline ge::graphStatus SameDtypeAsFirstInput(gert::InferDataTypeContext* ctx) {
+  const ge::DataType dt = ctx->GetInputDataType(0);
+  for (size_t i = 0; i < ctx->GetComputeNodeOutputNum(); ++i) ctx->SetOutputDataType(i, dt);
+  return ge::GRAPH_SUCCESS;
+}
+
+// [rows, cols] output shape.
+inline void SetMatrix(gert::Shape* s, int64_t rows, int64_t cols) {
+  s->SetDimNum(2);
+  s->SetDim(0, rows);
+  s->SetDim(1, cols);
+}
+
+inline void SetVector(gert::Shape* s, int64_t n) {
+  s->SetDimNum(1);
+  s->SetDim(0, n);
+}
+
+// Required float16/float32 ND tensors (one dtype per call), inputs or outputs.
+inline void FloatParams(ops::OpDef* op, std::initializer_list<const char*> names, bool output) {
+  for (const char* n : names) {
+    ops::OpParamDef& p = output ? op->Output(n) : op->Input(n);
+    p.ParamType(ops::REQUIRED).DataType({ge::DT_FLOAT16, ge::DT_FLOAT})
+        .Format({ge::FORMAT_ND, ge::FORMAT_ND});
+  }
+}
+
+}  // namespace mindpet_host
+
+#endif  // MINDPET_ASCENDC_HOST_COMMON_H

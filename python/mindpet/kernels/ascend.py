@@ -1,0 +1,142 @@
+"""Ascend backend of the fused ops: the aclnn custom ops built from ``ascendc/``.
+
+Each contract op of ``ops/CONTRACTS.md`` is an Ascend C custom op (``ascendc/op_host``,
+``ascendc/op_kernel``) installed as a CANN custom-op package; MindSpore calls it through
+``ops.Custom("aclnn<OpType>", func_type="aot")`` with the contract's inputs (tensors, then the
+trailing scalar attributes) and outputs. ``available()`` tells whether that package is installed
+and the device target is Ascend; nothing here imports CANN, so the module loads on every machine.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+# contract name -> Ascend op type (OpDef class name in ascendc/op_host, OP_ADD(...)).
+OP_TYPES: dict[str, str] = {
+    "lora_linear_fwd": "MindpetLoraLinear",
+    "lora_linear_bwd": "MindpetLoraLinearGrad",
+    "adapter_fwd": "MindpetAdapter",
+    "adapter_bwd": "MindpetAdapterGrad",
+    "low_rank_adapter_fwd": "MindpetLowRankAdapter",
+    "low_rank_adapter_bwd": "MindpetLowRankAdapterGrad",
+}
+
+Shape = Sequence[int]
+
+
+def aclnn_header(op_type: str) -> str:
+    """File name of the aclnn API header CANN generates for `op_type` (aclnn_snake_case.h)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", "aclnn" + op_type)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower() + ".h"
+
+
+def _load_priority(config_ini: Path) -> list[str]:
+    """Vendor names of ``vendors/config.ini`` (``load_priority=a,b``), in order."""
+    for line in config_ini.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().lower() == "load_priority":
+            return [v.strip() for v in value.split(",") if v.strip()]
+    return []
+
+
+def op_api_dirs(env: Optional[Mapping[str, str]] = None) -> list[Path]:
+    """Directories where installed custom-op packages keep their aclnn headers, in the order
+    MindSpore searches them: ASCEND_CUSTOM_OPP_PATH entries, then ASCEND_OPP_PATH vendors."""
+    env = os.environ if env is None else env
+    dirs = [Path(p) / "op_api" / "include"
+            for p in env.get("ASCEND_CUSTOM_OPP_PATH", "").split(":") if p]
+    opp = env.get("ASCEND_OPP_PATH")
+    if opp:
+        config = Path(opp) / "vendors" / "config.ini"
+        if config.is_file():
+            dirs += [Path(opp) / "vendors" / v / "op_api" / "include" for v in _load_priority(config)]
+    return dirs
+
+
+def package_installed(env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when one op_api directory holds the aclnn headers of all six mindpet ops."""
+    headers = [aclnn_header(t) for t in OP_TYPES.values()]
+    return any(all((d / h).is_file() for h in headers) for d in op_api_dirs(env))
+
+
+def on_ascend() -> bool:
+    import mindspore as ms  # deferred: keep this module importable without initialising MindSpore
+    return ms.get_context("device_target") == "Ascend"
+
+
+def available() -> bool:
+    """The mindpet custom-op package is installed and MindSpore targets an Ascend device."""
+    return on_ascend() and package_installed()
+
+
+# ---- output shapes and dtypes of each op (ops/CONTRACTS.md) --------------------------------------
+
+def _lora_fwd(x: Shape, w: Shape, b: Shape, a: Shape, bb: Shape, mask: Shape, *attrs):
+    return [x[0], w[0]], [x[0], a[0]]
+
+
+def _lora_bwd(dy: Shape, x: Shape, w: Shape, a: Shape, bb: Shape, u: Shape, mask: Shape, *attrs):
+    return list(x), list(a), list(bb)
+
+
+def _adapter_fwd(h: Shape, wd: Shape, bd: Shape, wu: Shape, bu: Shape, *attrs):
+    return list(h), [h[0], wd[0]]
+
+
+def _adapter_bwd(dy: Shape, h: Shape, wd: Shape, wu: Shape, z: Shape, *attrs):
+    return list(h), list(wd), [wd[0]], list(wu), [wu[0]]
+
+
+def _lra_fwd(h: Shape, dl: Shape, dr: Shape, bd: Shape, ul: Shape, ur: Shape, bu: Shape, *attrs):
+    return list(h), [h[0], dl[1]], [h[0], dr[1]], [h[0], ul[1]]
+
+
+def _lra_bwd(dy: Shape, h: Shape, dl: Shape, dr: Shape, ul: Shape, ur: Shape, t: Shape, z: Shape,
+             q: Shape, *attrs):
+    return list(h), list(dl), list(dr), [dr[1]], list(ul), list(ur), [ur[1]]
+
+
+OUT_SHAPES: dict[str, Callable[..., tuple]] = {
+    "lora_linear_fwd": _lora_fwd,
+    "lora_linear_bwd": _lora_bwd,
+    "adapter_fwd": _adapter_fwd,
+    "adapter_bwd": _adapter_bwd,
+    "low_rank_adapter_fwd": _lra_fwd,
+    "low_rank_adapter_bwd": _lra_bwd,
+}
+
+
+def out_shape(name: str, *input_shapes: Shape) -> tuple:
+    """Output shapes of contract op `name` for the given input shapes."""
+    return tuple(OUT_SHAPES[name](*input_shapes))
+
+
+def out_dtype(name: str, *input_dtypes):
+    """Every output has the dtype of the first input (one dtype T per call)."""
+    count = len(OUT_SHAPES[name](*([[1, 1]] * 12)))
+    return tuple([input_dtypes[0]] * count)
+
+
+def primitive(name: str, bprop: Optional[Callable] = None):
+    """The ``ops.Custom`` of contract op `name` on Ascend (inputs: tensors, then scalar attributes).
+
+    ``bprop`` is passed through (the glue gives the forward ops a bprop calling the backward op).
+    Raises ``RuntimeError`` when the custom-op package or the Ascend device is missing.
+    """
+    if name not in OP_TYPES:
+        raise KeyError(f"unknown fused op {name!r}; expected one of {sorted(OP_TYPES)}")
+    if not available():
+        raise RuntimeError(
+            "the mindpet Ascend custom-op package is not usable here: it needs device_target "
+            "'Ascend' and the package built from ascendc/ installed (its op_api headers under "
+            "ASCEND_CUSTOM_OPP_PATH or ASCEND_OPP_PATH/vendors); see README, 'Ascend kernels'")
+    from mindspore import ops
+    return ops.Custom(
+        "aclnn" + OP_TYPES[name],
+        out_shape=lambda *shapes: out_shape(name, *shapes),
+        out_dtype=lambda *dtypes: out_dtype(name, *dtypes),
+        func_type="aot",
+        bprop=bprop,
+    )
