@@ -1,0 +1,104 @@
+"""The fused ops as ``ops.Custom`` primitives, and the ``bprop`` glue shared by every fused backend.
+
+Inputs, outputs and saved tensors follow ``ops/CONTRACTS.md``: tensors first, then the attributes as
+trailing scalar arguments. The forward primitive carries a ``bprop`` that calls the backward
+primitive of the same implementation (``'cpu'``: ``ops.Custom(func_type='aot')`` on
+``libmindpet_cpu_kernels.so``; ``'ascend'``: ``mindpet.kernels.ascend.primitive``). A ``bprop``
+returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
+``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
+they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Callable, Optional
+
+from mindspore import ops
+
+from mindpet.kernels import _library
+
+# symbol, output shapes from input shapes, number of outputs
+_CPU_SPECS = {
+    "lora_linear_fwd": ("LoraLinearForward", lambda x, w, bias, a, b, mask, *attrs: ([x[0], w[0]], [x[0], a[0]])),
+    "lora_linear_bwd": ("LoraLinearBackward", lambda dy, x, w, a, b, u, mask, *attrs: (x, a, b)),
+    "adapter_fwd": ("AdapterForward", lambda h, wd, bd, wu, bu, *attrs: (h, [h[0], wd[0]])),
+    "adapter_bwd": ("AdapterBackward", lambda dy, h, wd, wu, z, *attrs: (h, wd, [wd[0]], wu, [wu[0]])),
+    "low_rank_adapter_fwd": ("LowRankAdapterForward",
+                             lambda h, dl, dr, bd, ul, ur, bu, *attrs: (h, [h[0], dl[1]], [h[0], dr[1]],
+                                                                         [h[0], dl[1]])),
+    "low_rank_adapter_bwd": ("LowRankAdapterBackward",
+                             lambda dy, h, dl, dr, ul, ur, t, z, q, *attrs: (h, dl, dr, [dr[1]], ul, ur, [h[1]])),
+}
+_NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "adapter_fwd": 2, "adapter_bwd": 5,
+                "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7}
+OP_NAMES = tuple(_CPU_SPECS)
+
+
+def _cpu_primitive(name: str, bprop: Optional[Callable] = None):
+    symbol, out_shape = _CPU_SPECS[name]
+    n_out = _NUM_OUTPUTS[name]
+
+    def out_dtype(first, *_):  # every output has the dtype of the first input
+        return tuple([first] * n_out)
+
+    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=out_dtype,
+                      func_type="aot", bprop=bprop)
+
+
+def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
+    """The primitive ``name`` (one of :data:`OP_NAMES`) of implementation ``impl``."""
+    if name not in _CPU_SPECS:
+        raise ValueError(f"unknown fused op {name!r}; known: {OP_NAMES}")
+    if impl == "cpu":
+        return _cpu_primitive(name, bprop)
+    if impl == "ascend":
+        ascend = importlib.import_module("mindpet.kernels.ascend")
+        return ascend.primitive(name, bprop=bprop)
+    raise ValueError(f"no fused primitive for implementation {impl!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def lora_linear_forward(impl: str, base_grads: bool = True):
+    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db."""
+    bwd = primitive(impl, "lora_linear_bwd")
+    matmul_tn = ops.MatMul(transpose_a=True)
+    reduce_sum = ops.ReduceSum()
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, weight, bias, lora_a, lora_b, mask, scale, has_bias, has_mask, out, dout):
+        dy = dout[0]
+        dx, d_a, d_b = bwd(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
+        if base_grads:
+            d_weight = matmul_tn(dy, x)
+            d_bias = reduce_sum(dy, 0) if has_bias else zeros_like(bias)
+        else:
+            d_weight = zeros_like(weight)
+            d_bias = zeros_like(bias)
+        return dx, d_weight, d_bias, d_a, d_b, zeros_like(mask), scale * 0, has_bias * 0, has_mask * 0
+
+    return primitive(impl, "lora_linear_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def adapter_forward(impl: str):
+    """``adapter`` forward with its fused backward."""
+    bwd = primitive(impl, "adapter_bwd")
+
+    def bprop(h, w_down, b_down, w_up, b_up, activation, out, dout):
+        dh, d_wd, d_bd, d_wu, d_bu = bwd(dout[0], h, w_down, w_up, out[1], activation)
+        return dh, d_wd, d_bd, d_wu, d_bu, activation * 0
+
+    return primitive(impl, "adapter_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def low_rank_adapter_forward(impl: str):
+    """``low_rank_adapter`` forward with its fused backward."""
+    bwd = primitive(impl, "low_rank_adapter_bwd")
+
+    def bprop(h, down_left, down_right, b_down, up_left, up_right, b_up, activation, out, dout):
+        grads = bwd(dout[0], h, down_left, down_right, up_left, up_right, out[1], out[2], out[3], activation)
+        return grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], activation * 0
+
+    return primitive(impl, "low_rank_adapter_fwd", bprop)

@@ -1,0 +1,93 @@
+"""Activations of the fused adapter ops: contract codes (``ops/CONTRACTS.md``) and composed versions.
+
+=====  ============  ==================================================  =============================
+code   name          act(z)                                              MindSpore equivalent
+=====  ============  ==================================================  =============================
+0      identity      z                                                   ``None``
+1      relu          max(z, 0)                                           ``nn.ReLU``, ``ops.ReLU``
+2      gelu          0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))     ``nn.GELU()``, ``ops.GeLU``
+3      gelu_erf      0.5 z (1 + erf(z / sqrt(2)))                        ``nn.GELU(approximate=False)``
+4      sigmoid       1 / (1 + exp(-z))                                   ``nn.Sigmoid``, ``ops.Sigmoid``
+5      tanh          tanh(z)                                             ``nn.Tanh``, ``ops.Tanh``
+6      silu          z sigmoid(z)                                        ``nn.SiLU``
+=====  ============  ==================================================  =============================
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from mindspore import nn, ops
+from mindspore.ops.primitive import Primitive
+
+IDENTITY, RELU, GELU, GELU_ERF, SIGMOID, TANH, SILU = range(7)
+
+ACTIVATION_CODES = {
+    "identity": IDENTITY, "relu": RELU, "gelu": GELU, "gelu_erf": GELU_ERF,
+    "sigmoid": SIGMOID, "tanh": TANH, "silu": SILU,
+}
+
+_CELL_CODES = ((nn.ReLU, RELU), (nn.Sigmoid, SIGMOID), (nn.Tanh, TANH), (nn.SiLU, SILU))
+_PRIMITIVE_CODES = ((ops.ReLU, RELU), (ops.GeLU, GELU), (ops.Sigmoid, SIGMOID), (ops.Tanh, TANH))
+
+
+def _primitive_code(prim: Primitive) -> Optional[int]:
+    for cls, code in _PRIMITIVE_CODES:
+        if type(prim) is cls:  # pylint: disable=unidiomatic-typecheck
+            return code
+    return None
+
+
+def activation_code(activation: Any) -> Optional[int]:
+    """The contract code of ``activation`` (None, name, Cell or Primitive); None when not fusable.
+
+    A Cell is recognised by its type (``nn.GELU`` by its ``approximate`` flag) or, for a Cell that
+    only wraps one known primitive (as the delta layers' ``PrimitiveActivation``), by that primitive.
+    """
+    if activation is None:
+        return IDENTITY
+    if isinstance(activation, str):
+        key = activation.lower()
+        return ACTIVATION_CODES.get(key)
+    if isinstance(activation, Primitive):
+        return _primitive_code(activation)
+    if isinstance(activation, nn.GELU):
+        return GELU if getattr(activation, "approximate", True) else GELU_ERF
+    for cls, code in _CELL_CODES:
+        if type(activation) is cls:  # pylint: disable=unidiomatic-typecheck
+            return code
+    if isinstance(activation, nn.Cell):
+        prims = [p for p in activation._primitives.values() if p is not None]  # pylint: disable=protected-access
+        children = list(activation.cells())
+        if len(prims) == 1 and not children:
+            return _primitive_code(prims[0])
+    return None
+
+
+class ComposedActivation(nn.Cell):
+    """``act(z)`` for a contract code, from MindSpore primitives (autodiff gives ``act'``)."""
+
+    def __init__(self, code: int):
+        super().__init__()
+        if code not in ACTIVATION_CODES.values():
+            raise ValueError(f"unknown activation code {code}; known: {ACTIVATION_CODES}")
+        self.code = code
+        self.relu = ops.ReLU()
+        self.gelu = ops.GeLU()
+        self.erf = ops.Erf()
+        self.sigmoid = ops.Sigmoid()
+        self.tanh = ops.Tanh()
+
+    def construct(self, z):
+        if self.code == RELU:
+            return self.relu(z)
+        if self.code == GELU:
+            return self.gelu(z)
+        if self.code == GELU_ERF:
+            return 0.5 * z * (1.0 + self.erf(z * 0.7071067811865476))
+        if self.code == SIGMOID:
+            return self.sigmoid(z)
+        if self.code == TANH:
+            return self.tanh(z)
+        if self.code == SILU:
+            return z * self.sigmoid(z)
+        return z

@@ -1,0 +1,124 @@
+"""Backend selection of the fused ops, in one place.
+
+A backend *choice* is ``'auto'``, ``'fused'`` or ``'composed'``. It is taken from, in order: the
+per-layer argument (``backend=...``), :func:`set_backend` (global), the environment variable
+``MINDPET_KERNEL_BACKEND``, else ``'auto'``. :func:`resolve` turns a choice into the
+*implementation* that runs:
+
+- ``'composed'``: MindSpore primitives (the reference; the only one on GPU).
+- ``'cpu'``: the C++ kernels of ``ops/cpu`` (device target CPU, library built).
+- ``'ascend'``: the Ascend C kernels (device target Ascend, custom-op package installed, reported by
+  ``mindpet.kernels.ascend.available()``).
+
+``auto`` picks the fused implementation of the device when it is available and the op/arguments
+are supported (e.g. a fusable activation), else composed; a missing CPU library is reported by
+one warning per process. ``fused`` raises :class:`FusedBackendUnavailable` instead of falling back.
+Parameters, names, checkpoints and results do not depend on the backend.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from typing import Optional
+
+import mindspore as ms
+
+from mindpet.kernels import _library
+
+ENV_VAR = "MINDPET_KERNEL_BACKEND"
+CHOICES = ("auto", "fused", "composed")
+IMPLEMENTATIONS = ("composed", "cpu", "ascend")
+
+_global_choice: Optional[str] = None
+_warned: set = set()
+
+
+class FusedBackendUnavailable(RuntimeError):
+    """``backend='fused'`` was requested but no fused implementation can run here."""
+
+
+def check_choice(choice: Optional[str], name: str = "backend") -> Optional[str]:
+    """Validate a backend choice (None means "not set here")."""
+    if choice is None:
+        return None
+    if not isinstance(choice, str) or choice.lower() not in CHOICES:
+        raise ValueError(f"'{name}' must be one of {CHOICES} or None, but got {choice!r}.")
+    return choice.lower()
+
+
+def set_backend(choice: Optional[str]) -> None:
+    """Set the global backend choice (None clears it, so the environment variable applies again).
+
+    It applies to ops built afterwards; a per-layer ``backend`` argument still wins.
+    """
+    global _global_choice  # pylint: disable=global-statement
+    _global_choice = check_choice(choice)
+
+
+def get_backend() -> str:
+    """The global choice: :func:`set_backend`, else ``MINDPET_KERNEL_BACKEND``, else ``'auto'``."""
+    if _global_choice is not None:
+        return _global_choice
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return check_choice(env.strip(), ENV_VAR)
+    return "auto"
+
+
+def _ascend_available() -> tuple:
+    try:
+        ascend = importlib.import_module("mindpet.kernels.ascend")
+    except ImportError as err:
+        return False, f"mindpet.kernels.ascend cannot be imported ({err})"
+    try:
+        if ascend.available():
+            return True, ""
+    except Exception as err:  # pylint: disable=broad-except
+        return False, f"mindpet.kernels.ascend.available() failed: {err}"
+    return False, "the mindpet Ascend custom-op package is not installed"
+
+
+def fused_implementation(device: Optional[str] = None) -> tuple:
+    """``(implementation or None, reason)`` of the fused backend on ``device`` (default: context)."""
+    device = device or ms.get_context("device_target")
+    if device == "CPU":
+        try:
+            _library.load()
+            return "cpu", ""
+        except _library.NativeLibraryError as err:
+            return None, str(err)
+    if device == "Ascend":
+        ok, why = _ascend_available()
+        return ("ascend", "") if ok else (None, why)
+    return None, f"there are no fused kernels for device target {device!r} (composed primitives run there)"
+
+
+def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bool = True,
+            unsupported_reason: str = "") -> str:
+    """The implementation (``'composed'``, ``'cpu'`` or ``'ascend'``) that runs ``op``.
+
+    Args:
+        choice: per-layer choice, or None for :func:`get_backend`.
+        op: op name, for messages.
+        supported: False when the call's arguments have no fused implementation (then ``auto``
+            gives composed and ``fused`` raises with ``unsupported_reason``).
+
+    Raises:
+        FusedBackendUnavailable: ``fused`` requested and not available or not supported.
+    """
+    choice = check_choice(choice) or get_backend()
+    if choice == "composed":
+        return "composed"
+    impl, why = fused_implementation()
+    if impl is not None and not supported:
+        impl, why = None, unsupported_reason or f"these arguments of {op} have no fused implementation"
+    if impl is not None:
+        return impl
+    if choice == "fused":
+        raise FusedBackendUnavailable(f"backend='fused' requested for {op}, but {why}")
+    if ms.get_context("device_target") == "CPU" and supported and "cpu-library" not in _warned:
+        _warned.add("cpu-library")
+        warnings.warn(f"mindpet: fused CPU kernels unavailable, using composed MindSpore primitives: {why}",
+                      RuntimeWarning, stacklevel=2)
+    return "composed"
