@@ -24,19 +24,6 @@ DELTA = tuple(f"mindpet_delta_low_rank_adapter_{n}"
 KEYS = ("dl", "dr", "bd", "ul", "ur", "bu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _pynative_first_op_warmup():
-    """MindSpore 2.10 with numpy 2: the first PyNative op taking a tuple (Reshape) fails once with a
-    spurious "compiled using NumPy 1.x" SystemError, then works. Trigger it here, not in a test."""
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        ops.Reshape()(Tensor(np.ones((2, 2), np.float32)), (4,))
-    except SystemError:
-        pass
-    ms.set_context(mode=mode)
-
-
 # ----------------------------------------------------------------------------- numpy references
 def _gelu_tanh(z):
     return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
@@ -518,7 +505,8 @@ BAD_STRATEGIES = [
 ]
 
 
-@pytest.mark.parametrize("arg,value,exc", BAD_STRATEGIES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD_STRATEGIES)])
+@pytest.mark.parametrize("arg,value,exc", BAD_STRATEGIES,
+                         ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD_STRATEGIES)])
 def test_shard_rejects_bad_strategy_before_attaching_any(arg, value, exc):
     cells = [LowRankAdapterDense(CIN, D, activation="relu", reduction_factor=RF)]
     if not arg.endswith("_org"):
@@ -583,7 +571,7 @@ def test_trainable_checkpoint_round_trip(tmp_path):
     freeze_delta(net, "low_rank_adapter", exclude=["head.*"])
     rng = np.random.default_rng(11)
     x = rng.standard_normal((16, CIN)).astype(np.float32)
-    y = rng.standard_normal((16, 3)).astype(np.float32)  # 2-D columns: numpy 2 breaks 1-D ones here
+    y = rng.standard_normal((16, 3)).astype(np.float32)
     data = ds.NumpySlicesDataset({"x": x, "y": y}, shuffle=False).batch(4)
     callback = TrainableParamsCheckPoint(str(tmp_path / "delta"), prefix="lra",
                                          config=CheckpointConfig(save_checkpoint_steps=2, keep_checkpoint_max=1))

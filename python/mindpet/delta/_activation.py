@@ -108,3 +108,24 @@ def shard_activation(activation, strategy: Optional[tuple], name: str, cls_name:
                          f"to apply '{name}' to; pass a Primitive such as mindspore.ops.ReLU().")
     for prim in prims:
         prim.shard(strategy)
+
+
+def activation_shard_plan(activation, strategy: Optional[tuple], arg_name: str, strategy_name: str,
+                          cls_name: str) -> list:
+    """Validate an activation's strategy and return ``(primitive, strategy)`` pairs to attach later.
+
+    Nothing is attached here, so a caller can validate every strategy first. No pairs when
+    ``strategy`` or ``activation`` is None. ValueError for LogSoftmax under (semi-)auto parallel,
+    or for an activation Cell that holds no primitive to carry the strategy.
+    """
+    check_activation_parallel(activation, arg_name, cls_name)
+    if strategy is None:
+        return []
+    check_strategy(strategy, strategy_name, cls_name)
+    if activation is None:
+        return []
+    prims = activation_primitives(activation)
+    if not prims:
+        raise ValueError(f"For '{cls_name}', the {arg_name} {type(activation).__name__} holds no primitive to "
+                         f"apply '{strategy_name}' to; pass a Primitive such as mindspore.ops.ReLU().")
+    return [(prim, strategy) for prim in prims]

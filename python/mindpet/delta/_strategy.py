@@ -35,3 +35,17 @@ def shard_primitive(prim: Primitive, strategy: Optional[tuple], name: str, cls_n
     if strategy is None:
         return
     prim.shard(check_strategy(strategy, name, cls_name, input_ranks))
+
+
+def check_strategies(cls_name: str, strategies: dict) -> None:
+    """Validate several strategies, ``{name: (strategy, input_ranks)}``, before any is attached."""
+    for name, (strategy, ranks) in strategies.items():
+        if strategy is not None:
+            check_strategy(strategy, name, cls_name, ranks)
+
+
+def apply_strategies(pairs: Sequence[tuple]) -> None:
+    """Attach each strategy to its primitive (``[(primitive, strategy)]``; None is skipped)."""
+    for prim, strategy in pairs:
+        if strategy is not None:
+            prim.shard(strategy)

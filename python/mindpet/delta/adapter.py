@@ -36,8 +36,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Initializer, initializer
 
-from mindpet.delta._activation import activation_primitives, check_activation_parallel, resolve_activation
-from mindpet.delta._strategy import check_strategy
+from mindpet.delta._activation import activation_shard_plan, resolve_activation
+from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int, check_str
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
@@ -62,40 +62,6 @@ def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residen
         raise ValueError(f"For '{cls_name}', give only one of 'strategy_residual_add' and its alias "
                          f"'strategy_residential_add'.")
     return strategy_residential_add
-
-
-def check_strategies(cls_name: str, strategies: dict) -> None:
-    """Validate every given strategy (``{name: (strategy, input_ranks)}``) before any is applied."""
-    for name, (strategy, ranks) in strategies.items():
-        if strategy is not None:
-            check_strategy(strategy, name, cls_name, ranks)
-
-
-def activation_plan(activation, strategy: StrategyType, arg_name: str, strategy_name: str,
-                    cls_name: str) -> list:
-    """Validate an activation strategy; return its ``(primitive, strategy)`` pairs (none without activation).
-
-    ValueError for LogSoftmax under (semi-)auto parallel, or for an activation Cell that holds no
-    primitive to carry the strategy.
-    """
-    check_activation_parallel(activation, arg_name, cls_name)
-    if strategy is None:
-        return []
-    check_strategy(strategy, strategy_name, cls_name)
-    if activation is None:
-        return []
-    prims = activation_primitives(activation)
-    if not prims:
-        raise ValueError(f"For '{cls_name}', the {arg_name} {type(activation).__name__} holds no primitive to "
-                         f"apply '{strategy_name}' to; pass a Primitive such as mindspore.ops.ReLU().")
-    return [(prim, strategy) for prim in prims]
-
-
-def apply_strategies(pairs: list) -> None:
-    """Attach each strategy to its primitive (``[(primitive, strategy)]``; None is skipped)."""
-    for prim, strategy in pairs:
-        if strategy is not None:
-            prim.shard(strategy)
 
 
 class AdapterLayer(nn.Cell):
@@ -229,8 +195,8 @@ class AdapterLayer(nn.Cell):
             "strategy_bias_up_sampler": (bias_up, (2, 1)),
             "strategy_residual_add": (residual_add, (2, 2)),
         })
-        pairs = activation_plan(self.non_linearity, non_linearity, "non_linearity", "strategy_non_linearity",
-                                cls_name)
+        pairs = activation_shard_plan(self.non_linearity, non_linearity, "non_linearity",
+                                      "strategy_non_linearity", cls_name)
         return pairs + [(self.matmul_down_sampler, matmul_down), (self.bias_add_down_sampler, bias_down),
                         (self.matmul_up_sampler, matmul_up), (self.bias_add_up_sampler, bias_up),
                         (self.residual_add, residual_add)]
@@ -318,8 +284,8 @@ class DenseWithDelta(nn.Cell):
             "strategy_matmul_org": (strategy_matmul_org, (2, 2)),
             "strategy_bias_org": (strategy_bias_org, (2, 1)),
         })
-        pairs = activation_plan(self.activation, strategy_activation_org, "activation", "strategy_activation_org",
-                                cls_name)
+        pairs = activation_shard_plan(self.activation, strategy_activation_org, "activation",
+                                      "strategy_activation_org", cls_name)
         return pairs + [(self.matmul, strategy_matmul_org), (self.bias_add, strategy_bias_org)]
 
 

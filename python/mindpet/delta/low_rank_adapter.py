@@ -36,10 +36,10 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Initializer
 
-from mindpet.delta._activation import resolve_activation
+from mindpet.delta._activation import activation_shard_plan, resolve_activation
+from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
-from mindpet.delta.adapter import (DenseWithDelta, InitType, StrategyType, activation_plan, apply_strategies,
-                                   check_strategies, make_param, resolve_residual_alias)
+from mindpet.delta.adapter import DenseWithDelta, InitType, StrategyType, make_param, resolve_residual_alias
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
 
@@ -202,8 +202,8 @@ class LowRankAdapterLayer(nn.Cell):
             "strategy_bias_up_sampler": (bias_up, (2, 1)),
             "strategy_residual_add": (residual_add, (2, 2)),
         })
-        pairs = activation_plan(self.non_linearity, non_linearity, "non_linearity", "strategy_non_linearity",
-                                cls_name)
+        pairs = activation_shard_plan(self.non_linearity, non_linearity, "non_linearity",
+                                      "strategy_non_linearity", cls_name)
         return pairs + [(self.matmul_down_sampler_weight, down_weight), (self.matmul_down_sampler_input, down_input),
                         (self.bias_add_down_sampler, bias_down), (self.matmul_up_sampler_weight, up_weight),
                         (self.matmul_up_sampler_input, up_input), (self.bias_add_up_sampler, bias_up),
