@@ -1,0 +1,155 @@
+"""lora_linear: composed against float64 numpy, fused CPU kernels against composed (values and the
+gradient of every input), GRAPH and PYNATIVE, float32 and float16, dropout on and off, odd shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+
+from mindpet.kernels import LoraLinear, lora_linear
+from tests.kernels._helpers import assert_close, requires_fused, value_and_grads
+
+TOL = {np.float32: 2e-5, np.float16: 1.5e-2}
+
+
+class _Op(nn.Cell):
+    """LoraLinear with every tensor as an input (so each gets a gradient); mask optional."""
+
+    def __init__(self, scale, has_bias, with_mask, backend):
+        super().__init__()
+        self.has_bias = has_bias
+        self.with_mask = with_mask
+        self.op = LoraLinear(scale, has_bias=has_bias, backend=backend)
+
+    def construct(self, x, w, b, a, bb, mask):
+        bias = b if self.has_bias else None
+        m = mask if self.with_mask else None
+        return self.op(x, w, bias, a, bb, m)
+
+
+def _inputs(batch, k, n, r, dtype, p=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(batch + (k,))
+    w = rng.standard_normal((n, k)) / np.sqrt(k)
+    b = rng.standard_normal(n)
+    a = rng.standard_normal((r, k)) / np.sqrt(k)
+    bb = rng.standard_normal((n, r))
+    mask = (rng.random(batch + (k,)) >= p) / (1.0 - p)
+    cot = rng.standard_normal(batch + (n,))
+    return [v.astype(dtype) for v in (x, w, b, a, bb, mask)], cot.astype(dtype)
+
+
+def _numpy_reference(x, w, b, a, bb, mask, s, cot, has_bias, with_mask):
+    """Float64 forward and vector-Jacobian products of the contract formulas."""
+    x, w, b, a, bb, mask, cot = (v.astype(np.float64) for v in (x, w, b, a, bb, mask, cot))
+    k, n = w.shape[1], w.shape[0]
+    x2, dy = x.reshape(-1, k), cot.reshape(-1, n)
+    m2 = mask.reshape(-1, k) if with_mask else np.ones_like(x2)
+    xd = x2 * m2
+    u = xd @ a.T
+    y = x2 @ w.T + s * u @ bb.T + (b if has_bias else 0.0)
+    g = dy @ bb
+    dx = dy @ w + s * (g @ a) * m2
+    grads = [dx.reshape(x.shape), dy.T @ x2, dy.sum(0) if has_bias else np.zeros_like(b), s * g.T @ xd,
+             s * dy.T @ u, np.zeros_like(mask)]
+    return y.reshape(cot.shape), grads
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["nodrop", "dropout"])
+def test_composed_matches_float64(mode, with_mask):
+    inputs, cot = _inputs((3, 5), 24, 16, 4, np.float32)
+    value, grads = value_and_grads(_Op(1.5, True, with_mask, "composed"), inputs, cot)
+    ref_value, ref_grads = _numpy_reference(*inputs, 1.5, cot, True, with_mask)
+    assert_close(value, ref_value, 1e-5, "y")
+    for name, g, rg in zip(("x", "weight", "bias", "lora_a", "lora_b"), grads, ref_grads):
+        assert_close(g, rg, 1e-5, f"d{name}")
+
+
+def _compare_fused(batch, k, n, r, dtype, has_bias, with_mask, scale=2.0):
+    inputs, cot = _inputs(batch, k, n, r, dtype)
+    fused = value_and_grads(_Op(scale, has_bias, with_mask, "fused"), inputs, cot)
+    composed = value_and_grads(_Op(scale, has_bias, with_mask, "composed"), inputs, cot)
+    tol = TOL[dtype]
+    assert fused[0].dtype == np.dtype(dtype)
+    assert_close(fused[0], composed[0], tol, "y")
+    names = ("x", "weight", "bias", "lora_a", "lora_b")
+    for name, gf, gc in zip(names, fused[1], composed[1]):
+        if name == "bias" and not has_bias:
+            continue
+        assert gf.dtype == np.dtype(dtype), name
+        assert_close(gf, gc, tol, f"d{name}")
+    # the composed side itself is right (float64), so fused == composed means fused is right
+    ref_value, ref_grads = _numpy_reference(*inputs, scale, cot, has_bias, with_mask)
+    assert_close(composed[0], ref_value, 10 * tol, "composed y")
+    assert_close(composed[1][3], ref_grads[3], 10 * tol, "composed dlora_a")
+
+
+@requires_fused
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("with_mask", [False, True], ids=["nodrop", "dropout"])
+def test_fused_matches_composed(mode, dtype, with_mask):
+    _compare_fused((2, 3), 40, 24, 4, dtype, True, with_mask)
+
+
+@requires_fused
+@pytest.mark.parametrize("batch,k,n,r,has_bias", [
+    ((1,), 32, 16, 8, True),          # M = 1 (column-split path)
+    ((7,), 769, 33, 3, False),        # odd sizes, in = 769, r = 3
+    ((300,), 769, 40, 3, True),       # row-split path, several row tiles per thread
+    ((5,), 20, 12, 1, True),          # rank 1
+    ((2, 50), 64, 96, 64, False),     # rank 64, batch dims, row split
+], ids=["M1", "odd", "rows-tiles", "rank1", "rank64"])
+def test_fused_shapes(mode, batch, k, n, r, has_bias):
+    _compare_fused(batch, k, n, r, np.float32, has_bias, True)
+
+
+@requires_fused
+def test_fused_float16_odd_shapes(mode):
+    _compare_fused((130,), 769, 33, 3, np.float16, True, True, scale=0.5)
+
+
+@requires_fused
+def test_functional_matches_cell_and_frozen_base_pynative():
+    """PYNATIVE with a frozen Parameter weight: the zero-base-grad bprop still gives right dx, dA, dB."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        inputs, cot = _inputs((6,), 16, 8, 2, np.float32)
+        x, w, b, a, bb, mask = (Tensor(v) for v in inputs)
+        weight = Parameter(w, name="w", requires_grad=False)
+        op = LoraLinear(0.5, backend="fused")
+        seen = []
+        original = op.construct
+
+        def spy(*args):
+            seen.append(op._skip_base_grads)  # pylint: disable=protected-access
+            return original(*args)
+
+        op.construct = spy
+        grads = ms.grad(lambda x_, a_, b_: (op(x_, weight, b, a_, b_, mask) * Tensor(cot)).sum(),
+                        grad_position=(0, 1, 2))(x, a, bb)
+        assert seen == [True]
+        ref_value, ref_grads = _numpy_reference(*inputs, 0.5, cot, True, True)
+        for g, rg, name in zip(grads, (ref_grads[0], ref_grads[3], ref_grads[4]), ("x", "lora_a", "lora_b")):
+            assert_close(g.asnumpy(), rg, 2e-5, f"d{name}")
+        y = lora_linear(x, weight, b, a, bb, 0.5, dropout_mask=mask, backend="fused")
+        assert_close(y.asnumpy(), ref_value, 2e-5, "functional y")
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@requires_fused
+def test_training_dropout_draws_the_same_masks(mode):
+    """In training mode each backend draws its own mask from the same seeded Dropout: equal outputs,
+    and some inputs are dropped (the output differs from the no-dropout value)."""
+    inputs, _ = _inputs((64,), 32, 16, 4, np.float32)
+    x, w, b, a, bb, _ = (Tensor(v) for v in inputs)
+    outs = {}
+    for backend in ("fused", "composed"):
+        ms.set_seed(7)
+        op = LoraLinear(1.0, dropout=0.5, backend=backend)
+        op.set_train(True)
+        outs[backend] = op(x, w, b, a, bb).asnumpy()
+    assert_close(outs["fused"], outs["composed"], 2e-5, "y (dropout)")
+    op.set_train(False)
+    assert np.abs(op(x, w, b, a, bb).asnumpy() - outs["composed"]).max() > 1e-3
