@@ -57,10 +57,12 @@ def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bo
     if activation is None and allow_none:
         return None
     if isinstance(activation, str):
-        key = activation.lower()
-        if key not in _activation_names():
+        names = _activation_names()
+        # MindSpore's names are case-sensitive (e.g. 'logsoftmaxExt'); also accept any case ('ReLU').
+        key = activation if activation in names else activation.lower()
+        if key not in names:
             raise UnknownActivationError(
-                f"For '{cls_name}', '{name}' must be one of {_activation_names()}, but got {activation!r}.")
+                f"For '{cls_name}', '{name}' must be one of {names}, but got {activation!r}.")
         if key in _PRIMITIVE_EQUIVALENTS:
             return PrimitiveActivation(_PRIMITIVE_EQUIVALENTS[key]())
         return nn.get_activation(key)
