@@ -60,6 +60,8 @@ inline bool FillCubeTiling(const platform_ascendc::PlatformAscendC& plat, const 
   t.SetOrgShape(io.orgM, io.orgN, io.orgKa, io.orgKb);
   t.SetShape(g.m, g.n, g.k);
   t.SetFixSplit(g.baseM, g.baseN, g.baseK);
+  // Tiles come N-first, the row-major order of mindpet::tiling::TileOf the kernels rely on.
+  t.SetTraverse(matmul_tiling::MatrixTraverse::FIRSTN);
   t.SetBufferSpace(static_cast<int32_t>(budget.l1), static_cast<int32_t>(budget.l0c), -1);
   return t.GetTiling(out) != -1;
 }

@@ -139,7 +139,8 @@ Status PlanAdapterBackward(const AdapterShape& s, const HardwareSpec& hw,
   f.gemm[1] = BlockGemm(b, dt);       // dz Wd
   AddUb(&f, Tile(0, dt, 2));    // t tiles (VECIN)
   AddUb(&f, Tile(0, dt, 2));    // z tiles
-  AddUb(&f, Tile(0, kF32, 2));  // float32 act / act' work space
+  AddUb(&f, Tile(0, kF32, 2));  // float32 z, t    } act / act'
+  AddUb(&f, Tile(0, kF32, 2));  // float32 scratch }
   AddUb(&f, Rows(b, dt, 1));    // dz of the chunk (VECOUT operand)
   AddUb(&f, Rows(b, dt, 1));    // a of the chunk (to the workspace)
   AddResidualEpilogue(&f, 1, dt);
@@ -173,7 +174,7 @@ Status PlanLowRankAdapterForward(const LowRankAdapterShape& s, const HardwareSpe
   AddUb(&f, Tile(0, dt, 2));    // t tiles (saved t)
   AddUb(&f, Rows(r, dt, 1));    // t chunk operand
   AddUb(&f, Tile(1, dt, 2));    // z tiles (saved z)
-  AddUb(&f, Tile(1, kF32, 1));  // float32 act work space
+  AddUb(&f, Tile(1, kF32, 2));  // float32 z and scratch of act()
   AddUb(&f, Rows(b, dt, 1));    // a chunk operand
   AddUb(&f, Tile(2, dt, 2));    // q tiles (saved q)
   AddUb(&f, Rows(r, dt, 1));    // q chunk operand
@@ -204,7 +205,8 @@ Status PlanLowRankAdapterBackward(const LowRankAdapterShape& s, const HardwareSp
   AddUb(&f, Rows(r, dt, 1));    // dq chunk operand
   AddUb(&f, Tile(1, dt, 2));    // dq Lul^T tiles
   AddUb(&f, Tile(1, dt, 2));    // z tiles
-  AddUb(&f, Tile(1, kF32, 2));  // float32 act / act' work space
+  AddUb(&f, Tile(1, kF32, 2));  // float32 z, t    } act / act'
+  AddUb(&f, Tile(1, kF32, 2));  // float32 scratch }
   AddUb(&f, Rows(b, dt, 1));    // dz chunk operand (also a, staged to the workspace)
   AddUb(&f, Tile(2, dt, 2));    // dt tiles
   AddUb(&f, Rows(r, dt, 1));    // dt chunk operand
