@@ -10,10 +10,11 @@ Functions (PYNATIVE): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adap
 from mindpet.kernels.backend import (CHOICES, ENV_VAR, FusedBackendUnavailable, get_backend, resolve,
                                      set_backend)
 from mindpet.kernels.composed import adapter_composed, lora_linear_composed, low_rank_adapter_composed
+from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FusedBackendUnavailable", "get_backend", "resolve", "set_backend",
     "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
-    "LoraLinear", "lora_linear",
+    "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
 ]

@@ -51,7 +51,8 @@ def activation_code(activation: Any) -> Optional[int]:
     if isinstance(activation, Primitive):
         return _primitive_code(activation)
     if isinstance(activation, nn.GELU):
-        return GELU if getattr(activation, "approximate", True) else GELU_ERF
+        approximate = getattr(activation, "approximate", "tanh")  # 'tanh' / 'none' (older: bool)
+        return GELU_ERF if approximate in (False, "none") else GELU
     for cls, code in _CELL_CODES:
         if type(activation) is cls:  # pylint: disable=unidiomatic-typecheck
             return code

@@ -1,0 +1,111 @@
+"""``adapter`` and ``low_rank_adapter`` through the selected backend (``ops/CONTRACTS.md`` 2 and 3).
+
+:class:`Adapter` / :class:`LowRankAdapter` are the Cells a layer holds (GRAPH- and PYNATIVE-safe);
+:func:`adapter` / :func:`low_rank_adapter` are functional forms for PYNATIVE code and tests.
+The activation is fused when it has a contract code (:mod:`mindpet.kernels.activations`); any
+other activation runs composed under ``auto`` (and raises under ``fused``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from mindspore import nn
+from mindspore.common import dtype as mstype
+
+from mindpet.kernels import _primitives, backend as _backend
+from mindpet.kernels.activations import ComposedActivation, activation_code
+from mindpet.kernels.composed import adapter_composed, low_rank_adapter_composed
+
+__all__ = ["Adapter", "LowRankAdapter", "adapter", "low_rank_adapter"]
+
+
+def _setup(cell: nn.Cell, op: str, activation: Any, backend: Optional[str]) -> None:
+    """Resolve activation code, backend and the composed activation of an adapter Cell."""
+    code = activation_code(activation)
+    cell.code = -1 if code is None else code
+    cell.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
+    cell.impl = _backend.resolve(cell.backend_choice, op, supported=code is not None,
+                                 unsupported_reason=f"the activation {activation!r} has no fused implementation")
+    cell.fused = cell.impl != "composed"
+    if code is not None:
+        cell.activation = ComposedActivation(code)
+    elif isinstance(activation, str):
+        cell.activation = nn.get_activation(activation)
+    else:
+        cell.activation = activation
+
+
+def _check_dtype(choice: str, dtype) -> None:
+    if choice == "fused" and dtype == mstype.bfloat16:
+        raise TypeError("the fused adapter kernels support float32 and float16, not bfloat16.")
+
+
+class Adapter(nn.Cell):
+    r"""``y = h + act(h W_down^T + b_down) W_up^T + b_up`` as one fused op when available.
+
+    Args:
+        activation: None, a name (``'relu'``, ``'gelu'`` = tanh approximation, ...), Cell or Primitive.
+        backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice).
+
+    Inputs: ``h [*, D]``, ``w_down [B, D]``, ``b_down [B]``, ``w_up [D, B]``, ``b_up [D]`` (one dtype).
+    Output: ``y [*, D]``.
+    """
+
+    def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
+        super().__init__()
+        _setup(self, "adapter", activation, backend)
+        if self.fused:
+            self.fwd = _primitives.adapter_forward(self.impl)
+
+    def construct(self, h, w_down, b_down, w_up, b_up):
+        h_shape = h.shape
+        h2d = h.reshape((-1, h_shape[-1]))
+        if not self.fused or h.dtype == mstype.bfloat16:
+            _check_dtype(self.backend_choice, h.dtype)
+            y = adapter_composed(h2d, w_down, b_down, w_up, b_up, self.activation)
+        else:
+            y, _ = self.fwd(h2d, w_down, b_down, w_up, b_up, self.code)
+        return y.reshape(h_shape)
+
+    def extend_repr(self) -> str:
+        return f"activation_code={self.code}, impl={self.impl}"
+
+
+class LowRankAdapter(nn.Cell):
+    r"""``y = h + act(h L_dl L_dr + b_down) L_ul L_ur + b_up`` as one fused op when available.
+
+    Inputs: ``h [*, D]``, ``down_left [D, R]``, ``down_right [R, B]``, ``b_down [B]``,
+    ``up_left [B, R]``, ``up_right [R, D]``, ``b_up [D]`` (one dtype). Output: ``y [*, D]``.
+    Args as :class:`Adapter`.
+    """
+
+    def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
+        super().__init__()
+        _setup(self, "low_rank_adapter", activation, backend)
+        if self.fused:
+            self.fwd = _primitives.low_rank_adapter_forward(self.impl)
+
+    def construct(self, h, down_left, down_right, b_down, up_left, up_right, b_up):
+        h_shape = h.shape
+        h2d = h.reshape((-1, h_shape[-1]))
+        if not self.fused or h.dtype == mstype.bfloat16:
+            _check_dtype(self.backend_choice, h.dtype)
+            y = low_rank_adapter_composed(h2d, down_left, down_right, b_down, up_left, up_right, b_up,
+                                          self.activation)
+        else:
+            y, _, _, _ = self.fwd(h2d, down_left, down_right, b_down, up_left, up_right, b_up, self.code)
+        return y.reshape(h_shape)
+
+    def extend_repr(self) -> str:
+        return f"activation_code={self.code}, impl={self.impl}"
+
+
+def adapter(h, w_down, b_down, w_up, b_up, activation: Any = "gelu", backend: Optional[str] = None):
+    """Functional :class:`Adapter` (PYNATIVE)."""
+    return Adapter(activation, backend)(h, w_down, b_down, w_up, b_up)
+
+
+def low_rank_adapter(h, down_left, down_right, b_down, up_left, up_right, b_up, activation: Any = "gelu",
+                     backend: Optional[str] = None):
+    """Functional :class:`LowRankAdapter` (PYNATIVE)."""
+    return LowRankAdapter(activation, backend)(h, down_left, down_right, b_down, up_left, up_right, b_up)
