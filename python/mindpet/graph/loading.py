@@ -51,8 +51,16 @@ def _check_file(path, arg: str) -> str:
     return path
 
 
-def _read(path: str) -> Dict[str, Parameter]:
-    return load_checkpoint(path, format=_FORMATS[os.path.splitext(path)[1].lower()])
+def _read(path: str, arg: str) -> Dict[str, Parameter]:
+    """Read a checkpoint; ValueError naming ``arg`` and the file if it is truncated, corrupt or empty."""
+    try:
+        values = load_checkpoint(path, format=_FORMATS[os.path.splitext(path)[1].lower()])
+    except Exception as err:  # MindSpore raises ValueError, RuntimeError, OSError or a protobuf error
+        raise ValueError(f"For '{_FUNC}', cannot read '{arg}' file {path!r}: it is truncated, corrupt or not a "
+                         f"checkpoint ({type(err).__name__}: {err})") from err
+    if not values:
+        raise ValueError(f"For '{_FUNC}', '{arg}' file {path!r} holds no parameters.")
+    return values
 
 
 def _fit(param: Parameter, value: Parameter, key: str, source: str):
@@ -85,7 +93,8 @@ def load_pretrained_and_delta(network: nn.Cell, pretrained_ckpt: PathLike, delta
 
     Raises:
         TypeError: bad argument types. FileNotFoundError: a file is missing.
-        ValueError: unknown extension; shape/dtype mismatch; ``strict`` and a missing or unexpected key.
+        ValueError: unknown extension; a file that is truncated, corrupt or empty (the message names
+            the file); shape/dtype mismatch; ``strict`` and a missing or unexpected key.
     """
     check_cell(network, _FUNC, "network")
     pretrained_ckpt = _check_file(pretrained_ckpt, "pretrained_ckpt")
@@ -94,7 +103,7 @@ def load_pretrained_and_delta(network: nn.Cell, pretrained_ckpt: PathLike, delta
         raise TypeError(f"For '{_FUNC}', 'strict' must be a bool, but got {type(strict).__name__}.")
 
     params = {p.name: p for _, p in network.parameters_and_names()}
-    pretrained, delta = _read(pretrained_ckpt), _read(delta_ckpt)
+    pretrained, delta = _read(pretrained_ckpt, "pretrained_ckpt"), _read(delta_ckpt, "delta_ckpt")
     report = LoadReport(
         missing_keys=[k for k in params if k not in pretrained and k not in delta],
         unexpected_pretrained_keys=[k for k in pretrained if k not in params],
