@@ -146,6 +146,8 @@ class AdapterLayer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if not x_shape:
+            raise ValueError("For 'AdapterLayer', the input must have shape (*, hidden_size), but got a scalar.")
         if x_shape[-1] != self.hidden_size:
             raise ValueError(f"For 'AdapterLayer', the last dimension of the input must equal 'hidden_size' "
                              f"({self.hidden_size}), but got input shape {x_shape}.")
@@ -254,6 +256,8 @@ class DenseWithDelta(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if not x_shape:
+            raise ValueError(f"For '{self.cls_name}', the input must have shape (*, in_channels), but got a scalar.")
         if x_shape[-1] != self.in_channels:
             raise ValueError(f"For '{self.cls_name}', the last dimension of the input must equal 'in_channels' "
                              f"({self.in_channels}), but got input shape {x_shape}.")

@@ -189,6 +189,8 @@ class LoRADense(nn.Cell):
 
     def construct(self, x):
         x_shape = self.shape_op(x)
+        if not x_shape:
+            raise ValueError("For 'LoRADense', the input must have shape (*, in_channels), but got a scalar.")
         if x_shape[-1] != self.in_channels:
             raise ValueError(f"For 'LoRADense', the last dimension of the input must equal 'in_channels' "
                              f"({self.in_channels}), but got input shape {x_shape}.")

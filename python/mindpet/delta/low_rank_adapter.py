@@ -149,6 +149,8 @@ class LowRankAdapterLayer(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         x_shape = x.shape
+        if not x_shape:
+            raise ValueError("For 'LowRankAdapterLayer', the input must have shape (*, hidden_size), but got a scalar.")
         if x_shape[-1] != self.hidden_size:
             raise ValueError(f"For 'LowRankAdapterLayer', the last dimension of the input must equal "
                              f"'hidden_size' ({self.hidden_size}), but got input shape {x_shape}.")
