@@ -66,6 +66,10 @@ def get_backend() -> str:
     return "auto"
 
 
+def _device_target() -> str:
+    return ms.get_context("device_target")
+
+
 def _ascend_available() -> tuple:
     try:
         ascend = importlib.import_module("mindpet.kernels.ascend")
@@ -81,7 +85,7 @@ def _ascend_available() -> tuple:
 
 def fused_implementation(device: Optional[str] = None) -> tuple:
     """``(implementation or None, reason)`` of the fused backend on ``device`` (default: context)."""
-    device = device or ms.get_context("device_target")
+    device = device or _device_target()
     if device == "CPU":
         try:
             _library.load()
@@ -117,7 +121,7 @@ def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bo
         return impl
     if choice == "fused":
         raise FusedBackendUnavailable(f"backend='fused' requested for {op}, but {why}")
-    if ms.get_context("device_target") == "CPU" and supported and "cpu-library" not in _warned:
+    if _device_target() == "CPU" and supported and "cpu-library" not in _warned:
         _warned.add("cpu-library")
         warnings.warn(f"mindpet: fused CPU kernels unavailable, using composed MindSpore primitives: {why}",
                       RuntimeWarning, stacklevel=2)
