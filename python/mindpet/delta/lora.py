@@ -5,6 +5,7 @@ import math
 import numbers
 from typing import Optional, Union
 
+import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
@@ -14,6 +15,7 @@ from mindspore.ops.primitive import Primitive
 
 from mindpet.delta._activation import (activation_primitives, check_activation_parallel,
                                        resolve_activation)
+from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype,
                                        check_float_in_range, check_init, check_number,
@@ -40,6 +42,19 @@ def _new_parameter(init: InitType, shape: tuple, dtype, name: str) -> Parameter:
     if dtype == mstype.bfloat16:
         param.set_dtype(mstype.bfloat16)
     return param
+
+
+def _as_float64(param: Parameter) -> np.ndarray:
+    """A float64 host copy of ``param`` (any float dtype, bfloat16 included)."""
+    return param.astype(mstype.float32).asnumpy().astype(np.float64)
+
+
+def _assign(param: Parameter, value: np.ndarray) -> None:
+    """Set ``param`` to ``value`` rounded to the parameter's dtype."""
+    if param.dtype == mstype.float16:
+        param.set_data(Tensor(value.astype(np.float16)))
+    else:  # float32; bfloat16 through float32
+        param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
 class LoRADense(nn.Cell):
@@ -156,6 +171,9 @@ class LoRADense(nn.Cell):
         self.reshape = ops.Reshape()
         self.shape_op = ops.Shape()
         self.dtype_op = ops.DType()
+        # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
+        self.merged = False
+        self._merged_factors = None
         # A new Cell has phase 'train' but training False: in GRAPH mode a first (eval) call would be
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
@@ -199,14 +217,66 @@ class LoRADense(nn.Cell):
         if len(x_shape) != 2:
             x2d = self.reshape(x, (-1, self.in_channels))
         x2d = self._to_compute(x2d)
-        # base + delta: the one place a fused lora_linear backend replaces (same inputs and output).
-        out = self.add(self._dense(x2d), self._lora_delta(x2d))
+        if self.merged:  # W already holds W + s B A (merge()): exactly the nn.Dense computation
+            if self.training:
+                raise RuntimeError("For 'LoRADense', the layer is merged (merge()) and its LoRA branch is skipped, "
+                                   "so it cannot train: call unmerge() before set_train(True).")
+            out = self._dense(x2d)
+        else:
+            # base + delta: the one place a fused lora_linear backend replaces (same inputs and output).
+            out = self.add(self._dense(x2d), self._lora_delta(x2d))
         if self.activation_flag:
             out = self.activation(out)
         out = self.cast(self._round(out), ori_dtype)
         if len(x_shape) != 2:
             out = self.reshape(out, x_shape[:-1] + (self.out_channels,))
         return out
+
+    def merge(self) -> bool:
+        r"""Fold the LoRA update into the weight, so that the layer costs what ``nn.Dense`` costs.
+
+        .. math::
+            W \leftarrow W + s\,B A, \qquad s = \mathrm{lora\_alpha} / \mathrm{lora\_rank}
+
+        ``B A`` is computed in float64 and the sum rounded to the weight's dtype. While merged,
+        the layer computes ``activation(x W^T + b)`` without the LoRA branch (A and B are not read, so
+        changing them has no effect until ``unmerge()``), and calling it in training mode raises
+        RuntimeError (the skipped branch would get no gradient). Compiled GRAPH-mode graphs are marked
+        stale, so the next call recompiles once and really skips the branch.
+
+        Returns:
+            True if the layer was merged now; False if it was already merged (merging twice is a
+            no-op: the update is never added twice).
+        """
+        if self.merged:
+            return False
+        a = _as_float64(self.mindpet_delta_lora_a)
+        b = _as_float64(self.mindpet_delta_lora_b)
+        _assign(self.weight, _as_float64(self.weight) + self.scaling * (b @ a))
+        self._merged_factors = (a, b)
+        self.merged = True
+        invalidate_compiled_graphs()
+        return True
+
+    def unmerge(self) -> bool:
+        r"""Undo :meth:`merge`: :math:`W \leftarrow W - s\,B_0 A_0`, and run the LoRA branch again.
+
+        ``A_0, B_0`` are the values that ``merge()`` added (saved then), so ``W`` returns to its value
+        before the merge even if A or B were changed while merged, within two roundings to the weight's
+        dtype: :math:`|W_{restored} - W| \le u\,(|W + s B_0 A_0| + |W|)` per entry, ``u = 2^{-24}``
+        for float32 (``2^{-11}`` float16, ``2^{-8}`` bfloat16). Compiled graphs are marked stale.
+
+        Returns:
+            True if the layer was unmerged now; False if it was not merged (a no-op).
+        """
+        if not self.merged:
+            return False
+        a, b = self._merged_factors
+        _assign(self.weight, _as_float64(self.weight) - self.scaling * (b @ a))
+        self._merged_factors = None
+        self.merged = False
+        invalidate_compiled_graphs()
+        return True
 
     def shard(self,
               strategy_org_dense_matmul: Strategy = None,
