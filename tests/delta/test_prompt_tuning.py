@@ -94,7 +94,7 @@ def test_bad_keyword_arguments(kwargs, exc, arg):
 
 
 @pytest.mark.parametrize("ids, exc", [(np.zeros((2, 2), np.float32), TypeError), (np.zeros(2, np.int32), ValueError)])
-def test_bad_prompt_ids(ids, exc):
+def test_bad_prompt_ids(mode, ids, exc):
     with pytest.raises(exc, match="'prompt_ids'"):
         PromptTuning(**GOOD)(Tensor(ids))
 
@@ -197,7 +197,8 @@ class TinyPromptModel(nn.Cell):
 def _model_np(net, ids, mask, table=None):
     d = lambda x, cell: x @ _np(cell.weight).T + _np(cell.bias)
     table = _np(getattr(net.prompt_cell, TABLE)) if table is None else table
-    x = np.concatenate([np.broadcast_to(table, (ids.shape[0],) + table.shape), _np(net.embedding.embedding_table)[ids]], 1)
+    prompt = np.broadcast_to(table, (ids.shape[0],) + table.shape)
+    x = np.concatenate([prompt, _np(net.embedding.embedding_table)[ids]], 1)
     keep = np.concatenate([np.ones((ids.shape[0], N_VIRTUAL)), mask], 1)
     scores = d(x, net.q) @ np.swapaxes(d(x, net.k), -1, -2) / math.sqrt(HIDDEN) + (1 - keep[:, None, :]) * -1e4
     e = np.exp(scores - scores.max(-1, keepdims=True))
@@ -256,7 +257,8 @@ def test_tiny_model_forward_and_prompt_gradient(mode, dtype):
             hi, lo = t0.copy(), t0.copy()
             hi[idx] += 1e-6
             lo[idx] -= 1e-6
-            fd[idx] = (_ce_np(_model_np(net, ids, mask, hi), labels) - _ce_np(_model_np(net, ids, mask, lo), labels)) / 2e-6
+            fd[idx] = (_ce_np(_model_np(net, ids, mask, hi), labels)
+                       - _ce_np(_model_np(net, ids, mask, lo), labels)) / 2e-6
         np.testing.assert_allclose(grad, fd, rtol=1e-3, atol=1e-3 * np.abs(fd).max())
 
 

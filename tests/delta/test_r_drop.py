@@ -202,7 +202,7 @@ def test_bad_alpha_inside_a_network(mode):
     (np.ones((4, 3), np.float32), np.zeros(2, np.int32), ValueError, "'label_ids'"),
     (np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32), ValueError, "'label_ids'"),
 ])
-def test_bad_logits_or_labels(logits, labels, exc, match):
+def test_bad_logits_or_labels(mode, logits, labels, exc, match):
     with pytest.raises(exc, match=match):
         RDropLoss()(Tensor(logits), Tensor(labels))
 
