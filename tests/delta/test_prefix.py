@@ -16,16 +16,6 @@ HEAD_DIM = HIDDEN // HEADS
 TOL = {ms.float32: dict(rtol=1e-4, atol=1e-5), ms.float16: dict(rtol=2e-2, atol=2e-2)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _absorb_numpy_abi_error():
-    """Environment workaround (MindSpore 2.10 built for NumPy 1.x, NumPy 2 installed): the first PyNative
-    op of a process that parses a tuple argument raises SystemError once, then works."""
-    try:
-        ops.reshape(Tensor(np.ones(2, np.float32)), (2,))
-    except SystemError:
-        pass
-
-
 # ----------------------------------------------------------------------------- numpy references
 def _np(t):
     return ops.cast(t, ms.float32).asnumpy().astype(np.float64)
