@@ -15,13 +15,11 @@
 #include "float_views.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
+#include "partials.h"
 
 namespace mindpet {
 namespace cpu {
 namespace {
-
-namespace ll = contracts::lora_linear;
-
 struct LoraDims {
   int64_t m, k, n, r;
 };
@@ -128,13 +126,12 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
     // Per-thread partial sums of dA [R, K] and dB [N, R], reduced (and scaled by s) at the end.
     const int64_t da_size = d.r * d.k;
     const int64_t db_size = d.n * d.r;
-    std::vector<float> partial(static_cast<size_t>(threads * (da_size + db_size)), 0.0f);
+    ThreadPartials partials(threads, da_size + db_size);
 #pragma omp parallel num_threads(threads)
     {
-      const int nt = NumThreads();
       const int tid = ThreadId();
-      const Range rows = SplitRange(d.m, nt, tid);
-      float* da_part = partial.data() + tid * (da_size + db_size);
+      const Range rows = SplitRange(d.m, NumThreads(), tid);
+      float* da_part = partials.part(tid);
       float* db_part = da_part + da_size;
       if (rows.size() > 0) {
         const int64_t tile = TileRows(std::max(d.n, d.k));
@@ -146,10 +143,9 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
           const float* dy_t = dy + row0 * d.n;
           const float* x_t = x + row0 * d.k;
           float* dx_t = dx + row0 * d.k;
-          const float beta = t == 0 ? 0.0f : 1.0f;
-          // g = dy B ; dB += dy^T u   (dy tile read from cache by both)
+          // g = dy B ; dB += dy^T u   (the dy tile is read from cache by both)
           Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g.data(), d.r);
-          Sgemm(true, false, d.n, d.r, tr, 1.0f, dy_t, d.n, u + row0 * d.r, d.r, beta, db_part, d.r);
+          Sgemm(true, false, d.n, d.r, tr, 1.0f, dy_t, d.n, u + row0 * d.r, d.r, 1.0f, db_part, d.r);
           // dx = s (g A) [* mask] ; dA += g^T x_d
           Sgemm(false, false, tr, d.k, d.r, s, g.data(), d.r, a, d.k, 0.0f, dx_t, d.k);
           const float* xd_t = x_t;
@@ -159,25 +155,15 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
             MaskRows(x_t, mask_t, tr, d.k, xd.data());
             xd_t = xd.data();
           }
-          Sgemm(true, false, d.r, d.k, tr, 1.0f, g.data(), d.r, xd_t, d.k, beta, da_part, d.k);
+          Sgemm(true, false, d.r, d.k, tr, 1.0f, g.data(), d.r, xd_t, d.k, 1.0f, da_part, d.k);
         }
         // dx += dy W over the whole block (one GEMM: the weight is packed once per thread)
         Sgemm(false, false, rows.size(), d.k, d.n, 1.0f, dy + rows.begin * d.n, d.n, w, d.k, 1.0f,
               dx + rows.begin * d.k, d.k);
       }
     }
-    // Reduce the partials (threads without rows, or not started, left theirs at zero).
-    const int64_t total = da_size + db_size;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < total; ++i) {
-      float acc = 0.0f;
-      for (int t = 0; t < threads; ++t) acc += partial[t * total + i];
-      if (i < da_size) {
-        da[i] = s * acc;
-      } else {
-        db[i - da_size] = s * acc;
-      }
-    }
+    partials.ReduceInto(0, da_size, s, da);
+    partials.ReduceInto(da_size, db_size, s, db);
     return;
   }
 

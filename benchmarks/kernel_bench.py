@@ -1,0 +1,235 @@
+"""Kernel micro-benchmark: fused vs composed vs plain ``nn.Dense``, measured side by side in one run.
+
+    python benchmarks/kernel_bench.py              # full grid (a few minutes on 2 cores)
+    python benchmarks/kernel_bench.py --quick      # M=4096 and M=16 at 1024x1024, r=16 only
+
+GRAPH mode, float32, every core (OpenMP default for the fused kernels, MindSpore's default pool for
+the rest). For each shape every variant is compiled and warmed up, then the variants are timed in
+interleaved repetitions (variant order rotates each repetition); a repetition runs each variant
+``inner`` times (enough for ~30 ms) and records the mean; the table shows the median over
+repetitions and ratios of medians.
+
+Variants (``train`` = value of ``sum(y * dy)`` and its gradients w.r.t. the input and the trainable
+parameters; base weight frozen):
+  lora:    fused LoraLinear, composed LoraLinear, plain nn.Dense (frozen: gradient of x only)
+  adapter / low_rank_adapter: fused vs composed (the Dense in front is the same for both).
+Targets (issue): fused LoRA fwd <= 1.05x Dense fwd and train <= 1.05x frozen-Dense train at M=4096
+(i.e. <= 0.85x composed train there); fused LoRA train <= 0.7x composed at M <= 16; fused adapter
+train <= 0.8x composed.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from mindpet.kernels import Adapter, LoraLinear, LowRankAdapter, backend as kbackend
+from mindpet.kernels import _library
+
+
+def _param(rng, shape, trainable, name):
+    return Parameter(Tensor((rng.standard_normal(shape) * 0.05).astype(np.float32)), name=name,
+                     requires_grad=trainable)
+
+
+class LoraNet(nn.Cell):
+    """``x W^T + b + s (x A^T) B^T`` with W, b frozen."""
+
+    def __init__(self, k, n, r, backend):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.weight = _param(rng, (n, k), False, "weight")
+        self.bias = _param(rng, (n,), False, "bias")
+        self.lora_a = _param(rng, (r, k), True, "lora_a")
+        self.lora_b = _param(rng, (n, r), True, "lora_b")
+        self.op = LoraLinear(2.0, backend=backend)
+
+    def construct(self, x):
+        return self.op(x, self.weight, self.bias, self.lora_a, self.lora_b)
+
+
+class DenseNet(nn.Cell):
+    """Plain frozen ``nn.Dense``."""
+
+    def __init__(self, k, n):
+        super().__init__()
+        self.dense = nn.Dense(k, n)
+        for p in self.dense.get_parameters():
+            p.requires_grad = False
+
+    def construct(self, x):
+        return self.dense(x)
+
+
+class AdapterNet(nn.Cell):
+    """Adapter (gelu) or low-rank adapter on ``h``; every adapter parameter trainable."""
+
+    def __init__(self, d, b, r, low_rank, backend):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.low_rank = low_rank
+        if low_rank:
+            shapes = [(d, r), (r, b), (b,), (b, r), (r, d), (d,)]
+            self.op = LowRankAdapter("gelu", backend=backend)
+        else:
+            shapes = [(b, d), (b,), (d, b), (d,)]
+            self.op = Adapter("gelu", backend=backend)
+        self.p = ms.ParameterTuple([_param(rng, s, True, f"p{i}") for i, s in enumerate(shapes)])
+
+    def construct(self, h):
+        if self.low_rank:
+            return self.op(h, self.p[0], self.p[1], self.p[2], self.p[3], self.p[4], self.p[5])
+        return self.op(h, self.p[0], self.p[1], self.p[2], self.p[3])
+
+
+class _Loss(nn.Cell):
+    """``sum(net(x) * dy)``: its gradient feeds ``dy`` into the network's backward."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x, dy):
+        return (self.net(x) * dy).sum()
+
+
+class TrainStep(nn.Cell):
+    """Loss value and gradients of the input and of the trainable parameters (forward runs once;
+    returning the value keeps GRAPH mode from pruning the forward of a frozen layer)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.loss = _Loss(net)
+        self.weights = ms.ParameterTuple(net.trainable_params())
+        self.grad = ops.GradOperation(get_all=True, get_by_list=bool(self.weights))
+
+    def construct(self, x, dy):
+        value = self.loss(x, dy)
+        if self.weights:
+            return value, self.grad(self.loss, self.weights)(x, dy)
+        return value, self.grad(self.loss)(x, dy)
+
+
+def _runner(cell: nn.Cell, args: Sequence[Tensor]) -> Callable[[int], float]:
+    """A function timing ``n`` calls of ``cell(*args)``; returns seconds per call."""
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            cell(*args)  # CPU graph execution returns when the graph has run
+        return (time.perf_counter() - start) / n
+    return run
+
+
+def measure(runners: Dict[str, Callable[[int], float]], reps: int, target_s: float = 0.03) -> Dict[str, float]:
+    """Median seconds per call of each runner over ``reps`` interleaved repetitions."""
+    inner = {}
+    for name, run in runners.items():
+        run(2)  # compile + warm up
+        once = max(run(1), 1e-6)
+        inner[name] = max(1, min(200, int(target_s / once)))
+    samples: Dict[str, List[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            samples[name].append(runners[name](inner[name]))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def _inputs(m, k, n, rng):
+    return (Tensor(rng.standard_normal((m, k)).astype(np.float32)),
+            Tensor(rng.standard_normal((m, n)).astype(np.float32)))
+
+
+def bench_lora(m, k, n, r, reps, rng) -> dict:
+    x, dy = _inputs(m, k, n, rng)
+    nets = {"fused": LoraNet(k, n, r, "fused"), "composed": LoraNet(k, n, r, "composed"), "dense": DenseNet(k, n)}
+    runners = {}
+    for name, net in nets.items():
+        runners[f"fwd/{name}"] = _runner(net, (x,))
+        runners[f"train/{name}"] = _runner(TrainStep(net), (x, dy))
+    return measure(runners, reps)
+
+
+def bench_adapter(m, d, b, r, low_rank, reps, rng) -> dict:
+    h, dy = _inputs(m, d, d, rng)
+    runners = {}
+    for name in ("fused", "composed"):
+        net = AdapterNet(d, b, r, low_rank, name)
+        runners[f"fwd/{name}"] = _runner(net, (h,))
+        runners[f"train/{name}"] = _runner(TrainStep(net), (h, dy))
+    return measure(runners, reps)
+
+
+def _fmt_ratio(value: float, target: float = None) -> str:
+    mark = "" if target is None else (" ok" if value <= target else " MISS")
+    return f"{value:5.2f}{mark}"
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median), >= 5")
+    parser.add_argument("--quick", action="store_true", help="a small subset of the grid")
+    parser.add_argument("--ops", default="lora,adapter,low_rank_adapter")
+    args = parser.parse_args(argv)
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    if kbackend.fused_implementation("CPU")[0] != "cpu":
+        print("fused CPU kernels unavailable:", kbackend.fused_implementation("CPU")[1])
+        return 1
+    rng = np.random.default_rng(0)
+    reps = max(5, args.reps)
+    ops_wanted = set(args.ops.split(","))
+    print(f"mindpet kernel benchmark: GRAPH, float32, {os.cpu_count()} cpus, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'default')}, BLAS: {_library.blas_description()}, "
+          f"median of {reps} interleaved reps; times in ms, ratios of medians")
+
+    if "lora" in ops_wanted:
+        ms_list = (4096, 16) if args.quick else (1, 16, 4096)
+        shapes = ((1024, 1024),) if args.quick else ((768, 768), (1024, 1024), (1024, 4096))
+        ranks = (16,) if args.quick else (8, 16, 64)
+        print("\nlora_linear (fused F, composed C, plain frozen Dense D)")
+        print(f"{'M':>5} {'in':>5} {'out':>5} {'r':>3} | {'fwd F':>8} {'fwd D':>8} {'F/D':>9} {'C/D':>5} "
+              f"{'F/C':>5} | {'train F':>8} {'train D':>8} {'F/D':>9} {'C/D':>5} {'F/C':>10}")
+        for m, (k, n), r in itertools.product(ms_list, shapes, ranks):
+            t = bench_lora(m, k, n, r, reps, rng)
+            fwd_fd = t["fwd/fused"] / t["fwd/dense"]
+            tr_fd = t["train/fused"] / t["train/dense"]
+            tr_fc = t["train/fused"] / t["train/composed"]
+            big = m >= 4096
+            print(f"{m:>5} {k:>5} {n:>5} {r:>3} | {1e3 * t['fwd/fused']:8.3f} {1e3 * t['fwd/dense']:8.3f} "
+                  f"{_fmt_ratio(fwd_fd, 1.05 if big else None):>9} {t['fwd/composed'] / t['fwd/dense']:5.2f} "
+                  f"{t['fwd/fused'] / t['fwd/composed']:5.2f} | {1e3 * t['train/fused']:8.3f} "
+                  f"{1e3 * t['train/dense']:8.3f} {_fmt_ratio(tr_fd, 1.05 if big else None):>9} "
+                  f"{t['train/composed'] / t['train/dense']:5.2f} {_fmt_ratio(tr_fc, 0.85 if big else 0.7):>10}")
+            sys.stdout.flush()
+
+    for op in ("adapter", "low_rank_adapter"):
+        if op not in ops_wanted:
+            continue
+        low_rank = op == "low_rank_adapter"
+        ms_list = (4096, 16) if args.quick else (1, 16, 4096)
+        dims = ((1024,),) if args.quick else ((768,), (1024,))
+        # adapter: bottleneck 64 (spec default); low-rank: reduction_factor 32, low_rank_size 1
+        print(f"\n{op} (fused F, composed C){'; bottleneck = hidden/32, rank 1' if low_rank else '; bottleneck 64'}")
+        print(f"{'M':>5} {'hidden':>6} {'B':>4} | {'fwd F':>8} {'fwd C':>8} {'F/C':>5} | {'train F':>8} "
+              f"{'train C':>8} {'F/C':>10}")
+        for m, (d,) in itertools.product(ms_list, dims):
+            b = d // 32 if low_rank else 64
+            t = bench_adapter(m, d, b, 1, low_rank, reps, rng)
+            print(f"{m:>5} {d:>6} {b:>4} | {1e3 * t['fwd/fused']:8.3f} {1e3 * t['fwd/composed']:8.3f} "
+                  f"{t['fwd/fused'] / t['fwd/composed']:5.2f} | {1e3 * t['train/fused']:8.3f} "
+                  f"{1e3 * t['train/composed']:8.3f} "
+                  f"{_fmt_ratio(t['train/fused'] / t['train/composed'], None if low_rank else 0.8):>10}")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
