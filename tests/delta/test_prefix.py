@@ -255,6 +255,25 @@ def test_spec_example_freeze_delta_prefix_keeps_prefix_trainable():
     assert {p.name for p in net.trainable_params()} == {"attn.past_key", "attn.past_value"}
 
 
+def test_spec_example_with_delta_attribute_names_freezes_by_mode():
+    class Attn(MaskSelfAttention):
+        def __init__(self):
+            super().__init__()
+            self.mindpet_delta_prefixtuning_past_key = self.prefix.past_key_reparam
+            self.mindpet_delta_prefixtuning_past_value = self.prefix.past_value_reparam
+            del self.past_key, self.past_value
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attn()
+
+    net = Net()
+    freeze_delta(net, "prefix")
+    assert sorted(p.name for p in net.trainable_params()) == [
+        "attn.mindpet_delta_prefixtuning_past_key", "attn.mindpet_delta_prefixtuning_past_value"]
+
+
 def test_prefix_read_in_construct_carries_the_delta_name_and_freezes_by_mode():
     class Attn(nn.Cell):
         def __init__(self):

@@ -33,6 +33,15 @@ reach a Parameter; an MLP output computed in ``__init__`` would be a constant (t
 gradients zero, training did nothing). The MLP only conditions the optimisation - the trained model uses
 the prefix values alone, and Li & Liang drop the MLP after training - so the model family is the same;
 what is lost is the MLP's smoothing of the optimisation. ``PrefixEncoder`` keeps it, in the graph.
+
+Names and freezing: MindSpore names a Parameter after the *first* attribute path that reaches it, and a
+Cell's own attributes come before its children's. Read in ``construct`` (``self.prefix.past_key_reparam``),
+the prefix keeps its delta name (``attn.prefix.mindpet_delta_prefixtuning_past_key``) and
+``freeze_delta(model, 'prefix')`` keeps it trainable. Copied to an attribute as in the spec's example
+(``self.past_key = ...``), it is named after that attribute (``attn.past_key``): checkpoints save and load
+it under that name, but ``freeze_delta`` does not recognise it - name the attribute
+``mindpet_delta_prefixtuning_past_key`` (and ``..._past_value``), or freeze with
+``freeze_modules(model, include=['*'], exclude=['*past_key', '*past_value'])``.
 """
 from __future__ import annotations
 
