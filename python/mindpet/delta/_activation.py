@@ -42,6 +42,12 @@ _PRIMITIVE_EQUIVALENTS = {
 }
 
 
+# Names MindSpore knows that can never run here: the layers apply the activation to 2-D (N, C) data.
+_UNUSABLE_NAMES = {
+    "softmax2d": "needs 3-D or 4-D input, but the layer applies its activation to 2-D (N, C) data.",
+}
+
+
 def _activation_names() -> List[str]:
     from mindspore.nn.layer.activation import _activation  # pylint: disable=import-outside-toplevel
     return sorted(_activation)
@@ -53,6 +59,7 @@ def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bo
     Raises:
         TypeError: not a str, Cell, Primitive (or None when allowed).
         UnknownActivationError: a str that is not a known activation name.
+        ValueError: a known name that cannot be used here (``'softmax2d'``, ``'threshold'``).
     """
     if activation is None and allow_none:
         return None
@@ -65,7 +72,13 @@ def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bo
                 f"For '{cls_name}', '{name}' must be one of {names}, but got {activation!r}.")
         if key in _PRIMITIVE_EQUIVALENTS:
             return PrimitiveActivation(_PRIMITIVE_EQUIVALENTS[key]())
-        return nn.get_activation(key)
+        if key in _UNUSABLE_NAMES:
+            raise ValueError(f"For '{cls_name}', '{name}' {activation!r} {_UNUSABLE_NAMES[key]}")
+        try:
+            return nn.get_activation(key)
+        except TypeError as err:  # e.g. 'threshold': its Cell has required arguments
+            raise ValueError(f"For '{cls_name}', '{name}' {activation!r} cannot be built from its name alone "
+                             f"({err}); pass an activation Cell instance instead.") from err
     if isinstance(activation, (nn.Cell, Primitive)):
         return activation
     expected = "str, Cell, Primitive or None" if allow_none else "str, Cell or Primitive"
