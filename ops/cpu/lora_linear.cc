@@ -20,6 +20,7 @@
 namespace mindpet {
 namespace cpu {
 namespace {
+
 struct LoraDims {
   int64_t m, k, n, r;
 };
@@ -27,7 +28,7 @@ struct LoraDims {
 // Rows per tile of the rank-R work: a tile of dy (tile x N floats) stays within ~256 KiB of L2.
 int64_t TileRows(int64_t width) { return std::clamp<int64_t>((64 * 1024) / std::max<int64_t>(width, 1), 16, 256); }
 
-// dst[rows, cols] = x * mask (elementwise), rows with stride ld.
+// dst[rows, cols] = x * mask (elementwise, contiguous rows).
 void MaskRows(const float* x, const float* mask, int64_t rows, int64_t cols, float* dst) {
   const int64_t n = rows * cols;
   for (int64_t i = 0; i < n; ++i) dst[i] = x[i] * mask[i];
