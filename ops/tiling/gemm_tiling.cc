@@ -155,6 +155,26 @@ Status PlanGemmShared(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint
   return s;
 }
 
+Status ShareGemmObject(GemmPlan* const* plans, uint32_t count, const HardwareSpec& hw, uint32_t objects) {
+  if (count == 0 || plans == nullptr) return Status::kBadShape;
+  uint32_t m = 0, n = 0;
+  const GemmBase& first = plans[0]->base;
+  for (uint32_t i = 0; i < count; ++i) {
+    const GemmPlan& p = *plans[i];
+    if (p.base.k != first.k || p.base.inBytes != first.inBytes || p.base.outBytes != first.outBytes) {
+      return Status::kBadShape;
+    }
+    m = std::max(m, p.grid.blockM);
+    n = std::max(n, p.grid.blockN);
+  }
+  GemmBase shared;
+  const Status s = PlanGemmBase(m, n, first.k, first.inBytes, first.outBytes, false,
+                                SharedBudget(hw, objects), &shared);
+  if (s != Status::kOk) return s;
+  for (uint32_t i = 0; i < count; ++i) plans[i]->base = shared;
+  return Status::kOk;
+}
+
 Status PlanGemm(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32_t outBytes,
                 const HardwareSpec& hw, GemmPlan* out) {
   return PlanGemmShared(m, n, k, inBytes, outBytes, hw, 1, out);

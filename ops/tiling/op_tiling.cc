@@ -191,7 +191,9 @@ Status PlanLowRankAdapterBackward(const LowRankAdapterShape& s, const HardwareSp
     return Status::kBadShape;
   }
   const uint32_t dt = s.dtypeBytes, b = s.bottleneck, r = s.rank;
-  constexpr uint32_t kObjects = 8;  // four chained gemms, then four weight-gradient gemms
+  // Budgets as if each of the eight gemms had its own matmul object (op_host uses the same
+  // count); the kernel defines four (see ShareGemmObject below), so they are conservative.
+  constexpr uint32_t kObjects = 8;
   FusedSpec f = {};
   f.m = s.m;
   f.n = s.d;
@@ -220,6 +222,14 @@ Status PlanLowRankAdapterBackward(const LowRankAdapterShape& s, const HardwareSp
   if (st == Status::kOk) st = PlanGemmShared(r, b, s.m, dt, dt, hw, kObjects, &out->dDownRight);
   if (st == Status::kOk) st = PlanGemmShared(b, r, s.m, dt, dt, hw, kObjects, &out->dUpLeft);
   if (st == Status::kOk) st = PlanGemmShared(r, s.d, s.m, dt, dt, hw, kObjects, &out->dUpRight);
+  // The kernel defines at most 4 Matmul objects: two for the chained gemms of stage 1 (dq and dt
+  // share one, dq Lul^T and dt Ldl^T the other: the kernel registers the larger of each pair) and
+  // one per pair of weight gradients (n = rank: dLdl, dLul; m = rank: dLdr, dLur), planned for the
+  // envelope of the pair. The budgets stay those of kObjects (op_host uses the same count).
+  GemmPlan* byRankColumns[2] = {&out->dDownLeft, &out->dUpLeft};
+  GemmPlan* byRankRows[2] = {&out->dDownRight, &out->dUpRight};
+  if (st == Status::kOk) st = ShareGemmObject(byRankColumns, 2, hw, kObjects);
+  if (st == Status::kOk) st = ShareGemmObject(byRankRows, 2, hw, kObjects);
   if (st == Status::kOk) st = PlanColumnSum(s.m, s.d, dt, hw, &out->dbUp);
   if (st == Status::kOk) st = PlanColumnSum(s.m, b, dt, hw, &out->dbDown);
   return st;

@@ -99,6 +99,48 @@ def test_low_rank_adapter_plans(m, d, b, dt):
             assert (plan.grid.m, plan.grid.n) == shape
         check_column_sum(plans["d_b_up"], hw, cores)
         check_column_sum(plans["d_b_down"], hw, cores)
+        check_low_rank_backward_objects(plans, m, rank, b)
+
+
+def check_low_rank_backward_objects(plans, m: int, rank: int, b: int) -> None:
+    """The low-rank backward kernel defines 4 Matmul objects (the API maximum) for its 8 gemms:
+    each object is registered with the TCubeTiling of the largest gemm it serves, so every other
+    gemm it serves must fit in that single-core shape."""
+    dh = plans["dh"]
+    g = dh.gemms
+    # stage 1: (dq, dt) share rows and columns, differ in k; (dq Lul^T, dt Ldl^T) share rows and k.
+    assert (g[0].m, g[0].n) == (g[2].m, g[2].n) == (dh.chunk_m, rank)
+    assert (g[1].m, g[1].k) == (g[3].m, g[3].k) == (dh.chunk_m, rank)
+    assert g[1].n == b and g[3].n == dh.grid.block_n
+    # stage 2: each pair of weight gradients has one base planned for the envelope of its blocks.
+    for first, second in (("d_down_left", "d_up_left"), ("d_down_right", "d_up_right")):
+        one, two = plans[first], plans[second]
+        assert describe_base(one.base) == describe_base(two.base)
+        for plan in (one, two):
+            assert plan.base.k == m  # the reduction runs over all M rows
+            for core in range(plan.grid.used_cores):
+                _, m_len, _, n_len = plan.grid.block(core)
+                assert m_len <= plan.base.m and n_len <= plan.base.n
+        assert one.base.m == max(one.grid.block_m, two.grid.block_m)
+        assert one.base.n == max(one.grid.block_n, two.grid.block_n)
+
+
+def describe_base(base) -> tuple:
+    return (base.m, base.n, base.k, base.base_m, base.base_n, base.base_k, base.depth_a1,
+            base.depth_b1, base.l1_bytes, base.l0a_bytes, base.l0b_bytes, base.l0c_bytes)
+
+
+def test_low_rank_backward_weight_gradients_share_an_envelope():
+    # d = 1024, rank 8: dLdl [1024, 8] splits its rows, dLdr [8, 64] cannot; the shared base of
+    # each pair is planned for the larger block of the pair.
+    hw = hw_with(40)
+    plans = tm.plan_low_rank_adapter(4096, 1024, 64, 8, 2, hw)
+    left, up_left = plans["d_down_left"], plans["d_up_left"]
+    assert left.grid.block_m > up_left.grid.block_m or left.grid.block_n != up_left.grid.block_n
+    assert up_left.base.m == left.base.m >= left.grid.block_m
+    check_gemm_plan(up_left, hw, 40, objects=8)
+    small = tm.plan_low_rank_adapter(64, 32, 16, 4, 4, hw_with(3))
+    check_low_rank_backward_objects(small, 64, 4, 16)
 
 
 def test_small_budgets_still_fit():

@@ -52,6 +52,13 @@ Status PlanGemm(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32_t o
 Status PlanGemmShared(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32_t outBytes,
                       const HardwareSpec& hw, uint32_t objects, GemmPlan* out);
 
+// One matmul object for several GEMM plans with the same reduction length k (a kernel may define at
+// most 4 Matmul objects: REGIST_MATMUL_OBJ). Each plan keeps its grid; every plan's `base` becomes
+// the same base tiles planned for the envelope (m = the largest block rows, n = the largest block
+// columns of all the grids, k), so the TCubeTiling op_host derives from any of them is valid for
+// every block of every plan (a block is never larger than the envelope's single-core shape).
+Status ShareGemmObject(GemmPlan* const* plans, uint32_t count, const HardwareSpec& hw, uint32_t objects);
+
 // Description of a fused row stage, turned into a FusedPlan by PlanFused.
 struct FusedGemmSpec {
   bool nIsBlock;   // true: n = block columns; false: n = `n`
