@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindpet.delta import PrefixEncoder, PrefixLayer, extend_attention_mask
-from mindpet.graph import (TrainableParamsCheckPoint, freeze_delta, freeze_modules,
+from mindpet.graph import (TrainableParamsCheckPoint, freeze_delta,
                            load_pretrained_and_delta)
 
 HIDDEN, HEADS, SEQ, BATCH, PREFIX_TOKENS = 8, 2, 3, 2, 4      # spec-example sizes: L = 4 // 2 = 2
@@ -219,8 +219,8 @@ def test_spec_example_trains_only_the_prefix(run_mode, tmp_path, exec_mode, dtyp
     _, _, inputs = _spec_data(dtype)
     pretrained = str(tmp_path / "pretrained.ckpt")
     ms.save_checkpoint(net, pretrained)
-    # the user's attribute names are the parameter names (see the xfail test below for freeze_delta)
-    freeze_modules(net, include=["*"], exclude=list(SPEC_PREFIX))
+    # exactly the spec's step 3: the prefix stays trainable although its first path is 'attn.past_key'
+    freeze_delta(net, "prefix")
     assert [p.name for p in net.trainable_params()] == list(SPEC_PREFIX)
     before = _snapshot(net)
     optimizer = nn.SGD(net.trainable_params(), learning_rate=5.0, momentum=0.9)
@@ -246,9 +246,6 @@ def _assert_round_trip(net, make, pretrained, delta_ckpt, delta_names, inputs):
     np.testing.assert_array_equal(_np(fresh(*inputs)), trained)
 
 
-@pytest.mark.xfail(strict=True, reason="freeze_delta matches only the first attribute path of a Parameter: "
-                   "the spec's `self.past_key = self.prefix.past_key_reparam` registers the prefix as "
-                   "'attn.past_key'. Needs freeze_delta to consider every path of a shared Parameter.")
 def test_spec_example_freeze_delta_prefix_keeps_prefix_trainable():
     net = SpecModel()
     freeze_delta(net, "prefix")

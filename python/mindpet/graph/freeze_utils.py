@@ -36,6 +36,21 @@ def _named_params(model: nn.Cell) -> Dict[str, object]:
     return dict(model.parameters_and_names())
 
 
+def _attribute_paths(model: nn.Cell, params: Dict[str, object]) -> Dict[str, List[str]]:
+    """Every attribute path (and the ``Parameter.name``) that reaches each parameter.
+
+    ``parameters_and_names()`` reports a Parameter shared by two attributes once, under the first path
+    (a cell's own attributes before its children's). The spec's Prefix example does exactly that
+    (``self.past_key = self.prefix.past_key_reparam``), so the delta tag can live on a later path only.
+    """
+    by_id = {id(param): [name, param.name] for name, param in params.items()}
+    for cell_path, cell in model.cells_and_names():
+        for attr, param in cell._params.items():  # pylint: disable=protected-access
+            if param is not None and id(param) in by_id:
+                by_id[id(param)].append(f"{cell_path}.{attr}" if cell_path else attr)
+    return {name: by_id[id(param)] for name, param in params.items()}
+
+
 def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
     """Set ``requires_grad`` per ``targets`` and report the names that changed, in model order."""
     frozen, unfrozen = [], []
@@ -115,8 +130,8 @@ def freeze_delta(model: nn.Cell, mode: str, include: Optional[List[str]] = None,
 
     ``mode`` (case-insensitive) is one of ``lora``, ``prefixtuning`` (alias ``prefix``), ``adapter``,
     ``low_rank_adapter``, ``bitfit``, ``prompttuning``, ``ptuning2``; the delta parameters of a mode
-    are those whose name contains ``mindpet_delta_<mode>`` (see :func:`is_delta_param`; bitfit also
-    keeps every ``bias`` and ``beta``). They end up trainable even if an earlier call froze them.
+    are those with ``mindpet_delta_<mode>`` in their name or in any attribute path that reaches them
+    (see :func:`is_delta_param`; bitfit also keeps every ``bias`` and ``beta``). They end up trainable even if an earlier call froze them.
     ``include``/``exclude`` are then applied with the :func:`freeze_modules` rules, e.g.
     ``exclude=['*head*']`` keeps a task head trainable.
 
@@ -131,7 +146,8 @@ def freeze_delta(model: nn.Cell, mode: str, include: Optional[List[str]] = None,
     params = _named_params(model)
     names = list(params)
     inc, exc = _checked_patterns(func, names, include, exclude)
-    targets = {name: is_delta_param(name, key) for name in names}
+    paths = _attribute_paths(model, params)
+    targets = {name: any(is_delta_param(path, key) for path in paths[name]) for name in names}
     if not any(targets.values()):
         what = ("no parameter named 'bias' or 'beta' and none containing 'mindpet_delta_bitfit'"
                 if key == "bitfit" else f"no parameter whose name contains '{DELTA_PREFIX}{key}'")
