@@ -43,7 +43,7 @@ void ForwardF32(const AdapterDims& s, const float* h, const float* wd, const flo
                 const float* bu, Activation act, float* y, float* z) {
   if (s.m == 0) return;
   const std::vector<float> wu_aug = AppendColumn(wu, bu, s.d, s.b);  // [D, B+1]
-  const int threads = RowThreads(s.m, 8);
+  const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
 #pragma omp parallel num_threads(threads)
   {
     const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
@@ -68,7 +68,7 @@ void ForwardF32(const AdapterDims& s, const float* h, const float* wd, const flo
 
 void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const float* wd, const float* wu,
                  const float* z, Activation act, float* dh, float* dwd, float* dbd, float* dwu, float* dbu) {
-  const int threads = RowThreads(s.m, 8);
+  const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
   // Partials per thread: dWu_aug [D, B+1] (last column dbu), dWd [B, D], dbd [B].
   const int64_t n_wu = s.d * (s.b + 1);
   const int64_t n_wd = s.b * s.d;

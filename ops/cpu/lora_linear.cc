@@ -66,7 +66,7 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
   if (d.m == 0) return;
   const std::vector<float> b_aug = bias != nullptr ? AugmentB(b, bias, d.n, d.r) : std::vector<float>();
   const float* b_aug_ptr = bias != nullptr ? b_aug.data() : nullptr;
-  const int threads = MaxThreads();
+  const int threads = ThreadsFor(d.m * d.n * (d.k + d.r));
 
   if (SplitRows(d.m, threads)) {
 #pragma omp parallel num_threads(threads)
@@ -121,7 +121,7 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
     std::fill(db, db + d.n * d.r, 0.0f);
     return;
   }
-  const int threads = MaxThreads();
+  const int threads = ThreadsFor(d.m * d.n * (d.k + d.r));
 
   if (SplitRows(d.m, threads)) {
     // Per-thread partial sums of dA [R, K] and dB [N, R], reduced (and scaled by s) at the end.

@@ -37,7 +37,7 @@ void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const fl
   std::vector<float> lur_aug(static_cast<size_t>((s.r + 1) * s.d));
   std::memcpy(lur_aug.data(), lur, sizeof(float) * s.r * s.d);
   std::memcpy(lur_aug.data() + s.r * s.d, bu, sizeof(float) * s.d);
-  const int threads = RowThreads(s.m, 8);
+  const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
 #pragma omp parallel num_threads(threads)
   {
     const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
@@ -77,7 +77,7 @@ struct LowRankGrads {
 void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const float* ldl, const float* ldr,
                  const float* lul, const float* lur, const float* t, const float* z, const float* q, Activation act,
                  const LowRankGrads& g) {
-  const int threads = RowThreads(s.m, 8);
+  const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
   // Partials: [dLur ; dbu] [R+1, D], dLul [B, R], dLdr [R, B], dbd [B], dLdl [D, R].
   const int64_t n_ur = (s.r + 1) * s.d, n_ul = s.b * s.r, n_dr = s.r * s.b, n_bd = s.b, n_dl = s.d * s.r;
   const int64_t o_ul = n_ur, o_dr = o_ul + n_ul, o_bd = o_dr + n_dr, o_dl = o_bd + n_bd;

@@ -29,10 +29,11 @@ class ThreadPartials {
   std::vector<float> buf_;
 };
 
-// Threads for row-parallel work on m rows: at least `min_rows` rows each.
-inline int RowThreads(int64_t m, int64_t min_rows) {
+// Threads for row-parallel work on m rows of `macs_per_row` multiply-adds: at least `min_rows` rows
+// each, one thread for small work.
+inline int RowThreads(int64_t m, int64_t min_rows, int64_t macs_per_row) {
   const int64_t want = (m + min_rows - 1) / min_rows;
-  const int max = MaxThreads();
+  const int max = ThreadsFor(m * macs_per_row);
   return static_cast<int>(want < 1 ? 1 : (want < max ? want : max));
 }
 

@@ -121,14 +121,14 @@ def test_composed_matches_float64(mode, act):
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_adapter_fused_matches_composed(mode, dtype):
-    inputs, cot = _adapter_inputs((2, 70), 48, 16, dtype)  # 140 rows: two threads, several tiles
+    inputs, cot = _adapter_inputs((2, 150), 128, 64, dtype)  # 300 rows: threads own rows, several tiles
     _check(Adapter, inputs, cot, "gelu", ADAPTER_NAMES, dtype, _adapter_reference)
 
 
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_low_rank_adapter_fused_matches_composed(mode, dtype):
-    inputs, cot = _lra_inputs((2, 70), 48, 16, 2, dtype)
+    inputs, cot = _lra_inputs((2, 150), 128, 64, 24, dtype)
     _check(LowRankAdapter, inputs, cot, "gelu", LRA_NAMES, dtype, _lra_reference)
 
 
@@ -143,7 +143,7 @@ def test_every_fused_activation(act):
 
 
 @requires_fused
-@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((130,), 769, 3, 5)],
+@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((400,), 769, 8, 5)],
                          ids=["M1-in769", "batch", "odd-rows"])
 def test_fused_shapes(mode, batch, d, b, r):
     inputs, cot = _adapter_inputs(batch, d, b, np.float32)

@@ -94,11 +94,11 @@ def test_fused_matches_composed(mode, dtype, with_mask):
 
 @requires_fused
 @pytest.mark.parametrize("batch,k,n,r,has_bias", [
-    ((1,), 32, 16, 8, True),          # M = 1 (column-split path)
-    ((7,), 769, 33, 3, False),        # odd sizes, in = 769, r = 3
-    ((300,), 769, 40, 3, True),       # row-split path, several row tiles per thread
-    ((5,), 20, 12, 1, True),          # rank 1
-    ((2, 50), 64, 96, 64, False),     # rank 64, batch dims, row split
+    ((1,), 600, 4096, 8, True),       # M = 1, threads own output columns
+    ((7,), 769, 400, 3, False),       # odd sizes, in = 769, r = 3, column split
+    ((300,), 769, 40, 3, True),       # threads own rows, several row tiles per thread
+    ((5,), 20, 12, 1, True),          # rank 1 (small: one thread)
+    ((2, 100), 64, 96, 64, False),    # rank 64, batch dims, row split
 ], ids=["M1", "odd", "rows-tiles", "rank1", "rank64"])
 def test_fused_shapes(mode, batch, k, n, r, has_bias):
     _compare_fused(batch, k, n, r, np.float32, has_bias, True)
