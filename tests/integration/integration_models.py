@@ -4,6 +4,7 @@ The MLP has a float64 numpy reference, so values after injection, merging and lo
 against independent arithmetic.
 """
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,10 @@ HF_MODULES = ("attention.self.query", "attention.self.key", "attention.self.valu
               "intermediate.dense", "output.dense")
 
 
-def tiny_bert(num_classes: int = 3) -> BertClassifier:
-    """A randomly initialised 2-layer BERT classifier (hidden 16), in eval mode, dropout off."""
-    net = BertClassifier(TINY, num_classes, head_dropout=0.0)
+def tiny_bert(num_classes: int = 3, layers: int = TINY.num_hidden_layers) -> BertClassifier:
+    """A randomly initialised BERT classifier (hidden 16, 2 layers), in eval mode, dropout off."""
+    config = TINY if layers == TINY.num_hidden_layers else replace(TINY, num_hidden_layers=layers)
+    net = BertClassifier(config, num_classes, head_dropout=0.0)
     net.set_train(False)
     return net
 

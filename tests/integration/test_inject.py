@@ -12,6 +12,7 @@ from integration_models import MLP, bert_inputs, f64, mlp_reference, randomize, 
 
 QV = ["bert.layers.0.attention.query", "bert.layers.0.attention.value",
       "bert.layers.1.attention.query", "bert.layers.1.attention.value"]
+QV1 = QV[:2]
 
 
 def _names(net):
@@ -24,25 +25,25 @@ def _params64(net):
 
 # ----------------------------------------------------------------------------- BERT, both modes
 def test_lora_on_bert_keeps_outputs_names_and_trains_only_the_delta(mode):
-    net = tiny_bert()
+    net = tiny_bert(layers=1)
     inputs = bert_inputs()
     before = net(*inputs).asnumpy()  # GRAPH: compiled before the injection
     base_names = _names(net)
 
     paths = mindpet.inject(net, "lora", ["*attention.query", "*attention.value"], lora_rank=2, lora_alpha=4)
 
-    assert paths == QV
+    assert paths == QV1
     assert all(isinstance(dict(net.cells_and_names())[p], LoRADense) for p in paths)
     np.testing.assert_allclose(net(*inputs).asnumpy(), before, rtol=0, atol=1e-6)
     names = _names(net)
     assert all(n == pname for n, pname in names)  # Parameter.name follows the path (checkpoints)
     assert [x for x in names if "mindpet_delta_" not in x[0]] == base_names
     assert sorted(n for n, _ in names if "mindpet_delta_" in n) == sorted(
-        f"{p}.mindpet_delta_lora_{ab}" for p in QV for ab in "ab")
+        f"{p}.mindpet_delta_lora_{ab}" for p in QV1 for ab in "ab")
 
     freeze_delta(net, "lora", exclude=["*head*"])
     trainable = sorted(p.name for p in net.trainable_params())
-    assert trainable == sorted([f"{p}.mindpet_delta_lora_{ab}" for p in QV for ab in "ab"]
+    assert trainable == sorted([f"{p}.mindpet_delta_lora_{ab}" for p in QV1 for ab in "ab"]
                                + ["head.weight", "head.bias"])
 
     # One SGD step through the injected layers: only the delta and the head move.
@@ -51,7 +52,7 @@ def test_lora_on_bert_keeps_outputs_names_and_trains_only_the_delta(mode):
     step.set_train(True)
     step(*inputs, Tensor(np.array([0, 2], np.int32)))
     moved = sorted(n for n, v in _params64(net).items() if not np.array_equal(v, start[n]))
-    assert "head.weight" in moved and all(f"{p}.mindpet_delta_lora_a" not in moved for p in QV)  # B was 0
+    assert "head.weight" in moved and all(f"{p}.mindpet_delta_lora_a" not in moved for p in QV1)  # B was 0
     assert set(moved) <= set(trainable) and any("lora_b" in n for n in moved)
 
 
