@@ -5,7 +5,25 @@ Three ops, each with a contract (``ops/CONTRACTS.md``) and three implementations
 ``cpu`` (C++ kernels through ``ops.Custom(func_type='aot')``) and ``ascend`` (Ascend C kernels).
 
 Cells for layers (GRAPH and PYNATIVE): :class:`LoraLinear`, :class:`Adapter`, :class:`LowRankAdapter`.
-Functions (PYNATIVE): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`.
+They hold no parameters: a layer keeps its own parameters and passes them (cast to one dtype) at
+each call, so parameter names and checkpoints do not depend on the backend. Functions (PYNATIVE
+only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`.
+
+Use from a layer (sketch)::
+
+    # __init__: resolve once; keep the layer's own Dropout primitive (seeds, shard strategy)
+    self.lora_kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, dropout=0.0,
+                                  backend=backend, base_frozen=lambda: not self.weight.requires_grad)
+    # construct, x2d: [M, in] in the compute dtype, weights cast to it
+    mask = None
+    if self.training and p > 0.0:
+        mask, _ = self.lora_dropout(ones_like(x2d))      # 0 or 1/(1-p)
+    y2d = self.lora_kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask)
+
+    self.adapter_kernel = Adapter(non_linearity, backend=backend)           # y = h + adapter(h)
+    y2d = self.adapter_kernel(h2d, w_down, b_down, w_up, b_up)
+    self.lra_kernel = LowRankAdapter(non_linearity, backend=backend)
+    y2d = self.lra_kernel(h2d, down_left, down_right, b_down, up_left, up_right, b_up)
 """
 from mindpet.kernels.backend import (CHOICES, ENV_VAR, FusedBackendUnavailable, get_backend, resolve,
                                      set_backend)
