@@ -157,3 +157,11 @@ def test_training_mode_draws_a_dropout_mask(mode, backend):
     assert abs(1.0 - kept.mean() - p) < 0.03
     op.set_train(False)
     np.testing.assert_allclose(op(x, zeros, None, eye, eye).asnumpy(), x.asnumpy(), rtol=1e-6)
+
+
+@requires_fused
+def test_mixed_dtypes_raise_type_error(mode):
+    inputs, _ = _inputs((3,), 8, 4, 2, np.float32)
+    x, w, b, a, bb, _ = (Tensor(v) for v in inputs)
+    with pytest.raises(TypeError, match="one dtype"):
+        LoraLinear(1.0, backend="fused")(x.astype(ms.float16), w, b, a, bb)

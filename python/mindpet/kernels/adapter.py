@@ -64,6 +64,8 @@ class Adapter(nn.Cell):
             _check_dtype(self.backend_choice, h.dtype)
             y = adapter_composed(h2d, w_down, b_down, w_up, b_up, self.activation)
         else:
+            if w_down.dtype != h.dtype or w_up.dtype != h.dtype:
+                raise TypeError("For 'adapter', h and the adapter parameters must share one dtype.")
             y, _ = self.fwd(h2d, w_down, b_down, w_up, b_up, self.code)
         return y.reshape(h_shape)
 
@@ -93,6 +95,8 @@ class LowRankAdapter(nn.Cell):
             y = low_rank_adapter_composed(h2d, down_left, down_right, b_down, up_left, up_right, b_up,
                                           self.activation)
         else:
+            if down_left.dtype != h.dtype or up_right.dtype != h.dtype:
+                raise TypeError("For 'low_rank_adapter', h and the adapter parameters must share one dtype.")
             y, _, _, _ = self.fwd(h2d, down_left, down_right, b_down, up_left, up_right, b_up, self.code)
         return y.reshape(h_shape)
 

@@ -84,6 +84,8 @@ class LoraLinear(nn.Cell):
                 raise TypeError("For 'lora_linear', the fused backend supports float32 and float16, not bfloat16.")
             y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self.scale, mask)
         else:
+            if weight.dtype != x.dtype or lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
+                raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
             dummy = ops.zeros((1,), x.dtype)
             bias_in = bias if self.has_bias else dummy
             mask_in = dummy if mask is None else mask
