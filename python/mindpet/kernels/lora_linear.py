@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import numpy as np
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.seed import _get_graph_seed
 
@@ -55,6 +56,9 @@ class LoraLinear(nn.Cell):
         seed0, seed1 = _get_graph_seed(0, "dropout")
         self.dropout = ops.Dropout(1.0 - self.dropout_p, seed0, seed1)
         self.ones_like = ops.OnesLike()
+        # 1-element stand-ins for an absent bias / mask (constants, one per dtype)
+        self._absent32 = Tensor(np.zeros(1, np.float32))
+        self._absent16 = Tensor(np.zeros(1, np.float16))
         self._base_frozen = base_frozen
         self._skip_base_grads = False  # True only during a PYNATIVE call with a frozen base
 
@@ -86,7 +90,7 @@ class LoraLinear(nn.Cell):
         else:
             if weight.dtype != x.dtype or lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
                 raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
-            dummy = ops.zeros((1,), x.dtype)
+            dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
             bias_in = bias if self.has_bias else dummy
             mask_in = dummy if mask is None else mask
             has_mask = 0 if mask is None else 1
