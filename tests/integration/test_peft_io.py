@@ -1,0 +1,180 @@
+"""export_peft / import_peft: a hand-written PEFT adapter, round trips on the BERT port, errors."""
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+from safetensors.numpy import load_file, save_file
+
+import mindpet
+import mindpet.peft_io as peft_io
+from mindpet.delta import LoRADense
+
+from integration_models import MLP, bert_hf_name_map, bert_inputs, f64, mlp_reference, randomize, tiny_bert
+
+PEFT_CONFIG = {  # the fields PEFT's LoraConfig writes (peft_type, r, lora_alpha, target_modules, ...)
+    "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "toy/mlp", "bias": "none",
+    "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True, "layers_pattern": None,
+    "layers_to_transform": None, "lora_alpha": 6, "lora_dropout": 0.05, "modules_to_save": None,
+    "peft_type": "LORA", "r": 2, "rank_pattern": {}, "revision": None, "target_modules": ["fc1", "0"],
+    "task_type": None, "use_rslora": False,
+}
+
+
+def _write(directory, config, tensors):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "adapter_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    save_file(tensors, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def _known_tensors():
+    """fc1: r=2 (A [2, 6], B [5, 2]); blocks.0 (source name 'layers.0'): r=4 via rank_pattern."""
+    a1 = (np.arange(12, dtype=np.float32).reshape(2, 6) - 5.5) / 10
+    b1 = np.array([[1, 0], [0, 1], [1, 1], [-1, 2], [0.5, -0.5]], np.float32)
+    a2 = np.linspace(-1, 1, 20, dtype=np.float32).reshape(4, 5)
+    b2 = np.linspace(1, -1, 16, dtype=np.float32).reshape(4, 4)
+    return {"base_model.model.fc1.lora_A.weight": a1, "base_model.model.fc1.lora_B.weight": b1,
+            "base_model.model.layers.0.lora_A.weight": a2, "base_model.model.layers.0.lora_B.weight": b2}
+
+
+def test_hand_written_adapter_imports_with_patterns(pynative, tmp_path):
+    tensors = _known_tensors()
+    config = dict(PEFT_CONFIG, rank_pattern={"layers.0": 4}, alpha_pattern={"layers.0": 2})
+    _write(str(tmp_path), config, tensors)
+    net = MLP()
+    base = {n: f64(p) for n, p in net.parameters_and_names()}
+    x = np.random.default_rng(7).standard_normal((3, 6)).astype(np.float32)
+
+    report = mindpet.import_peft(net, str(tmp_path), name_map={"blocks.0": "layers.0"})
+
+    assert report.ok and report.loaded_modules == ["blocks.0", "fc1"] and report.injected_modules == ["blocks.0", "fc1"]
+    assert isinstance(net.fc1, LoRADense) and net.fc1.lora_rank == 2 and net.fc1.scaling == 3.0
+    assert net.blocks[0].lora_rank == 4 and net.blocks[0].scaling == 0.5 and net.fc1.lora_dropout_p == 0.05
+    np.testing.assert_array_equal(net.fc1.mindpet_delta_lora_a.asnumpy(), tensors["base_model.model.fc1.lora_A.weight"])
+    np.testing.assert_array_equal(net.blocks[0].mindpet_delta_lora_b.asnumpy(),
+                                  tensors["base_model.model.layers.0.lora_B.weight"])
+    lora = {"fc1": (3.0, tensors["base_model.model.fc1.lora_A.weight"].astype(np.float64),
+                    tensors["base_model.model.fc1.lora_B.weight"].astype(np.float64)),
+            "blocks.0": (0.5, tensors["base_model.model.layers.0.lora_A.weight"].astype(np.float64),
+                         tensors["base_model.model.layers.0.lora_B.weight"].astype(np.float64))}
+    np.testing.assert_allclose(net(Tensor(x)).asnumpy(), mlp_reference(x, base, lora), rtol=1e-5, atol=1e-5)
+
+    # Into layers that already are LoRADense of the same rank and scale: loaded, nothing injected.
+    again = mindpet.import_peft(net, str(tmp_path), name_map={"blocks.0": "layers.0"})
+    assert again.injected_modules == [] and again.loaded_modules == ["blocks.0", "fc1"]
+
+
+@pytest.mark.parametrize("numpy_bf16", [True, False], ids=["safetensors", "fallback-reader"])
+def test_rslora_bfloat16_and_float16_files(pynative, tmp_path, monkeypatch, numpy_bf16):
+    a = (np.arange(24, dtype=np.float32).reshape(4, 6) - 12) / 4  # exact in bfloat16 and float16
+    b = (np.arange(20, dtype=np.float32).reshape(5, 4) - 10) / 2
+    bf16 = lambda arr: (arr.view(np.uint32) >> 16).astype("<u2")  # noqa: E731  (exact for these values)
+    header = {"base_model.model.fc1.lora_A.weight": {"dtype": "BF16", "shape": [4, 6], "data_offsets": [0, 48]},
+              "base_model.model.fc1.lora_B.weight": {"dtype": "F16", "shape": [5, 4], "data_offsets": [48, 88]}}
+    blob = json.dumps(header).encode()
+    with open(tmp_path / "adapter_model.safetensors", "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)) + blob + bf16(a).tobytes() + b.astype("<f2").tobytes())
+    with open(tmp_path / "adapter_config.json", "w", encoding="utf-8") as handle:
+        json.dump(dict(PEFT_CONFIG, r=4, lora_alpha=4, use_rslora=True, target_modules=["fc1"]), handle)
+    if not numpy_bf16:  # numpy without a bfloat16 dtype: safetensors.numpy cannot read the file
+        def no_bf16(path):
+            raise TypeError("data type 'bfloat16' not understood")
+        monkeypatch.setattr(peft_io, "load_file", no_bf16)
+    net = MLP()
+    mindpet.import_peft(net, str(tmp_path))
+    assert net.fc1.lora_rank == 4 and net.fc1.scaling == pytest.approx(4 / math.sqrt(4))  # rsLoRA: 2, not 1
+    np.testing.assert_array_equal(net.fc1.mindpet_delta_lora_a.asnumpy(), a)
+    np.testing.assert_array_equal(net.fc1.mindpet_delta_lora_b.asnumpy(), b)
+
+
+def test_bert_round_trip_with_hf_names(pynative, tmp_path):
+    src = tiny_bert()
+    mindpet.inject(src, "lora", ["*query", "*value"], lora_rank=2, lora_alpha=4)
+    mindpet.inject(src, "lora", "*ffn.output", lora_rank=3, lora_alpha=4)
+    randomize(src, "mindpet_delta_lora_", seed=4)
+    inputs = bert_inputs()
+    expected = src(*inputs).asnumpy()
+    name_map = bert_hf_name_map()
+
+    mindpet.export_peft(src, str(tmp_path), name_map=name_map, base_model_name_or_path="all-MiniLM-L6-v2")
+    with open(tmp_path / "adapter_config.json", encoding="utf-8") as handle:
+        config = json.load(handle)
+    assert config["peft_type"] == "LORA" and config["r"] == 2 and config["lora_alpha"] == 4
+    assert config["bias"] == "none" and config["fan_in_fan_out"] is False and config["task_type"] is None
+    assert config["inference_mode"] is True and config["base_model_name_or_path"] == "all-MiniLM-L6-v2"
+    assert config["rank_pattern"] == {"encoder.layer.0.output.dense": 3, "encoder.layer.1.output.dense": 3}
+    assert config["alpha_pattern"] == {}
+    assert "encoder.layer.1.attention.self.value" in config["target_modules"] and len(config["target_modules"]) == 6
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert len(tensors) == 12 and all(t.dtype == np.float32 for t in tensors.values())
+    key = "base_model.model.encoder.layer.1.attention.self.query.lora_"
+    np.testing.assert_array_equal(tensors[key + "A.weight"], src.bert.layers[1].attention.query.mindpet_delta_lora_a.asnumpy())
+    assert tensors["base_model.model.encoder.layer.0.output.dense.lora_B.weight"].shape == (16, 3)
+
+    dst = tiny_bert()  # same base weights, plain Dense everywhere
+    base = {n: p for n, p in src.parameters_and_names()}
+    for name, param in dst.parameters_and_names():
+        param.set_data(base[name].value().copy())
+    report = mindpet.import_peft(dst, str(tmp_path), name_map=name_map)
+    assert report.ok and len(report.injected_modules) == 6
+    np.testing.assert_array_equal(dst(*inputs).asnumpy(), expected)
+
+
+def test_strict_reports_and_mismatches(pynative, tmp_path):
+    tensors = _known_tensors()
+    tensors["base_model.model.classifier.weight"] = np.zeros((3, 4), np.float32)
+    _write(str(tmp_path), dict(PEFT_CONFIG, rank_pattern={"layers.0": 4}), tensors)
+    net = MLP()
+    mindpet.inject(net, "lora", "head", lora_rank=2, lora_alpha=2)
+    mindpet.inject(net, "lora", "fc1", lora_rank=2, lora_alpha=2)  # scaling 1, file says 3
+    with pytest.raises(ValueError) as info:
+        mindpet.import_peft(net, str(tmp_path))
+    message = str(info.value)
+    for word in ("base_model.model.classifier.weight", "base_model.model.layers.0.lora_A.weight",
+                 "base_model.model.head.lora_A.weight", "fc1 (fc1): scaling 3 in the file"):
+        assert word in message
+    assert isinstance(net.blocks[0], nn.Dense)  # nothing changed
+
+    report = mindpet.import_peft(net, str(tmp_path), name_map={"blocks.0": "layers.0"}, strict=False)
+    assert report.loaded_modules == ["blocks.0"] and report.injected_modules == ["blocks.0"]
+    assert report.unexpected_keys == ["base_model.model.classifier.weight"]
+    assert report.missing_keys == ["base_model.model.head.lora_A.weight", "base_model.model.head.lora_B.weight"]
+    assert len(report.mismatches) == 1 and report.mismatches[0].startswith("fc1")
+
+
+@pytest.mark.parametrize("change, error, words", [
+    ({"peft_type": "PREFIX_TUNING"}, ValueError, ["only 'LORA'"]),
+    ({"bias": "all"}, ValueError, ["bias='all'"]),
+    ({"use_dora": True}, ValueError, ["use_dora"]),
+    ({"r": 0}, ValueError, ["'r'"]),
+    ({"lora_alpha": "16"}, ValueError, ["'lora_alpha'"]),
+])
+def test_unsupported_configs(pynative, tmp_path, change, error, words):
+    _write(str(tmp_path), dict(PEFT_CONFIG, **change), _known_tensors())
+    with pytest.raises(error) as info:
+        mindpet.import_peft(MLP(), str(tmp_path), name_map={"blocks.0": "layers.0"})
+    assert all(w in str(info.value) for w in words)
+
+
+def test_export_errors(pynative, tmp_path):
+    with pytest.raises(ValueError, match="no LoRADense"):
+        mindpet.export_peft(MLP(), str(tmp_path))
+    net = MLP()
+    mindpet.inject(net, "lora", ["fc1", "head"], lora_rank=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="activation"):
+        mindpet.export_peft(net, str(tmp_path))  # fc1 has ReLU inside the layer
+    net = MLP()
+    mindpet.inject(net, "lora", ["blocks.0", "head"], lora_rank=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="maps both 'blocks.0' and 'head' to 'x'"):
+        mindpet.export_peft(net, str(tmp_path), name_map=lambda path: "x")
+    with pytest.raises(TypeError, match="'name_map'"):
+        mindpet.export_peft(net, str(tmp_path), name_map=["head"])
+    with pytest.raises(TypeError, match="'name_map' returned None"):
+        mindpet.export_peft(net, str(tmp_path), name_map=lambda path: None)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        mindpet.import_peft(net, str(tmp_path / "none"))
+    assert not os.listdir(tmp_path)  # no half-written export
