@@ -57,6 +57,16 @@ __aicore__ inline void RowsFromGm(const LocalTensor<T>& dst, const GlobalTensor<
 // Make every MTE3 write of this vector core visible before the cube reads it back from GM.
 __aicore__ inline void GmWriteFence() { PipeBarrier<PIPE_ALL>(); }
 
+// Pipe `dst` waits for what pipe `src` has issued (HardEvent src_dst). The id comes from the pipe
+// (FetchEventID, for an adjacent set/wait pair), never a literal: a literal id can collide with the
+// ids the TQue framework holds (SetFlag/WaitFlag constraints of the Ascend C API reference).
+template <HardEvent E>
+__aicore__ inline void PipeWait() {
+  const TEventID id = GetTPipePtr()->FetchEventID(E);
+  SetFlag<E>(id);
+  WaitFlag<E>(id);
+}
+
 // ---- float32 <-> T ----------------------------------------------------------------------------
 template <typename T>
 __aicore__ inline void ToFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, uint32_t n) {
@@ -146,20 +156,24 @@ __aicore__ inline void ActBackward(const LocalTensor<float>& g, const LocalTenso
 // ---- weight gradients and bias gradients (stage 2 of the backward kernels) ----------------------
 
 // C[block] = A^T B for the block of `core` of a GemmPlan: A stored [k, m] (read transposed),
-// B stored [k, n], the reduction runs over all k = M rows.
+// B stored [k, n], the reduction runs over all k = M rows. `setOrgShape`: the object serves several
+// plans (mindpet::tiling::ShareGemmObject), so this plan's leading dimensions are set first.
 template <typename T>
 __aicore__ inline void WeightGrad(MmToGm<T>& mm, const mt::GemmPlan& plan, uint32_t core,
                                   const GlobalTensor<T>& aT, const GlobalTensor<T>& b,
-                                  const GlobalTensor<T>& c) {
+                                  const GlobalTensor<T>& c, bool setOrgShape = false) {
   const mt::Range2D blk = mt::GridBlock(plan.grid, core);
   if (blk.mLen == 0) return;
+  if (setOrgShape) mm.SetOrgShape(plan.grid.m, plan.grid.n, plan.base.k);
   mm.SetTensorA(aT[blk.m0], true);
   mm.SetTensorB(b[blk.n0], false);
   mm.SetTail(blk.mLen, blk.nLen, plan.base.k);
   mm.IterateAll(c[static_cast<uint64_t>(blk.m0) * plan.grid.n + blk.n0]);
 }
 
-// out[cols of core] = sum over rows of in[rows, cols] (float32 accumulation).
+// out[cols of core] = sum over rows of in[rows, cols] (float32 accumulation). Its UB comes from
+// `pipe` (plan.ubBytes is planned against the whole UB): call it on a pipe that holds no other
+// buffer (TPipe::Reset() after the fused stage, and between two calls).
 template <typename T>
 __aicore__ inline void ColumnSum(TPipe& pipe, const mt::ColumnSumPlan& p, uint32_t core,
                                  const GlobalTensor<T>& in, const GlobalTensor<T>& out) {
@@ -195,11 +209,109 @@ __aicore__ inline void ColumnSum(TPipe& pipe, const mt::ColumnSumPlan& p, uint32
       inQ.FreeTensor(t);
     }
     FromFloat(o, acc, ubRowF);
-    SetFlag<HardEvent::V_MTE3>(EVENT_ID0);
-    WaitFlag<HardEvent::V_MTE3>(EVENT_ID0);
+    PipeWait<HardEvent::V_MTE3>();
     RowsToGm(out[c0], o, 1, cols, ubRowT, cols);
-    SetFlag<HardEvent::MTE3_V>(EVENT_ID0);
-    WaitFlag<HardEvent::MTE3_V>(EVENT_ID0);
+    PipeWait<HardEvent::MTE3_V>();
+  }
+}
+
+// ---- GM-staged row passes (adapter backward, low_rank_adapter forward and backward) ------------
+// Those kernels let every matmul write C to GM with IterateAll (ND, leading dimension from the org
+// shape) and read it back with DataCopyPad: Matmul's GetTensorC to UB with enSequentialWrite packs
+// a tail tile with the row stride of its own width (CopyOutNZ2ND uses the tile's baseWidth), which
+// the 32-byte-aligned row copies cannot address. The passes below walk an `area` (relative to the
+// GlobalTensors they get) in boxes of baseM x baseN of a planned gemm base: the UB buffers of the
+// plan are sized for one such box, a box row is padded to baseN elements in UB.
+
+// out[area] += res[area] (leading dimension ld of both). Queues: the plan's residual epilogue.
+template <typename T>
+__aicore__ inline void AddResidual(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& out,
+                                   const GlobalTensor<T>& res, uint32_t ld, TQue<TPosition::VECIN, 2>& cQ,
+                                   TQue<TPosition::VECIN, 2>& rQ, TQue<TPosition::VECOUT, 2>& oQ) {
+  for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
+    const mt::Range2D b = mt::TileOf(box, area, t);
+    const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
+    LocalTensor<T> ct = cQ.AllocTensor<T>();
+    LocalTensor<T> rt = rQ.AllocTensor<T>();
+    RowsFromGm(ct, out[off], b.mLen, b.nLen, box.baseN, ld);
+    RowsFromGm(rt, res[off], b.mLen, b.nLen, box.baseN, ld);
+    cQ.EnQue(ct);
+    rQ.EnQue(rt);
+    ct = cQ.DeQue<T>();
+    rt = rQ.DeQue<T>();
+    LocalTensor<T> ot = oQ.AllocTensor<T>();
+    Add(ot, ct, rt, b.mLen * box.baseN);
+    oQ.EnQue(ot);
+    cQ.FreeTensor(ct);
+    rQ.FreeTensor(rt);
+    ot = oQ.DeQue<T>();
+    RowsToGm(out[off], ot, b.mLen, b.nLen, box.baseN, ld);
+    oQ.FreeTensor(ot);
+  }
+}
+
+// dst[area] = act(src[area]) in float32 (leading dimension ld); src and dst may be the same region
+// (each box is read before it is written). z32 and tmp: float32 boxes.
+template <typename T>
+__aicore__ inline void ActivateRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& src,
+                                    const GlobalTensor<T>& dst, uint32_t ld, int32_t act,
+                                    TQue<TPosition::VECIN, 2>& zQ, const LocalTensor<float>& z32,
+                                    const LocalTensor<float>& tmp) {
+  for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
+    const mt::Range2D b = mt::TileOf(box, area, t);
+    const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
+    const uint32_t n = b.mLen * box.baseN;
+    LocalTensor<T> zt = zQ.AllocTensor<T>();
+    RowsFromGm(zt, src[off], b.mLen, b.nLen, box.baseN, ld);
+    zQ.EnQue(zt);
+    zt = zQ.DeQue<T>();
+    ToFloat(z32, zt, n);
+    ActForward(z32, z32, tmp, n, act);
+    FromFloat(zt, z32, n);
+    PipeWait<HardEvent::V_MTE3>();
+    RowsToGm(dst[off], zt, b.mLen, b.nLen, box.baseN, ld);
+    PipeWait<HardEvent::MTE3_MTE2>();  // the box buffer is refilled by MTE2 next
+    zQ.FreeTensor(zt);
+  }
+}
+
+// The activation backward of the adapters (leading dimension ld), box by box:
+//   g[area]: in dL/da, out dz = g * act'(z) (in place);  aOut[area] = act(z) when writeA.
+// f32: four float32 boxes (z, g, two scratch). Mirrors the dz loop of ops/cpu adapter.cc /
+// low_rank_adapter.cc (Activate / ActivateGrad of ops/cpu/activation.h).
+template <typename T>
+__aicore__ inline void ActGradRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& g,
+                                   const GlobalTensor<T>& z, const GlobalTensor<T>& aOut, bool writeA, uint32_t ld,
+                                   int32_t act, TQue<TPosition::VECIN, 2>& gQ, TQue<TPosition::VECIN, 2>& zQ,
+                                   const LocalTensor<float>& z32, const LocalTensor<float>& g32,
+                                   const LocalTensor<float>& s0, const LocalTensor<float>& s1) {
+  for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
+    const mt::Range2D b = mt::TileOf(box, area, t);
+    const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
+    const uint32_t n = b.mLen * box.baseN;
+    LocalTensor<T> gt = gQ.AllocTensor<T>();
+    LocalTensor<T> zt = zQ.AllocTensor<T>();
+    RowsFromGm(gt, g[off], b.mLen, b.nLen, box.baseN, ld);
+    RowsFromGm(zt, z[off], b.mLen, b.nLen, box.baseN, ld);
+    gQ.EnQue(gt);
+    zQ.EnQue(zt);
+    gt = gQ.DeQue<T>();
+    zt = zQ.DeQue<T>();
+    ToFloat(z32, zt, n);
+    ToFloat(g32, gt, n);
+    if (writeA) {
+      ActForward(s0, z32, s1, n, act);
+      FromFloat(zt, s0, n);
+      PipeWait<HardEvent::V_MTE3>();
+      RowsToGm(aOut[off], zt, b.mLen, b.nLen, box.baseN, ld);
+    }
+    ActBackward(g32, z32, s0, s1, n, act);
+    FromFloat(gt, g32, n);
+    PipeWait<HardEvent::V_MTE3>();
+    RowsToGm(g[off], gt, b.mLen, b.nLen, box.baseN, ld);
+    PipeWait<HardEvent::MTE3_MTE2>();  // both box buffers are refilled by MTE2 next
+    gQ.FreeTensor(gt);
+    zQ.FreeTensor(zt);
   }
 }
 

@@ -45,6 +45,8 @@ struct MindpetLowRankAdapterGradTilingData {
   mindpet::tiling::LowRankAdapterBackwardTiling plan;
   // dq = dy Lur^T; dq Lul^T; dt = dz Ldr^T; dt Ldl^T;
   // dLdl = h^T dt; dLdr = t^T dz; dLul = a^T dq; dLur = q^T dy
+  // The kernel defines 4 Matmul objects (the API maximum): it registers mm[0] or mm[2] (larger k),
+  // mm[1] or mm[3] (larger n), mm[4] (same base and shape as mm[6]) and mm[5] (as mm[7]).
   AscendC::tiling::TCubeTiling mm[8];
   int32_t activation;
 };
