@@ -5,9 +5,14 @@ Each contract op of ``ops/CONTRACTS.md`` is an Ascend C custom op (``ascendc/op_
 ``ops.Custom("aclnn<OpType>", func_type="aot")`` with the contract's inputs (tensors, then the
 trailing scalar attributes) and outputs. ``available()`` tells whether that package is installed
 and the device target is Ascend; nothing here imports CANN, so the module loads on every machine.
+
+An empty batch (``M = 0``, ops/CONTRACTS.md "Layout") never reaches the kernels: their tiling has
+no plan for zero rows. The primitive answers it itself (PYNATIVE): row outputs with zero rows,
+weight and bias gradients zero (:func:`empty_batch_outputs`).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -119,10 +124,53 @@ def out_dtype(name: str, *input_dtypes):
     return tuple([input_dtypes[0]] * count)
 
 
+# ---- the empty batch (M = 0) ----------------------------------------------------------------------
+
+# aclnn function name -> contract name (the primitive keeps only its func, which survives copies).
+_CONTRACT_OF_FUNC: dict[str, str] = {"aclnn" + t: name for name, t in OP_TYPES.items()}
+
+
+def is_empty_batch(*inputs) -> bool:
+    """True when the call has M = 0 rows: every contract op takes its rows from input 0
+    (``x``, ``h`` or ``dy``, shape ``[M, *]``)."""
+    shape = getattr(inputs[0], "shape", None) if inputs else None
+    return bool(shape) and shape[0] == 0
+
+
+def empty_batch_outputs(name: str, *inputs) -> tuple:
+    """The outputs of contract op `name` for an empty batch: zeros of the contract's output shapes
+    (row outputs have 0 rows; weight and bias gradients are zero), dtype of input 0."""
+    from mindspore import ops  # deferred, as everywhere in this module
+    shapes = [tuple(getattr(x, "shape", ())) for x in inputs]
+    dtype = inputs[0].dtype
+    return tuple(ops.zeros(tuple(shape), dtype) for shape in out_shape(name, *shapes))
+
+
+@functools.lru_cache(maxsize=None)
+def _custom_class():
+    """``ops.Custom`` that answers an empty batch itself (built on first use: imports MindSpore)."""
+    from mindspore import ops
+
+    class MindpetAscendCustom(ops.Custom):
+        """An aclnn custom op of mindpet; M = 0 returns the contract's empty outputs in PYNATIVE.
+
+        GRAPH mode compiles the primitive without calling ``__call__``: there the caller must not
+        send an empty batch (its shape is static, so a Python ``if`` on it is free).
+        """
+
+        def __call__(self, *args):
+            if is_empty_batch(*args):
+                return empty_batch_outputs(_CONTRACT_OF_FUNC[self.func], *args)
+            return super().__call__(*args)
+
+    return MindpetAscendCustom
+
+
 def primitive(name: str, bprop: Optional[Callable] = None):
     """The ``ops.Custom`` of contract op `name` on Ascend (inputs: tensors, then scalar attributes).
 
     ``bprop`` is passed through (the glue gives the forward ops a bprop calling the backward op).
+    An empty batch (M = 0) is answered without the kernel (:func:`empty_batch_outputs`).
     Raises ``RuntimeError`` when the custom-op package or the Ascend device is missing.
     """
     if name not in OP_TYPES:
@@ -132,8 +180,7 @@ def primitive(name: str, bprop: Optional[Callable] = None):
             "the mindpet Ascend custom-op package is not usable here: it needs device_target "
             "'Ascend' and the package built from ascendc/ installed (its op_api headers under "
             "ASCEND_CUSTOM_OPP_PATH or ASCEND_OPP_PATH/vendors); see README, 'Ascend kernels'")
-    from mindspore import ops
-    return ops.Custom(
+    return _custom_class()(
         "aclnn" + OP_TYPES[name],
         out_shape=lambda *shapes: out_shape(name, *shapes),
         out_dtype=lambda *dtypes: out_dtype(name, *dtypes),
