@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mindpet.kernels import _library
-from tests.kernels._helpers import requires_fused
+from kernel_testing import requires_fused
 
 pytestmark = requires_fused
 

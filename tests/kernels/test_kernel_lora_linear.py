@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from mindpet.kernels import LoraLinear, lora_linear
-from tests.kernels._helpers import assert_close, fused_available, requires_fused, value_and_grads
+from kernel_testing import assert_close, fused_available, requires_fused, value_and_grads
 
 TOL = {np.float32: 2e-5, np.float16: 1.5e-2}
 

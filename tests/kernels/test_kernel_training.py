@@ -2,7 +2,7 @@
 
 LoRA dropout masks are drawn in numpy and fed per step: MindSpore's CPU Dropout is not
 reproducible across instances after a few calls even with equal seeds, so equal trajectories need
-equal masks given from outside (the op's own mask drawing is tested in test_lora_linear.py).
+equal masks given from outside (the op's own mask drawing is tested in test_kernel_lora_linear.py).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from mindpet.kernels import Adapter, LoraLinear, LowRankAdapter
-from tests.kernels._helpers import requires_fused
+from kernel_testing import requires_fused
 
 STEPS = 20
 DROP = 0.1

@@ -11,7 +11,7 @@ from mindspore import nn, ops
 
 from mindpet.kernels import Adapter, LowRankAdapter
 from mindpet.kernels.activations import ACTIVATION_CODES, activation_code
-from tests.kernels._helpers import assert_close, requires_fused, value_and_grads
+from kernel_testing import assert_close, requires_fused, value_and_grads
 
 TOL = {np.float32: 3e-5, np.float16: 2e-2}
 _erf = np.vectorize(math.erf)

@@ -7,7 +7,7 @@ import pytest
 
 import mindpet.kernels as kernels
 from mindpet.kernels import _library, backend as kbackend
-from tests.kernels._helpers import requires_fused
+from kernel_testing import requires_fused
 
 
 @pytest.fixture(autouse=True)
