@@ -1,7 +1,7 @@
 """LoRA merge benchmark: forward time of merged and unmerged ``LoRADense`` relative to ``nn.Dense``.
 
-    python benchmarks/merge_bench.py            # layer 4096x1024 -> 1024, r=16, and a MiniLM-sized BERT
-    python benchmarks/merge_bench.py --quick    # layer only, 2048 rows
+    python benchmarks/merge_bench.py            # layer 4096x1024 -> 1024 at r=16 and r=256, MiniLM-sized BERT
+    python benchmarks/merge_bench.py --quick    # layer only, 2048 rows, r=16 and r=256, 7 repetitions
 
 GRAPH mode, float32. Three variants hold the same pre-trained weight: a plain ``nn.Dense``, a
 ``LoRADense`` (random non-zero A, B; the branch runs) and the same LoRA layer after ``merge()``
@@ -11,6 +11,8 @@ nothing (the compiled graph really skips the branch). Every variant is compiled 
 the variants run in interleaved repetitions (order rotating), each repetition ``--inner`` calls
 followed by reading the last output; the table shows the median per call over repetitions and the
 ratios of the medians to ``nn.Dense``. The machine is shared and noisy: compare ratios, not times.
+r=256 makes the LoRA branch as costly as half the Dense, so a merged layer that still ran it would
+show up as merged/dense ~1.5 instead of ~1.0.
 
 The model table does the same for a randomly initialised all-MiniLM-L6-v2-sized BERT encoder (6 layers,
 hidden 384, batch 32 x 32) with LoRA r=8 on query and value: plain, unmerged, merged.
@@ -155,13 +157,13 @@ def run_model(batch: int, length: int, rank: int, reps: int, inner: int) -> Dict
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="layer only, 2048 rows, 5 repetitions")
+    parser.add_argument("--quick", action="store_true", help="layer only, 2048 rows, 7 repetitions")
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--in-channels", type=int, default=1024)
     parser.add_argument("--out-channels", type=int, default=1024)
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=9, help="interleaved repetitions (>= 5)")
-    parser.add_argument("--inner", type=int, default=5, help="calls per variant per repetition")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[16, 256])
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions (>= 5)")
+    parser.add_argument("--inner", type=int, default=1, help="calls per variant per repetition")
     parser.add_argument("--no-model", action="store_true", help="skip the BERT table")
     args = parser.parse_args(argv)
     if args.reps < 5:
@@ -172,14 +174,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    runs: List[Callable[[], Dict[str, float]]] = []
-    if args.quick:
-        runs.append(lambda: run_layer(2048, args.in_channels, args.out_channels, args.rank, 5, args.inner))
-    else:
-        runs.append(lambda: run_layer(args.rows, args.in_channels, args.out_channels, args.rank, args.reps,
-                                      args.inner))
-        if not args.no_model:
-            runs.append(lambda: run_model(32, 32, 8, args.reps, max(1, args.inner // 2)))
+    rows, reps = (2048, 7) if args.quick else (args.rows, args.reps)
+    runs: List[Callable[[], Dict[str, float]]] = [
+        lambda r=rank: run_layer(rows, args.in_channels, args.out_channels, r, reps, args.inner)
+        for rank in args.ranks]
+    if not (args.quick or args.no_model):
+        runs.append(lambda: run_model(32, 32, 8, reps, args.inner))
     print(f"mindpet {mindpet.__version__}, MindSpore {ms.__version__}, GRAPH mode, float32, {os.cpu_count()} cores")
     for run in runs:
         run()

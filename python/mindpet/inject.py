@@ -169,6 +169,7 @@ def build_layer(method: str, dense: nn.Dense, kwargs: Dict[str, Any]) -> nn.Cell
     layer.weight = _pretrained(dense.weight, layer.weight.dtype)
     if dense.has_bias:
         layer.bias = _pretrained(dense.bias, layer.bias.dtype)
+    layer.set_train(bool(dense.training))  # a model in training mode stays so (LoRA dropout)
     return layer
 
 

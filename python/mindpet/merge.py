@@ -53,6 +53,7 @@ def _to_dense(layer: LoRADense) -> nn.Dense:
     dense.weight = layer.weight
     if layer.has_bias:
         dense.bias = layer.bias
+    dense.set_train(bool(layer.training))
     return dense
 
 

@@ -316,6 +316,8 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
         model: the network (changed in place).
         directory: holds ``adapter_config.json`` and ``adapter_model.safetensors``.
         name_map: MindSpore path -> source module name (dict or callable), as for :func:`export_peft`.
+            A callable is applied to every cell path of the model; paths for which it raises KeyError or
+            ValueError are treated as having no source name.
         strict: raise on any missing or unexpected key or mismatch; with False, load the modules that fit
             and report the rest.
 
@@ -342,7 +344,11 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
     slots = cell_slots(model)
     by_source: Dict[str, List[str]] = {}
     for path in slots:
-        by_source.setdefault(_source_name(mapping, path, func), []).append(path)
+        try:
+            source = _source_name(mapping, path, func)
+        except (KeyError, ValueError):  # a callable that knows only some paths: the others are unmapped
+            continue
+        by_source.setdefault(source, []).append(path)
     modules, unexpected = _module_pairs(arrays)
     missing: List[str] = []
     mismatches: List[str] = []
@@ -370,7 +376,11 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
     covered = {p for m in modules for p in by_source.get(m, [])}
     for path, slot in slots.items():  # LoRA layers of the model that the file does not cover
         if isinstance(slot.cell, LoRADense) and path not in covered:
-            missing.extend(_key(_source_name(mapping, path, func), w) for w in "AB")
+            try:
+                source = _source_name(mapping, path, func)
+            except (KeyError, ValueError):
+                source = path
+            missing.extend(_key(source, w) for w in "AB")
     report = PeftImportReport(
         loaded_modules=sorted(plan),
         injected_modules=sorted(p for p in plan if not isinstance(slots[p].cell, LoRADense)),

@@ -204,3 +204,14 @@ def test_compute_dtype_follows_the_dense_weight(pynative):
                    compute_dtype=ms.float16)
     assert net32.fc1.weight.dtype == ms.float16 and net32.fc1.weight.name == "fc1.weight"
     assert net32.fc1.compute_dtype == ms.float16
+
+
+def test_injected_layers_follow_the_training_mode_of_the_model(pynative):
+    net = MLP()
+    net.set_train(True)
+    mindpet.inject(net, "lora", "fc1", lora_rank=2, lora_alpha=2, lora_dropout=0.5)
+    mindpet.inject(net, "adapter", "head", bottleneck_size=2)
+    assert net.fc1.training and net.head.training and net.head.adapter.training
+    net.set_train(False)
+    mindpet.inject(net, "lora", "blocks.0", lora_rank=2, lora_alpha=2)
+    assert not net.blocks[0].training

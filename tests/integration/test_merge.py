@@ -126,3 +126,11 @@ def test_errors(pynative):
         mindpet.unmerge_lora("net")
     with pytest.raises(ValueError, match="itself a LoRADense"):
         mindpet.merge_and_unload(_layer())
+
+
+def test_merge_and_unload_keeps_the_training_mode(pynative):
+    net = MLP()
+    mindpet.inject(net, "lora", "head", lora_rank=2, lora_alpha=2)
+    net.set_train(True)
+    mindpet.merge_and_unload(net)
+    assert type(net.head) is nn.Dense and net.head.training
