@@ -42,6 +42,9 @@ _PRIMITIVE_EQUIVALENTS = {
 }
 
 
+# The layers apply their activations to 2-D (N, C) data: every entry of an activation strategy has 2 dims.
+ACTIVATION_DATA_RANK = 2
+
 # Names MindSpore knows that can never run here: the layers apply the activation to 2-D (N, C) data.
 _UNUSABLE_NAMES = {
     "softmax2d": "needs 3-D or 4-D input, but the layer applies its activation to 2-D (N, C) data.",
@@ -114,9 +117,11 @@ def check_activation_parallel(activation, name: str, cls_name: str) -> None:
 def shard_activation(activation, strategy: Optional[tuple], name: str, cls_name: str) -> None:
     """Attach ``strategy`` to the activation's primitive(s); None leaves it data-parallel."""
     check_activation_parallel(activation, name, cls_name)
-    if strategy is None or activation is None:
+    if strategy is None:
         return
-    check_strategy(strategy, name, cls_name)
+    check_strategy(strategy, name, cls_name, entry_rank=ACTIVATION_DATA_RANK)
+    if activation is None:
+        return
     prims = activation_primitives(activation)
     if not prims:
         raise ValueError(f"For '{cls_name}', the activation {type(activation).__name__} holds no primitive "
@@ -130,13 +135,14 @@ def activation_shard_plan(activation, strategy: Optional[tuple], arg_name: str, 
     """Validate an activation's strategy and return ``(primitive, strategy)`` pairs to attach later.
 
     Nothing is attached here, so a caller can validate every strategy first. No pairs when
-    ``strategy`` or ``activation`` is None. ValueError for LogSoftmax under (semi-)auto parallel,
-    or for an activation Cell that holds no primitive to carry the strategy.
+    ``strategy`` or ``activation`` is None (a given strategy is validated even then). ValueError for
+    LogSoftmax under (semi-)auto parallel, an entry that does not have 2 dims (activations run on
+    2-D data), or an activation Cell that holds no primitive to carry the strategy.
     """
     check_activation_parallel(activation, arg_name, cls_name)
     if strategy is None:
         return []
-    check_strategy(strategy, strategy_name, cls_name)
+    check_strategy(strategy, strategy_name, cls_name, entry_rank=ACTIVATION_DATA_RANK)
     if activation is None:
         return []
     prims = activation_primitives(activation)

@@ -13,10 +13,10 @@ from mindspore.common.initializer import HeUniform, Initializer, initializer
 from mindspore.common.seed import _get_graph_seed
 from mindspore.ops.primitive import Primitive
 
-from mindpet.delta._activation import (activation_primitives, check_activation_parallel,
+from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
-from mindpet.delta._strategy import check_strategy
+from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
@@ -291,8 +291,8 @@ class LoRADense(nn.Cell):
 
         Each strategy is a tuple with one tuple of ints per input (see ``Primitive.shard``); None
         keeps the default (data parallel). Both matmuls of W and of A, B use ``transpose_b=True``.
-        ``strategy_activation`` is ignored when the layer has no activation. Everything is validated
-        before any strategy is attached.
+        ``strategy_activation`` (entries of 2 dims: the activation runs on 2-D data) has no effect
+        when the layer has no activation. Everything is validated before any strategy is attached.
 
         Raises:
             TypeError: a strategy that is not a tuple of tuples.
@@ -313,19 +313,13 @@ class LoRADense(nn.Cell):
         for _, strategy, name, ranks in plan:
             if strategy is not None:
                 check_strategy(strategy, name, cls, ranks)
-        act_prims = []
-        if strategy_activation is not None and self.activation_flag:
-            check_strategy(strategy_activation, "strategy_activation", cls)
-            act_prims = activation_primitives(self.activation)
-            if not act_prims:
-                raise ValueError(f"For '{cls}', the activation {type(self.activation).__name__} holds no "
-                                 f"primitive to apply 'strategy_activation' to; pass a Primitive such as "
-                                 f"mindspore.ops.ReLU().")
+        # Validated even without an activation (then it has no effect); every entry has 2 dims.
+        act_pairs = activation_shard_plan(self.activation, strategy_activation, "activation",
+                                          "strategy_activation", cls)
         for prim, strategy, _, _ in plan:
             if strategy is not None:
                 prim.shard(strategy)
-        for prim in act_prims:
-            prim.shard(strategy_activation)
+        apply_strategies(act_pairs)
         return self
 
     def extend_repr(self) -> str:
