@@ -1,4 +1,5 @@
-"""One delta fine-tuning run: load pre-trained BERT, plug in the delta, freeze, train, save, reload, evaluate.
+"""One delta fine-tuning run: load pre-trained BERT, plug in the delta, freeze, train, save, evaluate, then
+reload pre-trained + delta in a fresh process (:mod:`benchmarks.reload_check`) and evaluate again.
 
 The data (:class:`~benchmarks.tasks.ClassificationTask`) and the model (:class:`PretrainedBert`) are
 arguments, so the same path runs on MiniLM + BBC headlines and on a tiny synthetic model in the tests.
@@ -6,7 +7,6 @@ arguments, so the same path runs on MiniLM + BBC headlines and on a tiny synthet
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,12 +16,13 @@ import numpy as np
 import mindspore as ms
 from mindspore.train import CheckpointConfig
 
-from mindpet.graph import TrainableParamsCheckPoint, freeze_delta, load_pretrained_and_delta
+from mindpet.graph import TrainableParamsCheckPoint, freeze_delta
 
 from benchmarks import metrics
 from benchmarks.callbacks import StepRecorder
 from benchmarks.models.bert import BertClassifier, BertConfig, DenseFactory
-from benchmarks.models.hf_weights import convert_hf_file, load_hf_weights
+from benchmarks.models.hf_weights import load_hf_weights
+from benchmarks.reload_check import reload_in_subprocess, write_request
 from benchmarks.tasks import ClassificationTask, LabelledTokens
 from benchmarks.training import TrainSettings, parameter_counts, predict_logits, train
 
@@ -72,7 +73,8 @@ def _clear(directory: Path) -> None:
 def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaMethod,
                  settings: TrainSettings, output_dir: Path, progress: bool = True) -> dict:
     """Train ``method`` on ``task`` and return a JSON-ready summary (also the fine-tuned and reloaded logits
-    under the non-JSON key ``"_arrays"``). The delta checkpoint goes to ``output_dir/ckpt``."""
+    under the non-JSON key ``"_arrays"``). The delta checkpoint goes to ``output_dir/ckpt``, the reload request
+and its files to ``output_dir``."""
     start = time.perf_counter()
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(settings.seed)
@@ -105,12 +107,13 @@ def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: D
     timing["eval_after_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ms.set_seed(settings.seed + 1)  # a fresh model whose delta and head start elsewhere
-    fresh = BertClassifier(pretrained.config, task.num_classes, method.dense_factory())
-    with tempfile.TemporaryDirectory() as tmp:
-        converted = convert_hf_file(pretrained.weights, Path(tmp) / "pretrained.safetensors")
-        report = load_pretrained_and_delta(fresh, converted, delta_path, strict=True)
-    reloaded_logits = predict_logits(fresh, task.test, settings.batch_size)
+    tokens = task.test.tokens
+    request = write_request(Path(output_dir), config=asdict(pretrained.config), weights=pretrained.weights,
+                            method=method.describe(), num_classes=task.num_classes, delta=delta_path,
+                            tokens={"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask,
+                                    "token_type_ids": tokens.token_type_ids, "labels": task.test.labels},
+                            batch_size=settings.batch_size)
+    reloaded_logits, report, _ = reload_in_subprocess(request)
     reloaded = _scores(reloaded_logits, task.test, task.num_classes)
     timing["reload_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - start
@@ -129,7 +132,7 @@ def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: D
         "after": after,
         "reloaded": reloaded,
         "reload_max_abs_logit_diff": float(np.abs(reloaded_logits - tuned_logits).max()),
-        "reload_report": {"missing": report.missing_keys, "overridden": len(report.overridden_keys)},
+        "reload_report": {"missing": report["missing"], "overridden": len(report["overridden"])},
         "delta_checkpoint": {"path": str(delta_path), "bytes": delta_path.stat().st_size,
                              "tensors": len(ms.load_checkpoint(str(delta_path)))},
         "loss": {"first": losses[0], "last": losses[-1], "mean_first": float(np.mean(losses[:window])),

@@ -39,3 +39,15 @@ class LoraSettings:
     def describe(self) -> dict:
         return {"method": "lora", "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
                 "targets": list(self.targets)}
+
+
+METHODS = {"lora": LoraSettings}
+
+
+def method_from_description(description: dict):
+    """Rebuild a method from its :meth:`describe` dictionary (e.g. in another process)."""
+    values = dict(description)
+    kind = values.pop("method")
+    if kind not in METHODS:
+        raise ValueError(f"unknown method {kind!r}; known: {sorted(METHODS)}")
+    return METHODS[kind](**values)

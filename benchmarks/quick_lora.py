@@ -4,8 +4,9 @@
 
 Loads MiniLM, replaces the query and value denses with ``LoRADense`` (pre-trained weights kept),
 ``freeze_delta(model, 'lora', exclude=['*head*'])``, trains with Adam in GRAPH mode, saves the trainable
-weights with ``TrainableParamsCheckPoint``, reloads a fresh model with ``load_pretrained_and_delta`` and
-checks that it reproduces the fine-tuned test accuracy. Prints the results and writes
+weights with ``TrainableParamsCheckPoint``, then in a fresh process builds the model again, loads the
+pre-trained weights + the delta with ``load_pretrained_and_delta`` and checks that it reproduces the
+fine-tuned test logits and accuracy. Prints the results and writes
 ``<output-dir>/quick_lora.json``. Exit status 1 if the reload does not reproduce the fine-tuned model,
 2 if the offline packages are missing.
 """
@@ -30,7 +31,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=150, help="training steps (batches), default 150")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=32, help="tokens per headline (padded/truncated)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (LoRA and head)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (LoRA and head), default 2e-3")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--lora-dropout", type=float, default=0.1)

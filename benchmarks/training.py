@@ -21,7 +21,7 @@ class TrainSettings:
 
     steps: int = 150
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     warmup_fraction: float = 0.1
     seed: int = 0
 
