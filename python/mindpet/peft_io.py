@@ -122,10 +122,13 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
                 base_model_name_or_path: Optional[str] = None, task_type: Optional[str] = None) -> str:
     """Write every :class:`LoRADense` of ``model`` as a PEFT LoRA adapter directory.
 
-    ``r`` / ``lora_alpha`` / ``lora_dropout`` are the most common values over the layers; layers that
-    differ get ``rank_pattern`` / ``alpha_pattern`` entries keyed by their full module name (mixed dropouts
-    warn: PEFT has one). ``target_modules`` lists the full module names. Tensors are float32. Both files
-    are written atomically (weights first).
+    ``r`` and ``lora_dropout`` are the most common values over the layers (ties: the smaller),
+    ``lora_alpha`` the most common among the layers of rank ``r``; layers that differ get ``rank_pattern``
+    / ``alpha_pattern`` entries keyed by their full module name (mixed dropouts warn: PEFT has one).
+    ``target_modules`` lists the full module names. Tensors are float32. Both files are written
+    atomically (weights first). A layer with an activation corresponds to a source Linear
+    followed by that activation: PEFT adds the update to the Linear's output, before the activation, as
+    LoRADense does.
 
     Args:
         model: a network with LoRADense layers (merged or not: A and B are exported either way).
@@ -138,9 +141,7 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
 
     Raises:
         TypeError: bad argument types, or ``name_map`` giving a non-str.
-        ValueError: no LoRADense; a layer with an activation (PEFT adds the update after the base
-            module's output, so ``activation(x W^T + b + delta)`` is not representable); two paths mapped
-            to one name; ``directory`` is a file.
+        ValueError: no LoRADense; two paths mapped to one name; ``directory`` is a file.
     """
     func = "export_peft"
     directory, mapping = _check_args(model, directory, name_map, func)
@@ -148,10 +149,6 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
         if value is not None and not isinstance(value, str):
             raise TypeError(f"For '{func}', '{arg}' must be a str or None, but got {type(value).__name__}.")
     layers = lora_layers(model, func)
-    with_activation = [p for p, layer in layers if layer.activation_flag]
-    if with_activation:
-        raise ValueError(f"For '{func}', LoRA layers {with_activation} have an activation; PEFT's LoRA adds its "
-                         f"update after the module's output, so these layers cannot be exported.")
     names = {path: _source_name(mapping, path, func) for path, _ in layers}
     seen: Dict[str, str] = {}
     for path, name in names.items():
@@ -164,7 +161,8 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
     ranks = [layer.lora_rank for _, layer in layers]
     alphas = [layer.lora_alpha for _, layer in layers]
     dropouts = [layer.lora_dropout_p for _, layer in layers]
-    r, alpha, dropout = _most_common(ranks), _most_common(alphas), _most_common(dropouts)
+    r, dropout = _most_common(ranks), _most_common(dropouts)
+    alpha = _most_common([a for a, rank in zip(alphas, ranks) if rank == r])  # the default rank's usual alpha
     if len(set(dropouts)) > 1:
         warnings.warn(f"export_peft: the LoRA layers use different dropouts {sorted(set(dropouts))}; PEFT has "
                       f"one, {dropout} is written (dropout does not change the weights).", UserWarning,
