@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import struct
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from mindspore import Tensor, nn
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from mindpet._cells import cell_slots
+from mindpet._safetensors import read_safetensors
 from mindpet.delta import LoRADense
 from mindpet.graph._atomic import atomic_write, atomic_write_bytes
 from mindpet.inject import _is_plain_dense, replace_dense
@@ -251,34 +250,6 @@ def _lora_settings(config: Dict[str, Any], path: str, func: str) -> Dict[str, An
             **patterns}
 
 
-def _read_safetensors(path: str, func: str) -> Dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy; bfloat16 (which numpy lacks) is widened to float32."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"For '{func}', {path!r} does not exist.")
-    try:
-        return load_file(path)
-    except (SafetensorError, TypeError, ValueError) as err:
-        first_error = err
-    try:  # the format: u64 header length, JSON header {name: {dtype, shape, data_offsets}}, raw data
-        with open(path, "rb") as handle:
-            (size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(size))
-            data = handle.read()
-        arrays = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = info["data_offsets"]
-            raw = np.frombuffer(data[start:end], dtype={"F32": "<f4", "F16": "<f2", "F64": "<f8",
-                                                        "BF16": "<u2"}[info["dtype"]])
-            if info["dtype"] == "BF16":
-                raw = (raw.astype(np.uint32) << 16).view(np.float32)
-            arrays[name] = raw.reshape(info["shape"])
-        return arrays
-    except (KeyError, ValueError, struct.error, json.JSONDecodeError) as err:
-        raise ValueError(f"For '{func}', cannot read {path!r} as float safetensors: {first_error}; {err!r}.") from err
-
-
 def _module_pairs(arrays: Dict[str, np.ndarray]) -> Tuple[Dict[str, Dict[str, np.ndarray]], List[str]]:
     """``{source module: {'A': array, 'B': array}}`` and the keys that are not LoRA A/B weights."""
     modules: Dict[str, Dict[str, np.ndarray]] = {}
@@ -333,7 +304,7 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
         raise TypeError(f"For '{func}', 'strict' must be a bool, but got {type(strict).__name__}.")
     config_path = os.path.join(directory, ADAPTER_CONFIG)
     settings = _lora_settings(_read_json(config_path, func), config_path, func)
-    arrays = _read_safetensors(os.path.join(directory, ADAPTER_WEIGHTS), func)
+    arrays = read_safetensors(os.path.join(directory, ADAPTER_WEIGHTS), func)
     merged = [p for p, c in model.cells_and_names() if isinstance(c, LoRADense) and c.merged]
     if merged:
         raise ValueError(f"For '{func}', the model has merged LoRA layers {merged}; call "

@@ -10,7 +10,7 @@ from mindspore import Tensor, nn
 from safetensors.numpy import load_file, save_file
 
 import mindpet
-import mindpet.peft_io as peft_io
+import mindpet._safetensors as safetensors_reader
 from mindpet.delta import LoRADense
 
 from integration_models import MLP, bert_hf_name_map, bert_inputs, f64, mlp_reference, randomize, tiny_bert
@@ -93,7 +93,7 @@ def test_rslora_bfloat16_and_float16_files(pynative, tmp_path, monkeypatch, nump
     if not numpy_bf16:  # numpy without a bfloat16 dtype: safetensors.numpy cannot read the file
         def no_bf16(path):
             raise TypeError("data type 'bfloat16' not understood")
-        monkeypatch.setattr(peft_io, "load_file", no_bf16)
+        monkeypatch.setattr(safetensors_reader, "load_file", no_bf16)
     net = MLP()
     mindpet.import_peft(net, str(tmp_path))
     assert net.fc1.lora_rank == 4 and net.fc1.scaling == pytest.approx(4 / math.sqrt(4))  # rsLoRA: 2, not 1
@@ -122,7 +122,9 @@ def test_bert_round_trip_with_hf_names(pynative, tmp_path):
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     assert len(tensors) == 12 and all(t.dtype == np.float32 for t in tensors.values())
     key = "base_model.model.encoder.layer.1.attention.self.query.lora_"
-    np.testing.assert_array_equal(tensors[key + "A.weight"], src.bert.layers[1].attention.query.mindpet_delta_lora_a.asnumpy())
+    query = src.bert.layers[1].attention.query
+    np.testing.assert_array_equal(tensors[key + "A.weight"], query.mindpet_delta_lora_a.asnumpy())
+    np.testing.assert_array_equal(tensors[key + "B.weight"], query.mindpet_delta_lora_b.asnumpy())
     assert tensors["base_model.model.encoder.layer.0.output.dense.lora_B.weight"].shape == (16, 3)
 
     dst = tiny_bert()  # same base weights, plain Dense everywhere
