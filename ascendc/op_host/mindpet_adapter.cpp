@@ -23,8 +23,8 @@ ge::graphStatus AdapterTiling(gert::TilingContext* ctx) {
   const mt::GemmBudget b = mt::SharedBudget(hw, 2);
   const uint32_t bn = s.bottleneck;
   const GemmIo io[2] = {
-      {false, true, true, true, s.m, bn, s.d, s.d},  // h Wd^T + bd -> z tiles
-      {false, true, true, true, s.m, s.d, bn, bn},   // a Wu^T + bu -> tiles (+ h)
+      {false, true, true, false, s.m, bn, s.d, s.d},  // h Wd^T + bd -> z (GM)
+      {false, true, true, false, s.m, s.d, bn, bn},   // a Wu^T + bu -> y (GM, then + h)
   };
   for (int i = 0; i < 2; ++i) {
     if (!FillCubeTiling(plat, p.gemm[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
@@ -51,8 +51,8 @@ ge::graphStatus AdapterGradTiling(gert::TilingContext* ctx) {
   const uint32_t bn = s.bottleneck;
   const mt::GemmBase* bases[4] = {&p.gemm[0], &p.gemm[1], &td->plan.dWu.base, &td->plan.dWd.base};
   const GemmIo io[4] = {
-      {false, false, false, true, s.m, bn, s.d, s.d},   // t = dy Wu -> tiles
-      {false, false, false, true, s.m, s.d, bn, bn},    // dz Wd -> tiles (+ dy)
+      {false, false, false, false, s.m, bn, s.d, s.d},  // g = dy Wu -> GM
+      {false, false, false, false, s.m, s.d, bn, bn},   // dz Wd -> dh (GM, then + dy)
       {true, false, false, false, s.d, bn, s.m, s.m},   // dy^T a -> dWu
       {true, false, false, false, bn, s.d, s.m, s.m},   // dz^T h -> dWd
   };

@@ -38,7 +38,9 @@ inline matmul_tiling::DataType MatmulType(ge::DataType dt) {
 struct GemmIo {
   bool transA, transB;
   bool bias;
-  bool cToUb;              // C is delivered tile by tile to the vector core (TPosition::VECIN)
+  bool cToUb;              // C delivered tile by tile to the vector core (VECIN). No kernel does
+                           // this any more (MmToGm everywhere: GetTensorC to UB packs tail
+                           // tiles): every GemmIo sets false, matching the kernels' C position.
   uint32_t orgM, orgN, orgKa, orgKb;  // leading dimensions of the whole GM tensors
 };
 

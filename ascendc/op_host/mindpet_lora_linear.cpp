@@ -30,7 +30,7 @@ ge::graphStatus LoraLinearTiling(gert::TilingContext* ctx) {
   const mt::GemmBudget b = mt::SharedBudget(hw, 3);
   const GemmIo io[3] = {
       {false, true, s.hasBias != 0, false, s.m, s.n, s.k, s.k},  // x W^T (+b) -> y
-      {false, true, false, true, s.m, s.rank, s.k, s.k},         // x_d A^T -> u tiles
+      {false, true, false, false, s.m, s.rank, s.k, s.k},        // x_d A^T -> u (GM)
       {false, true, false, false, s.m, s.n, s.rank, s.rank},     // (s u) B^T -> y (atomic)
   };
   for (int i = 0; i < 3; ++i) {
@@ -58,21 +58,21 @@ ge::graphStatus LoraLinearGradTiling(gert::TilingContext* ctx) {
   s.hasBias = 0;
   s.dropout = td->hasMask;
   if (mt::PlanLoraLinearBackward(s, hw, &td->plan) != mt::Status::kOk) return ge::GRAPH_FAILED;
-  const mt::GemmBudget b = mt::SharedBudget(hw, 5);
+  // 4 Matmul objects (the API maximum), as planned: dA and dB share mm[3] (identical bases; the
+  // kernel sets each one's org shape before use).
+  const mt::GemmBudget b = mt::SharedBudget(hw, 4);
   const mt::FusedPlan& p = td->plan.dx;
-  const mt::GemmBase* bases[5] = {&p.gemm[0], &p.gemm[1], &p.gemm[2], &td->plan.dA.base,
-                                  &td->plan.dB.base};
-  const GemmIo io[5] = {
-      {false, false, false, false, s.m, s.k, s.n, s.n},               // dy W -> dx
-      {false, false, false, true, s.m, s.rank, s.n, s.n},             // g = dy B -> tiles
-      {false, false, false, s.dropout != 0, s.m, s.k, s.rank, s.rank},  // (s g) A -> dx
-      {true, false, false, false, s.rank, s.k, s.m, s.m},             // (s g)^T x_d -> dA
-      {true, false, false, false, s.n, s.rank, s.m, s.m},             // dy^T (s u) -> dB
+  const mt::GemmBase* bases[4] = {&p.gemm[0], &p.gemm[1], &p.gemm[2], &td->plan.dA.base};
+  const GemmIo io[4] = {
+      {false, false, false, false, s.m, s.k, s.n, s.n},        // dy W -> dx (atomic add)
+      {false, false, false, false, s.m, s.rank, s.n, s.n},     // g = dy B -> GM
+      {false, false, false, false, s.m, s.k, s.rank, s.rank},  // (s g) A -> dx
+      {true, false, false, false, s.rank, s.k, s.m, s.m},      // (s g)^T x_d -> dA; dy^T (s u) -> dB
   };
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 4; ++i) {
     if (!FillCubeTiling(plat, *bases[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
   }
-  // Stage 2 follows a full-core barrier: launch every core.
+  // Stage 2 follows a vector-core barrier (SyncAll): launch every core.
   ctx->SetBlockDim(plat.GetCoreNumAic());
   SetWorkspace(ctx, plat, p.workspaceBytes);
   return ge::GRAPH_SUCCESS;

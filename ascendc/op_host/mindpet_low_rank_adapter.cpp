@@ -24,10 +24,10 @@ ge::graphStatus LowRankAdapterTiling(gert::TilingContext* ctx) {
   const mt::GemmBudget b = mt::SharedBudget(hw, 4);
   const uint32_t r = s.rank, bn = s.bottleneck;
   const GemmIo io[4] = {
-      {false, false, false, true, s.m, r, s.d, s.d},  // t = h Ldl
-      {false, false, true, true, s.m, bn, r, r},      // z = t Ldr + bd
-      {false, false, false, true, s.m, r, bn, bn},    // q = a Lul
-      {false, false, true, true, s.m, s.d, r, r},     // q Lur + bu (+ h)
+      {false, false, false, false, s.m, r, s.d, s.d},  // t = h Ldl
+      {false, false, true, false, s.m, bn, r, r},      // z = t Ldr + bd
+      {false, false, false, false, s.m, r, bn, bn},    // q = a Lul
+      {false, false, true, false, s.m, s.d, r, r},     // q Lur + bu (then + h)
   };
   for (int i = 0; i < 4; ++i) {
     if (!FillCubeTiling(plat, p.gemm[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
@@ -57,10 +57,10 @@ ge::graphStatus LowRankAdapterGradTiling(gert::TilingContext* ctx) {
                                   &td->plan.dDownLeft.base, &td->plan.dDownRight.base,
                                   &td->plan.dUpLeft.base, &td->plan.dUpRight.base};
   const GemmIo io[8] = {
-      {false, true, false, true, s.m, r, s.d, s.d},   // dq = dy Lur^T
-      {false, true, false, true, s.m, bn, r, r},      // dq Lul^T
-      {false, true, false, true, s.m, r, bn, bn},     // dt = dz Ldr^T
-      {false, true, false, true, s.m, s.d, r, r},     // dt Ldl^T (+ dy)
+      {false, true, false, false, s.m, r, s.d, s.d},  // dq = dy Lur^T
+      {false, true, false, false, s.m, bn, r, r},     // dq Lul^T
+      {false, true, false, false, s.m, r, bn, bn},    // dt = dz Ldr^T
+      {false, true, false, false, s.m, s.d, r, r},    // dt Ldl^T (then + dy)
       {true, false, false, false, s.d, r, s.m, s.m},  // h^T dt  -> dLdl
       {true, false, false, false, r, bn, s.m, s.m},   // t^T dz  -> dLdr
       {true, false, false, false, bn, r, s.m, s.m},   // a^T dq  -> dLul

@@ -1,8 +1,17 @@
 // MindpetAdapter (ops/CONTRACTS.md 2, forward): z = h Wd^T + bd (saved), y = h + act(z) Wu^T + bu.
-// Per vector core: its block of y in row chunks; per chunk
-//   gemm[0] z tiles -> UB: z (row writer), a = act(z) -> private workspace (operand of gemm[1])
-//   gemm[1] tiles of a Wu^T + bu -> UB: + h -> y.
-// Mirrors ops/cpu adapter forward. UNCOMPILED HERE (see ascendc/README.md).
+// Per vector core: its block of y (plan.y.grid) in row chunks; per chunk
+//   gemm[0]  z = h Wd^T + bd  [rows, B] -> GM: the row writer's z rows (saved output), else its
+//                                         private a chunk
+//   vector   a = act(z)                 -> private a chunk (in place for non-writers)
+//   gemm[1]  y = a Wu^T + bu  [rows, block columns] -> GM
+//   vector   y += h
+// Workspace (plan.y.workspaceBytes): per core [a: chunkM x B].
+// Matmul objects: 2, C always to GM (GetTensorC to UB packs tail tiles, see the GM-staged row
+// passes of mindpet_kernel_common.h). UB: plan.y.ub[0], ub[1] (z box and two float32 boxes of
+// gemm[0]'s base), ub[3..5] (y, h, out boxes of gemm[1]'s base); the plan's row buffer ub[2] is
+// not used.
+// Mirrors ops/cpu/adapter.cc forward (per row tile: z = h Wd^T + bd, a = act(z), y = h + a Wu^T + bu).
+// UNCOMPILED HERE (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -22,7 +31,7 @@ class AdapterForward {
       h_.SetGlobalBuffer((__gm__ T*)h); wd_.SetGlobalBuffer((__gm__ T*)wd); bd_.SetGlobalBuffer((__gm__ T*)bd);
       wu_.SetGlobalBuffer((__gm__ T*)wu); bu_.SetGlobalBuffer((__gm__ T*)bu);
       y_.SetGlobalBuffer((__gm__ T*)y); z_.SetGlobalBuffer((__gm__ T*)z);
-      a_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, 0, core, b_ * sizeof(T))));
+      aMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, 0, core, b_ * sizeof(T))));
       pipe_.InitBuffer(zQ_, 2, p.ub[0].fixedBytes);
       pipe_.InitBuffer(f32_, 2 * p.ub[1].fixedBytes);
       pipe_.InitBuffer(cQ_, 2, p.ub[3].fixedBytes);
@@ -37,66 +46,38 @@ class AdapterForward {
 
  private:
   __aicore__ inline void Chunk(const mt::FusedPlan& p, const mt::Range2D& ch, bool writer) {
-    const mt::GemmBase& gz = p.gemm[0];
-    const uint32_t n = gz.baseM * gz.baseN;
-    const mt::Range2D area = mt::GemmArea(p, 0, ch);
-    mmZ_.SetTensorA(h_[static_cast<uint64_t>(ch.m0) * d_], false);
+    const uint64_t row0 = ch.m0;
+    // z = h Wd^T + bd (Wd [B, D] read transposed): the row writer into the saved z rows; the
+    // others stage z where a will live
+    const GlobalTensor<T> z = writer ? z_[row0 * b_] : aMine_;
+    mmZ_.SetTensorA(h_[row0 * d_], false);
     mmZ_.SetTensorB(wd_, true);
     mmZ_.SetBias(bd_);
     mmZ_.SetTail(ch.mLen, b_, d_);
+    mmZ_.IterateAll(z);
+    // a = act(z) -> private chunk (operand of gemm[1])
     LocalTensor<float> z32 = f32_.Get<float>();
     LocalTensor<float> tmp = z32[p.ub[1].fixedBytes / sizeof(float)];
-    for (uint32_t t = 0; mmZ_.template Iterate<true>(); ++t) {
-      const mt::Range2D tile = mt::TileOf(gz, area, t);
-      LocalTensor<T> zt = zQ_.AllocTensor<T>();
-      mmZ_.template GetTensorC<true>(zt, false, true);
-      zQ_.EnQue(zt);
-      zt = zQ_.DeQue<T>();
-      if (writer) {
-        RowsToGm(z_[static_cast<uint64_t>(tile.m0) * b_ + tile.n0], zt, tile.mLen, tile.nLen, gz.baseN, b_);
-        SetFlag<HardEvent::MTE3_V>(EVENT_ID0);
-        WaitFlag<HardEvent::MTE3_V>(EVENT_ID0);
-      }
-      ToFloat(z32, zt, n);
-      ActForward(z32, z32, tmp, n, act_);
-      FromFloat(zt, z32, n);
-      SetFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      WaitFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      RowsToGm(a_[static_cast<uint64_t>(tile.m0 - ch.m0) * b_ + tile.n0], zt, tile.mLen, tile.nLen, gz.baseN, b_);
-      zQ_.FreeTensor(zt);
-    }
+    const mt::Range2D rows = {0, ch.mLen, 0, b_};
+    ActivateRows(p.gemm[0], rows, z, aMine_, b_, act_, zQ_, z32, tmp);
     GmWriteFence();
-    // y tiles = h + a Wu^T + bu
-    const mt::GemmBase& gy = p.gemm[1];
-    mmY_.SetTensorA(a_, false);
+    // y = a Wu^T + bu on the block columns (rows n0.. of Wu [D, B]), then y += h
+    const uint64_t off = row0 * d_ + ch.n0;
+    mmY_.SetTensorA(aMine_, false);
     mmY_.SetTensorB(wu_[static_cast<uint64_t>(ch.n0) * b_], true);
     mmY_.SetBias(bu_[ch.n0]);
     mmY_.SetTail(ch.mLen, ch.nLen, b_);
-    for (uint32_t t = 0; mmY_.template Iterate<true>(); ++t) {
-      const mt::Range2D tile = mt::TileOf(gy, ch, t);
-      const uint64_t off = static_cast<uint64_t>(tile.m0) * d_ + tile.n0;
-      LocalTensor<T> ct = cQ_.AllocTensor<T>();
-      mmY_.template GetTensorC<true>(ct, false, true);
-      LocalTensor<T> rt = rQ_.AllocTensor<T>();
-      RowsFromGm(rt, h_[off], tile.mLen, tile.nLen, gy.baseN, d_);
-      cQ_.EnQue(ct); rQ_.EnQue(rt);
-      ct = cQ_.DeQue<T>(); rt = rQ_.DeQue<T>();
-      LocalTensor<T> ot = oQ_.AllocTensor<T>();
-      Add(ot, ct, rt, gy.baseM * gy.baseN);
-      oQ_.EnQue(ot);
-      cQ_.FreeTensor(ct); rQ_.FreeTensor(rt);
-      ot = oQ_.DeQue<T>();
-      RowsToGm(y_[off], ot, tile.mLen, tile.nLen, gy.baseN, d_);
-      oQ_.FreeTensor(ot);
-    }
+    mmY_.IterateAll(y_[off]);
+    const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
+    AddResidual(p.gemm[1], cols, y_[off], h_[off], d_, cQ_, rQ_, oQ_);
   }
 
   TPipe pipe_;
-  MmToUb<T> mmZ_, mmY_;
+  MmToGm<T> mmZ_, mmY_;
   TQue<TPosition::VECIN, 2> zQ_, cQ_, rQ_;
   TQue<TPosition::VECOUT, 2> oQ_;
   TBuf<TPosition::VECCALC> f32_;
-  GlobalTensor<T> h_, wd_, bd_, wu_, bu_, y_, z_, a_;
+  GlobalTensor<T> h_, wd_, bd_, wu_, bu_, y_, z_, aMine_;
   uint32_t d_ = 0, b_ = 0;
   int32_t act_ = 0;
 };

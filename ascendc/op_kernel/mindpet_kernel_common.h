@@ -12,16 +12,13 @@ namespace mindpet_kernel {
 using namespace AscendC;  // NOLINT
 namespace mt = mindpet::tiling;
 
-// A, B, bias from GM (transposition chosen at SetTensorA/B time); C to GM or to the vector core.
+// A, B, bias from GM (transposition chosen at SetTensorA/B time); C to GM. Every kernel uses this
+// one type (no C to UB: see the GM-staged row passes below), and op_host builds every TCubeTiling
+// with SetCType(GM) (GemmIo.cToUb = false).
 template <typename T>
 using MmToGm = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
                       MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
                       MatmulType<TPosition::GM, CubeFormat::ND, T>,
-                      MatmulType<TPosition::GM, CubeFormat::ND, T>>;
-template <typename T>
-using MmToUb = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
-                      MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
-                      MatmulType<TPosition::VECIN, CubeFormat::ND, T>,
                       MatmulType<TPosition::GM, CubeFormat::ND, T>>;
 
 constexpr uint32_t kBlockBytes = 32;
@@ -215,7 +212,7 @@ __aicore__ inline void ColumnSum(TPipe& pipe, const mt::ColumnSumPlan& p, uint32
   }
 }
 
-// ---- GM-staged row passes (adapter backward, low_rank_adapter forward and backward) ------------
+// ---- GM-staged row passes (every kernel) ----------------------------------------------------------
 // Those kernels let every matmul write C to GM with IterateAll (ND, leading dimension from the org
 // shape) and read it back with DataCopyPad: Matmul's GetTensorC to UB with enSequentialWrite packs
 // a tail tile with the row stride of its own width (CopyOutNZ2ND uses the tile's baseWidth), which
@@ -246,6 +243,81 @@ __aicore__ inline void AddResidual(const mt::GemmBase& box, const mt::Range2D& a
     rQ.FreeTensor(rt);
     ot = oQ.DeQue<T>();
     RowsToGm(out[off], ot, b.mLen, b.nLen, box.baseN, ld);
+    oQ.FreeTensor(ot);
+  }
+}
+
+// out[area] *= other[area] (leading dimension ld of both): the dropout mask of the lora backward.
+// Queues: the plan's three boxes of the gemm that wrote `out`.
+template <typename T>
+__aicore__ inline void MultiplyRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& out,
+                                    const GlobalTensor<T>& other, uint32_t ld, TQue<TPosition::VECIN, 2>& cQ,
+                                    TQue<TPosition::VECIN, 2>& mQ, TQue<TPosition::VECOUT, 2>& oQ) {
+  for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
+    const mt::Range2D b = mt::TileOf(box, area, t);
+    const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
+    LocalTensor<T> ct = cQ.AllocTensor<T>();
+    LocalTensor<T> mt_ = mQ.AllocTensor<T>();
+    RowsFromGm(ct, out[off], b.mLen, b.nLen, box.baseN, ld);
+    RowsFromGm(mt_, other[off], b.mLen, b.nLen, box.baseN, ld);
+    cQ.EnQue(ct);
+    mQ.EnQue(mt_);
+    ct = cQ.DeQue<T>();
+    mt_ = mQ.DeQue<T>();
+    LocalTensor<T> ot = oQ.AllocTensor<T>();
+    Mul(ot, ct, mt_, b.mLen * box.baseN);
+    oQ.EnQue(ot);
+    cQ.FreeTensor(ct);
+    mQ.FreeTensor(mt_);
+    ot = oQ.DeQue<T>();
+    RowsToGm(out[off], ot, b.mLen, b.nLen, box.baseN, ld);
+    oQ.FreeTensor(ot);
+  }
+}
+
+// dst[area] = scale * src[area] (leading dimension ld); src and dst may be the same region (each
+// box is read before it is written). The lora kernels scale u and g this way (s u, s g operands).
+template <typename T>
+__aicore__ inline void ScaleRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& src,
+                                 const GlobalTensor<T>& dst, uint32_t ld, float scale, TQue<TPosition::VECIN, 2>& q) {
+  for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
+    const mt::Range2D b = mt::TileOf(box, area, t);
+    const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
+    LocalTensor<T> bt = q.AllocTensor<T>();
+    RowsFromGm(bt, src[off], b.mLen, b.nLen, box.baseN, ld);
+    q.EnQue(bt);
+    bt = q.DeQue<T>();
+    Muls(bt, bt, static_cast<T>(scale), b.mLen * box.baseN);
+    PipeWait<HardEvent::V_MTE3>();
+    RowsToGm(dst[off], bt, b.mLen, b.nLen, box.baseN, ld);
+    PipeWait<HardEvent::MTE3_MTE2>();  // the box buffer is refilled by MTE2 next
+    q.FreeTensor(bt);
+  }
+}
+
+// dst[0, len) = a[0, len) * b[0, len), flat, in tiles of `tile` elements (the plan's elemTile):
+// x_d = x * mask of the lora kernels. Queues: the plan's three element tiles.
+template <typename T>
+__aicore__ inline void MultiplyFlat(const GlobalTensor<T>& dst, const GlobalTensor<T>& a, const GlobalTensor<T>& b,
+                                    uint64_t len, uint32_t tile, TQue<TPosition::VECIN, 2>& aQ,
+                                    TQue<TPosition::VECIN, 2>& bQ, TQue<TPosition::VECOUT, 2>& oQ) {
+  for (uint64_t i = 0; i < len; i += tile) {
+    const uint32_t n = static_cast<uint32_t>(len - i < tile ? len - i : tile);
+    LocalTensor<T> at = aQ.AllocTensor<T>();
+    LocalTensor<T> bt = bQ.AllocTensor<T>();
+    RowsFromGm(at, a[i], 1, n, tile, n);
+    RowsFromGm(bt, b[i], 1, n, tile, n);
+    aQ.EnQue(at);
+    bQ.EnQue(bt);
+    at = aQ.DeQue<T>();
+    bt = bQ.DeQue<T>();
+    LocalTensor<T> ot = oQ.AllocTensor<T>();
+    Mul(ot, at, bt, n);
+    oQ.EnQue(ot);
+    aQ.FreeTensor(at);
+    bQ.FreeTensor(bt);
+    ot = oQ.DeQue<T>();
+    RowsToGm(dst[i], ot, 1, n, tile, n);
     oQ.FreeTensor(ot);
   }
 }

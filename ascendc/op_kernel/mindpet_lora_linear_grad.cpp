@@ -1,12 +1,23 @@
 // MindpetLoraLinearGrad (ops/CONTRACTS.md 1, backward):
 //   g = dy B; dB = s dy^T u; dA = s g^T x_d; dx = dy W + s (g A) [* mask].
-// Stage 1, per vector core, its block of dx (plan.dx.grid) in row chunks:
-//   gemm[1] g tiles = dy B -> UB: s g (private operand; row writer also to the global s g)
-//   row writer: s u and (mask) x_d of the chunk rows to the global workspace
-//   gemm[0] dx = dy W; gemm[2] dx += (s g) A (atomic add, or tile-wise * mask + dx with dropout)
-// SyncAll; stage 2: dA = (s g)^T x_d and dB = dy^T (s u) over their own core grids.
-// Workspace: [s g: M x R][s u: M x R][x_d: M x K if mask][per-core s g chunks].
-// Mirrors ops/cpu lora_linear backward. UNCOMPILED HERE (see ascendc/README.md).
+// Stage 1, per vector core, its block of dx (plan.dx.grid) in row chunks; per chunk
+//   gemm[1]  g = dy B  [rows, R] -> GM: the row writer's global s g rows, else its private chunk
+//   vector   s g = s * g in place
+//   row writer: s u = s * u (global s u rows) and, with mask, x_d = x * mask (global x_d rows)
+//   gemm[2]  dx = (s g) A   [rows, block columns] -> GM
+//   vector   [mask] dx *= mask
+//   gemm[0]  dx += dy W     -> GM (atomic add)
+// Vector-core barrier (SyncAll), stage 2 over their own core grids, on ONE Matmul object whose base
+// the planner made identical for both (mindpet::tiling::ShareGemmObject, k = M):
+//   dA = (s g)^T x_d [R, K], dB = dy^T (s u) [N, R] (WeightGrad, org shape set per use).
+// Workspace (plan.dx.workspaceBytes): [s g: M x R][s u: M x R][x_d: M x K, with mask], then per
+// core [s g: chunkM x R].
+// Matmul objects: 4 (the API maximum), C always to GM (see the GM-staged row passes of
+// mindpet_kernel_common.h). UB: plan.dx.ub[0] (boxes of gemm[1]'s base: s g, s u), with mask
+// ub[3..5] (dx, mask, out boxes of gemm[2]'s base) and ub[6..8] (x, mask, x_d element tiles); the
+// plan's row buffers ub[1..2] are not used.
+// Mirrors ops/cpu/lora_linear.cc BackwardF32 (per row tile: g = dy B, dx = s (g A) [* mask], then
+// dx += dy W; dA and dB reduce over all rows). UNCOMPILED HERE (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -19,11 +30,12 @@ class LoraLinearBackward {
                              GM_ADDR mask, GM_ADDR dx, GM_ADDR dA, GM_ADDR dB, GM_ADDR ws,
                              const MindpetLoraLinearGradTilingData& td) {
     const mt::FusedPlan& p = td.plan.dx;
+    // mm[3] is the TCubeTiling of the shared weight-gradient object (dA's io; dB has the same base).
     REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmD_, &td.mm[0], mmG_, &td.mm[1], mmL_, &td.mm[2],
-                      mmA_, &td.mm[3], mmB_, &td.mm[4]);
+                      mmW_, &td.mm[3]);
     m_ = p.grid.m; k_ = p.grid.n; n_ = p.gemm[0].k; r_ = p.gemm[1].n;
     scale_ = td.scale;
-    mask_on_ = td.hasMask != 0;
+    maskOn_ = td.hasMask != 0;
     dy_.SetGlobalBuffer((__gm__ T*)dy); x_.SetGlobalBuffer((__gm__ T*)x); w_.SetGlobalBuffer((__gm__ T*)w);
     a_.SetGlobalBuffer((__gm__ T*)a); b_.SetGlobalBuffer((__gm__ T*)b); u_.SetGlobalBuffer((__gm__ T*)u);
     mask_.SetGlobalBuffer((__gm__ T*)mask); dx_.SetGlobalBuffer((__gm__ T*)dx);
@@ -32,18 +44,17 @@ class LoraLinearBackward {
     sgAll_.SetGlobalBuffer((__gm__ T*)ws);
     suAll_.SetGlobalBuffer((__gm__ T*)(ws + mr));
     xdAll_.SetGlobalBuffer((__gm__ T*)(ws + 2 * mr));
-    const uint64_t globalBytes = 2 * mr + (mask_on_ ? static_cast<uint64_t>(m_) * k_ * sizeof(T) : 0);
+    const uint64_t globalBytes = 2 * mr + (maskOn_ ? static_cast<uint64_t>(m_) * k_ * sizeof(T) : 0);
     const uint32_t core = GetBlockIdx();
-    sg_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, globalBytes, core, r_ * sizeof(T))));
+    sgMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, globalBytes, core, r_ * sizeof(T))));
 
     const mt::Range2D block = mt::GridBlock(p.grid, core);
     if (block.mLen != 0) {
       pipe_.InitBuffer(gQ_, 2, p.ub[0].fixedBytes);
-      pipe_.InitBuffer(rowBuf_, p.ub[2].rowBytes * p.chunkM);
-      if (mask_on_) {
-        pipe_.InitBuffer(lQ_, 2, p.ub[3].fixedBytes);
+      if (maskOn_) {
+        pipe_.InitBuffer(cQ_, 2, p.ub[3].fixedBytes);
         pipe_.InitBuffer(mQ_, 2, p.ub[4].fixedBytes);
-        pipe_.InitBuffer(dQ_, 2, p.ub[5].fixedBytes);
+        pipe_.InitBuffer(oQ_, 2, p.ub[5].fixedBytes);
         pipe_.InitBuffer(exQ_, 2, p.ub[6].fixedBytes);
         pipe_.InitBuffer(emQ_, 2, p.ub[7].fixedBytes);
         pipe_.InitBuffer(eoQ_, 2, p.ub[8].fixedBytes);
@@ -51,119 +62,58 @@ class LoraLinearBackward {
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    SyncAll<false>();  // s g, s u, x_d of every row are in GM
-    const GlobalTensor<T>& xd = mask_on_ ? xdAll_ : x_;
-    WeightGrad(mmA_, td.plan.dA, core, sgAll_, xd, dA_);
-    WeightGrad(mmB_, td.plan.dB, core, dy_, suAll_, dB_);
-    mmD_.End(); mmG_.End(); mmL_.End(); mmA_.End(); mmB_.End();
+    GmWriteFence();
+    SyncAll();  // vector cores only: the cube cores keep serving the matmul objects
+    const GlobalTensor<T>& xd = maskOn_ ? xdAll_ : x_;
+    WeightGrad(mmW_, td.plan.dA, core, sgAll_, xd, dA_, true);   // (s g)^T x_d  [R, K]
+    WeightGrad(mmW_, td.plan.dB, core, dy_, suAll_, dB_, true);  // dy^T (s u)   [N, R]
+    mmD_.End(); mmG_.End(); mmL_.End(); mmW_.End();
   }
 
  private:
   __aicore__ inline void Chunk(const mt::FusedPlan& p, const mt::Range2D& ch, bool writer) {
     const uint64_t row0 = ch.m0;
-    // g tiles -> s g (private operand, and the global copy for dA)
-    const mt::GemmBase& gg = p.gemm[1];
-    const mt::Range2D area = mt::GemmArea(p, 1, ch);
+    // g = dy B (B [N, R]), then s g in place: the row writer's rows are dA's global operand
+    const GlobalTensor<T> sg = writer ? sgAll_[row0 * r_] : sgMine_;
     mmG_.SetTensorA(dy_[row0 * n_], false);
     mmG_.SetTensorB(b_, false);
     mmG_.SetTail(ch.mLen, r_, n_);
-    for (uint32_t t = 0; mmG_.template Iterate<true>(); ++t) {
-      const mt::Range2D tile = mt::TileOf(gg, area, t);
-      LocalTensor<T> gt = gQ_.AllocTensor<T>();
-      mmG_.template GetTensorC<true>(gt, false, true);
-      gQ_.EnQue(gt);
-      gt = gQ_.DeQue<T>();
-      Muls(gt, gt, static_cast<T>(scale_), gg.baseM * gg.baseN);
-      SetFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      WaitFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      RowsToGm(sg_[static_cast<uint64_t>(tile.m0 - ch.m0) * r_ + tile.n0], gt, tile.mLen, tile.nLen, gg.baseN, r_);
-      if (writer) RowsToGm(sgAll_[static_cast<uint64_t>(tile.m0) * r_ + tile.n0], gt, tile.mLen, tile.nLen, gg.baseN, r_);
-      gQ_.FreeTensor(gt);
-    }
+    mmG_.IterateAll(sg);
+    const mt::Range2D rows = {0, ch.mLen, 0, r_};
+    ScaleRows(p.gemm[1], rows, sg, sg, r_, scale_, gQ_);
     if (writer) {
-      ScaleRows(row0, ch.mLen);
-      if (mask_on_) MaskRows(p.elemTile, row0 * k_, static_cast<uint64_t>(ch.mLen) * k_);
+      ScaleRows(p.gemm[1], rows, u_[row0 * r_], suAll_[row0 * r_], r_, scale_, gQ_);  // dB's operand
+      if (maskOn_) {
+        MultiplyFlat(xdAll_[row0 * k_], x_[row0 * k_], mask_[row0 * k_], static_cast<uint64_t>(ch.mLen) * k_,
+                     p.elemTile, exQ_, emQ_, eoQ_);  // dA's operand
+      }
     }
     GmWriteFence();
+    // dx = (s g) A on the block columns (columns n0.. of A [R, K]) [* mask], then dx += dy W
     const uint64_t dxOff = row0 * k_ + ch.n0;
+    mmL_.SetTensorA(sg, false);
+    mmL_.SetTensorB(a_[ch.n0], false);
+    mmL_.SetTail(ch.mLen, ch.nLen, r_);
+    mmL_.IterateAll(dx_[dxOff]);
+    if (maskOn_) {
+      const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
+      MultiplyRows(p.gemm[2], cols, dx_[dxOff], mask_[dxOff], k_, cQ_, mQ_, oQ_);
+      GmWriteFence();  // the masked dx is in GM before the cube adds dy W to it
+    }
     mmD_.SetTensorA(dy_[row0 * n_], false);
     mmD_.SetTensorB(w_[ch.n0], false);
     mmD_.SetTail(ch.mLen, ch.nLen, n_);
-    mmD_.IterateAll(dx_[dxOff]);
-    mmL_.SetTensorA(sg_, false);
-    mmL_.SetTensorB(a_[ch.n0], false);
-    mmL_.SetTail(ch.mLen, ch.nLen, r_);
-    if (!mask_on_) {
-      mmL_.IterateAll(dx_[dxOff], 1);
-      return;
-    }
-    // dx += ((s g) A) * mask, tile by tile (dy W is already in dx)
-    const mt::GemmBase& gl = p.gemm[2];
-    for (uint32_t t = 0; mmL_.template Iterate<true>(); ++t) {
-      const mt::Range2D tile = mt::TileOf(gl, ch, t);
-      const uint64_t off = static_cast<uint64_t>(tile.m0) * k_ + tile.n0;
-      LocalTensor<T> lt = lQ_.AllocTensor<T>();
-      mmL_.template GetTensorC<true>(lt, false, true);
-      LocalTensor<T> mt_ = mQ_.AllocTensor<T>();
-      LocalTensor<T> dt = dQ_.AllocTensor<T>();
-      RowsFromGm(mt_, mask_[off], tile.mLen, tile.nLen, gl.baseN, k_);
-      RowsFromGm(dt, dx_[off], tile.mLen, tile.nLen, gl.baseN, k_);
-      lQ_.EnQue(lt); mQ_.EnQue(mt_); dQ_.EnQue(dt);
-      lt = lQ_.DeQue<T>(); mt_ = mQ_.DeQue<T>(); dt = dQ_.DeQue<T>();
-      Mul(lt, lt, mt_, gl.baseM * gl.baseN);
-      Add(dt, dt, lt, gl.baseM * gl.baseN);
-      SetFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      WaitFlag<HardEvent::V_MTE3>(EVENT_ID0);
-      RowsToGm(dx_[off], dt, tile.mLen, tile.nLen, gl.baseN, k_);
-      lQ_.FreeTensor(lt); mQ_.FreeTensor(mt_); dQ_.FreeTensor(dt);
-    }
-  }
-
-  // suAll[rows] = s * u[rows]
-  __aicore__ inline void ScaleRows(uint64_t row0, uint32_t rows) {
-    const uint32_t ubRow = UbRowElems<T>(r_);
-    LocalTensor<T> t = rowBuf_.Get<T>();
-    RowsFromGm(t, u_[row0 * r_], rows, r_, ubRow, r_);
-    SetFlag<HardEvent::MTE2_V>(EVENT_ID0);
-    WaitFlag<HardEvent::MTE2_V>(EVENT_ID0);
-    Muls(t, t, static_cast<T>(scale_), rows * ubRow);
-    SetFlag<HardEvent::V_MTE3>(EVENT_ID0);
-    WaitFlag<HardEvent::V_MTE3>(EVENT_ID0);
-    RowsToGm(suAll_[row0 * r_], t, rows, r_, ubRow, r_);
-    SetFlag<HardEvent::MTE3_MTE2>(EVENT_ID0);
-    WaitFlag<HardEvent::MTE3_MTE2>(EVENT_ID0);
-  }
-
-  // xdAll[off, off + len) = x * mask
-  __aicore__ inline void MaskRows(uint32_t tile, uint64_t off, uint64_t len) {
-    for (uint64_t i = 0; i < len; i += tile) {
-      const uint32_t n = static_cast<uint32_t>(len - i < tile ? len - i : tile);
-      LocalTensor<T> xt = exQ_.AllocTensor<T>();
-      LocalTensor<T> mt_ = emQ_.AllocTensor<T>();
-      RowsFromGm(xt, x_[off + i], 1, n, tile, n);
-      RowsFromGm(mt_, mask_[off + i], 1, n, tile, n);
-      exQ_.EnQue(xt); emQ_.EnQue(mt_);
-      xt = exQ_.DeQue<T>(); mt_ = emQ_.DeQue<T>();
-      LocalTensor<T> o = eoQ_.AllocTensor<T>();
-      Mul(o, xt, mt_, n);
-      eoQ_.EnQue(o);
-      exQ_.FreeTensor(xt); emQ_.FreeTensor(mt_);
-      o = eoQ_.DeQue<T>();
-      RowsToGm(xdAll_[off + i], o, 1, n, tile, n);
-      eoQ_.FreeTensor(o);
-    }
+    mmD_.IterateAll(dx_[dxOff], 1);
   }
 
   TPipe pipe_;
-  MmToGm<T> mmD_, mmL_, mmA_, mmB_;
-  MmToUb<T> mmG_;
-  TQue<TPosition::VECIN, 2> gQ_, lQ_, mQ_, dQ_, exQ_, emQ_;
-  TQue<TPosition::VECOUT, 2> eoQ_;
-  TBuf<TPosition::VECCALC> rowBuf_;
-  GlobalTensor<T> dy_, x_, w_, a_, b_, u_, mask_, dx_, dA_, dB_, sgAll_, suAll_, xdAll_, sg_;
+  MmToGm<T> mmD_, mmG_, mmL_, mmW_;
+  TQue<TPosition::VECIN, 2> gQ_, cQ_, mQ_, exQ_, emQ_;
+  TQue<TPosition::VECOUT, 2> oQ_, eoQ_;
+  GlobalTensor<T> dy_, x_, w_, a_, b_, u_, mask_, dx_, dA_, dB_, sgAll_, suAll_, xdAll_, sgMine_;
   uint32_t m_ = 0, n_ = 0, k_ = 0, r_ = 0;
   float scale_ = 1.0f;
-  bool mask_on_ = false;
+  bool maskOn_ = false;
 };
 
 extern "C" __global__ __aicore__ void mindpet_lora_linear_grad(

@@ -18,7 +18,9 @@ struct MindpetLoraLinearTilingData {
 
 struct MindpetLoraLinearGradTilingData {
   mindpet::tiling::LoraLinearBackwardTiling plan;
-  AscendC::tiling::TCubeTiling mm[5];  // dy W; g = dy B; (s g) A; dA = (s g)^T x_d; dB = dy^T (s u)
+  // dy W; g = dy B; (s g) A; the weight-gradient object serving dA = (s g)^T x_d and
+  // dB = dy^T (s u) (plan.dA.base == plan.dB.base, mindpet::tiling::ShareGemmObject).
+  AscendC::tiling::TCubeTiling mm[4];
   float scale;
   uint32_t hasMask;
 };
