@@ -40,13 +40,17 @@ def bert_inputs(batch: int = 2, length: int = 6):
     return ids, Tensor(mask), Tensor(np.zeros((batch, length), np.int32))
 
 
-def bert_hf_name_map(num_layers: int = TINY.num_hidden_layers) -> dict:
-    """MindSpore module path of the port -> HF ``BertModel`` module name, built from the port's weight table."""
+def bert_hf_name_map(num_layers: int = TINY.num_hidden_layers, prefix: str = "bert.") -> dict:
+    """MindSpore module path of the port -> HF ``BertModel`` module name, built from the port's weight table.
+
+    ``prefix`` is the port's path of the encoder: ``'bert.'`` in a ``BertClassifier``, ``''`` for a bare
+    ``BertEncoder``.
+    """
     mapping = {}
     for layer in range(num_layers):
         for module in HF_MODULES:
             hf = f"encoder.layer.{layer}.{module}"
-            mapping[hf_to_mindspore_name(hf + ".weight")[:-len(".weight")]] = hf
+            mapping[hf_to_mindspore_name(hf + ".weight", prefix)[:-len(".weight")]] = hf
     return mapping
 
 

@@ -13,7 +13,10 @@ import mindpet
 import mindpet._safetensors as safetensors_reader
 from mindpet.delta import LoRADense
 
-from integration_models import MLP, bert_hf_name_map, bert_inputs, f64, mlp_reference, randomize, tiny_bert
+from benchmarks.models.bert import BertEncoder
+from benchmarks.models.hf_weights import convert_hf_state
+from integration_models import TINY, MLP, bert_hf_name_map, bert_inputs, f64, mlp_reference, randomize, tiny_bert
+import peft_fixture
 
 PEFT_CONFIG = {  # the fields PEFT's LoraConfig writes (peft_type, r, lora_alpha, target_modules, ...)
     "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": "toy/mlp", "bias": "none",
@@ -134,6 +137,27 @@ def test_bert_round_trip_with_hf_names(pynative, tmp_path):
     report = mindpet.import_peft(dst, str(tmp_path), name_map=name_map.__getitem__)  # KeyError: unmapped path
     assert report.ok and len(report.injected_modules) == 6
     np.testing.assert_array_equal(dst(*inputs).asnumpy(), expected)
+
+
+def test_adapter_saved_by_peft_reproduces_the_pytorch_output(mode):
+    """A directory written by peft's save_pretrained (tiny BertModel, LoRA on query, value and every
+    output.dense, rank/alpha pattern on one module) imported into the MindSpore port: same hidden states."""
+    net = BertEncoder(TINY)
+    net.set_train(False)
+    state = convert_hf_state(peft_fixture.base_state(), prefix="")
+    for name, param in net.parameters_and_names():
+        param.set_data(Tensor(state[name]))
+    ids = Tensor(peft_fixture.input_ids().astype(np.int32))
+    ones, zeros = Tensor(np.ones(ids.shape, np.int32)), Tensor(np.zeros(ids.shape, np.int32))
+    expected = np.load(os.path.join(peft_fixture.DATA, "expected.npy"))
+    assert np.abs(net(ids, ones, zeros).asnumpy() - expected).max() > 0.1  # the adapter matters
+
+    report = mindpet.import_peft(net, peft_fixture.DATA, name_map=bert_hf_name_map(prefix=""))
+
+    assert report.ok and len(report.injected_modules) == 8
+    value = net.layers[1].attention.value
+    assert (value.lora_rank, value.scaling) == (3, 3.0) and net.layers[0].ffn.output.scaling == 2.0
+    np.testing.assert_allclose(net(ids, ones, zeros).asnumpy(), expected, rtol=0, atol=2e-5)
 
 
 def test_strict_reports_and_mismatches(pynative, tmp_path):
