@@ -160,6 +160,23 @@ def test_adapter_saved_by_peft_reproduces_the_pytorch_output(mode):
     np.testing.assert_allclose(net(ids, ones, zeros).asnumpy(), expected, rtol=0, atol=2e-5)
 
 
+def test_export_reproduces_the_peft_file(pynative, tmp_path):
+    net = BertEncoder(TINY)
+    mindpet.import_peft(net, peft_fixture.DATA, name_map=bert_hf_name_map(prefix=""))
+    mindpet.export_peft(net, str(tmp_path), name_map=bert_hf_name_map(prefix=""))
+    original = load_file(os.path.join(peft_fixture.DATA, "adapter_model.safetensors"))
+    exported = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert sorted(exported) == sorted(original)
+    assert all(np.array_equal(exported[k], v) for k, v in original.items())
+    configs = []
+    for directory in (peft_fixture.DATA, str(tmp_path)):
+        with open(os.path.join(directory, "adapter_config.json"), encoding="utf-8") as handle:
+            configs.append(json.load(handle))
+    for key in ("peft_type", "r", "lora_alpha", "lora_dropout", "rank_pattern", "alpha_pattern", "bias",
+                "fan_in_fan_out", "use_rslora", "use_dora", "inference_mode"):
+        assert configs[1][key] == configs[0][key], key
+
+
 def test_strict_reports_and_mismatches(pynative, tmp_path):
     tensors = _known_tensors()
     tensors["base_model.model.classifier.weight"] = np.zeros((3, 4), np.float32)
