@@ -72,9 +72,9 @@ def _clear(directory: Path) -> None:
 
 def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaMethod,
                  settings: TrainSettings, output_dir: Path, progress: bool = True) -> dict:
-    """Train ``method`` on ``task`` and return a JSON-ready summary (also the fine-tuned and reloaded logits
-    under the non-JSON key ``"_arrays"``). The delta checkpoint goes to ``output_dir/ckpt``, the reload request
-and its files to ``output_dir``."""
+    """Train ``method`` on ``task`` and return a JSON-ready summary (plus the fine-tuned and reloaded logits
+    under the non-JSON key ``"_arrays"``). The delta checkpoint goes to ``output_dir/ckpt``, the reload
+    request and its files to ``output_dir``."""
     start = time.perf_counter()
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(settings.seed)
