@@ -73,18 +73,24 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
   const int64_t n_wu = s.d * (s.b + 1);
   const int64_t n_wd = s.b * s.d;
   ThreadPartials partials(threads, n_wu + n_wd + s.b);
-  if (s.m > 0) {
+  if (s.m == 0) {
+    partials.Zero(0);
+  } else {
 #pragma omp parallel num_threads(threads)
     {
       const int tid = ThreadId();
+      if (tid == 0) partials.SetUsed(NumThreads());
       const Range rows = SplitRange(s.m, NumThreads(), tid);
       float* p_wu = partials.part(tid);
       float* p_wd = p_wu + n_wu;
       float* p_bd = p_wd + n_wd;
+      if (rows.size() == 0) partials.Zero(tid);
+      std::fill(p_bd, p_bd + s.b, 0.0f);
       std::vector<float> a_aug(static_cast<size_t>(kTileRows * (s.b + 1)));
       std::vector<float> dz(static_cast<size_t>(kTileRows * s.b));
       for (int64_t t = rows.begin; t < rows.end; t += kTileRows) {
         const int64_t tr = std::min(kTileRows, rows.end - t);
+        const float beta = t == rows.begin ? 0.0f : 1.0f;  // the first tile initialises the partials
         const float* dy_t = dy + t * s.d;
         const float* z_t = z + t * s.b;
         for (int64_t i = 0; i < tr; ++i) {
@@ -92,7 +98,7 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
           a_aug[i * (s.b + 1) + s.b] = 1.0f;
         }
         // [dWu | dbu] += dy^T [a | 1]
-        Sgemm(true, false, s.d, s.b + 1, tr, 1.0f, dy_t, s.d, a_aug.data(), s.b + 1, 1.0f, p_wu, s.b + 1);
+        Sgemm(true, false, s.d, s.b + 1, tr, 1.0f, dy_t, s.d, a_aug.data(), s.b + 1, beta, p_wu, s.b + 1);
         // dz = (dy Wu) * act'(z)
         Sgemm(false, false, tr, s.b, s.d, 1.0f, dy_t, s.d, wu, s.b, 0.0f, dz.data(), s.b);
         for (int64_t i = 0; i < tr; ++i) {
@@ -103,7 +109,7 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
           }
         }
         // dWd += dz^T h ; dh = dy + dz Wd
-        Sgemm(true, false, s.b, s.d, tr, 1.0f, dz.data(), s.b, h + t * s.d, s.d, 1.0f, p_wd, s.d);
+        Sgemm(true, false, s.b, s.d, tr, 1.0f, dz.data(), s.b, h + t * s.d, s.d, beta, p_wd, s.d);
         std::memcpy(dh + t * s.d, dy_t, sizeof(float) * tr * s.d);
         Sgemm(false, false, tr, s.d, s.b, 1.0f, dz.data(), s.b, wd, s.d, 1.0f, dh + t * s.d, s.d);
       }

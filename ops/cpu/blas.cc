@@ -1,4 +1,5 @@
 #include "blas.h"
+#include "parallel.h"
 
 #include <dlfcn.h>
 
@@ -116,3 +117,7 @@ extern "C" int MindpetSetBlasLibrary(const char* path) {
 }
 
 extern "C" const char* MindpetBlasDescription() { return mindpet::cpu::BlasDescription(); }
+
+extern "C" __attribute__((visibility("default"))) int64_t MindpetMinParallelMacs() {
+  return mindpet::cpu::kMinParallelMacs;
+}

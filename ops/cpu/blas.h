@@ -31,4 +31,6 @@ extern "C" {
 __attribute__((visibility("default"))) int MindpetSetBlasLibrary(const char* path);
 // The resolved library (or the reason there is none); resolves on first call.
 __attribute__((visibility("default"))) const char* MindpetBlasDescription();
+// Work (multiply-adds) below which a kernel call stays on one thread (for tests).
+__attribute__((visibility("default"))) int64_t MindpetMinParallelMacs();
 }

@@ -131,9 +131,11 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
 #pragma omp parallel num_threads(threads)
     {
       const int tid = ThreadId();
+      if (tid == 0) partials.SetUsed(NumThreads());
       const Range rows = SplitRange(d.m, NumThreads(), tid);
       float* da_part = partials.part(tid);
       float* db_part = da_part + da_size;
+      if (rows.size() == 0) partials.Zero(tid);
       if (rows.size() > 0) {
         const int64_t tile = TileRows(std::max(d.n, d.k));
         std::vector<float> g(static_cast<size_t>(tile * d.r));
@@ -144,9 +146,10 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
           const float* dy_t = dy + row0 * d.n;
           const float* x_t = x + row0 * d.k;
           float* dx_t = dx + row0 * d.k;
+          const float beta = t == 0 ? 0.0f : 1.0f;  // the first tile initialises the partials
           // g = dy B ; dB += dy^T u   (the dy tile is read from cache by both)
           Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g.data(), d.r);
-          Sgemm(true, false, d.n, d.r, tr, 1.0f, dy_t, d.n, u + row0 * d.r, d.r, 1.0f, db_part, d.r);
+          Sgemm(true, false, d.n, d.r, tr, 1.0f, dy_t, d.n, u + row0 * d.r, d.r, beta, db_part, d.r);
           // dx = s (g A) [* mask] ; dA += g^T x_d
           Sgemm(false, false, tr, d.k, d.r, s, g.data(), d.r, a, d.k, 0.0f, dx_t, d.k);
           const float* xd_t = x_t;
@@ -156,7 +159,7 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
             MaskRows(x_t, mask_t, tr, d.k, xd.data());
             xd_t = xd.data();
           }
-          Sgemm(true, false, d.r, d.k, tr, 1.0f, g.data(), d.r, xd_t, d.k, 1.0f, da_part, d.k);
+          Sgemm(true, false, d.r, d.k, tr, 1.0f, g.data(), d.r, xd_t, d.k, beta, da_part, d.k);
         }
         // dx += dy W over the whole block (one GEMM: the weight is packed once per thread)
         Sgemm(false, false, rows.size(), d.k, d.n, 1.0f, dy + rows.begin * d.n, d.n, w, d.k, 1.0f,

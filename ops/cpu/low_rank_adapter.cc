@@ -82,12 +82,17 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
   const int64_t n_ur = (s.r + 1) * s.d, n_ul = s.b * s.r, n_dr = s.r * s.b, n_bd = s.b, n_dl = s.d * s.r;
   const int64_t o_ul = n_ur, o_dr = o_ul + n_ul, o_bd = o_dr + n_dr, o_dl = o_bd + n_bd;
   ThreadPartials partials(threads, o_dl + n_dl);
-  if (s.m > 0) {
+  if (s.m == 0) {
+    partials.Zero(0);
+  } else {
 #pragma omp parallel num_threads(threads)
     {
       const int tid = ThreadId();
+      if (tid == 0) partials.SetUsed(NumThreads());
       const Range rows = SplitRange(s.m, NumThreads(), tid);
       float* p = partials.part(tid);
+      if (rows.size() == 0) partials.Zero(tid);
+      std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
       std::vector<float> q_aug(static_cast<size_t>(kTileRows * (s.r + 1)));
       std::vector<float> a(static_cast<size_t>(kTileRows * s.b));
       std::vector<float> dz(static_cast<size_t>(kTileRows * s.b));
@@ -95,6 +100,7 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
       std::vector<float> dt(static_cast<size_t>(kTileRows * s.r));
       for (int64_t t0 = rows.begin; t0 < rows.end; t0 += kTileRows) {
         const int64_t tr = std::min(kTileRows, rows.end - t0);
+        const float beta = t0 == rows.begin ? 0.0f : 1.0f;  // the first tile initialises the partials
         const float* dy_t = dy + t0 * s.d;
         const float* h_t = h + t0 * s.d;
         const float* z_t = z + t0 * s.b;
@@ -104,10 +110,10 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
           for (int64_t j = 0; j < s.b; ++j) a[i * s.b + j] = Activate(act, z_t[i * s.b + j]);
         }
         // [dLur ; dbu] += [q | 1]^T dy ; dq = dy Lur^T
-        Sgemm(true, false, s.r + 1, s.d, tr, 1.0f, q_aug.data(), s.r + 1, dy_t, s.d, 1.0f, p, s.d);
+        Sgemm(true, false, s.r + 1, s.d, tr, 1.0f, q_aug.data(), s.r + 1, dy_t, s.d, beta, p, s.d);
         Sgemm(false, true, tr, s.r, s.d, 1.0f, dy_t, s.d, lur, s.d, 0.0f, dq.data(), s.r);
         // dLul += a^T dq ; dz = (dq Lul^T) * act'(z) ; dbd += sum dz
-        Sgemm(true, false, s.b, s.r, tr, 1.0f, a.data(), s.b, dq.data(), s.r, 1.0f, p + o_ul, s.r);
+        Sgemm(true, false, s.b, s.r, tr, 1.0f, a.data(), s.b, dq.data(), s.r, beta, p + o_ul, s.r);
         Sgemm(false, true, tr, s.b, s.r, 1.0f, dq.data(), s.r, lul, s.r, 0.0f, dz.data(), s.b);
         for (int64_t i = 0; i < tr; ++i) {
           for (int64_t j = 0; j < s.b; ++j) {
@@ -117,9 +123,9 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
           }
         }
         // dLdr += t^T dz ; dt = dz Ldr^T ; dLdl += h^T dt ; dh = dy + dt Ldl^T
-        Sgemm(true, false, s.r, s.b, tr, 1.0f, t + t0 * s.r, s.r, dz.data(), s.b, 1.0f, p + o_dr, s.b);
+        Sgemm(true, false, s.r, s.b, tr, 1.0f, t + t0 * s.r, s.r, dz.data(), s.b, beta, p + o_dr, s.b);
         Sgemm(false, true, tr, s.r, s.b, 1.0f, dz.data(), s.b, ldr, s.b, 0.0f, dt.data(), s.r);
-        Sgemm(true, false, s.d, s.r, tr, 1.0f, h_t, s.d, dt.data(), s.r, 1.0f, p + o_dl, s.r);
+        Sgemm(true, false, s.d, s.r, tr, 1.0f, h_t, s.d, dt.data(), s.r, beta, p + o_dl, s.r);
         std::memcpy(g.dh + t0 * s.d, dy_t, sizeof(float) * tr * s.d);
         Sgemm(false, true, tr, s.d, s.r, 1.0f, dt.data(), s.r, ldl, s.r, 1.0f, g.dh + t0 * s.d, s.d);
       }

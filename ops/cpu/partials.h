@@ -1,7 +1,10 @@
 // Per-thread partial sums of weight gradients (reductions over the rows M), summed at the end.
+// Storage is not zeroed: a thread's first tile writes its part with beta = 0, and a thread
+// without rows zeroes its part (Zero). Only the parts of threads that ran are summed.
 #pragma once
+#include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #include "parallel.h"
 
@@ -11,14 +14,20 @@ namespace cpu {
 class ThreadPartials {
  public:
   ThreadPartials(int threads, int64_t size)
-      : threads_(threads), size_(size), buf_(static_cast<size_t>(threads * size), 0.0f) {}
-  float* part(int thread) { return buf_.data() + thread * size_; }
+      : threads_(threads), size_(size), buf_(new float[static_cast<size_t>(threads * size)]) {}
+  float* part(int thread) { return buf_.get() + thread * size_; }
+  void Zero(int thread) { std::fill(part(thread), part(thread) + size_, 0.0f); }
+  // Called by thread 0 inside the parallel region: how many threads ran (<= threads).
+  void SetUsed(int used) { used_ = used; }
   // out[i] = scale * sum_t part(t)[offset + i] for i < n.
   void ReduceInto(int64_t offset, int64_t n, float scale, float* out) const {
-#pragma omp parallel for schedule(static) if (n * threads_ >= (1 << 15))
+    const int used = used_;
+    const float* buf = buf_.get();
+    const int64_t size = size_;
+#pragma omp parallel for schedule(static) if (n * used >= (1 << 16))
     for (int64_t i = 0; i < n; ++i) {
       float acc = 0.0f;
-      for (int t = 0; t < threads_; ++t) acc += buf_[t * size_ + offset + i];
+      for (int t = 0; t < used; ++t) acc += buf[t * size + offset + i];
       out[i] = scale * acc;
     }
   }
@@ -26,7 +35,8 @@ class ThreadPartials {
  private:
   int threads_;
   int64_t size_;
-  std::vector<float> buf_;
+  int used_ = 1;
+  std::unique_ptr<float[]> buf_;
 };
 
 // Threads for row-parallel work on m rows of `macs_per_row` multiply-adds: at least `min_rows` rows

@@ -58,3 +58,12 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rel: float, name: str
     scale = max(float(np.abs(expected).max()), 1e-6)
     err = float(np.abs(actual - expected).max())
     assert err <= rel * scale, f"{name}: max error {err:.3g} > {rel} * {scale:.3g}"
+
+
+def min_parallel_macs() -> int:
+    """Multiply-adds below which a CPU kernel call runs on one thread."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    from mindpet.kernels import _library  # pylint: disable=import-outside-toplevel
+    fn = ctypes.CDLL(_library.load()).MindpetMinParallelMacs
+    fn.restype = ctypes.c_int64
+    return int(fn())

@@ -11,7 +11,7 @@ from mindspore import nn, ops
 
 from mindpet.kernels import Adapter, LowRankAdapter
 from mindpet.kernels.activations import ACTIVATION_CODES, activation_code
-from kernel_testing import assert_close, requires_fused, value_and_grads
+from kernel_testing import assert_close, min_parallel_macs, requires_fused, value_and_grads
 
 TOL = {np.float32: 3e-5, np.float16: 2e-2}
 _erf = np.vectorize(math.erf)
@@ -121,14 +121,16 @@ def test_composed_matches_float64(mode, act):
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_adapter_fused_matches_composed(mode, dtype):
-    inputs, cot = _adapter_inputs((2, 150), 128, 64, dtype)  # 300 rows: threads own rows, several tiles
+    assert 500 * 2 * 128 * 64 >= min_parallel_macs()  # threads own rows, several tiles each
+    inputs, cot = _adapter_inputs((2, 250), 128, 64, dtype)
     _check(Adapter, inputs, cot, "gelu", ADAPTER_NAMES, dtype, _adapter_reference)
 
 
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_low_rank_adapter_fused_matches_composed(mode, dtype):
-    inputs, cot = _lra_inputs((2, 150), 128, 64, 24, dtype)
+    assert 500 * 2 * 24 * (128 + 64) >= min_parallel_macs()
+    inputs, cot = _lra_inputs((2, 250), 128, 64, 24, dtype)
     _check(LowRankAdapter, inputs, cot, "gelu", LRA_NAMES, dtype, _lra_reference)
 
 
@@ -143,9 +145,12 @@ def test_every_fused_activation(act):
 
 
 @requires_fused
-@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((400,), 769, 8, 5)],
+@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((600,), 769, 8, 5)],
                          ids=["M1-in769", "batch", "odd-rows"])
 def test_fused_shapes(mode, batch, d, b, r):
+    rows = int(np.prod(batch))
+    if rows > 100:  # the many-rows case runs on several threads in both ops
+        assert rows * 2 * min(d * b, r * (d + b)) >= min_parallel_macs()
     inputs, cot = _adapter_inputs(batch, d, b, np.float32)
     _check(Adapter, inputs, cot, "relu", ADAPTER_NAMES, np.float32, _adapter_reference)
     inputs, cot = _lra_inputs(batch, d, b, r, np.float32)
