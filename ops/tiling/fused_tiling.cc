@@ -67,7 +67,7 @@ Status PlanFused(const FusedSpec& spec, const HardwareSpec& hw, FusedPlan* out) 
   if (!ValidSpec(spec)) return Status::kBadShape;
   if (hw.ubBytes <= hw.ubReserveBytes) return Status::kOverBudget;
   const uint64_t ubBudget = hw.ubBytes - hw.ubReserveBytes;
-  const GemmBudget budget = SharedBudget(hw, std::max(spec.kernelObjects, spec.numGemms));
+  const GemmBudget full = SharedBudget(hw, std::max(spec.kernelObjects, spec.numGemms));
   bool needsElemTile = false;
   for (uint32_t i = 0; i < spec.numUb; ++i) needsElemTile |= spec.ub[i].kind == UbKind::kElemTile;
 
@@ -77,34 +77,42 @@ Status PlanFused(const FusedSpec& spec, const HardwareSpec& hw, FusedPlan* out) 
   p.epilogueGemm = spec.epilogueGemm;
   p.numUb = spec.numUb;
   Status last = Status::kOverBudget;
-  // Largest chunk first; each step halves it (16-row granule) down to one cube block.
-  for (uint32_t chunk = p.grid.blockM;;) {
-    p.chunkM = chunk;
-    bool basesOk = true;
-    for (uint32_t i = 0; i < spec.numGemms && basesOk; ++i) {
-      const FusedGemmSpec& g = spec.gemm[i];
-      p.nIsBlock[i] = g.nIsBlock ? 1 : 0;
-      const uint32_t n = g.nIsBlock ? p.grid.blockN : g.n;
-      last = PlanGemmBase(chunk, n, g.k, g.inBytes, g.outBytes, g.bias, budget, &p.gemm[i]);
-      basesOk = last == Status::kOk;
-    }
-    if (basesOk) {
-      for (uint32_t tile = needsElemTile ? kMaxElemTile : 0;; tile /= 2) {
-        p.elemTile = tile;
-        for (uint32_t i = 0; i < spec.numUb; ++i) p.ub[i] = Resolve(spec.ub[i], p);
-        p.ubBytes = UbTotal(p);
-        if (p.ubBytes <= ubBudget) {
-          p.workspaceBytes = uint64_t(spec.m) * spec.workspacePerRow +
-                             uint64_t(p.grid.usedCores) * p.chunkM * spec.workspacePerCoreRow;
-          *out = p;
-          return Status::kOk;
-        }
-        if (tile <= kMinElemTile) break;
+  // The kTile buffers are boxes of the gemms' base tiles. When even the smallest chunk overflows
+  // UB with the bases the L0 budgets allow, retry with smaller bases: the L0C cap halves (the
+  // first pass is the full budget, so plans that fit are unchanged) down to one cube block.
+  for (uint64_t l0cCap = full.l0c;; l0cCap /= 2) {
+    GemmBudget budget = full;
+    budget.l0c = l0cCap;
+    // Largest chunk first; each step halves it (16-row granule) down to one cube block.
+    for (uint32_t chunk = p.grid.blockM;;) {
+      p.chunkM = chunk;
+      bool basesOk = true;
+      for (uint32_t i = 0; i < spec.numGemms && basesOk; ++i) {
+        const FusedGemmSpec& g = spec.gemm[i];
+        p.nIsBlock[i] = g.nIsBlock ? 1 : 0;
+        const uint32_t n = g.nIsBlock ? p.grid.blockN : g.n;
+        last = PlanGemmBase(chunk, n, g.k, g.inBytes, g.outBytes, g.bias, budget, &p.gemm[i]);
+        basesOk = last == Status::kOk;
       }
-      last = Status::kOverBudget;
+      if (basesOk) {
+        for (uint32_t tile = needsElemTile ? kMaxElemTile : 0;; tile /= 2) {
+          p.elemTile = tile;
+          for (uint32_t i = 0; i < spec.numUb; ++i) p.ub[i] = Resolve(spec.ub[i], p);
+          p.ubBytes = UbTotal(p);
+          if (p.ubBytes <= ubBudget) {
+            p.workspaceBytes = uint64_t(spec.m) * spec.workspacePerRow +
+                               uint64_t(p.grid.usedCores) * p.chunkM * spec.workspacePerCoreRow;
+            *out = p;
+            return Status::kOk;
+          }
+          if (tile <= kMinElemTile) break;
+        }
+        last = Status::kOverBudget;
+      }
+      if (chunk <= kCubeBlock) break;
+      chunk = AlignUp(chunk / 2, kCubeBlock);
     }
-    if (chunk <= kCubeBlock) break;
-    chunk = AlignUp(chunk / 2, kCubeBlock);
+    if (l0cCap / 2 < uint64_t(kCubeBlock) * kCubeBlock * kAccBytes) break;
   }
   return last;
 }

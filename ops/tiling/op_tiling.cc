@@ -35,10 +35,10 @@ FusedSpec LowRankPlusDense(uint32_t m, uint32_t nOut, uint32_t kIn, uint32_t ran
   s.numGemms = 3;
   s.epilogueGemm = 0;
   s.gemm[0] = BlockGemm(kIn, dt, bias);   // dense part, written to GM
-  s.gemm[1] = FixedGemm(rank, kIn, dt);   // low-rank projection, tiles to UB
+  s.gemm[1] = FixedGemm(rank, kIn, dt);   // low-rank projection, to GM
   s.gemm[2] = BlockGemm(rank, dt);        // low-rank expansion, atomically added / masked
-  AddUb(&s, Tile(1, dt, 2));              // projection tiles (VECIN)
-  AddUb(&s, Rows(rank, dt, 1));           // scaled projection of the chunk (VECOUT operand)
+  AddUb(&s, Tile(1, dt, 2));              // boxes of the projection (scaled by s in GM)
+  AddUb(&s, Rows(rank, dt, 1));           // unused by the GM-staged kernels (conservative)
   s.cost = {double(kIn) + rank, double(kIn) * rank + double(kIn) * dt, double(kIn) * dt};
   s.kernelObjects = 3;
   // The scaled projection goes through a per-core GM chunk: on A2 a vector result reaches the
@@ -79,16 +79,18 @@ Status PlanLoraLinearBackward(const LoraLinearShape& s, const HardwareSpec& hw,
     return Status::kBadShape;
   }
   const uint32_t dt = s.dtypeBytes;
-  constexpr uint32_t kObjects = 5;  // dy W, dy B, (s g) A, then dA and dB
+  // A kernel defines at most 4 Matmul objects (REGIST_MATMUL_OBJ): dy W, dy B, (s g) A, and one
+  // object for both weight gradients dA and dB (same reduction k = M; ShareGemmObject below).
+  constexpr uint32_t kObjects = 4;
   FusedSpec f = LowRankPlusDense(s.m, s.k, s.n, s.rank, dt, false);
   f.kernelObjects = kObjects;
-  AddUb(&f, Rows(s.rank, dt, 1));  // u chunk -> s u (workspace, operand of dB)
+  AddUb(&f, Rows(s.rank, dt, 1));  // unused by the GM-staged kernel: s u goes box by box in ub[0]
   // workspace rows: s g [m, rank] and s u [m, rank]
   f.workspacePerRow = 2ull * s.rank * dt;
   if (s.dropout) {
-    AddUb(&f, Tile(2, dt, 2));  // (s g) A tiles (VECIN)
-    AddUb(&f, Tile(2, dt, 2));  // mask tiles
-    AddUb(&f, Tile(2, dt, 2));  // dx tiles (read-modify-write)
+    AddUb(&f, Tile(2, dt, 2));  // (s g) A boxes, read back from dx (VECIN)
+    AddUb(&f, Tile(2, dt, 2));  // mask boxes
+    AddUb(&f, Tile(2, dt, 2));  // masked boxes (VECOUT), then dx += dy W (atomic add)
     AddUb(&f, Elems(dt, 2));    // x       } x_d = x * mask of the block rows,
     AddUb(&f, Elems(dt, 2));    // mask    } written once to the workspace
     AddUb(&f, Elems(dt, 2));    // x_d     } for dA
@@ -98,7 +100,11 @@ Status PlanLoraLinearBackward(const LoraLinearShape& s, const HardwareSpec& hw,
   if (st != Status::kOk) return st;
   st = PlanGemmShared(s.rank, s.k, s.m, dt, dt, hw, kObjects, &out->dA);
   if (st != Status::kOk) return st;
-  return PlanGemmShared(s.n, s.rank, s.m, dt, dt, hw, kObjects, &out->dB);
+  st = PlanGemmShared(s.n, s.rank, s.m, dt, dt, hw, kObjects, &out->dB);
+  if (st != Status::kOk) return st;
+  // dA and dB run on one Matmul object: one base for the envelope of both grids.
+  GemmPlan* weightGrads[2] = {&out->dA, &out->dB};
+  return ShareGemmObject(weightGrads, 2, hw, kObjects);
 }
 
 Status PlanAdapterForward(const AdapterShape& s, const HardwareSpec& hw, AdapterForwardTiling* out) {
@@ -113,9 +119,9 @@ Status PlanAdapterForward(const AdapterShape& s, const HardwareSpec& hw, Adapter
   f.epilogueGemm = 1;
   f.gemm[0] = FixedGemm(b, s.d, dt, true);  // z = h Wd^T + bd
   f.gemm[1] = BlockGemm(b, dt, true);       // a Wu^T + bu
-  AddUb(&f, Tile(0, dt, 2));    // z tiles (VECIN), also written out (saved z)
-  AddUb(&f, Tile(0, kF32, 2));  // float32 work space of act()
-  AddUb(&f, Rows(b, dt, 1));    // a = act(z) of the chunk (VECOUT operand)
+  AddUb(&f, Tile(0, dt, 2));    // z boxes, read back from GM (saved z or the private a chunk)
+  AddUb(&f, Tile(0, kF32, 2));  // float32 z and scratch of act()
+  AddUb(&f, Rows(b, dt, 1));    // unused by the GM-staged kernel (conservative)
   AddResidualEpilogue(&f, 1, dt);
   f.cost = {double(b), double(s.d) * b + double(s.d) * dt, double(b) * dt};
   f.kernelObjects = 2;

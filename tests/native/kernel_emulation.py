@@ -1,5 +1,6 @@
-"""NumPy emulation of the data flow of three Ascend C kernels (ascendc/op_kernel/
-mindpet_adapter_grad.cpp, mindpet_low_rank_adapter.cpp, mindpet_low_rank_adapter_grad.cpp).
+"""NumPy emulation of the data flow of the six Ascend C kernels (ascendc/op_kernel/
+mindpet_lora_linear.cpp, mindpet_lora_linear_grad.cpp, mindpet_adapter.cpp, mindpet_adapter_grad.cpp,
+mindpet_low_rank_adapter.cpp, mindpet_low_rank_adapter_grad.cpp).
 
 The kernels cannot be compiled here (no CANN). This transcribes, line by line, what each vector
 core does with the plan op_host hands it (the pure-C++ plan of mindpet._native.tiling): its block,
@@ -42,8 +43,10 @@ def rows_to_gm(g: Gm, rows: int, cols: int, ld: int, value: np.ndarray) -> None:
     g.buf[_index(g, rows, cols, ld)] = value.astype(g.buf.dtype)
 
 
-def iterate_all(c: Gm, a: Gm, b: Gm, shape, org, trans_a=False, trans_b=False, bias: Optional[Gm] = None):
-    """Matmul IterateAll to GM: C[m, n] = op(A) op(B) (+ bias); org = SetOrgShape(M, N, Ka, Kb)."""
+def iterate_all(c: Gm, a: Gm, b: Gm, shape, org, trans_a=False, trans_b=False, bias: Optional[Gm] = None,
+                atomic: int = 0):
+    """Matmul IterateAll to GM: C[m, n] = op(A) op(B) (+ bias); org = SetOrgShape(M, N, Ka, Kb);
+    atomic = 1 (enAtomic AtomicAdd): C[m, n] += op(A) op(B)."""
     m, n, k = shape
     org_m, org_n, org_ka, org_kb = org
     lhs = rows_from_gm(a, k, m, org_m).T if trans_a else rows_from_gm(a, m, k, org_ka)
@@ -51,6 +54,9 @@ def iterate_all(c: Gm, a: Gm, b: Gm, shape, org, trans_a=False, trans_b=False, b
     out = lhs @ rhs
     if bias is not None:
         out = out + rows_from_gm(bias, 1, n, n)
+    if atomic:
+        assert atomic == 1
+        out = out + rows_from_gm(c, m, n, org_n)
     rows_to_gm(c, m, n, org_n, out)
 
 
@@ -100,6 +106,32 @@ def add_residual(base, rows, cols, out: Gm, res: Gm, ld: int) -> None:
     for m0, ml, n0, nl in boxes(base, rows, cols):
         off = m0 * ld + n0
         rows_to_gm(out[off], ml, nl, ld, rows_from_gm(out[off], ml, nl, ld) + rows_from_gm(res[off], ml, nl, ld))
+
+
+def multiply_rows(base, rows, cols, out: Gm, other: Gm, ld: int) -> None:
+    for m0, ml, n0, nl in boxes(base, rows, cols):
+        off = m0 * ld + n0
+        rows_to_gm(out[off], ml, nl, ld, rows_from_gm(out[off], ml, nl, ld) * rows_from_gm(other[off], ml, nl, ld))
+
+
+def scale_rows(base, rows, cols, src: Gm, dst: Gm, ld: int, scale: float) -> None:
+    for m0, ml, n0, nl in boxes(base, rows, cols):
+        off = m0 * ld + n0
+        rows_to_gm(dst[off], ml, nl, ld, scale * rows_from_gm(src[off], ml, nl, ld))
+
+
+def multiply_flat(dst: Gm, a: Gm, b: Gm, length: int, tile: int) -> None:
+    """MultiplyFlat: dst[0, len) = a * b in flat tiles of `tile` elements."""
+    assert tile > 0
+    for i in range(0, length, tile):
+        n = min(tile, length - i)
+        rows_to_gm(dst[i], 1, n, n, rows_from_gm(a[i], 1, n, n) * rows_from_gm(b[i], 1, n, n))
+
+
+def check_elem_buffer(plan, ub_index: int, elem_bytes: int) -> None:
+    """The kernel sizes queue ub_index for flat tiles of plan.elem_tile elements."""
+    row = -(-plan.elem_tile * elem_bytes // UB_ALIGN) * UB_ALIGN
+    assert plan.elem_tile > 0 and tuple(plan.ub_buffers[ub_index]) == (0, row, 2), ub_index
 
 
 def activate_rows(base, rows, cols, src: Gm, dst: Gm, ld: int, code: int) -> None:
@@ -166,6 +198,141 @@ class Device:
     def at(self, byte_offset: int) -> Gm:
         assert byte_offset % self.dt == 0
         return self.ws[byte_offset // self.dt]
+
+
+def lora_linear_forward(plans, cores: int, x, w, bias, a, b, mask, scale: float):
+    """mindpet_lora_linear.cpp; bias / mask None when absent (has_bias / has_mask 0); returns y, u."""
+    p = plans["forward"]
+    check_box_buffer(p, 0, 1, 4)                # uQ_ (s u boxes)
+    if mask is not None:
+        for i in (2, 3, 4):
+            check_elem_buffer(p, i, 4)          # xQ_, mQ_, oQ_
+    m, k = x.shape
+    n, r = w.shape[0], a.shape[0]
+    assert (p.grid.m, p.grid.n, p.gemms[0].k, p.gemms[1].n) == (m, n, k, r)
+    dev = Device(p.workspace_bytes)
+    dt = dev.dt
+    x_, w_, a_, b_ = map(dev.tensor, (x, w, a, b))
+    bias_ = dev.tensor(bias) if bias is not None else None
+    mask_ = dev.tensor(mask) if mask is not None else dev.tensor(np.full(1, np.nan))
+    y_, u_ = dev.output(m, n), dev.output(m, r)
+
+    def core_fn(core):
+        def steps():
+            if p.grid.block(core)[1] == 0:
+                return
+            mine = private_region(p, 0, core, (r + (k if mask is not None else 0)) * dt)
+            su_mine, xd_mine = dev.at(mine), dev.at(mine + p.chunk_m * r * dt)
+            writer = p.grid.writes_row_outputs(core)
+            for m0, ml, n0, nl in p.chunks(core):
+                xin = x_[m0 * k]
+                if mask is not None:
+                    multiply_flat(xd_mine, x_[m0 * k], mask_[m0 * k], ml * k, p.elem_tile); yield
+                    xin = xd_mine
+                u_dst = u_[m0 * r] if writer else su_mine
+                iterate_all(u_dst, xin, a_, (ml, r, k), (m, r, k, k), trans_b=True); yield
+                scale_rows(p.gemms[1], ml, r, u_dst, su_mine, r, scale); yield
+                off = m0 * n + n0
+                iterate_all(y_[off], x_[m0 * k], w_[n0 * k], (ml, nl, k), (m, n, k, k), trans_b=True,
+                            bias=bias_[n0] if bias_ is not None else None); yield
+                iterate_all(y_[off], su_mine, b_[n0 * r], (ml, nl, r), (m, n, r, r), trans_b=True, atomic=1); yield
+        return steps
+
+    run_interleaved([core_fn(c) for c in range(cores)])
+    return y_.buf.reshape(m, n), u_.buf.reshape(m, r)
+
+
+def lora_linear_backward(plans, cores: int, dy, x, w, a, b, u, mask, scale: float):
+    """mindpet_lora_linear_grad.cpp; mask None when absent; returns dx, d_lora_a, d_lora_b."""
+    p = plans["dx"]
+    check_box_buffer(p, 0, 1, 4)                # gQ_ (s g, s u boxes)
+    if mask is not None:
+        for i in (3, 4, 5):
+            check_box_buffer(p, i, 2, 4)        # cQ_, mQ_, oQ_
+        for i in (6, 7, 8):
+            check_elem_buffer(p, i, 4)          # exQ_, emQ_, eoQ_
+    m, n = dy.shape
+    k, r = x.shape[1], a.shape[0]
+    assert (p.grid.m, p.grid.n, p.gemms[0].k, p.gemms[1].n) == (m, k, n, r)
+    # one Matmul object for dA and dB: one base, covering every block of both grids
+    pa, pb = plans["d_lora_a"], plans["d_lora_b"]
+    for field in ("m", "n", "k", "base_m", "base_n", "base_k", "l1_bytes"):
+        assert getattr(pa.base, field) == getattr(pb.base, field), field
+    dev = Device(p.workspace_bytes)
+    dt = dev.dt
+    dy_, x_, w_, a_, b_, u_ = map(dev.tensor, (dy, x, w, a, b, u))
+    mask_ = dev.tensor(mask) if mask is not None else dev.tensor(np.full(1, np.nan))
+    dx_, da_, db_ = dev.output(m, k), dev.output(r, k), dev.output(n, r)
+    mr = m * r * dt
+    sg_all, su_all, xd_all = dev.at(0), dev.at(mr), dev.at(2 * mr)
+    global_bytes = 2 * mr + (m * k * dt if mask is not None else 0)
+
+    def stage1(core):
+        def steps():
+            if p.grid.block(core)[1] == 0:
+                return
+            sg_mine = dev.at(private_region(p, global_bytes, core, r * dt))
+            writer = p.grid.writes_row_outputs(core)
+            for m0, ml, n0, nl in p.chunks(core):
+                sg = sg_all[m0 * r] if writer else sg_mine
+                iterate_all(sg, dy_[m0 * n], b_, (ml, r, n), (m, r, n, n)); yield
+                scale_rows(p.gemms[1], ml, r, sg, sg, r, scale); yield
+                if writer:
+                    scale_rows(p.gemms[1], ml, r, u_[m0 * r], su_all[m0 * r], r, scale); yield
+                    if mask is not None:
+                        multiply_flat(xd_all[m0 * k], x_[m0 * k], mask_[m0 * k], ml * k, p.elem_tile); yield
+                off = m0 * k + n0
+                iterate_all(dx_[off], sg, a_[n0], (ml, nl, r), (m, k, r, r)); yield
+                if mask is not None:
+                    multiply_rows(p.gemms[2], ml, nl, dx_[off], mask_[off], k); yield
+                iterate_all(dx_[off], dy_[m0 * n], w_[n0], (ml, nl, n), (m, k, n, n), atomic=1); yield
+        return steps
+
+    def stage2(core):
+        def steps():
+            xd = xd_all if mask is not None else x_
+            weight_grad(pa, core, sg_all, xd, da_); yield
+            weight_grad(pb, core, dy_, su_all, db_); yield
+        return steps
+
+    run_interleaved([stage1(c) for c in range(cores)])
+    run_interleaved([stage2(c) for c in range(cores)])  # after SyncAll
+    return dx_.buf.reshape(m, k), da_.buf.reshape(r, k), db_.buf.reshape(n, r)
+
+
+def adapter_forward(plans, cores: int, h, wd, bd, wu, bu, code: int):
+    """mindpet_adapter.cpp; returns y, z."""
+    p = plans["forward"]
+    check_box_buffer(p, 0, 0, 4)                # zQ_
+    check_box_buffer(p, 1, 0, 4)                # f32_ (z32, tmp)
+    for i in (3, 4, 5):
+        check_box_buffer(p, i, 1, 4)            # cQ_, rQ_, oQ_
+    m, d = h.shape
+    b = wd.shape[0]
+    assert (p.grid.m, p.grid.n, p.gemms[0].n) == (m, d, b)
+    dev = Device(p.workspace_bytes)
+    dt = dev.dt
+    h_, wd_, bd_, wu_, bu_ = map(dev.tensor, (h, wd, bd, wu, bu))
+    y_, z_ = dev.output(m, d), dev.output(m, b)
+
+    def core_fn(core):
+        def steps():
+            if p.grid.block(core)[1] == 0:
+                return
+            a_mine = dev.at(private_region(p, 0, core, b * dt))
+            writer = p.grid.writes_row_outputs(core)
+            for m0, ml, n0, nl in p.chunks(core):
+                z = z_[m0 * b] if writer else a_mine
+                iterate_all(z, h_[m0 * d], wd_, (ml, b, d), (m, b, d, d), trans_b=True, bias=bd_); yield
+                activate_rows(p.gemms[0], ml, b, z, a_mine, b, code); yield
+                off = m0 * d + n0
+                iterate_all(y_[off], a_mine, wu_[n0 * b], (ml, nl, b), (m, d, b, b), trans_b=True, bias=bu_[n0])
+                yield
+                add_residual(p.gemms[1], ml, nl, y_[off], h_[off], d); yield
+        return steps
+
+    run_interleaved([core_fn(c) for c in range(cores)])
+    return y_.buf.reshape(m, d), z_.buf.reshape(m, b)
 
 
 def low_rank_adapter_forward(plans, cores: int, h, ldl, ldr, bd, lul, lur, bu, code: int):

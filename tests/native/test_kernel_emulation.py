@@ -1,8 +1,9 @@
-"""The data flow of the Ascend C adapter backward and low_rank_adapter forward/backward kernels,
-emulated in NumPy on the real plans (kernel_emulation.py), against the contract formulas of
-ops/CONTRACTS.md in float64. Covers: blocks, chunks, row writers and private chunks, workspace
-offsets (cores interleaved), vector boxes and their UB buffers, the 4-object sharing of the
-low-rank backward, stage 2 grids. The kernels themselves are not compiled here."""
+"""The data flow of the six Ascend C kernels (lora_linear, adapter, low_rank_adapter; forward and
+backward), emulated in NumPy on the real plans (kernel_emulation.py), against the contract formulas
+of ops/CONTRACTS.md in float64. Covers: blocks, chunks, row writers and private chunks, workspace
+offsets (cores interleaved), vector boxes and their UB buffers, the Matmul-object sharing of the
+backward kernels (4 objects at most), the atomic adds and the dropout mask, stage 2 grids. The
+kernels themselves are not compiled here."""
 from __future__ import annotations
 
 import numpy as np
@@ -97,6 +98,79 @@ def test_adapter_backward(m, d, b, r, cores, small, code):
     want = (dy + dz @ wd, dz.T @ h, dz.sum(0), dy.T @ a, dy.sum(0))
     for g, w in zip(got, want):
         assert_close(g, w)
+
+
+# (m, k, n, rank, cores, small UB): rank < 16 and odd sizes (N-tail tiles of u and g), M = 1,
+# column-split grids, several chunks per block.
+LORA_CASES = [
+    (1, 16, 8, 1, 1, False),
+    (17, 40, 24, 3, 3, False),
+    (33, 72, 56, 8, 7, True),
+    (5, 300, 40, 2, 24, False),
+    (70, 48, 100, 16, 4, True),
+    (200, 40, 48, 20, 2, True),
+]
+
+
+@pytest.mark.parametrize("m,k,n,r,cores,small", LORA_CASES)
+@pytest.mark.parametrize("bias,dropout", [(True, False), (False, True), (True, True)])
+def test_lora_linear_forward(m, k, n, r, cores, small, bias, dropout):
+    rng = np.random.default_rng(m * 1000 + k + n + r)
+    x, w, a, b = data(rng, m, k), data(rng, n, k), data(rng, r, k), data(rng, n, r)
+    bb = data(rng, n) if bias else None
+    mask = (rng.random((m, k)) > 0.3) / 0.7 if dropout else None
+    scale = 16.0 / r
+    plans = tm.plan_lora_linear(m, k, n, r, 4, bias, dropout, hardware(cores, small))
+    y, u = emu.lora_linear_forward(plans, cores, x, w, bb, a, b, mask, scale)
+    xd = x * mask if dropout else x
+    u_want = xd @ a.T
+    y_want = x @ w.T + (bb if bias else 0.0) + scale * u_want @ b.T
+    assert_close(u, u_want)
+    assert_close(y, y_want)
+
+
+@pytest.mark.parametrize("m,k,n,r,cores,small", LORA_CASES)
+@pytest.mark.parametrize("dropout", [False, True])
+def test_lora_linear_backward(m, k, n, r, cores, small, dropout):
+    rng = np.random.default_rng(m * 1000 + k + n + r + 5)
+    dy, x, w, a, b = data(rng, m, n), data(rng, m, k), data(rng, n, k), data(rng, r, k), data(rng, n, r)
+    mask = (rng.random((m, k)) > 0.3) / 0.7 if dropout else None
+    xd = x * mask if dropout else x
+    u = xd @ a.T
+    scale = 16.0 / r
+    plans = tm.plan_lora_linear(m, k, n, r, 4, False, dropout, hardware(cores, small))
+    got = emu.lora_linear_backward(plans, cores, dy, x, w, a, b, u, mask, scale)
+    g = dy @ b
+    gl = scale * g @ a
+    want = (dy @ w + (gl * mask if dropout else gl), scale * g.T @ xd, scale * dy.T @ u)
+    for got_one, want_one in zip(got, want):
+        assert_close(got_one, want_one)
+
+
+@pytest.mark.parametrize("m,d,b,r,cores,small", CASES)
+@pytest.mark.parametrize("code", CODES)
+def test_adapter_forward(m, d, b, r, cores, small, code):
+    rng = np.random.default_rng(m * 1000 + d + code + 13)
+    h, wd, bd, wu, bu = data(rng, m, d), data(rng, b, d), data(rng, b), data(rng, d, b), data(rng, d)
+    plans = tm.plan_adapter(m, d, b, 4, hardware(cores, small))
+    y, z = emu.adapter_forward(plans, cores, h, wd, bd, wu, bu, code)
+    z_want = h @ wd.T + bd
+    assert_close(z, z_want)
+    assert_close(y, h + emu.act(code, z_want) @ wu.T + bu)
+
+
+def test_lora_cases_reach_tails_column_splits_and_several_chunks():
+    """LORA_CASES exercise N-tail boxes of u / g (rank not a multiple of the base width), non-writer
+    cores and multi-chunk blocks, in both stages."""
+    tail = split = chunked = False
+    for m, k, n, r, cores, small in LORA_CASES:
+        plans = tm.plan_lora_linear(m, k, n, r, 4, True, True, hardware(cores, small))
+        for key in ("forward", "dx"):
+            plan = plans[key]
+            tail |= r % plan.gemms[1].base_n != 0
+            split |= plan.grid.n_blocks > 1
+            chunked |= any(len(plan.chunks(c)) > 1 for c in range(plan.grid.used_cores))
+    assert tail and split and chunked
 
 
 def test_cases_reach_column_split_grids_and_several_chunks():

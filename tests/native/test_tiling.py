@@ -45,12 +45,13 @@ def test_lora_linear_plans(m, k, n, dt):
         plans = tm.plan_lora_linear(m, k, n, rank, dt, True, dropout, hw)
         fwd, dx = plans["forward"], plans["dx"]
         check_fused(fwd, hw, cores, objects=3)
-        check_fused(dx, hw, cores, objects=5)
+        check_fused(dx, hw, cores, objects=4)
         assert (fwd.grid.m, fwd.grid.n) == (m, n) and (dx.grid.m, dx.grid.n) == (m, k)
         assert [g.n for g in fwd.gemms][1] == rank and [g.k for g in fwd.gemms] == [k, k, rank]
         assert [g.k for g in dx.gemms] == [n, n, rank]
-        check_gemm_plan(plans["d_lora_a"], hw, cores, objects=5)
-        check_gemm_plan(plans["d_lora_b"], hw, cores, objects=5)
+        check_gemm_plan(plans["d_lora_a"], hw, cores, objects=4)
+        check_gemm_plan(plans["d_lora_b"], hw, cores, objects=4)
+        check_shared_object(plans["d_lora_a"], plans["d_lora_b"], m)
         assert (plans["d_lora_a"].grid.m, plans["d_lora_a"].grid.n) == (rank, k)
         assert (plans["d_lora_b"].grid.m, plans["d_lora_b"].grid.n) == (n, rank)
         # dropout: per-core x_d chunk workspace (forward), whole x_d (backward)
@@ -102,6 +103,36 @@ def test_low_rank_adapter_plans(m, d, b, dt):
         check_low_rank_backward_objects(plans, m, rank, b)
 
 
+def check_shared_object(one, two, m: int) -> None:
+    """Two weight-gradient plans run on one Matmul object: identical bases, planned for the envelope
+    of both grids, so every block of either fits the registered single-core shape."""
+    assert describe_base(one.base) == describe_base(two.base)
+    assert one.base.m == max(one.grid.block_m, two.grid.block_m)
+    assert one.base.n == max(one.grid.block_n, two.grid.block_n)
+    for plan in (one, two):
+        assert plan.base.k == m  # the reduction runs over all M rows
+        for core in range(plan.grid.used_cores):
+            _, m_len, _, n_len = plan.grid.block(core)
+            assert m_len <= plan.base.m and n_len <= plan.base.n
+
+
+def test_lora_backward_weight_gradients_share_one_object():
+    """mindpet_lora_linear_grad defines 4 Matmul objects (the API maximum): dy W, dy B, (s g) A and
+    one for both dA [rank, k] and dB [n, rank], whose grids differ (dA splits columns, dB rows)."""
+    hw = hw_with(40)
+    plans = tm.plan_lora_linear(4096, 1024, 2048, 8, 2, True, True, hw)
+    da, db = plans["d_lora_a"], plans["d_lora_b"]
+    assert (da.grid.m_blocks, db.grid.n_blocks) == (1, 1)  # rank rows / rank columns stay whole
+    assert da.grid.n_blocks > 1 and db.grid.m_blocks > 1
+    assert da.grid.block_n != db.grid.block_n or da.grid.block_m != db.grid.block_m
+    check_shared_object(da, db, 4096)
+    check_gemm_plan(da, hw, 40, objects=4)
+    check_gemm_plan(db, hw, 40, objects=4)
+    # the shared base is larger than dA's own block in rows: dB's blocks set the envelope
+    assert da.base.m == db.grid.block_m > da.grid.block_m
+    check_fused(plans["dx"], hw, 40, objects=4)
+
+
 def check_low_rank_backward_objects(plans, m: int, rank: int, b: int) -> None:
     """The low-rank backward kernel defines 4 Matmul objects (the API maximum) for its 8 gemms:
     each object is registered with the TCubeTiling of the largest gemm it serves, so every other
@@ -148,8 +179,24 @@ def test_small_budgets_still_fit():
                  l0a_bytes=16 * 1024, l0b_bytes=16 * 1024, l0c_bytes=32 * 1024)
     plans = tm.plan_lora_linear(769, 1000, 513, 64, 4, True, True, hw)
     check_fused(plans["forward"], hw, 8, objects=3)
-    check_fused(plans["dx"], hw, 8, objects=5)
+    check_fused(plans["dx"], hw, 8, objects=4)
+    check_shared_object(plans["d_lora_a"], plans["d_lora_b"], 769)
     assert plans["forward"].chunk_m < plans["forward"].grid.block_m  # UB forced smaller chunks
+
+
+def test_fused_plan_shrinks_bases_when_the_smallest_chunk_overflows_ub():
+    """The lora backward with dropout keeps three boxes of gemm[2]'s base in UB: with a small UB the
+    bases the L0 budgets allow do not fit even at chunk 16, so PlanFused retries with smaller bases
+    (L0C cap halved) instead of failing."""
+    hw = hw_with(8, ub_bytes=48 * 1024, ub_reserve_bytes=8 * 1024, l1_bytes=128 * 1024,
+                 l0a_bytes=16 * 1024, l0b_bytes=16 * 1024, l0c_bytes=32 * 1024)
+    dx = tm.plan_lora_linear(769, 1000, 513, 64, 4, True, True, hw)["dx"]
+    check_fused(dx, hw, 8, objects=4)
+    budget = tm.shared_budget(hw, 4)
+    assert max(g.l0c_bytes for g in dx.gemms) <= budget.l0c // 2
+    # with room in UB the first pass (full L0C budget) is kept: wider boxes
+    roomy = tm.plan_lora_linear(769, 1000, 513, 64, 4, True, True, hw_with(8))["dx"]
+    assert roomy.gemms[2].base_n > dx.gemms[2].base_n
 
 
 def test_plans_are_deterministic():

@@ -15,14 +15,16 @@ struct LoraLinearShape {
 };
 
 struct LoraLinearForwardTiling {
-  // gemm[0] y = x W^T + b (to GM); gemm[1] u = x_d A^T (tiles to UB); gemm[2] y += (s u) B^T.
+  // gemm[0] y = x W^T + b; gemm[1] u = x_d A^T; gemm[2] y += (s u) B^T (all C to GM).
   FusedPlan y;
 };
 
 struct LoraLinearBackwardTiling {
   // Stage 1 over dx [m, k]: gemm[0] dy W; gemm[1] g = dy B; gemm[2] (s g) A (masked when dropout).
   FusedPlan dx;
-  // Stage 2 (after a full-core barrier): dA = (s g)^T x_d [rank, k]; dB = dy^T (s u) [n, rank].
+  // Stage 2 (after a vector-core barrier): dA = (s g)^T x_d [rank, k]; dB = dy^T (s u) [n, rank].
+  // Both run on one Matmul object: their bases are identical, planned for the envelope of both
+  // grids (ShareGemmObject); the stage-1 and stage-2 budgets are those of 4 objects.
   GemmPlan dA;
   GemmPlan dB;
 };
@@ -34,7 +36,7 @@ struct AdapterShape {
 };
 
 struct AdapterForwardTiling {
-  // gemm[0] z = h W_d^T + b_d (tiles to UB, act -> a); gemm[1] y = h + a W_u^T + b_u.
+  // gemm[0] z = h W_d^T + b_d (to GM, act -> a); gemm[1] y = h + a W_u^T + b_u (to GM, + h).
   FusedPlan y;
 };
 
