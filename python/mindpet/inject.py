@@ -25,11 +25,12 @@ Patterns = Union[str, Sequence[str]]
 
 # Arguments of the delta layers that come from the replaced nn.Dense, never from the caller.
 _FROM_DENSE = ("in_channels", "out_channels", "weight_init", "bias_init", "has_bias", "activation")
-_DTYPE_ARGS = ("param_init_type", "compute_dtype")
 
 
 @dataclass(frozen=True)
 class _Method:
+    """A method's delta layer class and the defaults inject adds to the layer's own."""
+
     layer: type
     defaults: Dict[str, Any] = field(default_factory=dict)  # inject's defaults on top of the layer's
 
@@ -155,8 +156,7 @@ def _pretrained(param: Optional[Parameter], dtype) -> Optional[Parameter]:
     """The Dense's Parameter itself (no copy) if already of ``dtype``, else a cast copy."""
     if param is None or param.dtype == dtype:
         return param
-    copy = Parameter(param.astype(dtype), name=param.name, requires_grad=param.requires_grad)
-    return copy
+    return Parameter(param.astype(dtype), name=param.name, requires_grad=param.requires_grad)
 
 
 def build_layer(method: str, dense: nn.Dense, kwargs: Dict[str, Any]) -> nn.Cell:
@@ -191,8 +191,9 @@ def inject(model: nn.Cell, method: str, target_modules: Patterns, exclude_module
     ``model.cells_and_names()`` (``'bert.layers.0.attention.query'``): case-sensitive shell wildcards
     (``*`` crosses dots, ``?``, ``[seq]``), or, after the prefix ``re:``, a regular expression that must
     match the full path. A layer is replaced if a ``target_modules`` pattern and no ``exclude_modules``
-    pattern matches it. Only plain ``nn.Dense`` cells are replaced; other cells a pattern matches
-    (containers, LayerNorm) are ignored, but a pattern must select at least one ``nn.Dense``.
+    pattern matches it. Only plain ``nn.Dense`` cells (or subclasses keeping ``nn.Dense.construct``) are
+    replaced; other cells a pattern matches (containers, LayerNorm) are ignored, but each pattern must
+    select at least one ``nn.Dense``.
 
     Each new layer takes over the Dense's ``weight`` and ``bias`` Parameters (the same objects: names,
     values and ``requires_grad`` are kept; a cast copy if ``param_init_type`` differs), ``has_bias`` and
@@ -207,7 +208,8 @@ def inject(model: nn.Cell, method: str, target_modules: Patterns, exclude_module
         method: ``'lora'``, ``'adapter'`` or ``'low_rank_adapter'``.
         target_modules: a pattern or a list of patterns selecting layers.
         exclude_modules: patterns removing layers from the selection.
-        dry_run: only return the paths that would be replaced; change nothing.
+        dry_run: only return the paths that would be replaced; change nothing. The patterns and the
+            keyword names are checked; the keyword values only when the layers are built.
         **layer_kwargs: the delta layer's own arguments (e.g. ``lora_rank``, ``bottleneck_size``).
 
     Returns:
