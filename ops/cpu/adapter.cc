@@ -27,7 +27,8 @@ struct AdapterDims {
   int64_t m, d, b;
 };
 
-constexpr int64_t kTileRows = 64;
+// Rows per tile: ~1 MiB of h (one core's L2), 64..512 rows.
+int64_t TileRows(int64_t d) { return std::clamp<int64_t>((256 * 1024) / std::max<int64_t>(d, 1), 64, 512); }
 
 // [W | bias] row by row: out [rows, cols + 1].
 std::vector<float> AppendColumn(const float* w, const float* col, int64_t rows, int64_t cols) {
@@ -44,12 +45,13 @@ void ForwardF32(const AdapterDims& s, const float* h, const float* wd, const flo
   if (s.m == 0) return;
   const std::vector<float> wu_aug = AppendColumn(wu, bu, s.d, s.b);  // [D, B+1]
   const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
+  const int64_t tile = TileRows(s.d);
 #pragma omp parallel num_threads(threads)
   {
     const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
-    std::vector<float> a_aug(static_cast<size_t>(kTileRows * (s.b + 1)));
-    for (int64_t t = rows.begin; t < rows.end; t += kTileRows) {
-      const int64_t tr = std::min(kTileRows, rows.end - t);
+    std::vector<float> a_aug(static_cast<size_t>(tile * (s.b + 1)));
+    for (int64_t t = rows.begin; t < rows.end; t += tile) {
+      const int64_t tr = std::min(tile, rows.end - t);
       float* z_t = z + t * s.b;
       Sgemm(false, true, tr, s.b, s.d, 1.0f, h + t * s.d, s.d, wd, s.d, 0.0f, z_t, s.b);
       for (int64_t i = 0; i < tr; ++i) {
@@ -69,6 +71,7 @@ void ForwardF32(const AdapterDims& s, const float* h, const float* wd, const flo
 void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const float* wd, const float* wu,
                  const float* z, Activation act, float* dh, float* dwd, float* dbd, float* dwu, float* dbu) {
   const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
+  const int64_t tile = TileRows(s.d);
   // Partials per thread: dWu_aug [D, B+1] (last column dbu), dWd [B, D], dbd [B].
   const int64_t n_wu = s.d * (s.b + 1);
   const int64_t n_wd = s.b * s.d;
@@ -86,10 +89,10 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
       float* p_bd = p_wd + n_wd;
       if (rows.size() == 0) partials.Zero(tid);
       std::fill(p_bd, p_bd + s.b, 0.0f);
-      std::vector<float> a_aug(static_cast<size_t>(kTileRows * (s.b + 1)));
-      std::vector<float> dz(static_cast<size_t>(kTileRows * s.b));
-      for (int64_t t = rows.begin; t < rows.end; t += kTileRows) {
-        const int64_t tr = std::min(kTileRows, rows.end - t);
+      std::vector<float> a_aug(static_cast<size_t>(tile * (s.b + 1)));
+      std::vector<float> dz(static_cast<size_t>(tile * s.b));
+      for (int64_t t = rows.begin; t < rows.end; t += tile) {
+        const int64_t tr = std::min(tile, rows.end - t);
         const float beta = t == rows.begin ? 0.0f : 1.0f;  // the first tile initialises the partials
         const float* dy_t = dy + t * s.d;
         const float* z_t = z + t * s.b;

@@ -27,7 +27,8 @@ struct LowRankDims {
   int64_t m, d, b, r;
 };
 
-constexpr int64_t kTileRows = 64;
+// Rows per tile: ~1 MiB of h (one core's L2), 64..512 rows.
+int64_t TileRows(int64_t d) { return std::clamp<int64_t>((256 * 1024) / std::max<int64_t>(d, 1), 64, 512); }
 
 void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const float* ldr, const float* bd,
                 const float* lul, const float* lur, const float* bu, Activation act, float* y, float* t_out,
@@ -38,13 +39,14 @@ void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const fl
   std::memcpy(lur_aug.data(), lur, sizeof(float) * s.r * s.d);
   std::memcpy(lur_aug.data() + s.r * s.d, bu, sizeof(float) * s.d);
   const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
+  const int64_t tile = TileRows(s.d);
 #pragma omp parallel num_threads(threads)
   {
     const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
-    std::vector<float> a(static_cast<size_t>(kTileRows * s.b));
-    std::vector<float> q_aug(static_cast<size_t>(kTileRows * (s.r + 1)));
-    for (int64_t t0 = rows.begin; t0 < rows.end; t0 += kTileRows) {
-      const int64_t tr = std::min(kTileRows, rows.end - t0);
+    std::vector<float> a(static_cast<size_t>(tile * s.b));
+    std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
+    for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
+      const int64_t tr = std::min(tile, rows.end - t0);
       const float* h_t = h + t0 * s.d;
       float* t_t = t_out + t0 * s.r;
       float* z_t = z_out + t0 * s.b;
@@ -78,6 +80,7 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
                  const float* lul, const float* lur, const float* t, const float* z, const float* q, Activation act,
                  const LowRankGrads& g) {
   const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
+  const int64_t tile = TileRows(s.d);
   // Partials: [dLur ; dbu] [R+1, D], dLul [B, R], dLdr [R, B], dbd [B], dLdl [D, R].
   const int64_t n_ur = (s.r + 1) * s.d, n_ul = s.b * s.r, n_dr = s.r * s.b, n_bd = s.b, n_dl = s.d * s.r;
   const int64_t o_ul = n_ur, o_dr = o_ul + n_ul, o_bd = o_dr + n_dr, o_dl = o_bd + n_bd;
@@ -93,13 +96,13 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
       float* p = partials.part(tid);
       if (rows.size() == 0) partials.Zero(tid);
       std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
-      std::vector<float> q_aug(static_cast<size_t>(kTileRows * (s.r + 1)));
-      std::vector<float> a(static_cast<size_t>(kTileRows * s.b));
-      std::vector<float> dz(static_cast<size_t>(kTileRows * s.b));
-      std::vector<float> dq(static_cast<size_t>(kTileRows * s.r));
-      std::vector<float> dt(static_cast<size_t>(kTileRows * s.r));
-      for (int64_t t0 = rows.begin; t0 < rows.end; t0 += kTileRows) {
-        const int64_t tr = std::min(kTileRows, rows.end - t0);
+      std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
+      std::vector<float> a(static_cast<size_t>(tile * s.b));
+      std::vector<float> dz(static_cast<size_t>(tile * s.b));
+      std::vector<float> dq(static_cast<size_t>(tile * s.r));
+      std::vector<float> dt(static_cast<size_t>(tile * s.r));
+      for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
+        const int64_t tr = std::min(tile, rows.end - t0);
         const float beta = t0 == rows.begin ? 0.0f : 1.0f;  // the first tile initialises the partials
         const float* dy_t = dy + t0 * s.d;
         const float* h_t = h + t0 * s.d;
