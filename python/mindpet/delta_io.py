@@ -288,7 +288,8 @@ def load_delta(model: nn.Cell, path: PathLike, strict: bool = True) -> DeltaLoad
         model: the network, with delta layers where the saved model had them (e.g. the same ``inject``).
         path: the directory holding ``delta_config.json`` and ``delta.safetensors``.
         strict: raise on any missing, unexpected or shape-mismatched key or hyper-parameter mismatch;
-            with False, load the matching keys and report the rest.
+            with False, load every key whose shape fits (hyper-parameter mismatches included) and report
+            the rest.
 
     Returns:
         A :class:`DeltaLoadReport`.
