@@ -124,7 +124,8 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
   const int threads = ThreadsFor(d.m * d.n * (d.k + d.r));
 
   if (SplitRows(d.m, threads)) {
-    // Per-thread partial sums of dA [R, K] and dB [N, R], reduced (and scaled by s) at the end.
+    // Per-thread partial sums of dA [R, K] and dB^T [R, N] (u^T dy streams dy with the long side as
+    // the GEMM's N: faster than dy^T u for wide ranks), reduced and scaled by s at the end.
     const int64_t da_size = d.r * d.k;
     const int64_t db_size = d.n * d.r;
     ThreadPartials partials(threads, da_size + db_size);
@@ -147,9 +148,9 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
           const float* x_t = x + row0 * d.k;
           float* dx_t = dx + row0 * d.k;
           const float beta = t == 0 ? 0.0f : 1.0f;  // the first tile initialises the partials
-          // g = dy B ; dB += dy^T u   (the dy tile is read from cache by both)
+          // g = dy B ; dB^T += u^T dy   (the dy tile is read from cache by both)
           Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g.data(), d.r);
-          Sgemm(true, false, d.n, d.r, tr, 1.0f, dy_t, d.n, u + row0 * d.r, d.r, beta, db_part, d.r);
+          Sgemm(true, false, d.r, d.n, tr, 1.0f, u + row0 * d.r, d.r, dy_t, d.n, beta, db_part, d.n);  // dB^T
           // dx = s (g A) [* mask] ; dA += g^T x_d
           Sgemm(false, false, tr, d.k, d.r, s, g.data(), d.r, a, d.k, 0.0f, dx_t, d.k);
           const float* xd_t = x_t;
@@ -167,7 +168,11 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
       }
     }
     partials.ReduceInto(0, da_size, s, da);
-    partials.ReduceInto(da_size, db_size, s, db);
+    std::vector<float> db_t(static_cast<size_t>(db_size));  // partials hold dB^T [R, N]
+    partials.ReduceInto(da_size, db_size, s, db_t.data());
+    for (int64_t i = 0; i < d.n; ++i) {
+      for (int64_t j = 0; j < d.r; ++j) db[i * d.r + j] = db_t[j * d.n + i];
+    }
     return;
   }
 

@@ -145,7 +145,8 @@ def test_every_fused_activation(act):
 
 
 @requires_fused
-@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((900,), 769, 8, 5)],  # 450 rows a thread: two row tiles
+# 900 rows: 450 a thread, two row tiles each
+@pytest.mark.parametrize("batch,d,b,r", [((1,), 769, 64, 1), ((3, 1), 33, 7, 3), ((900,), 769, 8, 5)],
                          ids=["M1-in769", "batch", "odd-rows"])
 def test_fused_shapes(mode, batch, d, b, r):
     rows = int(np.prod(batch))
