@@ -8,7 +8,7 @@ namespace mindpet {
 namespace cpu {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 16;  // elements below which a conversion stays on one thread
+constexpr int64_t kParallelMin = 1 << 20;  // elements below which a conversion stays on one thread
 
 bool HasF16c() {
   static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");

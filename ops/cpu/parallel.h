@@ -53,9 +53,10 @@ constexpr int64_t kMinRowsPerThread = 32;
 
 inline bool SplitRows(int64_t m, int threads) { return threads <= 1 || m >= kMinRowsPerThread * threads; }
 
-// Below this many multiply-adds (~0.05 ms on one core) a call stays on one thread: waking a team
-// costs about as much as it saves, and much more when the cores are busy.
-constexpr int64_t kMinParallelMacs = int64_t{1} << 22;
+// Below this many multiply-adds (~0.4 ms on one core) a call stays on one thread: waking a team
+// saves little there, and costs milliseconds when another process holds the other cores (a
+// parallel region ends only when every thread of the team has been scheduled).
+constexpr int64_t kMinParallelMacs = int64_t{1} << 25;
 
 inline int ThreadsFor(int64_t macs) { return macs < kMinParallelMacs ? 1 : MaxThreads(); }
 

@@ -24,7 +24,11 @@ class ThreadPartials {
     const int used = used_;
     const float* buf = buf_.get();
     const int64_t size = size_;
-#pragma omp parallel for schedule(static) if (n * used >= (1 << 16))
+    if (used == 1) {
+      for (int64_t i = 0; i < n; ++i) out[i] = scale * buf[offset + i];
+      return;
+    }
+#pragma omp parallel for schedule(static) if (n * used >= (1 << 20))
     for (int64_t i = 0; i < n; ++i) {
       float acc = 0.0f;
       for (int t = 0; t < used; ++t) acc += buf[t * size + offset + i];
