@@ -24,16 +24,18 @@ from benchmarks.models.bert import BertClassifier, BertConfig, DenseFactory
 from benchmarks.models.hf_weights import load_hf_weights
 from benchmarks.reload_check import reload_in_subprocess, write_request
 from benchmarks.tasks import ClassificationTask, LabelledTokens
-from benchmarks.training import TrainSettings, parameter_counts, predict_logits, train
+from benchmarks.training import TrainSettings, parameter_counts, predict_logits, static_memory, train
 
 HEAD_PATTERN = "*head*"
 CKPT_PREFIX = "delta"
 
 
 class DeltaMethod(Protocol):
-    freeze_mode: str
+    freeze_mode: str | None
 
     def dense_factory(self) -> DenseFactory: ...
+
+    def build(self, config: BertConfig, num_classes: int) -> BertClassifier: ...
 
     def describe(self) -> dict: ...
 
@@ -54,9 +56,17 @@ class PretrainedBert:
 
 def build_classifier(pretrained: PretrainedBert, num_classes: int, method: DeltaMethod) -> BertClassifier:
     """The classifier with the delta layers plugged in and every pre-trained weight loaded (head new)."""
-    net = BertClassifier(pretrained.config, num_classes, method.dense_factory())
+    net = method.build(pretrained.config, num_classes)
     load_hf_weights(net, pretrained.weights)
     return net
+
+
+def apply_freeze(net: BertClassifier, method: DeltaMethod) -> int:
+    """``freeze_delta(net, method.freeze_mode, exclude=['*head*'])`` (nothing for full fine-tuning);
+    returns how many parameters were frozen."""
+    if method.freeze_mode is None:
+        return 0
+    return len(freeze_delta(net, method.freeze_mode, exclude=[HEAD_PATTERN]).frozen)
 
 
 def _scores(logits: np.ndarray, data: LabelledTokens, num_classes: int) -> dict:
@@ -80,7 +90,7 @@ def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: D
     ms.set_seed(settings.seed)
     np.random.seed(settings.seed)
     net = build_classifier(pretrained, task.num_classes, method)
-    freeze = freeze_delta(net, method.freeze_mode, exclude=[HEAD_PATTERN])
+    frozen = apply_freeze(net, method)
     counts = parameter_counts(net)
     timing = {"build_s": time.perf_counter() - start}
 
@@ -126,7 +136,7 @@ def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: D
         "method": method.describe(),
         "settings": settings.describe(),
         "parameters": counts,
-        "frozen_by_freeze_delta": len(freeze.frozen),
+        "frozen_by_freeze_delta": frozen,
         "majority_accuracy": metrics.majority_accuracy(task.train.labels, task.test.labels),
         "before": before,
         "after": after,
@@ -149,3 +159,86 @@ def write_summary(summary: dict, path: Path) -> Path:
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     path.write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def steady_step_seconds(step_seconds: list[float], warmup: int | None = None) -> float:
+    """Median step time after ``warmup`` steps (default: 10 % of the steps, at least 2 - the first step
+    compiles the graph); all steps but the first when the run is shorter."""
+    if not step_seconds:
+        return float("nan")
+    warmup = max(2, len(step_seconds) // 10) if warmup is None else warmup
+    if warmup >= len(step_seconds):
+        warmup = 1 if len(step_seconds) > 1 else 0
+    return float(np.median(step_seconds[warmup:]))
+
+
+def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaMethod, settings: TrainSettings,
+            progress: bool = True, label: str | None = None) -> dict:
+    """One row of the benchmark table (meant to run alone in its own process): build, freeze, train, evaluate
+    the test split; parameter counts, exact static bytes, resident memory and per-step times. No
+    checkpoint or reload (:func:`run_finetune` covers that path)."""
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(settings.seed)
+    np.random.seed(settings.seed)
+    net = build_classifier(pretrained, task.num_classes, method)
+    frozen = apply_freeze(net, method)
+    counts = parameter_counts(net)
+    head = sum(int(np.prod(p.shape)) for n, p in net.parameters_and_names() if n.startswith("head."))
+    counts["method"] = counts["trainable"] - head
+    counts["method_percent"] = 100.0 * counts["method"] / counts["total"]
+    rss_ready = _rss_bytes()
+    timing = {"build_s": time.perf_counter() - start}
+
+    recorder = StepRecorder(settings.steps, progress=progress, description=label or method.describe()["method"])
+    t = time.perf_counter()
+    optimizer = train(net, task.train, settings, [recorder])
+    timing["train_s"] = time.perf_counter() - t
+    timing["step_s_median"] = steady_step_seconds(recorder.step_seconds)
+    timing["first_step_s"] = recorder.step_seconds[0]
+    rss_after_train = _rss_bytes()
+    peak_train = _peak_rss_bytes()
+
+    t = time.perf_counter()
+    logits = predict_logits(net, task.test, settings.batch_size)
+    scores = _scores(logits, task.test, task.num_classes)
+    timing["eval_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - start
+    timing["cpu_s"] = time.process_time() - cpu_start
+
+    static = static_memory(net, optimizer)
+    losses = recorder.losses
+    window = max(1, min(10, len(losses) // 4))
+    epochs = settings.steps * settings.batch_size / len(task.train)
+    return {
+        "task": task.describe(),
+        "model": {"name": pretrained.name, **asdict(pretrained.config)},
+        "method": method.describe(),
+        "hyperparameters": method.hyperparameters(),
+        "settings": settings.describe(),
+        "epochs": epochs,
+        "parameters": counts,
+        "frozen_by_freeze_delta": frozen,
+        "majority_accuracy": metrics.majority_accuracy(task.train.labels, task.test.labels),
+        "test": scores,
+        "memory": {"static": static, "rss_ready": rss_ready, "rss_after_train": rss_after_train,
+                   "peak_rss_train": peak_train, "peak_rss": _peak_rss_bytes(),
+                   "dynamic": max(0, peak_train - rss_ready - static["gradients"] - static["optimizer_state"])},
+        "loss": {"first": losses[0], "last": losses[-1], "mean_first": float(np.mean(losses[:window])),
+                 "mean_last": float(np.mean(losses[-window:])), "window": window, "per_step": losses},
+        "step_seconds": recorder.step_seconds,
+        "timing": timing,
+    }

@@ -45,7 +45,7 @@ def evaluate_request(request_path: Path) -> dict:
 
     from benchmarks.data.tokenize import EncodedBatch
     from benchmarks.methods import method_from_description
-    from benchmarks.models.bert import BertClassifier, BertConfig
+    from benchmarks.models.bert import BertConfig
     from benchmarks.models.hf_weights import convert_hf_file
     from benchmarks.tasks import LabelledTokens
     from benchmarks.training import predict_logits
@@ -53,7 +53,7 @@ def evaluate_request(request_path: Path) -> dict:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     method = method_from_description(request["method"])
-    net = BertClassifier(BertConfig.from_dict(request["config"]), request["num_classes"], method.dense_factory())
+    net = method.build(BertConfig.from_dict(request["config"]), request["num_classes"])
     with tempfile.TemporaryDirectory() as tmp:
         converted = convert_hf_file(request["weights"], Path(tmp) / "pretrained.safetensors")
         report = load_pretrained_and_delta(net, converted, request["delta"], strict=True)

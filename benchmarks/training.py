@@ -10,6 +10,8 @@ import mindspore.dataset as ds
 from mindspore import nn
 from mindspore.train import Callback, Model
 
+from mindpet.delta import RDropLoss, rdrop_repeat
+
 from benchmarks.tasks import LabelledTokens
 
 COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -24,11 +26,13 @@ class TrainSettings:
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.1
     seed: int = 0
+    rdrop_alpha: float | None = None
+    """R-Drop: each batch is doubled with ``rdrop_repeat`` and the loss is ``RDropLoss`` with this alpha."""
 
     def describe(self) -> dict:
         return {"steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "warmup_fraction": self.warmup_fraction, "seed": self.seed, "optimizer": "Adam",
-                "schedule": "linear warmup, linear decay to 0"}
+                "schedule": "linear warmup, linear decay to 0", "rdrop_alpha": self.rdrop_alpha}
 
 
 class ClassifierLoss(nn.Cell):
@@ -44,6 +48,22 @@ class ClassifierLoss(nn.Cell):
 
     def construct(self, input_ids, attention_mask, token_type_ids, labels):
         return self.loss(self.network(input_ids, attention_mask, token_type_ids), labels)
+
+
+class RDropClassifierLoss(nn.Cell):
+    """R-Drop: every example twice in one forward (``rdrop_repeat``; dropout differs between the copies),
+    loss ``RDropLoss`` = cross-entropy + ``alpha`` x the symmetric KL of the two passes."""
+
+    def __init__(self, network: nn.Cell, alpha: float) -> None:
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.loss = RDropLoss()
+        self.alpha = float(alpha)
+
+    def construct(self, input_ids, attention_mask, token_type_ids, labels):
+        input_ids, attention_mask, token_type_ids, labels = rdrop_repeat(input_ids, attention_mask,
+                                                                         token_type_ids, labels)
+        return self.loss(self.network(input_ids, attention_mask, token_type_ids), labels, self.alpha)
 
 
 def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
@@ -92,16 +112,42 @@ def learning_rates(settings: TrainSettings) -> list[float]:
     return rates
 
 
-def train(network: nn.Cell, data: LabelledTokens, settings: TrainSettings, callbacks: Sequence[Callback]) -> None:
-    """Adam on ``network.trainable_params()`` (freeze first) through ``Model.train``, one pass over the batches."""
+def train(network: nn.Cell, data: LabelledTokens, settings: TrainSettings,
+          callbacks: Sequence[Callback]) -> nn.Optimizer:
+    """Adam on ``network.trainable_params()`` (freeze first) through ``Model.train``, one pass over the batches
+    (R-Drop loss when ``settings.rdrop_alpha`` is set). Returns the optimizer (its state is counted by
+    :func:`static_memory`)."""
     params = network.trainable_params()
     if not params:
         raise ValueError("the network has no trainable parameters")
     optimizer = nn.Adam(params, learning_rate=learning_rates(settings))
-    model = Model(ClassifierLoss(network), optimizer=optimizer)
+    loss = ClassifierLoss(network) if settings.rdrop_alpha is None else RDropClassifierLoss(network,
+                                                                                          settings.rdrop_alpha)
+    model = Model(loss, optimizer=optimizer)
     network.set_train(True)
     model.train(1, train_dataset(data, settings), callbacks=list(callbacks), dataset_sink_mode=False)
     network.set_train(False)
+    return optimizer
+
+
+def _nbytes(param) -> int:
+    return int(np.prod(param.shape)) * np.dtype(ms.dtype_to_nptype(param.dtype)).itemsize
+
+
+def static_memory(network: nn.Cell, optimizer: nn.Optimizer | None = None) -> dict:
+    """Exact bytes of the training state: every parameter, one gradient per trainable parameter, and the
+    optimizer's own parameters (Adam: two moments per trainable parameter, the learning-rate schedule,
+    step and beta powers). Without ``optimizer`` the Adam state is computed as 2 x the trainable bytes."""
+    params = list(network.get_parameters())
+    parameters = sum(_nbytes(p) for p in params)
+    gradients = sum(_nbytes(p) for p in params if p.requires_grad)
+    if optimizer is None:
+        state = 2 * gradients
+    else:
+        own = {id(p) for p in params}
+        state = sum(_nbytes(p) for _, p in optimizer.parameters_and_names() if id(p) not in own)
+    return {"parameters": parameters, "gradients": gradients, "optimizer_state": state,
+            "total": parameters + gradients + state}
 
 
 def predict_logits(network: nn.Cell, data: LabelledTokens, batch_size: int) -> np.ndarray:

@@ -28,9 +28,14 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal
 
+from mindpet.delta import PromptTuning, prepend_prompt
+from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
+
 ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DenseFactory = Callable[..., nn.Cell]
 """``factory(role=..., layer=..., in_channels=..., out_channels=...) -> Cell`` mapping ``[*, in] -> [*, out]``."""
+# Prefix- and prompt-tuning change the attention inputs, not a dense: see PrefixBertEncoder and
+# PromptBertEncoder (a BertClassifier takes either as ``encoder``).
 
 MASK_VALUE = -1e9
 
@@ -127,10 +132,22 @@ class BertAttention(nn.Cell):
         return ops.transpose(ops.reshape(x, (b, length, self.heads, self.head_dim)), (0, 2, 1, 3))
 
     def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
-        b, length, h = x.shape
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
+        return self._attend(x, q, k, v, mask_bias)
+
+    def with_prefix(self, x: ms.Tensor, mask_bias: ms.Tensor, prefix_key: ms.Tensor,
+                    prefix_value: ms.Tensor) -> ms.Tensor:
+        """Attention whose keys and values are preceded by ``prefix_key`` / ``prefix_value``
+        ``[B, heads, P, head_dim]``; ``mask_bias`` must already cover the ``P + L`` keys."""
+        q = self._split_heads(self.query(x))
+        k = ops.concat((ops.cast(prefix_key, x.dtype), self._split_heads(self.key(x))), 2)
+        v = ops.concat((ops.cast(prefix_value, x.dtype), self._split_heads(self.value(x))), 2)
+        return self._attend(x, q, k, v, mask_bias)
+
+    def _attend(self, x: ms.Tensor, q: ms.Tensor, k: ms.Tensor, v: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
+        b, length, h = x.shape
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask_bias
         probs = self.attention_dropout(ops.softmax(scores, axis=-1))
         context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, length, h))
@@ -162,6 +179,10 @@ class BertLayer(nn.Cell):
     def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
         return self.ffn(self.attention(x, mask_bias))
 
+    def with_prefix(self, x: ms.Tensor, mask_bias: ms.Tensor, prefix_key: ms.Tensor,
+                    prefix_value: ms.Tensor) -> ms.Tensor:
+        return self.ffn(self.attention.with_prefix(x, mask_bias, prefix_key, prefix_value))
+
 
 class BertEncoder(nn.Cell):
     """Token embeddings through ``num_hidden_layers`` transformer layers: ``[B, L] -> [B, L, hidden]``."""
@@ -173,12 +194,66 @@ class BertEncoder(nn.Cell):
         self.layers = nn.CellList([BertLayer(config, i, dense_factory) for i in range(config.num_hidden_layers)])
 
     def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
-        mask = ops.cast(attention_mask, ms.float32)
-        mask_bias = ops.reshape((1.0 - mask) * MASK_VALUE, (mask.shape[0], 1, 1, mask.shape[1]))
+        mask_bias = additive_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.layers:
             x = layer(x, mask_bias)
         return x
+
+
+def additive_mask(attention_mask: ms.Tensor) -> ms.Tensor:
+    """Keep-mask ``[B, L]`` (1 = attend) -> additive attention bias ``[B, 1, 1, L]`` (0 or ``MASK_VALUE``)."""
+    mask = ops.cast(attention_mask, ms.float32)
+    return ops.reshape((1.0 - mask) * MASK_VALUE, (mask.shape[0], 1, 1, mask.shape[1]))
+
+
+class PrefixBertEncoder(BertEncoder):
+    """Prefix-tuning: a ``mindpet`` ``PrefixEncoder`` gives every layer ``prefix_len`` trainable key and value
+    positions in front of the token keys/values; the additive mask is widened with
+    ``extend_attention_mask(..., keep_value=0)`` so every query sees them. The encoder's parameters are
+    ``bert.prefix.mindpet_delta_prefixtuning_*`` (freeze mode ``'prefix'``)."""
+
+    def __init__(self, config: BertConfig, dense_factory: DenseFactory = default_dense, prefix_len: int = 10,
+                 mid_dim: int = 128, dropout_rate: float = 0.0) -> None:
+        super().__init__(config, dense_factory)
+        self.prefix_len = prefix_len
+        self.prefix = PrefixEncoder(config.num_hidden_layers, config.num_attention_heads,
+                                    config.hidden_size // config.num_attention_heads, prefix_len, mid_dim=mid_dim,
+                                    dropout_rate=dropout_rate)
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        mask_bias = extend_attention_mask(additive_mask(attention_mask), self.prefix_len, 0)
+        prefixes = self.prefix(input_ids.shape[0])
+        x = self.embeddings(input_ids, token_type_ids)
+        for i in range(self.config.num_hidden_layers):
+            x = self.layers[i].with_prefix(x, mask_bias, prefixes[i][0], prefixes[i][1])
+        return x
+
+
+class PromptBertEncoder(BertEncoder):
+    """Prompt-tuning: ``num_virtual_tokens`` trainable vectors (``mindpet`` ``PromptTuning``) are put in front
+    of the embedding layer's output with ``prepend_prompt`` (mask extended with ones), so they are seen by
+    every layer's attention. Only the hidden states of the real positions are returned (``[B, L, H]``), so
+    pooling is unchanged. The prompt table is ``bert.prompt.mindpet_delta_prompttuning_embedding``.
+
+    The prompt enters after the embedding LayerNorm and carries no position embedding: the pre-trained
+    positions of the real tokens are kept (0..L-1) instead of being shifted by the prompt length."""
+
+    def __init__(self, config: BertConfig, dense_factory: DenseFactory = default_dense,
+                 num_virtual_tokens: int = 20) -> None:
+        super().__init__(config, dense_factory)
+        self.num_virtual_tokens = num_virtual_tokens
+        self.prompt = PromptTuning(num_virtual_tokens, config.hidden_size)
+        self.prompt_ids = ms.Tensor(np.arange(num_virtual_tokens, dtype=np.int32)[None])
+
+    def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
+        x = self.embeddings(input_ids, token_type_ids)
+        ids = ops.broadcast_to(self.prompt_ids, (input_ids.shape[0], self.num_virtual_tokens))
+        x, mask = prepend_prompt(x, self.prompt(ids), attention_mask)
+        mask_bias = additive_mask(mask)
+        for layer in self.layers:
+            x = layer(x, mask_bias)
+        return x[:, self.num_virtual_tokens:]
 
 
 def mean_pool(hidden: ms.Tensor, attention_mask: ms.Tensor) -> ms.Tensor:
@@ -202,9 +277,9 @@ class BertClassifier(nn.Cell):
     """Mean-pooled BERT sentence embedding, dropout and a linear ``head``: returns logits ``[B, classes]``."""
 
     def __init__(self, config: BertConfig, num_classes: int, dense_factory: DenseFactory = default_dense,
-                 head_dropout: float | None = None) -> None:
+                 head_dropout: float | None = None, encoder: BertEncoder | None = None) -> None:
         super().__init__()
-        self.bert = BertEncoder(config, dense_factory)
+        self.bert = BertEncoder(config, dense_factory) if encoder is None else encoder
         self.head_dropout = _dropout(config.hidden_dropout_prob if head_dropout is None else head_dropout)
         self.head = nn.Dense(config.hidden_size, num_classes, weight_init=TruncatedNormal(config.initializer_range))
 
