@@ -272,6 +272,14 @@ class LlamaLM(nn.Cell):
         return out
 
 
+def prefix_from_key_values(key_values: list) -> np.ndarray:
+    """``PrefixEncoder`` (``reparameterize=False``) value from :meth:`LlamaLM.key_values` of one sequence:
+    (prefix_len, num_layers * 2 * kv_heads * head_dim), so layer ``i``'s prefix keys/values are exactly
+    the keys/values the frozen model computed for those tokens."""
+    kv = np.stack([np.stack([k.asnumpy()[0], v.asnumpy()[0]]) for k, v in key_values])  # (L, 2, n, P, d)
+    return np.ascontiguousarray(kv.transpose(3, 0, 1, 2, 4).reshape(kv.shape[3], -1)).astype(np.float32)
+
+
 def gguf_name_map(num_layers: int, tie_embeddings: bool = True) -> Dict[str, str]:
     """GGUF tensor name -> parameter name of :class:`LlamaLM`."""
     names = {"token_embd.weight": "embed_tokens.embedding_table", "output_norm.weight": "norm.weight"}
