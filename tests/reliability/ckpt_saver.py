@@ -6,7 +6,8 @@ the value ``step`` and lets ``TrainableParamsCheckPoint`` save it, printing ``st
 ``done <step> <path>`` after each save (flushed), so the parent can kill it in the middle of a save.
 
 ``unsafe`` is the control experiment: the atomic write is replaced by a plain copy into the final
-name that stops half-way (printing ``copying <step>``), as a non-atomic writer killed mid-write would.
+name that, from the third save on, stops half-way (printing ``copying <name>`` and waiting to be
+killed), as a non-atomic writer killed mid-write would.
 """
 import os
 import shutil
@@ -40,8 +41,13 @@ class CallbackParams(dict):
     __getattr__ = dict.__getitem__
 
 
+_UNSAFE_SAVES = [0]
+
+
 def unsafe_write(final_path: str, write) -> str:
-    """A non-atomic writer: serialise aside, then copy into the final name, pausing half-way."""
+    """A non-atomic writer: serialise aside, then copy into the final name; from the third save on, stop
+    half-way and wait to be killed."""
+    _UNSAFE_SAVES[0] += 1
     scratch = tempfile.mkdtemp()
     try:
         side = os.path.join(scratch, os.path.basename(final_path))
@@ -54,8 +60,9 @@ def unsafe_write(final_path: str, write) -> str:
         handle.write(data[: len(data) // 2])
         handle.flush()
         os.fsync(handle.fileno())
-        print(f"copying {os.path.basename(final_path)}", flush=True)
-        time.sleep(0.5)
+        if _UNSAFE_SAVES[0] >= 3:
+            print(f"copying {os.path.basename(final_path)}", flush=True)
+            time.sleep(60.0)  # the parent kills the process here
         handle.write(data[len(data) // 2:])
     return final_path
 
