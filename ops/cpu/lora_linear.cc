@@ -136,8 +136,9 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
       const Range rows = SplitRange(d.m, NumThreads(), tid);
       float* da_part = partials.part(tid);
       float* db_part = da_part + da_size;
-      if (rows.size() == 0) partials.Zero(tid);
-      if (rows.size() > 0) {
+      if (rows.size() == 0) {
+        partials.Zero(tid);
+      } else {
         const int64_t tile = TileRows(std::max(d.n, d.k));
         std::vector<float> g(static_cast<size_t>(tile * d.r));
         std::vector<float> xd(mask != nullptr ? static_cast<size_t>(tile * d.k) : 0);
