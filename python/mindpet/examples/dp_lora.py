@@ -2,7 +2,7 @@
 
 Two processes on one machine (CPU works; Ascend and GPU the same way)::
 
-    msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 \\
+    msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=29517 \\
           --log_dir=msrun_log --join=True python/mindpet/examples/dp_lora.py --out dp_out
 
 Every rank builds the same pre-trained model (deterministic weights), wraps its hidden layer in
