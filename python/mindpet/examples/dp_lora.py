@@ -5,6 +5,7 @@ Two processes on one machine (CPU works; Ascend and GPU the same way)::
     msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=29517 \\
           --log_dir=msrun_log --join=True python/mindpet/examples/dp_lora.py --out dp_out
 
+Run without ``msrun`` (``python python/mindpet/examples/dp_lora.py --out dp_out``) it trains in one process.
 Every rank builds the same pre-trained model (deterministic weights), wraps its hidden layer in
 ``LoRADense``, freezes everything but the LoRA matrices and the head (``freeze_delta``) and trains with
 ``Model.train`` in data-parallel mode: each rank reads its own shard of the data, gradients are averaged
@@ -109,9 +110,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
-    init()  # the backend follows the device: mccl on CPU, nccl on GPU, hccl on Ascend
-    rank, size = get_rank(), get_group_size()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
+    rank, size = 0, 1
+    if os.environ.get("MS_ROLE"):  # launched by msrun; without it the script trains in one process
+        init()  # the backend follows the device: mccl on CPU, nccl on GPU, hccl on Ascend
+        rank, size = get_rank(), get_group_size()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     ms.set_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
 
