@@ -21,7 +21,6 @@ from typing import Dict, Set
 
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn
 
 from mindpet.examples import dp_lora

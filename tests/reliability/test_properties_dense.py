@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict
+from typing import Callable, Dict
 
 import numpy as np
 import pytest

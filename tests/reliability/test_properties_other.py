@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import mindspore as ms
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from mindspore import Tensor
