@@ -7,6 +7,7 @@ with cmake/ninja/pybind11 taken from PyPI (see pyproject.toml).  Set ``MINDPET_B
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,13 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_temp), *args], check=True)
         jobs = str(os.cpu_count() or 2)
         subprocess.run(["cmake", "--build", str(build_temp), "--parallel", jobs], check=True)
+
+    def copy_extensions_to_source(self) -> None:
+        """Editable installs: also copy the CPU kernel library (built beside the extension) into the tree."""
+        super().copy_extensions_to_source()
+        built = Path(self.build_lib) / "mindpet" / "lib"
+        if built.is_dir():
+            shutil.copytree(built, ROOT / "python" / "mindpet" / "lib", dirs_exist_ok=True)
 
 
 setup(
