@@ -20,6 +20,8 @@ from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
+from mindpet.kernels import LoraLinear
+from mindpet.kernels import backend as _kernel_backend
 
 InitType = Union[Tensor, str, Initializer, numbers.Number]
 Strategy = Optional[tuple]
@@ -58,7 +60,7 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
 
 
 class LoRADense(nn.Cell):
-    r"""Dense layer with a LoRA branch (Hu et al., 2021), composed from MindSpore primitives.
+    r"""Dense layer with a LoRA branch (Hu et al., 2021), as one fused op or composed from MindSpore primitives.
 
     .. math::
         y = \mathrm{activation}\big(X W^T + b + s \cdot \mathrm{dropout}(X) A^T B^T\big),
@@ -89,6 +91,16 @@ class LoRADense(nn.Cell):
         compute_dtype: computation dtype (float16, float32 or bfloat16).
         has_bias: whether to add ``bias``.
         activation: name (``'relu'``, ``'gelu'``: tanh approximation), Cell, Primitive or None.
+        backend (keyword-only): ``'auto'``, ``'fused'``, ``'composed'`` or None (the global choice:
+            ``mindpet.kernels.set_backend``, else the environment variable ``MINDPET_KERNEL_BACKEND``,
+            else ``'auto'``). With a fused backend, ``x W^T + b + s dropout(x) A^T B^T`` runs as the
+            fused ``lora_linear`` op (``ops/CONTRACTS.md``) in ``compute_dtype`` (the activation stays
+            outside); the dropout mask is drawn by the layer's own Dropout primitive. Parameters, their
+            names and checkpoints do not depend on the backend, and the results agree within float
+            rounding (the fused op rounds once, the composed path after each matmul). A bfloat16
+            ``compute_dtype`` has no fused kernel: ``'auto'`` runs composed, ``'fused'`` raises.
+            :meth:`shard` switches the layer to composed (the fused op carries no strategies).
+            The implementation that runs is the read-only property :attr:`backend`.
 
     Raises:
         TypeError: ``in_channels``, ``out_channels`` or ``lora_rank`` not an int (bool included);
@@ -97,7 +109,10 @@ class LoRADense(nn.Cell):
             an init of another type.
         ValueError: a non-positive channel count or rank; ``lora_alpha`` zero or not finite;
             ``lora_dropout`` outside [0, 1); a Tensor init of the wrong shape; an unknown
-            initializer or activation name; an input whose last dimension is not ``in_channels``.
+            initializer or activation name; an input whose last dimension is not ``in_channels``;
+            an unknown ``backend``.
+        mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run
+            (library not built, no kernels for the device, or a bfloat16 ``compute_dtype``).
     """
 
     def __init__(self,
@@ -113,7 +128,9 @@ class LoRADense(nn.Cell):
                  weight_init: InitType = 'normal',
                  bias_init: InitType = 'zeros',
                  has_bias: bool = True,
-                 activation: Union[str, nn.Cell, Primitive, None] = None):
+                 activation: Union[str, nn.Cell, Primitive, None] = None,
+                 *,
+                 backend: Optional[str] = None):
         super().__init__()
         cls = self.cls_name
         # Validate every argument before building anything.
@@ -133,6 +150,13 @@ class LoRADense(nn.Cell):
         check_init(lora_a_init, "lora_a_init", cls, (lora_rank, in_channels))
         check_init(lora_b_init, "lora_b_init", cls, (out_channels, lora_rank))
         activation = resolve_activation(activation, "activation", cls)
+        choice = _kernel_backend.check_choice(backend) or _kernel_backend.get_backend()
+        if compute_dtype == mstype.bfloat16:  # not in the fused contract: composed (auto) or an error (fused)
+            if choice == "fused":
+                raise _kernel_backend.FusedBackendUnavailable(
+                    f"For '{cls}', backend='fused' was requested, but the fused lora_linear kernels support a "
+                    f"float32 or float16 'compute_dtype', not bfloat16; use backend='composed' or 'auto'.")
+            choice = "composed"
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -171,12 +195,42 @@ class LoRADense(nn.Cell):
         self.reshape = ops.Reshape()
         self.shape_op = ops.Shape()
         self.dtype_op = ops.DType()
+        self.ones_like = ops.OnesLike()
+        # The fused lora_linear op (holds no parameters; the layer passes its own at each call).
+        self.lora_kernel = LoraLinear(self.scaling, has_bias=has_bias, dropout=0.0, backend=choice,
+                                      base_frozen=self._base_is_frozen)
+        self._use_fused = self.lora_kernel.fused
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
         self._merged_factors = None
         # A new Cell has phase 'train' but training False: in GRAPH mode a first (eval) call would be
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
+
+    def _base_is_frozen(self) -> bool:
+        """Whether the base weight is frozen (PYNATIVE: the fused op then skips the base gradients)."""
+        return not self.weight.requires_grad
+
+    @property
+    def backend(self) -> str:
+        """The implementation that runs the layer: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only)."""
+        return self.lora_kernel.impl if self._use_fused else "composed"
+
+    def _use_composed(self) -> None:
+        """Run composed from now on (after ``shard``); compiled graphs are marked stale."""
+        if self._use_fused:
+            self._use_fused = False
+            invalidate_compiled_graphs()
+
+    def _fused_lora(self, x2d):
+        """Fused path: x W^T + b + s dropout(x) A^T B^T as one op, in the compute dtype."""
+        mask = None
+        if self.training and self.lora_dropout_p > 0.0:
+            mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
+        bias = self._to_compute(self.bias) if self.has_bias else None
+        return self.lora_kernel(x2d, self._to_compute(self.weight), bias,
+                                self._to_compute(self.mindpet_delta_lora_a),
+                                self._to_compute(self.mindpet_delta_lora_b), mask)
 
     def _to_compute(self, t):
         """Cast to the compute dtype (bfloat16 on CPU: round to bfloat16, carry as float32)."""
@@ -222,8 +276,9 @@ class LoRADense(nn.Cell):
                 raise RuntimeError("For 'LoRADense', the layer is merged (merge()) and its LoRA branch is skipped, "
                                    "so it cannot train: call unmerge() before set_train(True).")
             out = self._dense(x2d)
+        elif self._use_fused:  # base + delta as the fused lora_linear op (same inputs and output)
+            out = self._fused_lora(x2d)
         else:
-            # base + delta: the one place a fused lora_linear backend replaces (same inputs and output).
             out = self.add(self._dense(x2d), self._lora_delta(x2d))
         if self.activation_flag:
             out = self.activation(out)
@@ -289,7 +344,9 @@ class LoRADense(nn.Cell):
               strategy_activation: Strategy = None) -> "LoRADense":
         """Attach a parallel strategy to each primitive (effective in semi-auto/auto parallel mode).
 
-        Each strategy is a tuple with one tuple of ints per input (see ``Primitive.shard``); None
+        Setting any strategy switches the layer to the composed backend (the fused op carries no
+        strategies); calling it with every strategy None changes nothing. Each strategy is a tuple
+        with one tuple of ints per input (see ``Primitive.shard``); None
         keeps the default (data parallel). Both matmuls of W and of A, B use ``transpose_b=True``.
         ``strategy_activation`` (entries of 2 dims: the activation runs on 2-D data) has no effect
         when the layer has no activation. Everything is validated before any strategy is attached.
@@ -316,6 +373,8 @@ class LoRADense(nn.Cell):
         # Validated even without an activation (then it has no effect); every entry has 2 dims.
         act_pairs = activation_shard_plan(self.activation, strategy_activation, "activation",
                                           "strategy_activation", cls)
+        if any(p[1] is not None for p in plan) or strategy_activation is not None:
+            self._use_composed()
         for prim, strategy, _, _ in plan:
             if strategy is not None:
                 prim.shard(strategy)
@@ -328,4 +387,4 @@ class LoRADense(nn.Cell):
              f"compute_dtype={self.compute_dtype}")
         if self.activation_flag:
             s += f", activation={self.activation}"
-        return s
+        return s + f", backend={self.backend}"
