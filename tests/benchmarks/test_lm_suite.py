@@ -1,0 +1,48 @@
+"""The LM suite's path end to end on a tiny random LLaMA and synthetic tokens (no offline packages needed)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from benchmarks import lm_suite
+
+
+def test_chunking_and_held_out_selection():
+    chunks = lm_suite.chunk_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=4, separator=0)
+    np.testing.assert_array_equal(chunks, [[5, 6, 7, 0], [8, 9, 0, 10]])  # 11, 12, 13 dropped
+    picked = lm_suite.evenly_spaced(np.arange(10)[:, None], 4)
+    np.testing.assert_array_equal(picked[:, 0], [0, 3, 6, 9])
+
+
+def test_learning_rate_schedule():
+    rates = lm_suite.learning_rates(1.0, 10, 0.2)
+    assert rates[:2] == [0.5, 1.0] and rates[-1] == 1.0 / 8 and max(rates) == 1.0
+
+
+def test_synthetic_suite_writes_tables(tmp_path):
+    code = lm_suite.main(["--quick", "--model", "synthetic", "--in-process", "--pynative", "--no-progress", "--steps", "8",
+                          "--heldout-chunks", "2", "--seq-len", "32", "--output-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "lm_results.json").read_text())
+    rows = {r["method"]: r for r in report["results"]}
+    assert list(rows) == list(lm_suite.METHODS)
+    total = rows["zero_shot"]["parameters"]["total"]
+    assert rows["zero_shot"]["parameters"]["trainable"] == 0
+    # exactly the delta parameters train: 20 prompt vectors; 10 prefix positions x layers x K/V x KV heads x
+    # head_dim; LoRA A (8 x in) and B (out x 8) on q and v of both layers
+    assert rows["prompt"]["parameters"]["trainable"] == 20 * 32
+    assert rows["prefix"]["parameters"]["trainable"] == 10 * 2 * 2 * 2 * 8
+    assert rows["lora"]["parameters"]["trainable"] == 2 * (8 * 32 + 32 * 8 + 8 * 32 + 16 * 8)
+    assert rows["prompt"]["parameters"]["total"] == total + 20 * 32
+    for r in rows.values():
+        assert math.isfinite(r["heldout_ppl"]) and 1.0 < r["heldout_ppl"] < 2 * 64
+        assert r["static_bytes"] == 4 * (r["parameters"]["total"] + 3 * r["parameters"]["trainable"])
+        assert r["peak_rss_mb"] > 0
+    for name in ("prompt", "prefix", "lora"):
+        assert len(rows[name]["loss"]["per_step"]) == 8 and rows[name]["step_s_median"] > 0
+    # prompt tuning on a learnable chain lowers held-out perplexity below zero-shot within 8 steps
+    assert rows["prompt"]["heldout_ppl"] < rows["zero_shot"]["heldout_ppl"]
+    table = (tmp_path / "lm_table.md").read_text()
+    assert "| prefix |" in table and "held-out ppl" in table
