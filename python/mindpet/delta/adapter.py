@@ -24,6 +24,18 @@ Precision: parameters are stored in ``param_init_type``; the matmuls, bias adds 
 run in ``compute_dtype``; the residual add runs in the input's dtype, so the output has the input's
 dtype and shape.
 
+Backends: the keyword-only argument ``backend`` (``'auto'``, ``'fused'``, ``'composed'`` or None for the
+global choice: ``mindpet.kernels.set_backend``, else ``MINDPET_KERNEL_BACKEND``, else ``'auto'``) selects
+how the adapter block runs. With a fused backend, ``x + act(x W_down^T + b_down) W_up^T + b_up`` runs as
+the fused ``adapter`` op (``ops/CONTRACTS.md``) in the input's dtype (float32 or float16; the parameters
+are cast to it), so the residual is still added in the input's dtype and a fresh adapter is still exactly
+the identity. Parameters, their names and checkpoints do not depend on the backend, and results agree
+within float rounding. Non-linearities without a fused kernel (see ``mindpet.kernels.activations``) and
+inputs of other dtypes run composed under ``'auto'`` and raise under ``'fused'``; ``shard`` with a
+strategy switches the layer to composed (the fused op carries no strategies). The implementation that
+runs is the read-only property ``backend`` (``'composed'``, ``'cpu'`` or ``'ascend'``). In
+``AdapterDense`` only the adapter is fused; the dense part is composed.
+
 ``LowRankAdapterDense`` and ``LowRankAdapterLayer`` (module ``low_rank_adapter``) are also importable
 from here, as documented (``mindpet.delta.adapter.LowRankAdapterDense``).
 """
@@ -34,11 +46,16 @@ from typing import Any, Callable, Optional, Union
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
 from mindspore.common.initializer import HeUniform, Initializer, initializer
 
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._strategy import apply_strategies, check_strategies
+from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int, check_str
+from mindpet.kernels import Adapter
+from mindpet.kernels import backend as _kernel_backend
+from mindpet.kernels.activations import activation_code
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
 
@@ -64,7 +81,55 @@ def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residen
     return strategy_residential_add
 
 
-class AdapterLayer(nn.Cell):
+def build_kernel(layer: nn.Cell, kernel_cls: type, op: str, activation: Any, backend: Optional[str]) -> None:
+    """Resolve the backend of an adapter-type ``layer`` and attach its fused op (``layer.delta_kernel``).
+
+    ``activation`` is the layer's resolved non-linearity; one without a fused kernel gives composed
+    under ``'auto'`` and raises ``FusedBackendUnavailable`` under ``'fused'``. The fused op (a Cell
+    without parameters) is built only when it runs, so parameters and names never depend on it.
+    """
+    choice = _kernel_backend.check_choice(backend) or _kernel_backend.get_backend()
+    layer.backend_choice = choice
+    if activation_code(activation) is None:
+        _kernel_backend.resolve(choice, op, supported=False, unsupported_reason=(
+            f"the non-linearity {type(activation).__name__} has no fused implementation (fusable: "
+            f"identity, relu, gelu, gelu_erf, sigmoid, tanh, silu)"))
+        layer.delta_kernel = None
+        layer.kernel_impl = "composed"
+    elif _kernel_backend.resolve(choice, op) == "composed":
+        layer.delta_kernel = None
+        layer.kernel_impl = "composed"
+    else:
+        layer.delta_kernel = kernel_cls(activation, backend=choice)
+        layer.kernel_impl = layer.delta_kernel.impl
+    layer.use_fused = layer.kernel_impl != "composed"
+
+
+class FusableDelta:
+    """Backend bookkeeping shared by ``AdapterLayer`` and ``LowRankAdapterLayer`` (a mixin of nn.Cell)."""
+
+    @property
+    def backend(self) -> str:
+        """The implementation that runs the adapter block: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only)."""
+        return self.kernel_impl if self.use_fused else "composed"
+
+    def use_composed(self) -> None:
+        """Run composed from now on (``shard`` with a strategy); compiled graphs are marked stale."""
+        if self.use_fused:
+            self.use_fused = False
+            invalidate_compiled_graphs()
+
+    def fusable_input(self, x: Tensor) -> bool:
+        """Whether the fused op takes ``x``'s dtype (float32/float16); TypeError under ``'fused'`` if not."""
+        if x.dtype == mstype.float32 or x.dtype == mstype.float16:
+            return True
+        if self.backend_choice == "fused":
+            raise TypeError("The fused adapter kernels (backend='fused') take float32 or float16 inputs; "
+                            "use backend='composed' or 'auto' for other input dtypes.")
+        return False
+
+
+class AdapterLayer(FusableDelta, nn.Cell):
     r"""Adapter bottleneck with a residual connection.
 
     .. math::
@@ -77,6 +142,8 @@ class AdapterLayer(nn.Cell):
             ``mindspore.nn.get_activation``). Default: ``'gelu'`` (tanh approximation).
         param_init_type: dtype of the parameters, ``mindspore.float32`` or ``mindspore.float16``.
         compute_dtype: dtype of the matmuls, ``mindspore.float16`` (default) or ``mindspore.float32``.
+        backend (keyword-only): ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice); see the
+            module docstring. With a fused backend the block runs in the input's dtype.
 
     Inputs:
         x: Tensor of shape ``(*, d)``.
@@ -86,8 +153,12 @@ class AdapterLayer(nn.Cell):
 
     Raises:
         TypeError: ``hidden_size`` or ``bottleneck_size`` not an int; ``non_linearity`` not a str;
-            ``param_init_type`` / ``compute_dtype`` not float16/float32.
-        ValueError: ``hidden_size`` or ``bottleneck_size`` <= 0; unknown ``non_linearity``.
+            ``param_init_type`` / ``compute_dtype`` not float16/float32; under ``backend='fused'``, an
+            input neither float32 nor float16.
+        ValueError: ``hidden_size`` or ``bottleneck_size`` <= 0; unknown ``non_linearity``; unknown
+            ``backend``.
+        mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run (library
+            not built, no kernels for the device, or a non-linearity without a fused kernel).
     """
 
     def __init__(self,
@@ -95,7 +166,9 @@ class AdapterLayer(nn.Cell):
                  bottleneck_size: int = 64,
                  non_linearity: str = "gelu",
                  param_init_type: ms.dtype.Type = ms.float32,
-                 compute_dtype: ms.dtype.Type = ms.float16):
+                 compute_dtype: ms.dtype.Type = ms.float16,
+                 *,
+                 backend: Optional[str] = None):
         cls_name = type(self).__name__
         non_linear = self.check_args(cls_name, hidden_size, bottleneck_size, non_linearity,
                                      param_init_type, compute_dtype)
@@ -123,6 +196,7 @@ class AdapterLayer(nn.Cell):
         self.residual_add = ops.Add()
         self.cast = ops.Cast()
         self.reshape = ops.Reshape()
+        build_kernel(self, Adapter, "adapter", non_linear, backend)
 
     @staticmethod
     def check_args(cls_name: str, hidden_size: Any, bottleneck_size: Any, non_linearity: Any,
@@ -152,13 +226,21 @@ class AdapterLayer(nn.Cell):
             raise ValueError(f"For 'AdapterLayer', the last dimension of the input must equal 'hidden_size' "
                              f"({self.hidden_size}), but got input shape {x_shape}.")
         x2 = self.reshape(x, (-1, x_shape[-1]))
-        delta = self.bottleneck(self.cast(x2, self.compute_dtype))
-        out = self.residual_add(x2, self.cast(delta, x.dtype))
+        if self.use_fused and self.fusable_input(x):
+            # the whole block, residual included, as the fused adapter op in the input's dtype
+            dt = x.dtype
+            out = self.delta_kernel(x2, self.cast(self.mindpet_delta_adapter_down_weight, dt),
+                                    self.cast(self.mindpet_delta_adapter_down_bias, dt),
+                                    self.cast(self.mindpet_delta_adapter_up_weight, dt),
+                                    self.cast(self.mindpet_delta_adapter_up_bias, dt))
+        else:
+            delta = self.bottleneck(self.cast(x2, self.compute_dtype))
+            out = self.residual_add(x2, self.cast(delta, x.dtype))
         return self.reshape(out, x_shape)
 
     def extend_repr(self) -> str:
         return (f"hidden_size={self.hidden_size}, bottleneck_size={self.bottleneck_size}, "
-                f"compute_dtype={self.compute_dtype}")
+                f"compute_dtype={self.compute_dtype}, backend={self.backend}")
 
     def shard(self,
               strategy_matmul_down_sampler: StrategyType = None,
@@ -173,7 +255,8 @@ class AdapterLayer(nn.Cell):
 
         Each strategy is a tuple with one tuple per input of its primitive (inputs are 2-D:
         leading dims are flattened). ``strategy_residential_add`` is an alias of
-        ``strategy_residual_add``.
+        ``strategy_residual_add``. Setting any strategy switches the layer to the composed backend
+        (the fused op carries no strategies).
 
         Raises:
             TypeError / ValueError: a malformed strategy, naming it.
@@ -181,9 +264,12 @@ class AdapterLayer(nn.Cell):
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
-        apply_strategies(self.shard_plan(cls_name, strategy_matmul_down_sampler, strategy_bias_down_sampler,
-                                         strategy_non_linearity, strategy_matmul_up_sampler,
-                                         strategy_bias_up_sampler, residual))
+        strategies = (strategy_matmul_down_sampler, strategy_bias_down_sampler, strategy_non_linearity,
+                      strategy_matmul_up_sampler, strategy_bias_up_sampler, residual)
+        pairs = self.shard_plan(cls_name, *strategies)
+        if any(st is not None for st in strategies):
+            self.use_composed()
+        apply_strategies(pairs)
         return self
 
     def shard_plan(self, cls_name: str, matmul_down: StrategyType, bias_down: StrategyType,
@@ -269,7 +355,20 @@ class DenseWithDelta(nn.Cell):
         s = f"in_channels={self.in_channels}, out_channels={self.out_channels}, has_bias={self.has_bias}"
         if self.activation_flag:
             s += f", activation={self.activation}"
-        return s
+        return s + f", backend={self.backend}"
+
+    @property
+    def backend(self) -> str:
+        """The implementation that runs the delta layer: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only).
+
+        The dense part always runs composed.
+        """
+        return getattr(self, self.delta_attr).backend
+
+    def shard_delta_composed(self, strategies: tuple) -> None:
+        """Switch the delta layer to composed when ``shard`` sets any strategy (fused ops carry none)."""
+        if any(st is not None for st in strategies):
+            getattr(self, self.delta_attr).use_composed()
 
     def apply_delta(self, hidden: Tensor) -> Tensor:
         """The delta layer applied to ``hidden: (N, out_channels)``; defined by each subclass."""
@@ -310,6 +409,7 @@ class AdapterDense(DenseWithDelta):
         non_linearity: the adapter's activation name. Default: ``'gelu'``.
         param_init_type: dtype of all parameters (float32 default, or float16).
         compute_dtype: dtype of the matmuls (float16 default, or float32).
+        backend (keyword-only): backend of the adapter (see ``AdapterLayer``); the dense part is composed.
 
     Inputs:
         x: Tensor of shape ``(*, in_channels)``.
@@ -321,8 +421,9 @@ class AdapterDense(DenseWithDelta):
         TypeError: a size not an int; ``has_bias`` not a bool; ``activation`` not a str, Cell, Primitive
             or None; ``non_linearity`` not a str; a dtype not float16/float32; an init of another type.
         ValueError: a size <= 0; an unknown initializer name; a Tensor init of the wrong shape;
-            unknown ``non_linearity``.
+            unknown ``non_linearity``; unknown ``backend``.
         KeyError: unknown ``activation`` name.
+        mindpet.kernels.FusedBackendUnavailable: as ``AdapterLayer``.
     """
 
     delta_attr = "adapter"
@@ -337,7 +438,9 @@ class AdapterDense(DenseWithDelta):
                  bottleneck_size: int = 64,
                  non_linearity: str = "gelu",
                  param_init_type: ms.dtype.Type = ms.float32,
-                 compute_dtype: ms.dtype.Type = ms.float16):
+                 compute_dtype: ms.dtype.Type = ms.float16,
+                 *,
+                 backend: Optional[str] = None):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
                                     activation)
@@ -348,7 +451,7 @@ class AdapterDense(DenseWithDelta):
         self.build_dense(in_channels, out_channels, weight_init, bias_init, has_bias, act, param_init_type,
                          compute_dtype,
                          lambda: AdapterLayer(out_channels, bottleneck_size, non_linearity, param_init_type,
-                                              compute_dtype))
+                                              compute_dtype, backend=backend))
 
     def shard(self,
               strategy_matmul_org: StrategyType = None,
@@ -367,6 +470,7 @@ class AdapterDense(DenseWithDelta):
         ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
         layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; the last two have no effect
         on a layer without bias or activation. Everything is validated before anything is attached.
+        Setting any strategy switches the adapter to the composed backend.
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
@@ -374,6 +478,9 @@ class AdapterDense(DenseWithDelta):
         pairs += self.adapter.shard_plan(cls_name, strategy_matmul_down_sampler, strategy_bias_down_sampler,
                                          strategy_non_linearity, strategy_matmul_up_sampler,
                                          strategy_bias_up_sampler, residual)
+        self.shard_delta_composed((strategy_matmul_org, strategy_bias_org, strategy_activation_org,
+                                   strategy_matmul_down_sampler, strategy_bias_down_sampler, strategy_non_linearity,
+                                   strategy_matmul_up_sampler, strategy_bias_up_sampler, residual))
         apply_strategies(pairs)
         return self
 

@@ -27,10 +27,18 @@ Parameter names: ``mindpet_delta_low_rank_adapter_{down,up}_{left,right,bias}`` 
 Initialisation: ``W_down_left``, ``W_down_right`` and ``W_up_left`` use ``low_rank_w_init``;
 ``W_up_right`` and both biases start at zero, so a freshly inserted layer is the identity (``y == x``).
 Gradients still flow: ``dL/dW_up_right = (a W_up_left)^T dL/dy`` is non-zero since ``W_up_left`` is.
+
+Backends: as for the adapter (``mindpet.delta.adapter``), the keyword-only argument ``backend``
+(``'auto'``, ``'fused'``, ``'composed'`` or None for the global choice) selects how the block runs; with a
+fused backend the whole block, residual included, is the fused ``low_rank_adapter`` op
+(``ops/CONTRACTS.md``, the factors never multiplied out) in the input's dtype (float32 or float16).
+Parameters, names and checkpoints do not depend on it; non-fusable non-linearities and other input
+dtypes run composed under ``'auto'`` and raise under ``'fused'``; ``shard`` with a strategy switches the
+layer to composed. The read-only property ``backend`` tells which implementation runs.
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -39,14 +47,16 @@ from mindspore.common.initializer import Initializer
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
-from mindpet.delta.adapter import DenseWithDelta, InitType, StrategyType, make_param, resolve_residual_alias
+from mindpet.delta.adapter import (DenseWithDelta, FusableDelta, InitType, StrategyType, build_kernel, make_param,
+                                   resolve_residual_alias)
+from mindpet.kernels import LowRankAdapter
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
 
 _PREFIX = "mindpet_delta_low_rank_adapter_"
 
 
-class LowRankAdapterLayer(nn.Cell):
+class LowRankAdapterLayer(FusableDelta, nn.Cell):
     r"""Adapter bottleneck whose projections are rank-``low_rank_size`` products, with a residual.
 
     .. math::
@@ -61,6 +71,8 @@ class LowRankAdapterLayer(nn.Cell):
         non_linearity: activation name after the down projection. Default: ``'gelu'`` (tanh approximation).
         param_init_type: dtype of the parameters, float32 (default) or float16.
         compute_dtype: dtype of the matmuls, float16 (default) or float32.
+        backend (keyword-only): ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice); see the
+            module docstring. With a fused backend the block runs in the input's dtype.
 
     Inputs:
         x: Tensor of shape ``(*, d)``.
@@ -71,9 +83,10 @@ class LowRankAdapterLayer(nn.Cell):
     Raises:
         TypeError: ``hidden_size``, ``reduction_factor`` or ``low_rank_size`` not an int;
             ``low_rank_w_init`` neither a str nor an Initializer; ``non_linearity`` not a str;
-            a dtype not float16/float32.
+            a dtype not float16/float32; under ``backend='fused'``, an input neither float32 nor float16.
         ValueError: a size <= 0; ``reduction_factor > hidden_size``; unknown ``low_rank_w_init`` name;
-            unknown ``non_linearity``.
+            unknown ``non_linearity``; unknown ``backend``.
+        mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run.
     """
 
     def __init__(self,
@@ -83,7 +96,9 @@ class LowRankAdapterLayer(nn.Cell):
                  low_rank_w_init: Union[str, Initializer] = "xavier_uniform",
                  non_linearity: str = "gelu",
                  param_init_type: ms.dtype.Type = ms.float32,
-                 compute_dtype: ms.dtype.Type = ms.float16):
+                 compute_dtype: ms.dtype.Type = ms.float16,
+                 *,
+                 backend: Optional[str] = None):
         cls_name = type(self).__name__
         non_linear = self.check_args(cls_name, hidden_size, "hidden_size", reduction_factor, low_rank_size,
                                      low_rank_w_init, non_linearity, param_init_type, compute_dtype)
@@ -116,6 +131,7 @@ class LowRankAdapterLayer(nn.Cell):
         self.residual_add = ops.Add()
         self.cast = ops.Cast()
         self.reshape = ops.Reshape()
+        build_kernel(self, LowRankAdapter, "low_rank_adapter", non_linear, backend)
 
     @staticmethod
     def check_args(cls_name: str, hidden_size: Any, hidden_name: str, reduction_factor: Any, low_rank_size: Any,
@@ -155,13 +171,23 @@ class LowRankAdapterLayer(nn.Cell):
             raise ValueError(f"For 'LowRankAdapterLayer', the last dimension of the input must equal "
                              f"'hidden_size' ({self.hidden_size}), but got input shape {x_shape}.")
         x2 = self.reshape(x, (-1, x_shape[-1]))
-        delta = self.bottleneck(self.cast(x2, self.compute_dtype))
-        out = self.residual_add(x2, self.cast(delta, x.dtype))
+        if self.use_fused and self.fusable_input(x):
+            # the whole block, residual included, as the fused low_rank_adapter op in the input's dtype
+            dt = x.dtype
+            out = self.delta_kernel(x2, self.cast(self.mindpet_delta_low_rank_adapter_down_left, dt),
+                                    self.cast(self.mindpet_delta_low_rank_adapter_down_right, dt),
+                                    self.cast(self.mindpet_delta_low_rank_adapter_down_bias, dt),
+                                    self.cast(self.mindpet_delta_low_rank_adapter_up_left, dt),
+                                    self.cast(self.mindpet_delta_low_rank_adapter_up_right, dt),
+                                    self.cast(self.mindpet_delta_low_rank_adapter_up_bias, dt))
+        else:
+            delta = self.bottleneck(self.cast(x2, self.compute_dtype))
+            out = self.residual_add(x2, self.cast(delta, x.dtype))
         return self.reshape(out, x_shape)
 
     def extend_repr(self) -> str:
         return (f"hidden_size={self.hidden_size}, reduction_factor={self.reduction_factor}, "
-                f"low_rank_size={self.low_rank_size}, compute_dtype={self.compute_dtype}")
+                f"low_rank_size={self.low_rank_size}, compute_dtype={self.compute_dtype}, backend={self.backend}")
 
     def shard(self,
               strategy_matmul_down_sampler_weight: StrategyType = None,
@@ -177,7 +203,8 @@ class LowRankAdapterLayer(nn.Cell):
         """Set the parallel strategy of each primitive (None keeps data parallel).
 
         See the module docstring for which matmul each ``*_input`` / ``*_weight`` strategy reaches.
-        ``strategy_residential_add`` is an alias of ``strategy_residual_add``.
+        ``strategy_residential_add`` is an alias of ``strategy_residual_add``. Setting any strategy
+        switches the layer to the composed backend (the fused op carries no strategies).
 
         Raises:
             TypeError / ValueError: a malformed strategy, naming it.
@@ -185,10 +212,13 @@ class LowRankAdapterLayer(nn.Cell):
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
-        apply_strategies(self.shard_plan(cls_name, strategy_matmul_down_sampler_weight,
-                                         strategy_matmul_down_sampler_input, strategy_bias_down_sampler,
-                                         strategy_non_linearity, strategy_matmul_up_sampler_weight,
-                                         strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual))
+        strategies = (strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
+                      strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
+                      strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
+        pairs = self.shard_plan(cls_name, *strategies)
+        if any(st is not None for st in strategies):
+            self.use_composed()
+        apply_strategies(pairs)
         return self
 
     def shard_plan(self, cls_name: str, down_weight: StrategyType, down_input: StrategyType,
@@ -231,6 +261,8 @@ class LowRankAdapterDense(DenseWithDelta):
         non_linearity: the adapter's activation name. Default: ``'gelu'``.
         param_init_type: dtype of all parameters (float32 default, or float16).
         compute_dtype: dtype of the matmuls (float16 default, or float32).
+        backend (keyword-only): backend of the low-rank adapter (see ``LowRankAdapterLayer``); the dense
+            part is composed.
 
     Inputs:
         x: Tensor of shape ``(*, in_channels)``.
@@ -243,8 +275,9 @@ class LowRankAdapterDense(DenseWithDelta):
             or None; ``weight_init`` / ``bias_init`` of another type; ``low_rank_w_init`` neither a str nor
             an Initializer; ``non_linearity`` not a str; a dtype not float16/float32.
         ValueError: a size <= 0; ``reduction_factor > out_channels``; an unknown initializer name; a
-            Tensor init of the wrong shape; unknown ``non_linearity``.
+            Tensor init of the wrong shape; unknown ``non_linearity``; unknown ``backend``.
         KeyError: unknown ``activation`` name.
+        mindpet.kernels.FusedBackendUnavailable: as ``LowRankAdapterLayer``.
     """
 
     delta_attr = "low_rank_adapter"
@@ -261,7 +294,9 @@ class LowRankAdapterDense(DenseWithDelta):
                  low_rank_w_init: Union[str, Initializer] = "xavier_uniform",
                  non_linearity: str = "gelu",
                  param_init_type: ms.dtype.Type = ms.float32,
-                 compute_dtype: ms.dtype.Type = ms.float16):
+                 compute_dtype: ms.dtype.Type = ms.float16,
+                 *,
+                 backend: Optional[str] = None):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
                                     activation)
@@ -273,7 +308,8 @@ class LowRankAdapterDense(DenseWithDelta):
         self.build_dense(in_channels, out_channels, weight_init, bias_init, has_bias, act, param_init_type,
                          compute_dtype,
                          lambda: LowRankAdapterLayer(out_channels, reduction_factor, low_rank_size, low_rank_w_init,
-                                                     non_linearity, param_init_type, compute_dtype))
+                                                     non_linearity, param_init_type, compute_dtype,
+                                                     backend=backend))
 
     def apply_delta(self, hidden: Tensor) -> Tensor:
         return self.low_rank_adapter(hidden)
@@ -297,13 +333,16 @@ class LowRankAdapterDense(DenseWithDelta):
         ``strategy_matmul_org`` / ``strategy_bias_org`` / ``strategy_activation_org`` go to the dense
         layer's ``matmul`` (transpose_b=True), ``bias_add`` and activation; the last two have no effect
         on a layer without bias or activation. Everything is validated before anything is attached.
+        Setting any strategy switches the low-rank adapter to the composed backend.
         """
         cls_name = type(self).__name__
         residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
         pairs = self.shard_dense_plan(strategy_matmul_org, strategy_bias_org, strategy_activation_org)
-        pairs += self.low_rank_adapter.shard_plan(
-            cls_name, strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
-            strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
-            strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
+        delta_strategies = (strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
+                            strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
+                            strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
+        pairs += self.low_rank_adapter.shard_plan(cls_name, *delta_strategies)
+        self.shard_delta_composed((strategy_matmul_org, strategy_bias_org, strategy_activation_org)
+                                  + delta_strategies)
         apply_strategies(pairs)
         return self
