@@ -82,18 +82,26 @@ def _round16(p):
 
 
 # ----------------------------------------------------------------------------- signature, names, inits
+def _check_backend_kw(sig):
+    """The spec's arguments come first, in order; then the keyword-only kernel backend choice."""
+    assert sig.parameters["backend"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["backend"].default is None
+
+
 def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(AdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "bottleneck_size", "non_linearity", "param_init_type",
-                                    "compute_dtype"]
+                                    "compute_dtype", "backend"]
+    _check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)
     assert (d["bottleneck_size"], d["non_linearity"]) == (64, "gelu")
     assert d["param_init_type"] == ms.float32 and d["compute_dtype"] == ms.float16
     sig = inspect.signature(AdapterLayer)
     assert list(sig.parameters) == ["hidden_size", "bottleneck_size", "non_linearity", "param_init_type",
-                                    "compute_dtype"]
+                                    "compute_dtype", "backend"]
+    _check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["bottleneck_size"], d["non_linearity"]) == (64, "gelu")
     assert d["param_init_type"] == ms.float32 and d["compute_dtype"] == ms.float16

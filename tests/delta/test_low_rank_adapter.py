@@ -86,11 +86,18 @@ def _round16(p):
 
 
 # ----------------------------------------------------------------------------- signature, names, inits
+def _check_backend_kw(sig):
+    """The spec's arguments come first, in order; then the keyword-only kernel backend choice."""
+    assert sig.parameters["backend"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["backend"].default is None
+
+
 def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(LowRankAdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "reduction_factor", "low_rank_size", "low_rank_w_init",
-                                    "non_linearity", "param_init_type", "compute_dtype"]
+                                    "non_linearity", "param_init_type", "compute_dtype", "backend"]
+    _check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)
     assert (d["reduction_factor"], d["low_rank_size"], d["low_rank_w_init"], d["non_linearity"]) == \
@@ -98,7 +105,8 @@ def test_signatures_and_defaults_match_spec():
     assert d["param_init_type"] == ms.float32 and d["compute_dtype"] == ms.float16
     sig = inspect.signature(LowRankAdapterLayer)
     assert list(sig.parameters) == ["hidden_size", "reduction_factor", "low_rank_size", "low_rank_w_init",
-                                    "non_linearity", "param_init_type", "compute_dtype"]
+                                    "non_linearity", "param_init_type", "compute_dtype", "backend"]
+    _check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["reduction_factor"], d["low_rank_size"], d["low_rank_w_init"], d["non_linearity"]) == \
         (1, 1, "xavier_uniform", "gelu")
@@ -433,9 +441,10 @@ def _check_layer_strategies(layer, non_lin_strategy):
 
 def test_matmul_order_never_materialises_the_projection(monkeypatch):
     """'*_input' matmuls take the activations and the left factor, '*_weight' ones the (N, r) product and
-    the right factor: no (d, k) or (k, d) matrix is ever formed."""
+    the right factor: no (d, k) or (k, d) matrix is ever formed. This instruments the composed primitives
+    (backend pinned); the fused op's order is the kernel contract's, tested in tests/kernels."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    layer = _randomise(LowRankAdapterLayer(D, RF, R, compute_dtype=ms.float32))
+    layer = _randomise(LowRankAdapterLayer(D, RF, R, compute_dtype=ms.float32, backend="composed"))
     seen = {}
     for attr in ("matmul_down_sampler_input", "matmul_down_sampler_weight", "matmul_up_sampler_input",
                  "matmul_up_sampler_weight"):
