@@ -201,6 +201,7 @@ def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaM
     counts["method"] = counts["trainable"] - head
     counts["method_percent"] = 100.0 * counts["method"] / counts["total"]
     rss_ready = _rss_bytes()
+    backends = sorted({str(cell.backend) for _, cell in net.cells_and_names() if hasattr(cell, "backend")})
     timing = {"build_s": time.perf_counter() - start}
 
     recorder = StepRecorder(settings.steps, progress=progress, description=label or method.describe()["method"])
@@ -228,6 +229,7 @@ def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaM
         "model": {"name": pretrained.name, **asdict(pretrained.config)},
         "method": method.describe(),
         "hyperparameters": method.hyperparameters(),
+        "kernel_backends": backends,
         "settings": settings.describe(),
         "epochs": epochs,
         "parameters": counts,

@@ -148,8 +148,9 @@ def _subprocess_env() -> dict:
 
 
 def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict, runs_dir: Path,
-            progress: bool, batch_size: int = BATCH_SIZE, timeout: float = 7200.0) -> dict:
-    """Train ``row`` with ``seed`` in a fresh process; returns its result plus wall and CPU seconds."""
+            progress: bool, batch_size: int = BATCH_SIZE, timeout: float = 7200.0, resume: bool = False) -> dict:
+    """Train ``row`` with ``seed`` in a fresh process; returns its result plus wall and CPU seconds. With
+    ``resume``, a finished run of the identical request in ``runs_dir`` is reused instead."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{row.name}_seed{seed}"
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": row.learning_rate, "seed": seed,
@@ -158,6 +159,14 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
                "settings": settings, "task": task_source, "pretrained": pretrained, "progress": progress,
                "result": str(runs_dir / f"{stem}.json")}
     request_path = runs_dir / f"{stem}.request.json"
+    if resume and request_path.is_file() and Path(request["result"]).is_file():
+        previous = json.loads(request_path.read_text(encoding="utf-8"))
+        result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
+        same = {k: v for k, v in previous.items() if k != "progress"} == {k: v for k, v in request.items()
+                                                                            if k != "progress"}
+        if same and "process" in result:
+            result["process"]["reused"] = True
+            return result
     request_path.write_text(json.dumps(request, indent=1), encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -169,6 +178,7 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
         raise RuntimeError(f"run {stem} failed (exit {proc.returncode}); its stderr is above")
     result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
     result["process"] = {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+    Path(request["result"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
 
 
@@ -220,6 +230,7 @@ def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
             "accuracy_vs_full": acc_ratio, "macro_f1_vs_full": f1_ratio,
             "step_s": _mean_std([r["timing"]["step_s_median"] for r in runs]),
             "step_vs_full": step_ratio, "peak_rss_vs_full": peak_ratio,
+            "kernel_backends": first.get("kernel_backends", []),
             "run_wall_s": sum(r["process"]["wall_s"] for r in runs),
             "run_cpu_s": sum(r["process"]["cpu_s"] for r in runs),
         }
@@ -289,7 +300,9 @@ def markdown(table: list[dict], meta: dict) -> str:
               "every parameter, a gradient per trainable parameter and the Adam optimizer's own parameters "
               "(two moments per trainable parameter, the learning-rate schedule, step, beta powers). Peak RSS is "
               "the run's process maximum (`ru_maxrss`, includes the MindSpore runtime); dynamic = peak RSS during "
-              "training - RSS after building the model - gradients - optimizer state.", "",
+              "training - RSS after building the model - gradients - optimizer state. mindpet kernel backends "
+              "of the delta layers: " + ("; ".join(f"{e['label']}: {'/'.join(e['kernel_backends'])}"
+                                                   for e in table if e["kernel_backends"]) or "none") + ".", "",
               "## Targets", "", "| method | target | value | bound | result |", "|---|---|---|---|---|"]
     for e in table:
         for c in e["targets"]:
@@ -346,7 +359,7 @@ def _jsonable(value):
 
 
 def run_suite(profile: Profile, task_source: dict, pretrained: dict, output_dir: Path, progress: bool = True,
-              batch_size: int = BATCH_SIZE, log: Callable[[str], None] = print) -> dict:
+              batch_size: int = BATCH_SIZE, log: Callable[[str], None] = print, resume: bool = False) -> dict:
     """Run every (seed, row) of ``profile`` (full fine-tuning first, for the ratios) and write the outputs."""
     start = time.perf_counter()
     load = os.getloadavg()
@@ -357,11 +370,11 @@ def run_suite(profile: Profile, task_source: dict, pretrained: dict, output_dir:
     for seed in profile.seeds:
         for name in rows:
             result = run_one(ROWS[name], seed, profile.steps, task_source, pretrained, runs_dir, progress,
-                             batch_size=batch_size)
+                             batch_size=batch_size, resume=resume)
             log(f"{name:>17} seed {seed}: accuracy {result['test']['accuracy']:.4f}  macro-F1 "
                 f"{result['test']['macro_f1']:.4f}  step {result['timing']['step_s_median']:.3f} s  peak RSS "
                 f"{result['memory']['peak_rss'] / 2 ** 20:,.0f} MB  ({result['process']['wall_s']:.0f} s wall, "
-                f"{result['process']['cpu_s']:.0f} s CPU)")
+                f"{result['process']['cpu_s']:.0f} s CPU{', reused' if result['process'].get('reused') else ''})")
             results.append(result)
     table = summarise(results, rows)
     first = results[0]
@@ -393,6 +406,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="training steps per run (overrides the profile's)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs of identical requests found in <output-dir>/suite_runs")
     parser.set_defaults(profile="quick")
     return parser.parse_args(argv)
 
@@ -432,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"suite: {profile.name} profile, rows {', '.join(profile.rows)}, seeds {list(profile.seeds)}, "
           f"{profile.steps} steps each; output {args.output_dir}")
     try:
-        summary = run_suite(profile, task_source, pretrained, args.output_dir, progress=not args.no_progress)
+        summary = run_suite(profile, task_source, pretrained, args.output_dir, progress=not args.no_progress,
+                            resume=args.resume)
     except RuntimeError as err:
         print(f"suite: {err}", file=sys.stderr)
         return 1

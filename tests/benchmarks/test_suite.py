@@ -81,6 +81,18 @@ def test_columns_are_sane(suite_run):
         assert check["met"] in (True, False) and (check["met"] or check["note"].startswith("missed by"))
 
 
+def test_resume_reuses_an_identical_finished_run(suite_run):
+    summary, out = suite_run
+    first = summary["runs"][1]
+    again = suite.run_one(suite.ROWS["lora"], 0, STEPS, first_request(out)["task"], first_request(out)["pretrained"],
+                          out / "suite_runs", progress=False, batch_size=BATCH, resume=True)
+    assert again["process"]["reused"] is True and again["test"] == first["test"]
+
+
+def first_request(out):
+    return json.loads((out / "suite_runs" / "lora_seed0.request.json").read_text())
+
+
 def test_target_notes_say_by_how_much():
     assert suite._check("x", 0.95, 0.98, True)["note"].startswith("missed by 0.03")
     assert suite._check("x", 0.5, 0.6, False)["note"] == "met"
