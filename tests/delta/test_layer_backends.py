@@ -27,20 +27,21 @@ D_IN, D = 24, 40  # odd-ish sizes; M = 3 * 5 rows
 LORA_P = 0.25
 
 MAKERS = {  # name -> (make(backend, dtype, **kw), input feature size)
-    "lora": (lambda b, dt, **kw: LoRADense(D_IN, D, 4, 8, kw.get("p", 0.0), param_init_type=dt, compute_dtype=dt,
+    "lora": (lambda b, dt, **kw: LoRADense(D_IN, D, 4, 8, kw.get("p", 0.0), param_init_type=dt, compute_dtype=kw.get("cdt", dt),
                                            activation=kw.get("act"), backend=b), D_IN),
-    "adapter_layer": (lambda b, dt, **kw: AdapterLayer(D, 8, kw.get("act", "gelu"), dt, dt, backend=b), D),
+    "adapter_layer": (lambda b, dt, **kw: AdapterLayer(D, 8, kw.get("act", "gelu"), dt, kw.get("cdt", dt), backend=b), D),
     "adapter_dense": (lambda b, dt, **kw: AdapterDense(D_IN, D, activation="relu", bottleneck_size=8,
                                                        non_linearity=kw.get("act", "gelu"), param_init_type=dt,
-                                                       compute_dtype=dt, backend=b), D_IN),
+                                                       compute_dtype=kw.get("cdt", dt), backend=b), D_IN),
     "low_rank_layer": (lambda b, dt, **kw: LowRankAdapterLayer(D, 4, 3, non_linearity=kw.get("act", "gelu"),
-                                                               param_init_type=dt, compute_dtype=dt, backend=b), D),
+                                                               param_init_type=dt, compute_dtype=kw.get("cdt", dt), backend=b), D),
     "low_rank_dense": (lambda b, dt, **kw: LowRankAdapterDense(D_IN, D, activation="relu", reduction_factor=4,
                                                                low_rank_size=3, non_linearity=kw.get("act", "gelu"),
-                                                               param_init_type=dt, compute_dtype=dt, backend=b),
+                                                               param_init_type=dt, compute_dtype=kw.get("cdt", dt), backend=b),
                        D_IN),
 }
 NAMES = list(MAKERS)
+_NP = {ms.float32: np.float32, ms.float16: np.float16}
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,13 @@ def _clean_choice(monkeypatch):
     kbackend.set_backend(None)
     yield
     kbackend.set_backend(None)
+
+
+@pytest.fixture
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 class _FixedMask(nn.Cell):
@@ -65,7 +73,7 @@ class _FixedMask(nn.Cell):
 def _values(layer, seed=7):
     """Deterministic non-trivial values for every parameter (adapters are not the identity then)."""
     rng = np.random.default_rng(seed)
-    return {p.name: (rng.standard_normal(p.shape) * 0.3).astype(ms.dtype_to_nptype(p.dtype))
+    return {p.name: (rng.standard_normal(p.shape) * 0.3).astype(_NP[p.dtype])
             for p in layer.get_parameters()}
 
 
@@ -142,7 +150,7 @@ def test_fused_matches_composed_forward_and_all_gradients(mode, dtype):  # pylin
     """Every layer, with input, parameters and compute in ``dtype``; every parameter trainable."""
     pairs = [_pair(name, dtype) for name in NAMES]
     assert all(f.backend == "cpu" and c.backend == "composed" for f, c in pairs)
-    np_dt = ms.dtype_to_nptype(dtype)
+    np_dt = _NP[dtype]
     xs = [_x(name, np_dt) for name in NAMES]
     cots = [np.random.default_rng(5 + i).standard_normal((3, 5, D)).astype(np_dt) for i in range(len(NAMES))]
     rel = 1e-4 if dtype == ms.float32 else 1e-2
@@ -155,6 +163,22 @@ def test_fused_matches_composed_forward_and_all_gradients(mode, dtype):  # pylin
         for key, g in grads_c.items():
             assert np.abs(g).max() > 0, f"{name} d/d {key}"  # every gradient is exercised
             _close(grads_f[key], g, rel, f"{name} d/d {key}")
+
+
+@requires_fused
+def test_default_precision_float32_input_float16_compute(pynative):  # pylint: disable=unused-argument
+    """The layers' defaults: float32 input and parameters, float16 compute_dtype. LoRA runs the fused op in
+    float16; the adapters run it in the input's dtype (residual in float32, as composed adds it)."""
+    for i, name in enumerate(NAMES):
+        fused, composed = _pair(name, ms.float32, cdt=ms.float16)
+        x = _x(name)
+        cot = np.random.default_rng(5 + i).standard_normal((3, 5, D)).astype(np.float32)
+        (out_f, grads_f), = _value_and_grads([fused], [x], [cot])
+        (out_c, grads_c), = _value_and_grads([composed], [x], [cot])
+        assert out_f.dtype == np.float32
+        _close(out_f, out_c, 1e-2, f"{name} forward")
+        for key, g in grads_c.items():
+            _close(grads_f[key], g, 2e-2, f"{name} d/d {key}")
 
 
 @requires_fused
@@ -203,23 +227,23 @@ def test_lora_merged_branch_bypasses_the_kernel():
 
 # ----------------------------------------------------------------------------- names and checkpoints
 @requires_fused
-@pytest.mark.parametrize("name", NAMES)
-def test_names_and_checkpoints_do_not_depend_on_the_backend(name, tmp_path):
-    fused, composed = _pair(name)
-    names = [n for n, _ in fused.parameters_and_names()]
-    assert names == [n for n, _ in composed.parameters_and_names()]
-    assert [p.name for p in fused.get_parameters()] == [p.name for p in composed.get_parameters()]
-    assert [p.name for p in fused.trainable_params()] == [p.name for p in composed.trainable_params()]
-    path = str(tmp_path / "fused.ckpt")
-    ms.save_checkpoint(fused, path)
-    saved = ms.load_checkpoint(path)
-    assert sorted(saved) == sorted(names)
-    target = MAKERS[name][0]("composed", ms.float32)  # other (random) values until loaded
-    not_loaded, _ = ms.load_param_into_net(target, saved)
-    assert not not_loaded
-    x = Tensor(_x(name))
-    _close(target(x).asnumpy(), fused(x).asnumpy(), 1e-4, "loaded into composed")
-    np.testing.assert_array_equal(target(x).asnumpy(), composed(x).asnumpy())
+def test_names_and_checkpoints_do_not_depend_on_the_backend(tmp_path, pynative):  # pylint: disable=unused-argument
+    for name in NAMES:
+        fused, composed = _pair(name)
+        names = [n for n, _ in fused.parameters_and_names()]
+        assert names == [n for n, _ in composed.parameters_and_names()], name
+        assert [p.name for p in fused.get_parameters()] == [p.name for p in composed.get_parameters()], name
+        assert [p.name for p in fused.trainable_params()] == [p.name for p in composed.trainable_params()], name
+        path = str(tmp_path / f"{name}.ckpt")
+        ms.save_checkpoint(fused, path)
+        saved = ms.load_checkpoint(path)
+        assert sorted(saved) == sorted(names), name
+        target = MAKERS[name][0]("composed", ms.float32)  # other (random) values until loaded
+        not_loaded, _ = ms.load_param_into_net(target, saved)
+        assert not not_loaded, name
+        x = Tensor(_x(name))
+        _close(target(x).asnumpy(), fused(x).asnumpy(), 1e-4, f"{name} loaded into composed")
+        np.testing.assert_array_equal(target(x).asnumpy(), composed(x).asnumpy())
 
 
 # ----------------------------------------------------------------------------- training
@@ -307,7 +331,7 @@ def missing_library(monkeypatch, tmp_path):
     monkeypatch.setattr(kbackend, "_warned", set())
 
 
-def test_missing_library_fused_raises_auto_warns_once(missing_library):  # pylint: disable=unused-argument
+def test_missing_library_fused_raises_auto_warns_once(missing_library, pynative):  # pylint: disable=unused-argument
     for name in NAMES:
         with pytest.raises(kbackend.FusedBackendUnavailable, match="not built"):
             MAKERS[name][0]("fused", ms.float32)
