@@ -208,8 +208,8 @@ class LoRADense(nn.Cell):
         self.set_train(False)
 
     def _base_is_frozen(self) -> bool:
-        """Whether the base weight is frozen (PYNATIVE: the fused op then skips the base gradients)."""
-        return not self.weight.requires_grad
+        """Whether weight and bias are both frozen (PYNATIVE: the fused op then skips both base gradients)."""
+        return not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
 
     @property
     def backend(self) -> str:
