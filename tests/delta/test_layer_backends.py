@@ -182,24 +182,23 @@ def test_default_precision_float32_input_float16_compute(pynative):  # pylint: d
 
 
 @requires_fused
-@pytest.mark.parametrize("frozen_base", [False, True], ids=["base-trainable", "base-frozen"])
-def test_lora_dropout_with_equal_masks_and_frozen_base(mode, frozen_base):  # pylint: disable=unused-argument
-    """Dropout on (same mask for both), activation outside the kernel, base frozen or not."""
+@pytest.mark.parametrize("frozen", [(), ("weight", "bias"), ("weight",)],
+                         ids=["base-trainable", "base-frozen", "bias-trainable"])
+def test_lora_dropout_with_equal_masks_and_frozen_base(mode, frozen):  # pylint: disable=unused-argument
+    """Dropout on (same mask for both), activation outside the kernel, base frozen or not (BitFit: bias only)."""
     fused, composed = _pair("lora", p=LORA_P, act="gelu")
     mask = ((np.random.default_rng(9).random((15, D_IN)) >= LORA_P) / (1 - LORA_P)).astype(np.float32)
     for layer in (fused, composed):
         layer.lora_dropout = _FixedMask(mask)
         layer.set_train(True)
-        if frozen_base:
-            layer.weight.requires_grad = False
-            layer.bias.requires_grad = False
+        for attr in frozen:
+            getattr(layer, attr).requires_grad = False
     x = _x("lora")
     cot = np.random.default_rng(5).standard_normal((3, 5, D)).astype(np.float32)
     (out_f, grads_f), = _value_and_grads([fused], [x], [cot])
     (out_c, grads_c), = _value_and_grads([composed], [x], [cot])
     _close(out_f, out_c, 1e-4, "forward")
-    expected_keys = {"x", "mindpet_delta_lora_a", "mindpet_delta_lora_b"} | (set() if frozen_base else
-                                                                             {"weight", "bias"})
+    expected_keys = {"x", "mindpet_delta_lora_a", "mindpet_delta_lora_b", "weight", "bias"} - set(frozen)
     assert set(grads_c) == set(grads_f) == expected_keys
     for key, g in grads_c.items():
         _close(grads_f[key], g, 1e-4, f"d/d {key}")
