@@ -50,8 +50,8 @@ from mindspore.common import dtype as mstype
 from mindspore.common.initializer import HeUniform, Initializer, initializer
 
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
-from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int, check_str
 from mindpet.kernels import Adapter
 from mindpet.kernels import backend as _kernel_backend
