@@ -26,19 +26,32 @@ requires_fused = pytest.mark.skipif(not FUSED_OK, reason="mindpet CPU kernel lib
 D_IN, D = 24, 40  # odd-ish sizes; M = 3 * 5 rows
 LORA_P = 0.25
 
+
+def _lora(b, dt, p=0.0, act=None, cdt=None):
+    return LoRADense(D_IN, D, 4, 8, p, param_init_type=dt, compute_dtype=cdt or dt, activation=act, backend=b)
+
+
+def _adapter_layer(b, dt, act="gelu", cdt=None):
+    return AdapterLayer(D, 8, act, dt, cdt or dt, backend=b)
+
+
+def _adapter_dense(b, dt, act="gelu", cdt=None):
+    return AdapterDense(D_IN, D, activation="relu", bottleneck_size=8, non_linearity=act, param_init_type=dt,
+                        compute_dtype=cdt or dt, backend=b)
+
+
+def _low_rank_layer(b, dt, act="gelu", cdt=None):
+    return LowRankAdapterLayer(D, 4, 3, non_linearity=act, param_init_type=dt, compute_dtype=cdt or dt, backend=b)
+
+
+def _low_rank_dense(b, dt, act="gelu", cdt=None):
+    return LowRankAdapterDense(D_IN, D, activation="relu", reduction_factor=4, low_rank_size=3, non_linearity=act,
+                               param_init_type=dt, compute_dtype=cdt or dt, backend=b)
+
+
 MAKERS = {  # name -> (make(backend, dtype, **kw), input feature size)
-    "lora": (lambda b, dt, **kw: LoRADense(D_IN, D, 4, 8, kw.get("p", 0.0), param_init_type=dt, compute_dtype=kw.get("cdt", dt),
-                                           activation=kw.get("act"), backend=b), D_IN),
-    "adapter_layer": (lambda b, dt, **kw: AdapterLayer(D, 8, kw.get("act", "gelu"), dt, kw.get("cdt", dt), backend=b), D),
-    "adapter_dense": (lambda b, dt, **kw: AdapterDense(D_IN, D, activation="relu", bottleneck_size=8,
-                                                       non_linearity=kw.get("act", "gelu"), param_init_type=dt,
-                                                       compute_dtype=kw.get("cdt", dt), backend=b), D_IN),
-    "low_rank_layer": (lambda b, dt, **kw: LowRankAdapterLayer(D, 4, 3, non_linearity=kw.get("act", "gelu"),
-                                                               param_init_type=dt, compute_dtype=kw.get("cdt", dt), backend=b), D),
-    "low_rank_dense": (lambda b, dt, **kw: LowRankAdapterDense(D_IN, D, activation="relu", reduction_factor=4,
-                                                               low_rank_size=3, non_linearity=kw.get("act", "gelu"),
-                                                               param_init_type=dt, compute_dtype=kw.get("cdt", dt), backend=b),
-                       D_IN),
+    "lora": (_lora, D_IN), "adapter_layer": (_adapter_layer, D), "adapter_dense": (_adapter_dense, D_IN),
+    "low_rank_layer": (_low_rank_layer, D), "low_rank_dense": (_low_rank_dense, D_IN),
 }
 NAMES = list(MAKERS)
 _NP = {ms.float32: np.float32, ms.float16: np.float16}
