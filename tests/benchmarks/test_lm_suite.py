@@ -22,7 +22,7 @@ def test_learning_rate_schedule():
 
 
 def test_synthetic_suite_writes_tables(tmp_path):
-    code = lm_suite.main(["--quick", "--model", "synthetic", "--in-process", "--pynative", "--no-progress", "--steps", "8",
+    code = lm_suite.main(["--quick", "--model", "synthetic", "--in-process", "--no-progress", "--steps", "8",
                           "--heldout-chunks", "2", "--seq-len", "32", "--output-dir", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "lm_results.json").read_text())
