@@ -295,6 +295,9 @@ def markdown(table: list[dict], meta: dict) -> str:
             f"{_mb(e['dynamic_bytes'])} | {_mb(e['peak_rss_bytes'])} | {_pm(e['accuracy'])} | {_pm(e['macro_f1'])} | "
             f"{_pm(e['accuracy_vs_full'], '{:.3f}')} | {_pm(e['step_s'], '{:.3f}')} | "
             f"{_pm(e['step_vs_full'], '{:.2f}')} | {_pm(e['peak_rss_vs_full'], '{:.2f}')} |")
+    if meta.get("failed"):
+        lines += ["", "Failed runs (not in the table): " + ", ".join(f"{f['row']} seed {f['seed']}"
+                                                                     for f in meta["failed"]) + "."]
     lines += ["", "Step time is the median over the steps after warm-up (10 % of the steps, at least 2), in "
               "seconds; ratios are to full fine-tuning of the same seed, then averaged. Static bytes are exact: "
               "every parameter, a gradient per trainable parameter and the Adam optimizer's own parameters "
@@ -366,16 +369,23 @@ def run_suite(profile: Profile, task_source: dict, pretrained: dict, output_dir:
     output_dir = Path(output_dir)
     runs_dir = output_dir / "suite_runs"
     rows = sorted(profile.rows, key=lambda r: (r != "full", list(ROWS).index(r)))
-    results = []
+    results, failed = [], []
     for seed in profile.seeds:
         for name in rows:
-            result = run_one(ROWS[name], seed, profile.steps, task_source, pretrained, runs_dir, progress,
-                             batch_size=batch_size, resume=resume)
+            try:
+                result = run_one(ROWS[name], seed, profile.steps, task_source, pretrained, runs_dir, progress,
+                                 batch_size=batch_size, resume=resume)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:  # keep the other rows
+                log(f"{name:>17} seed {seed}: FAILED - {err}")
+                failed.append({"row": name, "seed": seed, "error": str(err)})
+                continue
             log(f"{name:>17} seed {seed}: accuracy {result['test']['accuracy']:.4f}  macro-F1 "
                 f"{result['test']['macro_f1']:.4f}  step {result['timing']['step_s_median']:.3f} s  peak RSS "
                 f"{result['memory']['peak_rss'] / 2 ** 20:,.0f} MB  ({result['process']['wall_s']:.0f} s wall, "
                 f"{result['process']['cpu_s']:.0f} s CPU{', reused' if result['process'].get('reused') else ''})")
             results.append(result)
+    if not results:
+        raise RuntimeError(f"every run failed: {failed}")
     table = summarise(results, rows)
     first = results[0]
     meta = {"profile": profile.name, "rows": list(rows), "seeds": list(profile.seeds), "steps": profile.steps,
@@ -383,7 +393,8 @@ def run_suite(profile: Profile, task_source: dict, pretrained: dict, output_dir:
             "majority_accuracy": first["majority_accuracy"], "cpus": os.cpu_count(),
             "load_average": f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}",
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall_s": time.perf_counter() - start, "cpu_s": sum(r["process"]["cpu_s"] for r in results)}
+            "wall_s": time.perf_counter() - start, "cpu_s": sum(r["process"]["cpu_s"] for r in results),
+            "failed": failed}
     summary = {"meta": meta, "table": table,
                "runs": [{k: v for k, v in r.items() if k not in ("step_seconds",)} for r in results]}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -456,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = summary["meta"]
     print(f"suite: {m['wall_s'] / 60:.1f} min wall, {m['cpu_s'] / 60:.1f} min CPU; wrote "
           f"{args.output_dir / 'suite.json'}, suite.md, suite.png")
+    if m["failed"]:
+        print(f"suite: {len(m['failed'])} run(s) failed: " + ", ".join(f"{f['row']} seed {f['seed']}"
+                                                              for f in m["failed"]), file=sys.stderr)
+        return 1
     return 0
 
 
