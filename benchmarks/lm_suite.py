@@ -27,12 +27,12 @@ Each method runs in its own subprocess (so peak RSS is per method); the parent w
 float32 weights, gradients and Adam's two moments of the trainable ones.
 
 Measured (quick profile: batch 1 x 256 tokens, 30 steps, 8 held-out chunks = 2,040 predictions; shared 2-core
-CPU, GRAPH mode; the prompt run shared the CPU with other jobs for part of its steps):
-zero-shot ppl 39.54; prompt 38.74 at init -> 36.52 (0.924 x zero-shot), 0.0086 % trainable, 9.4 s/step;
+CPU, GRAPH mode; prefix/LoRA shared the CPU with other jobs for part of their steps): zero-shot ppl 39.54;
+prompt 38.74 at init -> 36.52 (0.924 x zero-shot), 0.0086 % trainable, 6.1 s/step (alone; 9.4 under load);
 prefix 38.40 at init -> 35.22 (0.891), 0.086 %, 7.5 s/step; LoRA q,v r=8 -> 35.25 (0.892), 0.34 %, 7.2 s/step
-(~4.6 CPU-s/step: MindSpore's CPU ops use little of the second core). Per method ~10 min: ~65 s first step
-(graph compile), ~40 s eval compile + ~4 s per held-out chunk. Peak RSS ~7 GB per training process (3.6 GB
-for zero-shot). The held-out set of the quick profile is small: differences of a few % are within noise.
+(~4.2-4.8 CPU-s/step: MindSpore's CPU ops use little of the second core). Per method ~5 min alone: ~55 s first
+step (graph compile), ~30 s first eval (compile) + ~3 s per held-out chunk. Results are deterministic (a
+re-run gave the same perplexities). Peak RSS ~7 GB per training process (3.6 GB for zero-shot). The held-out set of the quick profile is small: differences of a few % are within noise.
 The full profile (batch 2, 400 steps, 120 held-out chunks) is estimated at ~2 h per tuned method here.
 """
 from __future__ import annotations
