@@ -18,6 +18,9 @@ class StepRecorder(Callback):
         self.description = description
         self.losses: list[float] = []
         self.step_seconds: list[float] = []
+        self.step_cpu_seconds: list[float] = []
+        """Process CPU time (all threads) per step: less sensitive than wall time to other load."""
+        self._last_cpu = 0.0
         self._bar: tqdm | None = None
         self._last = 0.0
 
@@ -25,11 +28,15 @@ class StepRecorder(Callback):
         self._bar = tqdm(total=self.total_steps, desc=self.description, disable=not self.progress,
                          unit="step", dynamic_ncols=True)
         self._last = time.perf_counter()
+        self._last_cpu = time.process_time()
 
     def on_train_step_end(self, run_context) -> None:
         now = time.perf_counter()
         self.step_seconds.append(now - self._last)
         self._last = now
+        cpu = time.process_time()
+        self.step_cpu_seconds.append(cpu - self._last_cpu)
+        self._last_cpu = cpu
         outputs = run_context.original_args().net_outputs
         loss = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
         self.losses.append(float(np.asarray(loss.asnumpy()).reshape(-1)[0]))

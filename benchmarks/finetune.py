@@ -210,6 +210,7 @@ def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaM
     timing["train_s"] = time.perf_counter() - t
     timing["step_s_median"] = steady_step_seconds(recorder.step_seconds)
     timing["first_step_s"] = recorder.step_seconds[0]
+    timing["step_cpu_s_median"] = steady_step_seconds(recorder.step_cpu_seconds)
     rss_after_train = _rss_bytes()
     peak_train = _peak_rss_bytes()
 
@@ -242,5 +243,6 @@ def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaM
         "loss": {"first": losses[0], "last": losses[-1], "mean_first": float(np.mean(losses[:window])),
                  "mean_last": float(np.mean(losses[-window:])), "window": window, "per_step": losses},
         "step_seconds": recorder.step_seconds,
+        "step_cpu_seconds": recorder.step_cpu_seconds,
         "timing": timing,
     }

@@ -162,8 +162,9 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
     if resume and request_path.is_file() and Path(request["result"]).is_file():
         previous = json.loads(request_path.read_text(encoding="utf-8"))
         result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
-        same = {k: v for k, v in previous.items() if k != "progress"} == {k: v for k, v in request.items()
-                                                                            if k != "progress"}
+        ignored = ("progress", "result")  # the output directory may be given relative or absolute
+        same = ({k: v for k, v in previous.items() if k not in ignored}
+                == {k: v for k, v in request.items() if k not in ignored})
         if same and "process" in result:
             result["process"]["reused"] = True
             return result
@@ -213,6 +214,7 @@ def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
         acc_ratio = _mean_std(ratios(lambda r: r["test"]["accuracy"]))
         f1_ratio = _mean_std(ratios(lambda r: r["test"]["macro_f1"]))
         step_ratio = _mean_std(ratios(lambda r: r["timing"]["step_s_median"]))
+        cpu_ratio = _mean_std(ratios(lambda r: r["timing"].get("step_cpu_s_median", float("nan"))))
         peak_ratio = _mean_std(ratios(lambda r: r["memory"]["peak_rss"]))
         entry = {
             "row": name, "label": row.label, "hyperparameters": first["hyperparameters"],
@@ -230,6 +232,8 @@ def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
             "accuracy_vs_full": acc_ratio, "macro_f1_vs_full": f1_ratio,
             "step_s": _mean_std([r["timing"]["step_s_median"] for r in runs]),
             "step_vs_full": step_ratio, "peak_rss_vs_full": peak_ratio,
+            "step_cpu_s": _mean_std([r["timing"].get("step_cpu_s_median", float("nan")) for r in runs]),
+            "step_cpu_vs_full": cpu_ratio,
             "kernel_backends": first.get("kernel_backends", []),
             "run_wall_s": sum(r["process"]["wall_s"] for r in runs),
             "run_cpu_s": sum(r["process"]["cpu_s"] for r in runs),
@@ -282,8 +286,8 @@ def markdown(table: list[dict], meta: dict) -> str:
              f"{meta['wall_s'] / 60:.1f} min, CPU time of the runs {meta['cpu_s'] / 60:.1f} min.", "",
              "| method | hyper-parameters | epochs | optimizer | lr | trainable % (method / +head) | spec % | "
              "static MB (params+grads+Adam) | dynamic MB | peak RSS MB | accuracy | macro-F1 | acc / full | "
-             "step s | step / full | peak / full |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "step s | step / full | step CPU s | CPU / full | peak / full |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         s = e["static_bytes"]
         hyper = e["hyperparameters"] + (f", R-Drop alpha={e['rdrop_alpha']:g}" if e["rdrop_alpha"] else "")
@@ -294,12 +298,14 @@ def markdown(table: list[dict], meta: dict) -> str:
             f"{_mb(s['total'])} ({_mb(s['parameters'])}+{_mb(s['gradients'])}+{_mb(s['optimizer_state'])}) | "
             f"{_mb(e['dynamic_bytes'])} | {_mb(e['peak_rss_bytes'])} | {_pm(e['accuracy'])} | {_pm(e['macro_f1'])} | "
             f"{_pm(e['accuracy_vs_full'], '{:.3f}')} | {_pm(e['step_s'], '{:.3f}')} | "
-            f"{_pm(e['step_vs_full'], '{:.2f}')} | {_pm(e['peak_rss_vs_full'], '{:.2f}')} |")
+            f"{_pm(e['step_vs_full'], '{:.2f}')} | {_pm(e['step_cpu_s'], '{:.3f}')} | "
+            f"{_pm(e['step_cpu_vs_full'], '{:.2f}')} | {_pm(e['peak_rss_vs_full'], '{:.2f}')} |")
     if meta.get("failed"):
         lines += ["", "Failed runs (not in the table): " + ", ".join(f"{f['row']} seed {f['seed']}"
                                                                      for f in meta["failed"]) + "."]
     lines += ["", "Step time is the median over the steps after warm-up (10 % of the steps, at least 2), in "
-              "seconds; ratios are to full fine-tuning of the same seed, then averaged. Static bytes are exact: "
+              "seconds of wall time; step CPU is the same median of the process's CPU time (all threads), which "
+              "other load on the machine disturbs less; ratios are to full fine-tuning of the same seed, then averaged. Static bytes are exact: "
               "every parameter, a gradient per trainable parameter and the Adam optimizer's own parameters "
               "(two moments per trainable parameter, the learning-rate schedule, step, beta powers). Peak RSS is "
               "the run's process maximum (`ru_maxrss`, includes the MindSpore runtime); dynamic = peak RSS during "

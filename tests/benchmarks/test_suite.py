@@ -52,7 +52,10 @@ def test_outputs_are_written(suite_run):
     assert len(loaded["runs"]) == 2 and (out / "suite_runs" / "lora_seed0.json").is_file()
     text = (out / "suite.md").read_text()
     assert "| Full fine-tuning |" in text and "| LoRA |" in text and "## Targets" in text
-    assert "acc / full" in text and "step / full" in text and "peak RSS MB" in text
+    assert "acc / full" in text and "step / full" in text and "CPU / full" in text and "peak RSS MB" in text
+    header = next(line for line in text.splitlines() if line.startswith("| method | hyper"))
+    assert all(line.count("|") == header.count("|") for line in text.splitlines()
+               if line.startswith("| Full fine-tuning |") or line.startswith("| LoRA | r="))
     assert (out / "suite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert loaded["meta"]["steps"] == STEPS and loaded["meta"]["seeds"] == [0]
 
@@ -75,6 +78,7 @@ def test_columns_are_sane(suite_run):
         assert e["peak_rss_bytes"] > s["total"] and e["dynamic_bytes"] >= 0
         assert 0.0 <= e["accuracy"][0] <= 1.0 and 0.0 <= e["macro_f1"][0] <= 1.0
         assert e["step_s"][0] > 0 and e["epochs"] == pytest.approx(STEPS * BATCH / 96)
+        assert e["step_cpu_s"][0] > 0 and e["step_cpu_vs_full"][0] > 0
     assert lora["static_bytes"]["total"] < full["static_bytes"]["total"]
     assert [c["target"] for c in lora["targets"]][2:] == ["step time / full <= 0.6", "peak memory / full <= 0.7"]
     for check in lora["targets"]:
