@@ -20,4 +20,4 @@ test: setup setup-assets
 	$(PYTHON) -m pytest -q
 
 bench: setup setup-assets
-	$(PYTHON) -m benchmarks.quick_lora
+	$(PYTHON) -m benchmarks.suite --quick
