@@ -115,12 +115,14 @@ def test_fused_float16_odd_shapes(mode):
 
 @requires_fused
 def test_functional_matches_cell_and_frozen_base_pynative():
-    """PYNATIVE with a frozen Parameter weight: the zero-base-grad bprop still gives right dx, dA, dB."""
+    """PYNATIVE with a frozen Parameter weight and bias: the zero-base-grad bprop still gives right
+    dx, dA, dB; a trainable bias Parameter keeps the base gradients."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         inputs, cot = _inputs((6,), 16, 8, 2, np.float32)
         x, w, b, a, bb, mask = (Tensor(v) for v in inputs)
         weight = Parameter(w, name="w", requires_grad=False)
+        b = Parameter(b, name="b", requires_grad=False)
         op = LoraLinear(0.5, backend="fused")
         seen = []
         original = op.construct
@@ -138,6 +140,12 @@ def test_functional_matches_cell_and_frozen_base_pynative():
             assert_close(g.asnumpy(), rg, 2e-5, f"d{name}")
         y = lora_linear(x, weight, b, a, bb, 0.5, dropout_mask=mask, backend="fused")
         assert_close(y.asnumpy(), ref_value, 2e-5, "functional y")
+        b.requires_grad = True
+        seen.clear()
+        dbias = ms.grad(lambda x_: (op(x_, weight, b, a, bb, mask) * Tensor(cot)).sum(),
+                        grad_position=None, weights=[b])(x)
+        assert seen == [False]
+        assert_close(dbias[0].asnumpy(), ref_grads[2], 2e-5, "dbias")
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

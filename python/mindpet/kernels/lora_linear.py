@@ -69,7 +69,8 @@ class LoraLinear(nn.Cell):
             frozen = bool(self._base_frozen())
         else:
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
-            frozen = isinstance(weight, Parameter) and not weight.requires_grad
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            frozen = _base_frozen(weight, bias)
         self._skip_base_grads = frozen
         try:
             return super().__call__(*args, **kwargs)
@@ -106,6 +107,14 @@ class LoraLinear(nn.Cell):
         return f"scale={self.scale}, has_bias={self.has_bias}, dropout={self.dropout_p}, impl={self.impl}"
 
 
+def _base_frozen(weight, bias) -> bool:
+    """The base gradients (dW, db) may be skipped: the weight is a frozen Parameter and the bias is
+    absent or a frozen Parameter (a plain Tensor counts as possibly needing a gradient)."""
+    def frozen(t):
+        return isinstance(t, Parameter) and not t.requires_grad
+    return frozen(weight) and (bias is None or frozen(bias))
+
+
 def lora_linear(x, weight, bias, lora_a, lora_b, scale: float, dropout_mask=None, backend: Optional[str] = None):
     r"""Functional ``lora_linear`` (PYNATIVE): ``x W^T + b + s (x_d A^T) B^T``, ``x_d = x * dropout_mask``.
 
@@ -120,8 +129,7 @@ def lora_linear(x, weight, bias, lora_a, lora_b, scale: float, dropout_mask=None
     if impl == "composed" or x.dtype == mstype.bfloat16:
         y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, float(scale), mask)
     else:
-        frozen = isinstance(weight, Parameter) and not weight.requires_grad
-        fwd = _primitives.lora_linear_forward(impl, not frozen)
+        fwd = _primitives.lora_linear_forward(impl, not _base_frozen(weight, bias))
         dummy = ops.zeros((1,), x.dtype)
         y, _ = fwd(x2d, weight, dummy if bias is None else bias, lora_a, lora_b, dummy if mask is None else mask,
                    float(scale), 0 if bias is None else 1, 0 if mask is None else 1)
