@@ -84,6 +84,8 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "pyyaml", "tokenizers", "tqdm", "safetensors", "gguf==0.19.0"],
         "bench": ["tokenizers", "tqdm", "matplotlib", "psutil", "safetensors", "gguf==0.19.0"],
+        # The optional peer benchmark (python -m benchmarks.peer): PyTorch + Hugging Face PEFT side by side.
+        "peer": ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2"],
     },
     zip_safe=False,
 )
