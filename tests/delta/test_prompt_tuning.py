@@ -99,6 +99,18 @@ def test_bad_prompt_ids(mode, ids, exc):
         PromptTuning(**GOOD)(Tensor(ids))
 
 
+@pytest.mark.parametrize("bad_id", [-1, 2, 9])
+def test_out_of_range_ids_raise_inside_a_network(mode, bad_id):
+    """Checked on the values in both modes, also when the layer runs inside a compiled model."""
+    net = SpecPromptModel(2, 5, 4)
+    net.prompt_ids = Tensor([[0, bad_id]], ms.int32)
+    emb = Tensor(np.zeros((2, 5, 4)), ms.float16)
+    with pytest.raises(ValueError, match=r"'prompt_ids' must be in \[0, 2\), but got values from"):
+        net(emb).asnumpy()
+    good = SpecPromptModel(2, 5, 4)                      # a new network runs (GRAPH: a new graph)
+    assert good(emb).shape == (2, 5, 4)
+
+
 def test_documented_import_paths():
     from tk.delta import PromptTuning as a
     from tk.delta.prompt_tuning import PromptTuning as b

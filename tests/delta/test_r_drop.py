@@ -207,6 +207,21 @@ def test_bad_logits_or_labels(mode, logits, labels, exc, match):
         RDropLoss()(Tensor(logits), Tensor(labels))
 
 
+@pytest.mark.parametrize("bad_label", [-1, 3])
+def test_out_of_range_label_raises_in_a_training_step(mode, bad_label):
+    """Checked on the values in both modes, also inside a compiled training step (forward and backward)."""
+    ids, mask, types, labels = _cls_data()
+    labels[5] = bad_label
+    net = SpecBertCls()
+    step = nn.TrainOneStepCell(net, nn.SGD(net.trainable_params(), learning_rate=0.1))
+    step.set_train()
+    before = [p.asnumpy().copy() for p in net.trainable_params()]
+    with pytest.raises(ValueError, match=r"'label_ids' must be in \[0, 3\)"):
+        step(Tensor(ids), Tensor(mask), Tensor(types), Tensor(labels)).asnumpy()
+    for old, p in zip(before, net.trainable_params()):
+        np.testing.assert_array_equal(old, p.asnumpy())    # the step stopped before the update
+
+
 def test_documented_import_paths():
     from tk.delta import RDropLoss as a, rdrop_repeat as b
     from tk.delta.r_drop import RDropLoss as c

@@ -1,8 +1,8 @@
 """Property tests of PrefixLayer, PromptTuning and RDropLoss over arguments and input shapes.
 
 Valid arguments give outputs of the documented shapes with finite values; invalid ones raise
-TypeError or ValueError naming the argument. Known gaps (reported to the owners) are strict xfails:
-they fail loudly once fixed, so the mark must then be removed.
+TypeError or ValueError naming the argument; out-of-range prompt ids and R-Drop class indices raise
+ValueError in both modes.
 """
 from __future__ import annotations
 
@@ -110,14 +110,25 @@ def test_prompt_tuning_bad_ids_raise(pynative, kw, shape, as_float):
         layer(Tensor(ids)).asnumpy()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="reported: ids outside [0, rows) - a negative id silently reads the last row, "
-                          "a too large one raises MindSpore's RuntimeError")
-@pytest.mark.parametrize("bad_id", [-1, 7])
-def test_prompt_tuning_out_of_range_id_is_value_error(pynative, bad_id):
+@pytest.mark.parametrize("bad_id", [-1, 3, 7])
+def test_prompt_tuning_out_of_range_id_is_value_error(mode, bad_id):
     layer = PromptTuning(num_virtual_tokens=3, token_dim=4)
-    with pytest.raises(ValueError, match="prompt_ids"):
+    with pytest.raises(ValueError, match="'prompt_ids' must be in \\[0, 3\\)"):
         layer(Tensor(np.array([[0, 1, bad_id]], np.int32))).asnumpy()
+
+
+@PROPERTY
+@given(kw=PROMPT_KWARGS, batch=st.integers(1, 3), seed=st.integers(0, 2 ** 31 - 1))
+def test_prompt_tuning_raises_exactly_for_ids_outside_the_table(pynative, kw, batch, seed):
+    layer = PromptTuning(**kw)
+    rows = kw["num_virtual_tokens"] * kw["num_transformer_submodules"]
+    ids = np.random.default_rng(seed).integers(-2, rows + 2, (batch, rows)).astype(np.int32)
+    if ((ids < 0) | (ids >= rows)).any():
+        with pytest.raises(ValueError, match="prompt_ids"):
+            layer(Tensor(ids)).asnumpy()
+    else:
+        np.testing.assert_array_equal(layer(Tensor(ids)).asnumpy(),
+                                      layer.mindpet_delta_prompttuning_embedding.asnumpy()[ids])
 
 
 # ---------------------------------------------------------------------------------------- RDropLoss
@@ -176,11 +187,22 @@ def test_rdrop_loss_invalid_input_raises(pynative, inputs, case):
         RDropLoss()(Tensor(logits), Tensor(labels), alpha).asnumpy()
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a class index outside [0, C) is silently dropped from the "
-                                       "cross-entropy (one_hot gives a zero row) instead of raising")
 @pytest.mark.parametrize("bad_label", [-1, 3])
-def test_rdrop_loss_out_of_range_label_is_value_error(pynative, bad_label):
+def test_rdrop_loss_out_of_range_label_is_value_error(mode, bad_label):
     logits = Tensor(np.zeros((2, 3), np.float32))
-    with pytest.raises(ValueError, match="label_ids"):
+    with pytest.raises(ValueError, match="'label_ids' must be in \\[0, 3\\)"):
         RDropLoss()(logits, Tensor(np.array([bad_label, bad_label], np.int32)), 4).asnumpy()
 
+
+
+@PROPERTY
+@given(inputs=rdrop_inputs(), seed=st.integers(0, 2 ** 31 - 1))
+def test_rdrop_loss_raises_exactly_for_labels_outside_the_classes(pynative, inputs, seed):
+    logits, _ = inputs
+    rows, classes = logits.shape
+    labels = np.random.default_rng(seed).integers(-1, classes + 1, rows).astype(np.int32)
+    if ((labels < 0) | (labels >= classes)).any():
+        with pytest.raises(ValueError, match="label_ids"):
+            RDropLoss()(Tensor(logits), Tensor(labels), 4).asnumpy()
+    else:
+        assert np.isfinite(RDropLoss()(Tensor(logits), Tensor(labels), 4).asnumpy())

@@ -9,11 +9,13 @@ import numbers
 from typing import Any, Iterable
 
 import mindspore as ms
-from mindspore import Tensor
+from mindspore import Tensor, ops
 from mindspore.common.initializer import Initializer
 
 FLOAT_DTYPES = (ms.float16, ms.float32)
 FLOAT_DTYPES_WITH_BF16 = (ms.float16, ms.float32, ms.bfloat16)
+# Input dtypes the Dense-like layers take (the fused kernels take float16/float32; others run composed).
+INPUT_FLOAT_DTYPES = (ms.float16, ms.float32, ms.float64, ms.bfloat16)
 
 
 def _is_int(value: Any) -> bool:
@@ -95,3 +97,27 @@ def check_init(value: Any, name: str, cls_name: str, shape: tuple | None = None)
         raise ValueError(f"For '{cls_name}', the shape of '{name}' must be {tuple(shape)}, "
                          f"but got {tuple(value.shape)}.")
     return value
+
+
+# ------------------------------------------------------------------ checks of inputs, called in construct
+# These run inside ``construct`` and so are compiled in GRAPH mode: keep them to constructs MindSpore's
+# graph syntax supports (dtype membership of a constant tuple, f-strings, ``raise``).
+
+def check_float_input(x: Tensor, name: str, cls_name: str) -> None:
+    """TypeError unless ``x`` has a float dtype (``INPUT_FLOAT_DTYPES``); in GRAPH mode at compile time."""
+    if x.dtype not in INPUT_FLOAT_DTYPES:
+        raise TypeError(f"For '{cls_name}', the input '{name}' must be a float Tensor (mindspore.float16, "
+                        f"mindspore.float32, mindspore.float64 or mindspore.bfloat16), but got {x.dtype}.")
+
+
+def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str) -> None:
+    """ValueError unless every value of the integer Tensor ``indices`` is in ``[0, upper)``.
+
+    Data dependent: two compares, one ``any`` reduction and a branch on its result per call. PYNATIVE
+    reads that bool on the host; GRAPH mode raises the error from the running graph (JIT Fallback) and
+    afterwards refuses to run that compiled graph again (RuntimeError "An error occurred in the previous
+    step"): a new Cell, or a recompilation, runs again.
+    """
+    if ops.logical_or(indices < 0, indices >= upper).any():
+        raise ValueError(f"For '{cls_name}', every value of '{name}' must be in [0, {upper}), but got values "
+                         f"from {indices.min()} to {indices.max()}.")

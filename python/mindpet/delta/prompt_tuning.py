@@ -23,7 +23,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Initializer, Normal, initializer
 
-from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int
+from mindpet.delta._validation import (check_bool, check_dtype, check_indices_in_range, check_init,
+                                       check_positive_int)
 
 __all__ = ["PromptTuning", "prepend_prompt"]
 
@@ -53,7 +54,15 @@ class PromptTuning(nn.Cell):
             int (bool included); bad ``embedding_init`` type; ``param_dtype`` not float16/float32;
             ``prompt_ids`` not int32/int64 (when called).
         ValueError: unknown initializer name, or an ``embedding_init`` Tensor of the wrong shape;
-            ``prompt_ids`` not 2-D (when called).
+            ``prompt_ids`` not 2-D, or an id outside [0, num_virtual_tokens * num_transformer_submodules)
+            (when called).
+
+    Checks of ``prompt_ids``: dtype and rank are checked in both modes (in GRAPH mode when the graph
+    compiles). The range of the values is checked on every call in both modes, also inside a compiled
+    model or training step: PYNATIVE reads one bool on the host per call; GRAPH mode raises the
+    ValueError from the running graph (MindSpore's JIT Fallback), after which MindSpore refuses to run
+    that compiled graph again (RuntimeError "An error occurred in the previous step"; a new network or a
+    recompilation runs). The check costs two compares and one reduction over the ids.
     """
 
     def __init__(self, num_virtual_tokens: int, token_dim: int, num_transformer_submodules: int = 1, *,
@@ -90,6 +99,7 @@ class PromptTuning(nn.Cell):
         if prompt_ids.ndim != 2:
             raise ValueError(f"For 'PromptTuning', 'prompt_ids' must be 2-D (batch, num_virtual_tokens * "
                              f"num_transformer_submodules), but got shape {prompt_ids.shape}.")
+        check_indices_in_range(prompt_ids, self.total_virtual_tokens, "prompt_ids", "PromptTuning")
         return ops.gather(self.mindpet_delta_prompttuning_embedding, prompt_ids, 0)
 
 

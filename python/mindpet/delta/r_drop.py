@@ -28,6 +28,8 @@ from typing import Tuple
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from mindpet.delta._validation import check_indices_in_range
+
 __all__ = ["RDropLoss", "rdrop_repeat"]
 
 _INDEX_DTYPES = (ms.int32, ms.int64)
@@ -74,7 +76,15 @@ class RDropLoss(nn.Cell):
         TypeError: ``alpha`` not an int or float (bool included); ``logits`` not float16/float32;
             ``label_ids`` neither int32/int64 nor float16/float32.
         ValueError: ``alpha`` negative; ``logits`` not 2-D or with an odd number of rows; ``label_ids``
-            of the wrong shape.
+            of the wrong shape; a class index outside [0, C).
+
+    Checks: ``alpha``, dtypes and shapes are checked in both modes (in GRAPH mode when the graph
+    compiles). The range of class indices is checked on every call in both modes, also inside a compiled
+    training step: PYNATIVE reads one bool on the host per call; GRAPH mode raises the ValueError from
+    the running graph (MindSpore's JIT Fallback), after which MindSpore refuses to run that compiled
+    graph again (RuntimeError "An error occurred in the previous step"; a new network or a recompilation
+    runs). The check costs two compares and one reduction over the labels; probability labels are not
+    checked (any float values are used as given).
     """
 
     def construct(self, logits: Tensor, label_ids: Tensor, alpha=4) -> Tensor:
@@ -93,6 +103,7 @@ class RDropLoss(nn.Cell):
             if label_ids.size != rows or label_ids.ndim > 2:
                 raise ValueError(f"For 'RDropLoss', class-index 'label_ids' must have shape ({rows},) or "
                                  f"({rows}, 1), but got {label_ids.shape}.")
+            check_indices_in_range(label_ids, classes, "label_ids", "RDropLoss")
             target = ops.one_hot(label_ids.reshape((rows,)).astype(ms.int32), classes,
                                  Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
         elif label_ids.dtype in _FLOAT_DTYPES:
