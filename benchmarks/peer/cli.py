@@ -170,6 +170,10 @@ def run_mode(mode: str, setup: ModelSetup, args: argparse.Namespace, output_dir:
     """Build both sides in their workers, check their logits, time the cases interleaved."""
     threads, cores = mode_cores(mode, args.core)
     load_before = _load()
+    if os.getloadavg()[0] > len(os.sched_getaffinity(0)) - 0.5:
+        log(f"peer [{analysis.MODE_LABELS[mode]}] warning: load average {load_before} on "
+            f"{len(os.sched_getaffinity(0))} CPUs: other jobs compete for the cores (multi-threaded OpenMP "
+            "runtimes suffer most; compare the CPU-time column and the one-thread mode)")
     workers: dict[str, Worker] = {}
     try:
         infos = {}
