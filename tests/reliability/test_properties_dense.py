@@ -5,7 +5,8 @@ For LoRADense, AdapterDense, AdapterLayer, LowRankAdapterDense and LowRankAdapte
   dtype, with finite values, the same whatever the leading dimensions (no mixing across rows);
 - one invalid argument raises TypeError or ValueError (KeyError for an unknown activation name, which
   is also a ValueError here) naming the argument - never another exception;
-- an input whose last dimension is not ``in`` (or a scalar) raises ValueError - never a broadcast.
+- an input whose last dimension is not ``in`` (or a scalar) raises ValueError - never a broadcast;
+- an integer or bool input raises TypeError naming the input and the accepted float dtypes.
 PYNATIVE mode, tiny sizes, derandomized hypothesis: reproducible and fast.
 """
 from __future__ import annotations
@@ -236,3 +237,20 @@ def test_wrong_last_input_dimension_raises_value_error(pynative, spec: LayerSpec
     assert str(in_dim) in str(info.value) and str(tuple(x.shape)) in str(info.value)
     with pytest.raises(ValueError):  # a scalar has no last dimension at all
         layer(Tensor(np.float32(1.0))).asnumpy()
+
+
+NON_FLOAT_DTYPES = st.sampled_from([ms.int8, ms.int16, ms.int32, ms.int64, ms.uint8, ms.bool_])
+
+
+@pytest.mark.parametrize("spec", LAYERS, ids=[s.name for s in LAYERS])
+@settings(PROPERTY, max_examples=10)
+@given(data=st.data())
+def test_integer_or_bool_input_raises_type_error(pynative, spec: LayerSpec, data):
+    kw = data.draw(spec.valid, label="kwargs")
+    layer = spec.build(kw)
+    leading = data.draw(st.lists(st.integers(1, 3), min_size=0, max_size=2), label="leading dims")
+    dtype = data.draw(NON_FLOAT_DTYPES, label="input dtype")
+    x = Tensor(np.ones(tuple(leading) + (spec.in_dim(kw),), np.float32)).astype(dtype)
+    with pytest.raises(TypeError) as info:
+        layer(x).asnumpy()
+    assert "'x'" in str(info.value) and "mindspore.float32" in str(info.value) and str(dtype) in str(info.value)

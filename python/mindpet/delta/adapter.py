@@ -52,7 +52,8 @@ from mindspore.common.initializer import HeUniform, Initializer, initializer
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategies
-from mindpet.delta._validation import check_bool, check_dtype, check_init, check_positive_int, check_str
+from mindpet.delta._validation import (check_bool, check_dtype, check_float_input, check_init, check_positive_int,
+                                       check_str)
 from mindpet.kernels import Adapter
 from mindpet.kernels import backend as _kernel_backend
 from mindpet.kernels.activations import activation_code
@@ -153,7 +154,8 @@ class AdapterLayer(FusableDelta, nn.Cell):
 
     Raises:
         TypeError: ``hidden_size`` or ``bottleneck_size`` not an int; ``non_linearity`` not a str;
-            ``param_init_type`` / ``compute_dtype`` not float16/float32; under ``backend='fused'``, an
+            ``param_init_type`` / ``compute_dtype`` not float16/float32; an input ``x`` that is not
+            float16/float32/float64/bfloat16 (GRAPH mode: at compile time); under ``backend='fused'``, an
             input neither float32 nor float16.
         ValueError: ``hidden_size`` or ``bottleneck_size`` <= 0; unknown ``non_linearity``; unknown
             ``backend``.
@@ -219,6 +221,7 @@ class AdapterLayer(FusableDelta, nn.Cell):
         return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_adapter_up_bias, cdt))
 
     def construct(self, x: Tensor) -> Tensor:
+        check_float_input(x, "x", "AdapterLayer")
         x_shape = x.shape
         if not x_shape:
             raise ValueError("For 'AdapterLayer', the input must have shape (*, hidden_size), but got a scalar.")
@@ -341,6 +344,7 @@ class DenseWithDelta(nn.Cell):
         return h
 
     def construct(self, x: Tensor) -> Tensor:
+        check_float_input(x, "x", self.cls_name)
         x_shape = x.shape
         if not x_shape:
             raise ValueError(f"For '{self.cls_name}', the input must have shape (*, in_channels), but got a scalar.")
@@ -419,7 +423,8 @@ class AdapterDense(DenseWithDelta):
 
     Raises:
         TypeError: a size not an int; ``has_bias`` not a bool; ``activation`` not a str, Cell, Primitive
-            or None; ``non_linearity`` not a str; a dtype not float16/float32; an init of another type.
+            or None; ``non_linearity`` not a str; a dtype not float16/float32; an init of another type;
+            an input ``x`` that is not float16/float32/float64/bfloat16.
         ValueError: a size <= 0; an unknown initializer name; a Tensor init of the wrong shape;
             unknown ``non_linearity``; unknown ``backend``.
         KeyError: unknown ``activation`` name.

@@ -17,7 +17,7 @@ from mindpet.delta._activation import (activation_shard_plan, check_activation_p
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategy
-from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype,
+from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_float_input,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
 from mindpet.kernels import LoraLinear
@@ -106,7 +106,8 @@ class LoRADense(nn.Cell):
         TypeError: ``in_channels``, ``out_channels`` or ``lora_rank`` not an int (bool included);
             ``lora_alpha`` not an int or float; ``lora_dropout`` not a float; ``has_bias`` not a bool;
             ``activation`` not a str, Cell, Primitive or None; a dtype not float16/float32/bfloat16;
-            an init of another type.
+            an init of another type; an input ``x`` that is not float16/float32/float64/bfloat16 (GRAPH
+            mode: at compile time).
         ValueError: a non-positive channel count or rank; ``lora_alpha`` zero or not finite;
             ``lora_dropout`` outside [0, 1); a Tensor init of the wrong shape; an unknown
             initializer or activation name; an input whose last dimension is not ``in_channels``;
@@ -260,6 +261,7 @@ class LoRADense(nn.Cell):
         return self.mul(delta, self._scaling)
 
     def construct(self, x):
+        check_float_input(x, "x", "LoRADense")
         x_shape = self.shape_op(x)
         if not x_shape:
             raise ValueError("For 'LoRADense', the input must have shape (*, in_channels), but got a scalar.")

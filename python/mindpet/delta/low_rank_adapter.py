@@ -46,7 +46,7 @@ from mindspore.common.initializer import Initializer
 
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._strategy import apply_strategies, check_strategies
-from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
+from mindpet.delta._validation import check_dtype, check_float_input, check_init, check_positive_int, check_str
 from mindpet.delta.adapter import (DenseWithDelta, FusableDelta, InitType, StrategyType, build_kernel, make_param,
                                    resolve_residual_alias)
 from mindpet.kernels import LowRankAdapter
@@ -83,7 +83,8 @@ class LowRankAdapterLayer(FusableDelta, nn.Cell):
     Raises:
         TypeError: ``hidden_size``, ``reduction_factor`` or ``low_rank_size`` not an int;
             ``low_rank_w_init`` neither a str nor an Initializer; ``non_linearity`` not a str;
-            a dtype not float16/float32; under ``backend='fused'``, an input neither float32 nor float16.
+            a dtype not float16/float32; an input ``x`` that is not float16/float32/float64/bfloat16 (GRAPH
+            mode: at compile time); under ``backend='fused'``, an input neither float32 nor float16.
         ValueError: a size <= 0; ``reduction_factor > hidden_size``; unknown ``low_rank_w_init`` name;
             unknown ``non_linearity``; unknown ``backend``.
         mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run.
@@ -164,6 +165,7 @@ class LowRankAdapterLayer(FusableDelta, nn.Cell):
         return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_up_bias, cdt))
 
     def construct(self, x: Tensor) -> Tensor:
+        check_float_input(x, "x", "LowRankAdapterLayer")
         x_shape = x.shape
         if not x_shape:
             raise ValueError("For 'LowRankAdapterLayer', the input must have shape (*, hidden_size), but got a scalar.")
@@ -273,7 +275,8 @@ class LowRankAdapterDense(DenseWithDelta):
     Raises:
         TypeError: a size not an int; ``has_bias`` not a bool; ``activation`` not a str, Cell, Primitive
             or None; ``weight_init`` / ``bias_init`` of another type; ``low_rank_w_init`` neither a str nor
-            an Initializer; ``non_linearity`` not a str; a dtype not float16/float32.
+            an Initializer; ``non_linearity`` not a str; a dtype not float16/float32; an input ``x`` that
+            is not float16/float32/float64/bfloat16.
         ValueError: a size <= 0; ``reduction_factor > out_channels``; an unknown initializer name; a
             Tensor init of the wrong shape; unknown ``non_linearity``; unknown ``backend``.
         KeyError: unknown ``activation`` name.
