@@ -42,3 +42,19 @@ def read_safetensors(path: str, func: str) -> Dict[str, np.ndarray]:
         return arrays
     except (KeyError, ValueError, struct.error, json.JSONDecodeError) as err:
         raise ValueError(f"For '{func}', cannot read {path!r} as float safetensors: {first_error}; {err!r}.") from err
+
+
+def read_safetensors_metadata(path: str, func: str) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors file header (``{}`` when it has none). Errors name ``func``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"For '{func}', {path!r} does not exist.")
+    try:
+        with open(path, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, struct.error, AttributeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"For '{func}', cannot read the header of {path!r} as safetensors: {err!r}.") from err
+    if not isinstance(metadata, dict):
+        raise ValueError(f"For '{func}', the __metadata__ of {path!r} must be an object, but got {metadata!r}.")
+    return metadata

@@ -11,9 +11,17 @@ PEFT adds ``scaling * B A x`` to the module's output, ``scaling = lora_alpha / r
 sqrt(r)`` with ``use_rslora``), which is :class:`LoRADense`'s ``s = lora_alpha / lora_rank``. MindSpore
 attribute paths map to source module names through ``name_map`` (identity by default): a dict
 ``{mindspore path: source name}`` (unlisted paths map to themselves) or a callable.
+
+The two files are tied together through two extra entries of the safetensors header metadata (str ->
+str, next to PEFT's ``"format": "pt"``; PEFT and ``safetensors`` ignore them, while an extra key in the
+config would make recent PEFT warn, and older PEFT may refuse it): ``mindpet_tensors_sha256``, the
+SHA-256 of the tensors (:func:`tensors_sha256`: names, dtypes, shapes and data), and
+``mindpet_config_sha256``, the SHA-256 of the bytes of ``adapter_config.json``. :func:`import_peft`
+checks both when present; files written by PEFT lack them and import as before.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,19 +36,21 @@ from mindspore import Tensor, nn
 from safetensors.numpy import save_file
 
 from mindpet._cells import cell_slots
-from mindpet._safetensors import read_safetensors
+from mindpet._safetensors import read_safetensors, read_safetensors_metadata
 from mindpet.delta import LoRADense
 from mindpet.graph._atomic import atomic_write, atomic_write_bytes
 from mindpet.inject import _is_plain_dense, replace_dense
 from mindpet.merge import lora_layers
 
-__all__ = ["export_peft", "import_peft", "PeftImportReport", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS"]
+__all__ = ["export_peft", "import_peft", "PeftImportReport", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "tensors_sha256"]
 
 PathLike = Union[str, os.PathLike]
 NameMap = Union[None, Mapping[str, str], Callable[[str], str]]
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 KEY_PREFIX = "base_model.model."
+TENSORS_SHA256 = "mindpet_tensors_sha256"  # safetensors metadata keys written by export_peft
+CONFIG_SHA256 = "mindpet_config_sha256"
 _KEY = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_(?P<which>[AB])\.weight")
 
 
@@ -116,6 +126,34 @@ def _pattern_value(patterns: Mapping[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+def tensors_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) of named arrays: for each name in sorted order, the name, dtype, shape and C-order bytes.
+
+    Independent of how a safetensors file lays the tensors out, so it can be computed before writing.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _check_ties(weights_path: str, config_bytes: bytes, arrays: Dict[str, np.ndarray], func: str) -> None:
+    """ValueError naming the file if the SHA-256 recorded by export_peft does not match (no record: no check)."""
+    metadata = read_safetensors_metadata(weights_path, func)
+    config_sha = metadata.get(CONFIG_SHA256)
+    if config_sha is not None and config_sha != hashlib.sha256(config_bytes).hexdigest():
+        config_path = os.path.join(os.path.dirname(weights_path), ADAPTER_CONFIG)
+        raise ValueError(f"For '{func}', {config_path!r} is not the config exported with {weights_path!r} (its "
+                         f"SHA-256 differs from the '{CONFIG_SHA256}' recorded in the weights file): the files come "
+                         f"from different exports, or the config was edited.")
+    tensors_sha = metadata.get(TENSORS_SHA256)
+    if tensors_sha is not None and tensors_sha != tensors_sha256(arrays):
+        raise ValueError(f"For '{func}', the tensors of {weights_path!r} do not match the '{TENSORS_SHA256}' "
+                         f"recorded in its header: the file was modified or damaged after export.")
+
+
 # ----------------------------------------------------------------------------------------------- export
 def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
                 base_model_name_or_path: Optional[str] = None, task_type: Optional[str] = None) -> str:
@@ -125,9 +163,10 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
     ``lora_alpha`` the most common among the layers of rank ``r``; layers that differ get ``rank_pattern``
     / ``alpha_pattern`` entries keyed by their full module name (mixed dropouts warn: PEFT has one).
     ``target_modules`` lists the full module names. Tensors are float32. Both files are written
-    atomically (weights first). A layer with an activation corresponds to a source Linear
-    followed by that activation: PEFT adds the update to the Linear's output, before the activation, as
-    LoRADense does.
+    atomically (weights first). The weights file's header metadata records the SHA-256 of the tensors
+    and of the config (see the module docstring), which :func:`import_peft` verifies. A layer with an
+    activation corresponds to a source Linear followed by that activation: PEFT adds the update to the
+    Linear's output, before the activation, as LoRADense does.
 
     Args:
         model: a network with LoRADense layers (merged or not: A and B are exported either way).
@@ -194,26 +233,29 @@ def export_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None,
         "use_dora": False,
         "use_rslora": False,
     }
+    config_bytes = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    metadata = {"format": "pt", TENSORS_SHA256: tensors_sha256(tensors),
+                CONFIG_SHA256: hashlib.sha256(config_bytes).hexdigest()}
     os.makedirs(directory, exist_ok=True)
-    atomic_write(os.path.join(directory, ADAPTER_WEIGHTS),
-                 lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(os.path.join(directory, ADAPTER_CONFIG), text.encode("utf-8"))
+    atomic_write(os.path.join(directory, ADAPTER_WEIGHTS), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_bytes(os.path.join(directory, ADAPTER_CONFIG), config_bytes)
     return directory
 
 
 # ----------------------------------------------------------------------------------------------- import
-def _read_json(path: str, func: str) -> Dict[str, Any]:
+def _read_json(path: str, func: str) -> Tuple[Dict[str, Any], bytes]:
+    """The JSON object in ``path`` and the file's bytes."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"For '{func}', {path!r} does not exist.")
+    with open(path, "rb") as handle:
+        raw = handle.read()
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            config = json.load(handle)
-    except json.JSONDecodeError as err:
+        config = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"For '{func}', {path!r} is not valid JSON: {err}.") from err
     if not isinstance(config, dict):
         raise ValueError(f"For '{func}', {path!r} must hold a JSON object.")
-    return config
+    return config, raw
 
 
 def _lora_settings(config: Dict[str, Any], path: str, func: str) -> Dict[str, Any]:
@@ -279,7 +321,9 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
     - a plain ``nn.Dense``: a LoRADense with that rank and scaling (``lora_dropout`` from the config,
       computing in the weight's dtype) replaces it, as :func:`mindpet.inject` does.
 
-    Then A and B are set (cast to the parameters' dtype). Everything is checked before the model changes.
+    Then A and B are set (cast to the parameters' dtype). Everything is checked before the model changes,
+    including, for files written by :func:`export_peft`, the SHA-256 of the config and of the tensors
+    recorded in the weights file (files written by PEFT have no such record and are not checked).
 
     Args:
         model: the network (changed in place).
@@ -296,15 +340,18 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
     Raises:
         TypeError: bad argument types. FileNotFoundError: a file is missing.
         ValueError: not a LoRA config, or features LoRADense cannot represent (``bias`` other than
-            ``'none'``, DoRA); the model has merged LoRA layers; with ``strict``, any problem of the report.
+            ``'none'``, DoRA); the SHA-256 recorded by :func:`export_peft` does not match the config or
+            the tensors (naming the file); the model has merged LoRA layers; with ``strict``, any problem of the report.
     """
     func = "import_peft"
     directory, mapping = _check_args(model, directory, name_map, func)
     if not isinstance(strict, bool):
         raise TypeError(f"For '{func}', 'strict' must be a bool, but got {type(strict).__name__}.")
-    config_path = os.path.join(directory, ADAPTER_CONFIG)
-    settings = _lora_settings(_read_json(config_path, func), config_path, func)
-    arrays = read_safetensors(os.path.join(directory, ADAPTER_WEIGHTS), func)
+    config_path, weights_path = os.path.join(directory, ADAPTER_CONFIG), os.path.join(directory, ADAPTER_WEIGHTS)
+    config, config_bytes = _read_json(config_path, func)
+    settings = _lora_settings(config, config_path, func)
+    arrays = read_safetensors(weights_path, func)
+    _check_ties(weights_path, config_bytes, arrays, func)
     merged = [p for p, c in model.cells_and_names() if isinstance(c, LoRADense) and c.merged]
     if merged:
         raise ValueError(f"For '{func}', the model has merged LoRA layers {merged}; call "

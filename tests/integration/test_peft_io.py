@@ -1,7 +1,9 @@
 """export_peft / import_peft: a hand-written PEFT adapter, round trips on the BERT port, errors."""
+import hashlib
 import json
 import math
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -15,6 +17,7 @@ from mindpet.delta import LoRADense
 
 from benchmarks.models.bert import BertEncoder
 from benchmarks.models.hf_weights import convert_hf_state
+from mindpet.peft_io import tensors_sha256
 from integration_models import TINY, MLP, bert_hf_name_map, bert_inputs, f64, mlp_reference, randomize, tiny_bert
 import peft_fixture
 
@@ -227,3 +230,76 @@ def test_export_errors(pynative, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         mindpet.import_peft(net, str(tmp_path / "none"))
     assert not os.listdir(tmp_path)  # no half-written export
+
+
+def _header_metadata(path):
+    """The safetensors header's __metadata__, parsed by hand (independently of mindpet's reader)."""
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        return json.loads(handle.read(size)).get("__metadata__")
+
+
+def _lora_mlp(alpha=4, seed=4):
+    net = MLP()
+    mindpet.inject(net, "lora", ["fc1", "blocks.0"], lora_rank=2, lora_alpha=alpha)
+    randomize(net, "mindpet_delta_lora_", seed=seed)
+    return net
+
+
+def test_export_ties_config_and_weights_by_sha256(pynative, tmp_path):
+    src, other = str(tmp_path / "src"), str(tmp_path / "other")
+    mindpet.export_peft(_lora_mlp(), src)
+    mindpet.export_peft(_lora_mlp(alpha=8, seed=5), other)
+    weights, config = os.path.join(src, "adapter_model.safetensors"), os.path.join(src, "adapter_config.json")
+
+    # PEFT-loadable by construction: str -> str metadata with PEFT's "format": "pt", plus the two records
+    meta = _header_metadata(weights)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    assert sorted(meta) == ["format", "mindpet_config_sha256", "mindpet_tensors_sha256"] and meta["format"] == "pt"
+    with open(config, "rb") as handle:
+        assert meta["mindpet_config_sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    tensors = load_file(weights)
+    assert meta["mindpet_tensors_sha256"] == tensors_sha256(tensors)
+    with open(config, encoding="utf-8") as handle:
+        assert not [k for k in json.load(handle) if "mindpet" in k]  # the PEFT config is untouched
+
+    def refused(directory, file_name):
+        net = MLP()
+        with pytest.raises(ValueError, match=f"{file_name}.*SHA-256|{file_name}.*mindpet_tensors_sha256"):
+            mindpet.import_peft(net, directory)
+        assert isinstance(net.fc1, nn.Dense) and not isinstance(net.fc1, LoRADense)  # nothing changed
+
+    assert mindpet.import_peft(MLP(), src).ok
+    # the config of another export next to these weights
+    mixed = str(tmp_path / "mixed")
+    shutil.copytree(src, mixed)
+    shutil.copy(os.path.join(other, "adapter_config.json"), mixed)
+    refused(mixed, "adapter_config.json")
+    # the weights of another export next to this config
+    shutil.copy(os.path.join(other, "adapter_model.safetensors"), mixed)
+    shutil.copy(config, mixed)
+    refused(mixed, "adapter_config.json")
+    # a tensor changed after export (header kept)
+    changed = dict(tensors)
+    changed["base_model.model.fc1.lora_B.weight"] = changed["base_model.model.fc1.lora_B.weight"] + 1
+    save_file(changed, os.path.join(mixed, "adapter_model.safetensors"), metadata=meta)
+    refused(mixed, "adapter_model.safetensors")
+
+
+def test_files_without_the_records_still_import(pynative, tmp_path):
+    """Files as PEFT writes them (metadata {"format": "pt"} only) are not checked: they import."""
+    assert _header_metadata(os.path.join(peft_fixture.DATA, "adapter_model.safetensors")) == {"format": "pt"}
+    src = str(tmp_path / "src")
+    net = _lora_mlp()
+    x = Tensor(np.random.default_rng(3).standard_normal((2, 6)).astype(np.float32))
+    expected = net(x).asnumpy()
+    mindpet.export_peft(net, src)
+    tensors = load_file(os.path.join(src, "adapter_model.safetensors"))
+    save_file(tensors, os.path.join(src, "adapter_model.safetensors"), metadata={"format": "pt"})  # as PEFT saves
+    with open(os.path.join(src, "adapter_config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    with open(os.path.join(src, "adapter_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(dict(config, base_model_name_or_path="edited"), handle)  # edited: no record, no check
+    fresh = MLP()
+    assert mindpet.import_peft(fresh, src).ok
+    np.testing.assert_array_equal(fresh(x).asnumpy(), expected)
