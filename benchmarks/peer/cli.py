@@ -2,6 +2,7 @@
 
     python -m benchmarks.peer [--quick] [--modes one,all] [--reps N] [--iters-forward N] [--iters-step N]
                               [--core C] [--output-dir results] [--model-dir DIR --synthetic-batch]
+    python -m benchmarks.peer --report results/peer.json     (re-print a saved run's tables)
 
 For each mode (``one``: both workers pinned to the same single core, every thread count 1; ``all``: every
 core of this process, thread counts = number of cores) it starts one MindSpore worker and one PyTorch
@@ -66,6 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="random token ids instead of BBC headlines (for --model-dir test models)")
     parser.add_argument("--num-classes", type=int, default=5, help="classes of the head with --synthetic-batch")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
+    parser.add_argument("--report", type=Path, metavar="PEER_JSON",
+                        help="measure nothing: recompute and print the tables of a saved peer.json")
     args = parser.parse_args(argv)
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     unknown = [m for m in args.modes if m not in MODES]
@@ -204,7 +207,7 @@ def run_mode(mode: str, setup: ModelSetup, args: argparse.Namespace, output_dir:
     summary = analysis.summarize(samples)
     return {"threads": threads, "cores": cores, "load_before": load_before, "load_after": _load(),
             "info": infos, "logits_check": check, "logits": logits, "samples": samples, "summary": summary,
-            "ratios": analysis.ratios(summary)}
+            "ratios": analysis.ratios(summary, samples)}
 
 
 def _cpu_model() -> str:
@@ -257,8 +260,20 @@ def run(args: argparse.Namespace, setup: ModelSetup, model_name: str, batch_name
     return result
 
 
+def recompute(result: dict) -> dict:
+    """Summary, ratios and verdicts of a saved result recomputed from its samples (the current analysis)."""
+    for mode in result["modes"].values():
+        mode["summary"] = analysis.summarize(mode["samples"])
+        mode["ratios"] = analysis.ratios(mode["summary"], mode["samples"])
+    result["verdicts"] = analysis.verdicts({name: m["ratios"] for name, m in result["modes"].items()})
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        print(analysis.markdown(recompute(json.loads(Path(args.report).read_text(encoding="utf-8")))))
+        return 0
     missing = missing_packages()
     if missing:
         print(f"peer: {', '.join(missing)} not installed; the peer benchmark needs the peer extra: {PEER_EXTRA}",

@@ -111,8 +111,9 @@ def test_summary_ratios_and_table_on_synthetic_timings():
     assert summary["ours"]["lora_step"]["cpu_s"] == pytest.approx(0.770)
     assert summary["ours"]["lora_step"]["reps"] == 3
     assert summary["ours"]["lora_step"]["wall_max_s"] == pytest.approx(0.385 * 1.5)
-    r = analysis.ratios(summary)
+    r = analysis.ratios(summary, _samples({"ours": OURS, "theirs": THEIRS}))
     assert r["ours_over_theirs"]["full_step"] == pytest.approx(0.55 / 0.30)
+    assert r["ours_over_theirs_paired"]["full_step"] == pytest.approx(0.55 / 0.30)
     assert r["ours_over_theirs"]["lora_step"] == pytest.approx(0.385 / 0.19)
     assert r["ours_over_theirs_cpu"]["lora_step"] == pytest.approx(0.385 / 0.19)
     assert r["lora_over_full"]["ours"] == pytest.approx(0.7)
@@ -121,8 +122,17 @@ def test_summary_ratios_and_table_on_synthetic_timings():
     assert r["lora_step_over_forward"]["theirs"] == pytest.approx(1.9)
     assert r["full_step_over_forward"]["ours"] == pytest.approx(5.5)
     table = "\n".join(analysis.mode_table("all", summary, r))
-    assert "| LoRA step | 385.0 | 190.0 | 2.03 | 2.03 | 770.0 | 380.0 |" in table
-    assert "| LoRA step / LoRA-model forward | 3.50 | 1.81 |" in table
+    assert "| LoRA step | 385.0 | 190.0 | 2.03 | 2.03 | 2.03 | 770.0 | 380.0 |" in table
+    assert "| LoRA step / LoRA-model forward | 3.50 | 1.81 | | | | 3.50 | 1.81 |" in table
+    assert math.isnan(analysis.ratios(summary)["ours_over_theirs_paired"]["forward"])  # no samples given
+
+
+def test_paired_ratio_cancels_drifting_load():
+    # the machine gets 3x slower during the run; each pair still shows ours = 2 x theirs
+    samples = {"ours": {"lora_step": {"wall": [[2.0], [6.0], [2.2]]}},
+               "theirs": {"lora_step": {"wall": [[1.0], [3.0], [1.1]]}}}
+    assert analysis.paired_ratio(samples, "lora_step") == pytest.approx(2.0)
+    assert math.isnan(analysis.paired_ratio(samples, "forward"))
 
 
 def test_missing_case_gives_nan_ratios_and_dashes():
@@ -149,7 +159,12 @@ def test_verdicts():
     only_all = analysis.verdicts({"all": missed})
     assert [v["mode"] for v in only_all] == ["all", "all"]
     lines = "\n".join(analysis.verdict_lines(items))
-    assert "| our/PEFT LoRA step at one thread <= 1.0 | 1 thread | 1.05 | missed by 0.05 (5% over) |" in lines
+    assert ("| our/PEFT LoRA step at one thread <= 1.0 | 1 thread | 1.05 | missed by 0.05 (5% over); "
+            "CPU time 1.05 |") in lines
+    assert step[1]["note"].endswith("; CPU time 3.50")
+    paired = analysis.ratios(analysis.summarize(_samples({"ours": OURS, "theirs": THEIRS})),
+                             _samples({"ours": OURS, "theirs": THEIRS}))
+    assert analysis.verdicts({"all": paired})[-1]["note"] == "reported (no numeric bound); CPU time 2.03, paired 2.03"
 
 
 def test_compare_logits():
