@@ -110,6 +110,17 @@ def check_float_input(x: Tensor, name: str, cls_name: str) -> None:
                         f"mindspore.float32, mindspore.float64 or mindspore.bfloat16), but got {x.dtype}.")
 
 
+def check_dense_input(x: Tensor, size: int, size_name: str, cls_name: str) -> None:
+    """Checks of the input ``x: (*, size)`` of a Dense-like layer: a float dtype (TypeError), at least one
+    dimension and a last dimension of ``size`` (ValueError naming ``size_name``). GRAPH mode: at compile time."""
+    check_float_input(x, "x", cls_name)
+    if not x.shape:
+        raise ValueError(f"For '{cls_name}', the input must have shape (*, {size_name}), but got a scalar.")
+    if x.shape[-1] != size:
+        raise ValueError(f"For '{cls_name}', the last dimension of the input must equal '{size_name}' ({size}), "
+                         f"but got input shape {x.shape}.")
+
+
 def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str) -> None:
     """ValueError unless every value of the integer Tensor ``indices`` is in ``[0, upper)``.
 

@@ -17,7 +17,7 @@ from mindpet.delta._activation import (activation_shard_plan, check_activation_p
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategy
-from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_float_input,
+from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
 from mindpet.kernels import LoraLinear
@@ -261,13 +261,8 @@ class LoRADense(nn.Cell):
         return self.mul(delta, self._scaling)
 
     def construct(self, x):
-        check_float_input(x, "x", "LoRADense")
+        check_dense_input(x, self.in_channels, "in_channels", "LoRADense")
         x_shape = self.shape_op(x)
-        if not x_shape:
-            raise ValueError("For 'LoRADense', the input must have shape (*, in_channels), but got a scalar.")
-        if x_shape[-1] != self.in_channels:
-            raise ValueError(f"For 'LoRADense', the last dimension of the input must equal 'in_channels' "
-                             f"({self.in_channels}), but got input shape {x_shape}.")
         ori_dtype = self.dtype_op(x)
         x2d = x
         if len(x_shape) != 2:

@@ -45,10 +45,9 @@ from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Initializer
 
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
-from mindpet.delta._strategy import apply_strategies, check_strategies
-from mindpet.delta._validation import check_dtype, check_float_input, check_init, check_positive_int, check_str
-from mindpet.delta.adapter import (DenseWithDelta, FusableDelta, InitType, StrategyType, build_kernel, make_param,
-                                   resolve_residual_alias)
+from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
+from mindpet.delta._strategy import check_strategies
+from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
 from mindpet.kernels import LowRankAdapter
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
@@ -56,7 +55,7 @@ __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
 _PREFIX = "mindpet_delta_low_rank_adapter_"
 
 
-class LowRankAdapterLayer(FusableDelta, nn.Cell):
+class LowRankAdapterLayer(AdapterBlock):
     r"""Adapter bottleneck whose projections are rank-``low_rank_size`` products, with a residual.
 
     .. math::
@@ -164,28 +163,11 @@ class LowRankAdapterLayer(FusableDelta, nn.Cell):
         z = self.matmul_up_sampler_weight(z, self.cast(self.mindpet_delta_low_rank_adapter_up_right, cdt))
         return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_up_bias, cdt))
 
-    def construct(self, x: Tensor) -> Tensor:
-        check_float_input(x, "x", "LowRankAdapterLayer")
-        x_shape = x.shape
-        if not x_shape:
-            raise ValueError("For 'LowRankAdapterLayer', the input must have shape (*, hidden_size), but got a scalar.")
-        if x_shape[-1] != self.hidden_size:
-            raise ValueError(f"For 'LowRankAdapterLayer', the last dimension of the input must equal "
-                             f"'hidden_size' ({self.hidden_size}), but got input shape {x_shape}.")
-        x2 = self.reshape(x, (-1, x_shape[-1]))
-        if self.use_fused and self.fusable_input(x):
-            # the whole block, residual included, as the fused low_rank_adapter op in the input's dtype
-            dt = x.dtype
-            out = self.delta_kernel(x2, self.cast(self.mindpet_delta_low_rank_adapter_down_left, dt),
-                                    self.cast(self.mindpet_delta_low_rank_adapter_down_right, dt),
-                                    self.cast(self.mindpet_delta_low_rank_adapter_down_bias, dt),
-                                    self.cast(self.mindpet_delta_low_rank_adapter_up_left, dt),
-                                    self.cast(self.mindpet_delta_low_rank_adapter_up_right, dt),
-                                    self.cast(self.mindpet_delta_low_rank_adapter_up_bias, dt))
-        else:
-            delta = self.bottleneck(self.cast(x2, self.compute_dtype))
-            out = self.residual_add(x2, self.cast(delta, x.dtype))
-        return self.reshape(out, x_shape)
+    def delta_parameters(self) -> tuple:
+        """The six factors and biases in the order the fused ``low_rank_adapter`` op takes them."""
+        return (self.mindpet_delta_low_rank_adapter_down_left, self.mindpet_delta_low_rank_adapter_down_right,
+                self.mindpet_delta_low_rank_adapter_down_bias, self.mindpet_delta_low_rank_adapter_up_left,
+                self.mindpet_delta_low_rank_adapter_up_right, self.mindpet_delta_low_rank_adapter_up_bias)
 
     def extend_repr(self) -> str:
         return (f"hidden_size={self.hidden_size}, reduction_factor={self.reduction_factor}, "
@@ -212,16 +194,10 @@ class LowRankAdapterLayer(FusableDelta, nn.Cell):
             TypeError / ValueError: a malformed strategy, naming it.
             ValueError: a LogSoftmax non-linearity under (semi-)auto parallel.
         """
-        cls_name = type(self).__name__
-        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
-        strategies = (strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
-                      strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
-                      strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
-        pairs = self.shard_plan(cls_name, *strategies)
-        if any(st is not None for st in strategies):
-            self.use_composed()
-        apply_strategies(pairs)
-        return self
+        return self.shard_block((strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
+                                 strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
+                                 strategy_matmul_up_sampler_input, strategy_bias_up_sampler),
+                                strategy_residual_add, strategy_residential_add)
 
     def shard_plan(self, cls_name: str, down_weight: StrategyType, down_input: StrategyType,
                    bias_down: StrategyType, non_linearity: StrategyType, up_weight: StrategyType,
@@ -338,14 +314,9 @@ class LowRankAdapterDense(DenseWithDelta):
         on a layer without bias or activation. Everything is validated before anything is attached.
         Setting any strategy switches the low-rank adapter to the composed backend.
         """
-        cls_name = type(self).__name__
-        residual = resolve_residual_alias(strategy_residual_add, strategy_residential_add, cls_name)
-        pairs = self.shard_dense_plan(strategy_matmul_org, strategy_bias_org, strategy_activation_org)
-        delta_strategies = (strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
-                            strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
-                            strategy_matmul_up_sampler_input, strategy_bias_up_sampler, residual)
-        pairs += self.low_rank_adapter.shard_plan(cls_name, *delta_strategies)
-        self.shard_delta_composed((strategy_matmul_org, strategy_bias_org, strategy_activation_org)
-                                  + delta_strategies)
-        apply_strategies(pairs)
-        return self
+        return self.shard_with_delta((strategy_matmul_org, strategy_bias_org, strategy_activation_org),
+                                     (strategy_matmul_down_sampler_weight, strategy_matmul_down_sampler_input,
+                                      strategy_bias_down_sampler, strategy_non_linearity,
+                                      strategy_matmul_up_sampler_weight, strategy_matmul_up_sampler_input,
+                                      strategy_bias_up_sampler),
+                                     strategy_residual_add, strategy_residential_add)
