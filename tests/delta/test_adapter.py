@@ -13,21 +13,20 @@ import mindspore.dataset as ds
 
 from mindpet.delta import AdapterDense, AdapterLayer
 from mindpet.graph import TrainableParamsCheckPoint, freeze_delta, load_pretrained_and_delta
+from adapter_helpers import (ACT, ADAPTER_COMMON_ERRORS, DENSE_STRATEGIES, Weighted, assert_bad_argument_raises,
+                             assert_gradients, case_ids, check_backend_kw, check_dense_strategies,
+                             check_log_softmax_rejected, dense_and_delta_params, dense_errors, dense_inits, dense_ref,
+                             randomise, round16, strategy_of, to_f64, vjp, x_of)
+from adapter_helpers import parallel_mode  # a fixture  # noqa: F401  pylint: disable=unused-import
 
 D, K = 6, 3           # hidden size, bottleneck size
 CIN = 5               # AdapterDense input size (out_channels = D)
 DELTA = ("mindpet_delta_adapter_down_weight", "mindpet_delta_adapter_down_bias",
          "mindpet_delta_adapter_up_weight", "mindpet_delta_adapter_up_bias")
+KEYS = ("wd", "bd", "wu", "bu")
 
 
 # ----------------------------------------------------------------------------- numpy references
-def _gelu_tanh(z):
-    return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
-
-
-ACT = {None: lambda z: z, "relu": lambda z: np.maximum(z, 0.0), "gelu": _gelu_tanh}
-
-
 def _adapter_ref(h, p, act="gelu"):
     """h + act(h Wd^T + bd) Wu^T + bu in float64, for h of shape (*, d)."""
     h2 = np.asarray(h, np.float64).reshape(-1, h.shape[-1])
@@ -35,65 +34,31 @@ def _adapter_ref(h, p, act="gelu"):
     return y.reshape(h.shape)
 
 
-def _dense_ref(x, p, act=None):
-    x2 = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
-    return ACT[act](x2 @ p["w"].T + p["b"]).reshape(x.shape[:-1] + (p["w"].shape[0],))
-
-
-def _np(t):
-    return ops.cast(t, ms.float32).asnumpy().astype(np.float64)
-
-
 def _adapter_of(cell):
     return cell.adapter if isinstance(cell, AdapterDense) else cell
 
 
 def _params(cell):
-    a = _adapter_of(cell)
-    p = {"wd": _np(a.mindpet_delta_adapter_down_weight), "bd": _np(a.mindpet_delta_adapter_down_bias),
-         "wu": _np(a.mindpet_delta_adapter_up_weight), "bu": _np(a.mindpet_delta_adapter_up_bias)}
-    if isinstance(cell, AdapterDense):
-        p["w"], p["b"] = _np(cell.weight), _np(cell.bias)
-    return p
+    return dense_and_delta_params(cell, _adapter_of(cell), KEYS, DELTA)
 
 
 def _randomise(cell, seed=7, scale=0.5):
     """Give every adapter parameter (the zero-initialised ones too) random non-zero values."""
-    rng = np.random.default_rng(seed)
-    a = _adapter_of(cell)
-    for name in DELTA:
-        p = getattr(a, name)
-        p.set_data(Tensor((rng.standard_normal(p.shape) * scale).astype(np.float32)).astype(p.dtype))
+    randomise(_adapter_of(cell), DELTA, seed, scale)
     return cell
 
 
-def _x(shape, seed=2):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
 def _dense_inits(seed=1):
-    rng = np.random.default_rng(seed)
-    return {"weight_init": Tensor((rng.standard_normal((D, CIN)) * 0.5).astype(np.float32)),
-            "bias_init": Tensor(rng.standard_normal(D).astype(np.float32))}
-
-
-def _round16(p):
-    return {k: v.astype(np.float16).astype(np.float64) for k, v in p.items()}
+    return dense_inits(D, CIN, seed)
 
 
 # ----------------------------------------------------------------------------- signature, names, inits
-def _check_backend_kw(sig):
-    """The spec's arguments come first, in order; then the keyword-only kernel backend choice."""
-    assert sig.parameters["backend"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert sig.parameters["backend"].default is None
-
-
 def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(AdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "bottleneck_size", "non_linearity", "param_init_type",
                                     "compute_dtype", "backend"]
-    _check_backend_kw(sig)
+    check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)
     assert (d["bottleneck_size"], d["non_linearity"]) == (64, "gelu")
@@ -101,7 +66,7 @@ def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(AdapterLayer)
     assert list(sig.parameters) == ["hidden_size", "bottleneck_size", "non_linearity", "param_init_type",
                                     "compute_dtype", "backend"]
-    _check_backend_kw(sig)
+    check_backend_kw(sig)
     d = {k: v.default for k, v in sig.parameters.items()}
     assert (d["bottleneck_size"], d["non_linearity"]) == (64, "gelu")
     assert d["param_init_type"] == ms.float32 and d["compute_dtype"] == ms.float16
@@ -144,17 +109,17 @@ LAYER_CASES = [  # id, activation, input shape, input dtype, param dtype, comput
                          ids=[c[0] for c in LAYER_CASES])
 def test_adapter_layer_forward_matches_float64_reference(mode, act, shape, x_dtype, pdtype, cdtype, tol):
     layer = _randomise(AdapterLayer(D, K, act, param_init_type=pdtype, compute_dtype=cdtype))
-    x = _x(shape).astype(x_dtype)
+    x = x_of(shape).astype(x_dtype)
     out = layer(Tensor(x))
     assert out.shape == shape and out.dtype == Tensor(x).dtype
     p = _params(layer)
     xr = x.astype(np.float64)
     if cdtype == ms.float16:
-        p, xr = _round16(p), x.astype(np.float16).astype(np.float64)
+        p, xr = round16(p), x.astype(np.float16).astype(np.float64)
         ref = x.astype(np.float64) + (_adapter_ref(xr, p, act) - xr)  # residual added in the input dtype
     else:
         ref = _adapter_ref(xr, p, act)
-    np.testing.assert_allclose(_np(out), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    np.testing.assert_allclose(to_f64(out), ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
 DENSE_CASES = [  # id, dense activation, adapter activation, input shape, compute dtype, tolerance
@@ -169,108 +134,81 @@ DENSE_CASES = [  # id, dense activation, adapter activation, input shape, comput
 def test_adapter_dense_forward_matches_float64_reference(mode, act, non_lin, shape, cdtype, tol):
     dense = _randomise(AdapterDense(CIN, D, **_dense_inits(), activation=act, bottleneck_size=K,
                                     non_linearity=non_lin, compute_dtype=cdtype))
-    x = _x(shape)
+    x = x_of(shape)
     out = dense(Tensor(x))
     assert out.shape == shape[:-1] + (D,) and out.dtype == ms.float32
     p = _params(dense)
     if cdtype == ms.float16:
-        p, x = _round16(p), x.astype(np.float16)
-    ref = _adapter_ref(_dense_ref(x, p, act), p, non_lin)
-    np.testing.assert_allclose(_np(out), ref, rtol=tol, atol=tol * np.abs(ref).max())
+        p, x = round16(p), x.astype(np.float16)
+    ref = _adapter_ref(dense_ref(x, p, act), p, non_lin)
+    np.testing.assert_allclose(to_f64(out), ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("cdtype", [ms.float16, ms.float32], ids=["fp16", "fp32"])
 def test_fresh_adapter_leaves_the_output_unchanged(mode, cdtype):
     """At insertion AdapterLayer(h) == h bit for bit, and AdapterDense equals nn.Dense with its weights."""
-    x = _x((2, 3, D))
+    x = x_of((2, 3, D))
     layer = AdapterLayer(D, K, compute_dtype=cdtype)
     assert np.array_equal(layer(Tensor(x)).asnumpy(), x)
     inits = _dense_inits()
     dense = AdapterDense(CIN, D, **inits, activation="relu", bottleneck_size=K, compute_dtype=cdtype)
     base = nn.Dense(CIN, D, **inits, activation="relu")
-    x = _x((4, CIN))
+    x = x_of((4, CIN))
     got = dense(Tensor(x)).asnumpy()
     if cdtype == ms.float32:
         assert np.array_equal(got, base(Tensor(x)).asnumpy())
     else:  # the dense part alone, computed in float16
-        p = _round16(_params(dense))
-        ref = _dense_ref(x.astype(np.float16), p, "relu")
+        p = round16(_params(dense))
+        ref = dense_ref(x.astype(np.float16), p, "relu")
         np.testing.assert_allclose(got, ref, rtol=1e-2, atol=1e-2 * np.abs(ref).max())
         assert np.array_equal(got, got.astype(np.float16).astype(np.float32))  # nothing added after the cast
 
 
 def test_input_last_dim_mismatch_raises(mode):
     with pytest.raises(ValueError, match="hidden_size"):
-        AdapterLayer(D, K)(Tensor(_x((2, D + 1))))
+        AdapterLayer(D, K)(Tensor(x_of((2, D + 1))))
     with pytest.raises(ValueError, match="in_channels"):
-        AdapterDense(CIN, D, bottleneck_size=K)(Tensor(_x((2, CIN + 1))))
+        AdapterDense(CIN, D, bottleneck_size=K)(Tensor(x_of((2, CIN + 1))))
 
 
 # ----------------------------------------------------------------------------- gradients
-class _Weighted(nn.Cell):
-    """sum(cell(x) * dy): its gradient is the vector-Jacobian product with dy."""
-
-    def __init__(self, cell, dy):
-        super().__init__()
-        self.cell = cell
-        self.dy = Tensor(dy)
-
-    def construct(self, x):
-        return (self.cell(x) * self.dy).sum()
-
-
-def _central_difference(f, p, key, eps=1e-6):
-    """d f(p) / d p[key] by central differences (float64)."""
-    grad = np.zeros_like(p[key])
-    for idx in np.ndindex(*p[key].shape):
-        hi, lo = dict(p), dict(p)
-        hi[key], lo[key] = p[key].copy(), p[key].copy()
-        hi[key][idx] += eps
-        lo[key][idx] -= eps
-        grad[idx] = (f(hi) - f(lo)) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("cls,act", [(AdapterLayer, "gelu"), (AdapterDense, "relu")], ids=["layer-gelu", "dense-relu"])
 def test_gradients_match_central_differences(mode, cls, act):
     """Every delta parameter's gradient (and the input's) equals a float64 finite difference."""
     if cls is AdapterLayer:
         cell = _randomise(AdapterLayer(D, K, act, compute_dtype=ms.float32))
-        x = _x((2, 3, D))
+        x = x_of((2, 3, D))
     else:
         cell = _randomise(AdapterDense(CIN, D, **_dense_inits(), activation="gelu", bottleneck_size=K,
                                        non_linearity=act, compute_dtype=ms.float32))
-        x = _x((2, 3, CIN))
-    dy = _x(x.shape[:-1] + (D,), seed=3)
+        x = x_of((2, 3, CIN))
+    dy = x_of(x.shape[:-1] + (D,), seed=3)
     a = _adapter_of(cell)
     weights = [getattr(a, n) for n in DELTA]
-    dx, grads = ms.grad(_Weighted(cell, dy), grad_position=0, weights=weights)(Tensor(x))
+    dx, grads = vjp(cell, weights, x, dy)
     p = _params(cell)
     p["x"] = x.astype(np.float64)
 
     def loss(q):
-        h = q["x"] if cls is AdapterLayer else _dense_ref(q["x"], q, "gelu")
+        h = q["x"] if cls is AdapterLayer else dense_ref(q["x"], q, "gelu")
         return float((_adapter_ref(h, q, act) * dy).sum())
 
-    for name, key, got in zip(DELTA + ("input",), ("wd", "bd", "wu", "bu", "x"), list(grads) + [dx]):
-        ref = _central_difference(loss, p, key)
-        assert np.abs(ref).max() > 1e-3, name
-        np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=name)
+    assert_gradients(p, loss, DELTA + ("input",), KEYS + ("x",), list(grads) + [dx])
 
 
 def test_fresh_adapter_gradient_flow():
     """At insertion only the up projection has a gradient; after one step every delta parameter has one."""
     ms.set_context(mode=ms.GRAPH_MODE)
     layer = AdapterLayer(D, K, compute_dtype=ms.float32)
-    x, dy = Tensor(_x((8, D))), _x((8, D), seed=3)
+    x, dy = Tensor(x_of((8, D))), x_of((8, D), seed=3)
     weights = [getattr(layer, n) for n in DELTA]
-    g0 = [g.asnumpy() for g in ms.grad(_Weighted(layer, dy), grad_position=None, weights=weights)(x)]
+    g0 = [g.asnumpy() for g in ms.grad(Weighted(layer, dy), grad_position=None, weights=weights)(x)]
     assert not g0[0].any() and not g0[1].any()  # W_up = 0 blocks the down projection's gradient
     assert np.abs(g0[2]).max() > 1e-3 and np.abs(g0[3]).max() > 1e-3
     for w, g in zip(weights, g0):
         w.set_data(Tensor(w.asnumpy() - 0.5 * g))
     # a new grad function: a compiled one keeps returning gradients of the old values after set_data
-    g1 = [g.asnumpy() for g in ms.grad(_Weighted(layer, dy), grad_position=None, weights=weights)(x)]
+    g1 = [g.asnumpy() for g in ms.grad(Weighted(layer, dy), grad_position=None, weights=weights)(x)]
     assert all(np.abs(g).max() > 1e-4 for g in g1), [np.abs(g).max() for g in g1]
 
 
@@ -328,60 +266,26 @@ def test_training_only_the_adapter_lowers_the_loss(kind):
 
 
 # ----------------------------------------------------------------------------- argument errors
-def _wrong(shape):
-    return Tensor(np.zeros(shape, np.float32))
-
-
 COMMON_ERRORS = [  # errors both classes raise (the size argument is named per class below)
     ("bottleneck_size", 2.0, TypeError), ("bottleneck_size", "8", TypeError), ("bottleneck_size", True, TypeError),
     ("bottleneck_size", 0, ValueError), ("bottleneck_size", -4, ValueError),
-    ("non_linearity", nn.ReLU(), TypeError), ("non_linearity", None, TypeError), ("non_linearity", 1, TypeError),
-    ("non_linearity", "no_such_act", ValueError),
-    ("param_init_type", ms.int32, TypeError), ("param_init_type", "float32", TypeError),
-    ("param_init_type", ms.bfloat16, TypeError),
-    ("compute_dtype", ms.float64, TypeError), ("compute_dtype", np.float16, TypeError),
-    ("compute_dtype", ms.bfloat16, TypeError),
-]
+] + ADAPTER_COMMON_ERRORS
 LAYER_ERRORS = COMMON_ERRORS + [
     ("hidden_size", 6.0, TypeError), ("hidden_size", None, TypeError), ("hidden_size", False, TypeError),
     ("hidden_size", 0, ValueError), ("hidden_size", -1, ValueError),
 ]
-DENSE_ERRORS = COMMON_ERRORS + [
-    ("in_channels", 5.0, TypeError), ("in_channels", True, TypeError), ("in_channels", 0, ValueError),
-    ("in_channels", -2, ValueError),
-    ("out_channels", "6", TypeError), ("out_channels", None, TypeError), ("out_channels", 0, ValueError),
-    ("out_channels", -6, ValueError),
-    ("has_bias", 1, TypeError), ("has_bias", "True", TypeError),
-    ("activation", 1, TypeError), ("activation", object(), TypeError), ("activation", "no_such_act", KeyError),
-    ("weight_init", [1.0], TypeError), ("weight_init", None, TypeError), ("weight_init", True, TypeError),
-    ("bias_init", None, TypeError), ("bias_init", {"a": 1}, TypeError),
-    ("weight_init", "no_such_init", ValueError), ("bias_init", "no_such_init", ValueError),
-    ("weight_init", _wrong((D * CIN,)), ValueError), ("weight_init", _wrong((CIN, D)), ValueError),
-    ("weight_init", _wrong((D + 1, CIN)), ValueError), ("weight_init", _wrong((D, CIN + 1)), ValueError),
-    ("bias_init", _wrong((1, D)), ValueError), ("bias_init", _wrong((D + 1,)), ValueError),
-]
+DENSE_ERRORS = COMMON_ERRORS + dense_errors(D, CIN)
 
 
-def _ids(cases):
-    return [f"{a}-{type(v).__name__}-{e.__name__}-{i}" for i, (a, v, e) in enumerate(cases)]
-
-
-@pytest.mark.parametrize("arg,value,exc", LAYER_ERRORS, ids=_ids(LAYER_ERRORS))
+@pytest.mark.parametrize("arg,value,exc", LAYER_ERRORS, ids=case_ids(LAYER_ERRORS))
 def test_adapter_layer_bad_argument_raises_naming_it(arg, value, exc):
-    kwargs = dict(hidden_size=D, bottleneck_size=K)
-    kwargs[arg] = value
-    with pytest.raises(exc) as info:
-        AdapterLayer(**kwargs)
-    assert f"'{arg}'" in str(info.value) and "AdapterLayer" in str(info.value)
+    assert_bad_argument_raises(AdapterLayer, dict(hidden_size=D, bottleneck_size=K), arg, value, exc)
 
 
-@pytest.mark.parametrize("arg,value,exc", DENSE_ERRORS, ids=_ids(DENSE_ERRORS))
+@pytest.mark.parametrize("arg,value,exc", DENSE_ERRORS, ids=case_ids(DENSE_ERRORS))
 def test_adapter_dense_bad_argument_raises_naming_it(arg, value, exc):
-    kwargs = dict(in_channels=CIN, out_channels=D, bottleneck_size=K)
-    kwargs[arg] = value
-    with pytest.raises(exc) as info:
-        AdapterDense(**kwargs)
-    assert f"'{arg}'" in str(info.value) and "AdapterDense" in str(info.value)
+    assert_bad_argument_raises(AdapterDense, dict(in_channels=CIN, out_channels=D, bottleneck_size=K), arg, value,
+                               exc)
 
 
 def test_good_edge_arguments_accepted():
@@ -403,23 +307,13 @@ LAYER_STRATEGIES = {  # strategy argument -> (attribute of the primitive, a dist
     "strategy_bias_up_sampler": ("bias_add_up_sampler", ((2, 2), (2,))),
     "strategy_residual_add": ("residual_add", ((8, 1), (8, 1))),
 }
-DENSE_STRATEGIES = {
-    "strategy_matmul_org": ("matmul", ((2, 4), (1, 4))),
-    "strategy_bias_org": ("bias_add", ((2, 1), (1,))),
-}
-
-
-def _strategy(prim):
-    return getattr(prim, "in_strategy", None)
-
-
 def _check_layer_strategies(layer, non_lin_strategy):
     for arg, (attr, strategy) in LAYER_STRATEGIES.items():
         prim = getattr(layer, attr)
         assert layer._primitives[attr] is prim, attr  # pylint: disable=protected-access
-        assert _strategy(prim) == strategy, arg
+        assert strategy_of(prim) == strategy, arg
     prim = layer.non_linearity.activation  # 'gelu' resolves to a Cell holding ops.GeLU
-    assert isinstance(prim, ops.GeLU) and _strategy(prim) == non_lin_strategy
+    assert isinstance(prim, ops.GeLU) and strategy_of(prim) == non_lin_strategy
 
 
 @pytest.mark.parametrize("alias", [False, True], ids=["residual", "residential-alias"])
@@ -438,10 +332,7 @@ def test_adapter_dense_shard_documented_example_and_own_primitives():
     kwargs["strategy_residential_add"] = kwargs.pop("strategy_residual_add")
     assert dense.shard(**kwargs, strategy_activation_org=((1, 8),), strategy_non_linearity=((2, 4),)) is dense
     _check_layer_strategies(dense.adapter, ((2, 4),))
-    for attr, strategy in DENSE_STRATEGIES.values():
-        assert dense._primitives[attr] is getattr(dense, attr)  # pylint: disable=protected-access
-        assert _strategy(getattr(dense, attr)) == strategy
-    assert _strategy(dense.activation.relu) == ((1, 8),)
+    check_dense_strategies(dense)
     # the documented call verbatim (the layer has no activation: strategy_activation_org has no effect)
     example = AdapterDense(in_channels=8, out_channels=16, bottleneck_size=4)
     example.shard(strategy_matmul_org=((2, 4), (1, 4)), strategy_bias_org=((2, 1), (1,)),
@@ -449,12 +340,12 @@ def test_adapter_dense_shard_documented_example_and_own_primitives():
                   strategy_bias_down_sampler=((2, 1), (1,)), strategy_non_linearity=((2, 1),),
                   strategy_matmul_up_sampler=((2, 1), (1, 1)), strategy_bias_up_sampler=((2, 1), (1,)),
                   strategy_residential_add=((2, 1), (2, 1)))
-    assert _strategy(example.adapter.residual_add) == ((2, 1), (2, 1))
-    assert _strategy(example.matmul) == ((2, 4), (1, 4))
+    assert strategy_of(example.adapter.residual_add) == ((2, 1), (2, 1))
+    assert strategy_of(example.matmul) == ((2, 4), (1, 4))
     # primitives are distinct objects, so no strategy leaks to another
     partial = AdapterDense(CIN, D, bottleneck_size=K).shard(strategy_matmul_up_sampler=((2, 1), (1, 1)))
-    assert _strategy(partial.adapter.matmul_up_sampler) == ((2, 1), (1, 1))
-    assert _strategy(partial.adapter.matmul_down_sampler) is None and _strategy(partial.matmul) is None
+    assert strategy_of(partial.adapter.matmul_up_sampler) == ((2, 1), (1, 1))
+    assert strategy_of(partial.adapter.matmul_down_sampler) is None and strategy_of(partial.matmul) is None
 
 
 BAD_STRATEGIES = [
@@ -484,19 +375,12 @@ def test_shard_rejects_bad_strategy_before_attaching_any(arg, value, exc):
             cell.shard(strategy_matmul_up_sampler=((2, 1), (1, 1)), **{arg: value})
         name = "strategy_residual_add" if arg == "strategy_residential_add" else arg
         assert f"'{name}'" in str(info.value) and type(cell).__name__ in str(info.value)
-        assert _strategy(_adapter_of(cell).matmul_up_sampler) is None
+        assert strategy_of(_adapter_of(cell).matmul_up_sampler) is None
 
 
 def test_shard_residual_and_alias_together_raise():
     with pytest.raises(ValueError, match="strategy_residential_add"):
         AdapterLayer(D, K).shard(strategy_residual_add=((2, 1), (2, 1)), strategy_residential_add=((2, 1), (2, 1)))
-
-
-@pytest.fixture
-def parallel_mode():
-    """Set an auto-parallel mode (works on CPU without devices) and always reset it."""
-    yield lambda name: ms.set_auto_parallel_context(parallel_mode=name)
-    ms.reset_auto_parallel_context()
 
 
 @pytest.mark.parametrize("pmode", ["semi_auto_parallel", "auto_parallel"])
@@ -506,11 +390,7 @@ def test_shard_log_softmax_rejected_in_auto_parallel(parallel_mode, pmode):
              (AdapterDense(CIN, D, activation="logsoftmax", bottleneck_size=K), "activation"),
              (AdapterDense(CIN, D, activation=nn.LogSoftmax(), bottleneck_size=K), "activation"),
              (AdapterDense(CIN, D, bottleneck_size=K, non_linearity="logsoftmax"), "non_linearity")]
-    parallel_mode(pmode)
-    for cell, arg in cells:
-        with pytest.raises(ValueError, match=f"'{arg}'.*LogSoftmax"):
-            cell.shard(strategy_residual_add=((2, 1), (2, 1)))
-        assert _strategy(_adapter_of(cell).residual_add) is None
+    check_log_softmax_rejected(parallel_mode, pmode, cells, _adapter_of)
     AdapterDense(CIN, D, activation="relu", bottleneck_size=K).shard(strategy_activation_org=((2, 1),))
 
 
