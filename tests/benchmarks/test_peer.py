@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_worker_env_and_mode_cores():
     env = cli.worker_env(1)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1"
-    available = sorted(__import__("os").sched_getaffinity(0))
+    available = sorted(os.sched_getaffinity(0))
     assert cli.mode_cores("one", None) == (1, [available[0]])
     assert cli.mode_cores("all", None) == (len(available), available)
     with pytest.raises(ValueError, match="not among"):
