@@ -7,7 +7,8 @@ dtype), the backend bookkeeping and the common part of ``shard``. A subclass def
 
 - ``bottleneck(h)``: the composed bottleneck of ``h: (N, d)`` in ``compute_dtype``;
 - ``delta_parameters()``: its parameters, in the order the fused op takes them;
-- ``shard_plan(cls_name, *strategies)``: its strategies validated, as ``(primitive, strategy)`` pairs.
+- ``down_matmuls`` / ``up_matmuls``: ``(strategy argument, primitive attribute)`` of the matmuls of each
+  projection, in the order of ``shard``'s arguments.
 
 ``DenseWithDelta`` is the frozen ``nn.Dense`` part of ``AdapterDense`` and ``LowRankAdapterDense``, which
 hold their ``AdapterBlock`` in the attribute named ``delta_attr``.
@@ -24,7 +25,8 @@ from mindspore.common.initializer import Initializer, initializer
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategies
-from mindpet.delta._validation import check_bool, check_dense_input, check_init, check_positive_int
+from mindpet.delta._validation import (check_bool, check_dense_input, check_dtype, check_init, check_positive_int,
+                                       check_str)
 from mindpet.kernels import backend as _kernel_backend
 from mindpet.kernels.activations import activation_code
 
@@ -80,9 +82,29 @@ def build_kernel(layer: nn.Cell, kernel_cls: type, op: str, activation: Any, bac
 class AdapterBlock(nn.Cell):
     """``y = x + bottleneck(x)`` for ``x: (*, hidden_size)``, fused or composed (see the module docstring).
 
-    A subclass sets ``hidden_size``, ``compute_dtype``, the primitives ``residual_add``, ``cast`` and
-    ``reshape``, and calls :func:`build_kernel` in its ``__init__``.
+    A subclass's ``__init__`` sets ``hidden_size`` and ``compute_dtype``, its parameters and matmul
+    primitives, then calls :meth:`add_block_primitives` and :func:`build_kernel`.
     """
+
+    down_matmuls: tuple = ()
+    up_matmuls: tuple = ()
+
+    @staticmethod
+    def check_block_args(cls_name: str, non_linearity: Any, param_init_type: Any, compute_dtype: Any):
+        """Validate the arguments every adapter block has (naming ``cls_name``); return the non-linearity."""
+        check_str(non_linearity, "non_linearity", cls_name)
+        check_dtype(param_init_type, "param_init_type", cls_name)
+        check_dtype(compute_dtype, "compute_dtype", cls_name)
+        return resolve_activation(non_linearity, "non_linearity", cls_name, allow_none=False)
+
+    def add_block_primitives(self, non_linearity: nn.Cell) -> None:
+        """The primitives besides the matmuls: bias adds, the non-linearity, the residual add, cast, reshape."""
+        self.bias_add_down_sampler = ops.BiasAdd()
+        self.non_linearity = non_linearity
+        self.bias_add_up_sampler = ops.BiasAdd()
+        self.residual_add = ops.Add()
+        self.cast = ops.Cast()
+        self.reshape = ops.Reshape()
 
     @property
     def backend(self) -> str:
@@ -113,8 +135,24 @@ class AdapterBlock(nn.Cell):
         raise NotImplementedError
 
     def shard_plan(self, cls_name: str, *strategies: StrategyType) -> list:
-        """Validate the strategies; return ``(primitive, strategy)`` pairs; defined by each subclass."""
-        raise NotImplementedError
+        """Validate the strategies (errors name ``cls_name``); return ``(primitive, strategy)`` pairs.
+
+        ``strategies`` in the order of ``shard``'s arguments: the down matmuls', the down bias add's, the
+        non-linearity's, the up matmuls', the up bias add's, the residual add's.
+        """
+        n_down, n_up = len(self.down_matmuls), len(self.up_matmuls)
+        down, rest = strategies[:n_down], strategies[n_down:]
+        bias_down, non_linearity, up, rest = rest[0], rest[1], rest[2:2 + n_up], rest[2 + n_up:]
+        bias_up, residual_add = rest
+        entries = ([(arg, attr, st, (2, 2)) for (arg, attr), st in zip(self.down_matmuls, down)]
+                   + [("strategy_bias_down_sampler", "bias_add_down_sampler", bias_down, (2, 1))]
+                   + [(arg, attr, st, (2, 2)) for (arg, attr), st in zip(self.up_matmuls, up)]
+                   + [("strategy_bias_up_sampler", "bias_add_up_sampler", bias_up, (2, 1)),
+                      ("strategy_residual_add", "residual_add", residual_add, (2, 2))])
+        check_strategies(cls_name, {arg: (st, dims) for arg, _, st, dims in entries})
+        pairs = activation_shard_plan(self.non_linearity, non_linearity, "non_linearity",
+                                      "strategy_non_linearity", cls_name)
+        return pairs + [(getattr(self, attr), st) for _, attr, st, _ in entries]
 
     def construct(self, x: Tensor) -> Tensor:
         check_dense_input(x, self.hidden_size, "hidden_size", self.cls_name)

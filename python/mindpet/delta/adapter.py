@@ -48,11 +48,9 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform
 
-from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
 from mindpet.delta._adapter_base import resolve_residual_alias  # noqa: F401  pylint: disable=unused-import
-from mindpet.delta._strategy import check_strategies
-from mindpet.delta._validation import check_dtype, check_positive_int, check_str
+from mindpet.delta._validation import check_positive_int
 from mindpet.kernels import Adapter
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
@@ -93,6 +91,9 @@ class AdapterLayer(AdapterBlock):
             not built, no kernels for the device, or a non-linearity without a fused kernel).
     """
 
+    down_matmuls = (("strategy_matmul_down_sampler", "matmul_down_sampler"),)
+    up_matmuls = (("strategy_matmul_up_sampler", "matmul_up_sampler"),)
+
     def __init__(self,
                  hidden_size: int,
                  bottleneck_size: int = 64,
@@ -121,13 +122,8 @@ class AdapterLayer(AdapterBlock):
             "zeros", (d,), param_init_type, "mindpet_delta_adapter_up_bias")
 
         self.matmul_down_sampler = ops.MatMul(transpose_b=True)
-        self.bias_add_down_sampler = ops.BiasAdd()
-        self.non_linearity = non_linear
         self.matmul_up_sampler = ops.MatMul(transpose_b=True)
-        self.bias_add_up_sampler = ops.BiasAdd()
-        self.residual_add = ops.Add()
-        self.cast = ops.Cast()
-        self.reshape = ops.Reshape()
+        self.add_block_primitives(non_linear)
         build_kernel(self, Adapter, "adapter", non_linear, backend)
 
     @staticmethod
@@ -136,10 +132,7 @@ class AdapterLayer(AdapterBlock):
         """Validate the arguments (naming ``cls_name``); return the resolved non-linearity."""
         check_positive_int(hidden_size, "hidden_size", cls_name)
         check_positive_int(bottleneck_size, "bottleneck_size", cls_name)
-        check_str(non_linearity, "non_linearity", cls_name)
-        check_dtype(param_init_type, "param_init_type", cls_name)
-        check_dtype(compute_dtype, "compute_dtype", cls_name)
-        return resolve_activation(non_linearity, "non_linearity", cls_name, allow_none=False)
+        return AdapterBlock.check_block_args(cls_name, non_linearity, param_init_type, compute_dtype)
 
     def bottleneck(self, h: Tensor) -> Tensor:
         """``act(h W_down^T + b_down) W_up^T + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
@@ -182,23 +175,6 @@ class AdapterLayer(AdapterBlock):
         return self.shard_block((strategy_matmul_down_sampler, strategy_bias_down_sampler, strategy_non_linearity,
                                  strategy_matmul_up_sampler, strategy_bias_up_sampler),
                                 strategy_residual_add, strategy_residential_add)
-
-    def shard_plan(self, cls_name: str, matmul_down: StrategyType, bias_down: StrategyType,
-                   non_linearity: StrategyType, matmul_up: StrategyType, bias_up: StrategyType,
-                   residual_add: StrategyType) -> list:
-        """Validate the strategies (errors name ``cls_name``); return ``(primitive, strategy)`` pairs."""
-        check_strategies(cls_name, {
-            "strategy_matmul_down_sampler": (matmul_down, (2, 2)),
-            "strategy_bias_down_sampler": (bias_down, (2, 1)),
-            "strategy_matmul_up_sampler": (matmul_up, (2, 2)),
-            "strategy_bias_up_sampler": (bias_up, (2, 1)),
-            "strategy_residual_add": (residual_add, (2, 2)),
-        })
-        pairs = activation_shard_plan(self.non_linearity, non_linearity, "non_linearity",
-                                      "strategy_non_linearity", cls_name)
-        return pairs + [(self.matmul_down_sampler, matmul_down), (self.bias_add_down_sampler, bias_down),
-                        (self.matmul_up_sampler, matmul_up), (self.bias_add_up_sampler, bias_up),
-                        (self.residual_add, residual_add)]
 
 
 class AdapterDense(DenseWithDelta):

@@ -44,10 +44,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Initializer
 
-from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
-from mindpet.delta._strategy import check_strategies
-from mindpet.delta._validation import check_dtype, check_init, check_positive_int, check_str
+from mindpet.delta._validation import check_init, check_positive_int
 from mindpet.kernels import LowRankAdapter
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
@@ -89,6 +87,11 @@ class LowRankAdapterLayer(AdapterBlock):
         mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run.
     """
 
+    down_matmuls = (("strategy_matmul_down_sampler_weight", "matmul_down_sampler_weight"),
+                    ("strategy_matmul_down_sampler_input", "matmul_down_sampler_input"))
+    up_matmuls = (("strategy_matmul_up_sampler_weight", "matmul_up_sampler_weight"),
+                  ("strategy_matmul_up_sampler_input", "matmul_up_sampler_input"))
+
     def __init__(self,
                  hidden_size: int,
                  reduction_factor: int = 1,
@@ -123,14 +126,9 @@ class LowRankAdapterLayer(AdapterBlock):
 
         self.matmul_down_sampler_input = ops.MatMul()
         self.matmul_down_sampler_weight = ops.MatMul()
-        self.bias_add_down_sampler = ops.BiasAdd()
-        self.non_linearity = non_linear
         self.matmul_up_sampler_input = ops.MatMul()
         self.matmul_up_sampler_weight = ops.MatMul()
-        self.bias_add_up_sampler = ops.BiasAdd()
-        self.residual_add = ops.Add()
-        self.cast = ops.Cast()
-        self.reshape = ops.Reshape()
+        self.add_block_primitives(non_linear)
         build_kernel(self, LowRankAdapter, "low_rank_adapter", non_linear, backend)
 
     @staticmethod
@@ -147,10 +145,7 @@ class LowRankAdapterLayer(AdapterBlock):
             raise TypeError(f"For '{cls_name}', 'low_rank_w_init' must be a str or Initializer, but got "
                             f"{type(low_rank_w_init).__name__}.")
         check_init(low_rank_w_init, "low_rank_w_init", cls_name)
-        check_str(non_linearity, "non_linearity", cls_name)
-        check_dtype(param_init_type, "param_init_type", cls_name)
-        check_dtype(compute_dtype, "compute_dtype", cls_name)
-        return resolve_activation(non_linearity, "non_linearity", cls_name, allow_none=False)
+        return AdapterBlock.check_block_args(cls_name, non_linearity, param_init_type, compute_dtype)
 
     def bottleneck(self, h: Tensor) -> Tensor:
         """``act(h W_dl W_dr + b_down) W_ul W_ur + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
@@ -198,26 +193,6 @@ class LowRankAdapterLayer(AdapterBlock):
                                  strategy_bias_down_sampler, strategy_non_linearity, strategy_matmul_up_sampler_weight,
                                  strategy_matmul_up_sampler_input, strategy_bias_up_sampler),
                                 strategy_residual_add, strategy_residential_add)
-
-    def shard_plan(self, cls_name: str, down_weight: StrategyType, down_input: StrategyType,
-                   bias_down: StrategyType, non_linearity: StrategyType, up_weight: StrategyType,
-                   up_input: StrategyType, bias_up: StrategyType, residual_add: StrategyType) -> list:
-        """Validate the strategies (errors name ``cls_name``); return ``(primitive, strategy)`` pairs."""
-        check_strategies(cls_name, {
-            "strategy_matmul_down_sampler_weight": (down_weight, (2, 2)),
-            "strategy_matmul_down_sampler_input": (down_input, (2, 2)),
-            "strategy_bias_down_sampler": (bias_down, (2, 1)),
-            "strategy_matmul_up_sampler_weight": (up_weight, (2, 2)),
-            "strategy_matmul_up_sampler_input": (up_input, (2, 2)),
-            "strategy_bias_up_sampler": (bias_up, (2, 1)),
-            "strategy_residual_add": (residual_add, (2, 2)),
-        })
-        pairs = activation_shard_plan(self.non_linearity, non_linearity, "non_linearity",
-                                      "strategy_non_linearity", cls_name)
-        return pairs + [(self.matmul_down_sampler_weight, down_weight), (self.matmul_down_sampler_input, down_input),
-                        (self.bias_add_down_sampler, bias_down), (self.matmul_up_sampler_weight, up_weight),
-                        (self.matmul_up_sampler_input, up_input), (self.bias_add_up_sampler, bias_up),
-                        (self.residual_add, residual_add)]
 
 
 class LowRankAdapterDense(DenseWithDelta):
