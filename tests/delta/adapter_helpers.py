@@ -1,5 +1,5 @@
 """Helpers shared by test_adapter.py and test_low_rank_adapter.py: numpy references, inputs, gradient
-checks, argument-error tables and shard helpers for the two adapter families.
+checks, argument-error tables, shard and checkpoint helpers for the two adapter families.
 
 A named module, not a conftest: MindSpore compiles a Cell against the globals of its module, and every
 conftest is named 'conftest' (see tests/graph).
@@ -10,7 +10,10 @@ import math
 import numpy as np
 import pytest
 import mindspore as ms
+import mindspore.dataset as ds
 from mindspore import Tensor, nn, ops
+
+from mindpet.graph import load_pretrained_and_delta
 
 
 # ----------------------------------------------------------------------------- numpy references
@@ -37,6 +40,17 @@ def round16(p):
 
 
 # ----------------------------------------------------------------------------- inputs and parameters
+def layer_cases(d):
+    """Forward cases of an adapter block of hidden size ``d``:
+    id, activation, input shape, input dtype, param dtype, compute dtype, tolerance."""
+    return [
+        ("gelu-3d-fp16", "gelu", (2, 3, d), np.float32, ms.float32, ms.float16, 1e-2),
+        ("gelu-3d-fp32", "gelu", (2, 3, d), np.float32, ms.float32, ms.float32, 1e-5),
+        ("relu-4d-fp32", "relu", (2, 1, 3, d), np.float32, ms.float32, ms.float32, 1e-5),
+        ("relu-2d-fp16-params-fp16-input", "relu", (4, d), np.float16, ms.float16, ms.float16, 1e-2),
+    ]
+
+
 def x_of(shape, seed=2):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -99,6 +113,19 @@ def central_difference(f, p, key, eps=1e-6):
 def vjp(cell, weights, x, dy):
     """Gradients of sum(cell(x) * dy) with respect to the input and to ``weights``: ``(dx, grads)``."""
     return ms.grad(Weighted(cell, dy), grad_position=0, weights=weights)(Tensor(x))
+
+
+def weight_grads(layer, weights, x, dy):
+    """Gradients (numpy) of sum(layer(x) * dy) with respect to ``weights``, from a new grad function
+    (a compiled one keeps returning gradients of the old values after set_data)."""
+    return [g.asnumpy() for g in ms.grad(Weighted(layer, dy), grad_position=None, weights=weights)(x)]
+
+
+def grads_after_one_step(layer, weights, x, dy, grads, lr=0.5):
+    """One gradient-descent step on ``weights`` with ``grads``, then the new gradients."""
+    for w, g in zip(weights, grads):
+        w.set_data(Tensor(w.asnumpy() - lr * g))
+    return weight_grads(layer, weights, x, dy)
 
 
 def assert_gradients(p, loss, names, keys, grads):
@@ -189,3 +216,34 @@ def check_log_softmax_rejected(set_mode, pmode, cells, delta_of):
         with pytest.raises(ValueError, match=f"'{arg}'.*LogSoftmax"):
             cell.shard(strategy_residual_add=((2, 1), (2, 1)))
         assert strategy_of(delta_of(cell).residual_add) is None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_pretrained(net, path):
+    """The base model's weights (no adapter parameter) as a checkpoint at ``path``."""
+    ms.save_checkpoint([{"name": p.name, "data": p} for p in net.get_parameters() if "adapter" not in p.name], path)
+    return path
+
+
+def regression_data(in_channels, seed=11):
+    """16 rows of (x, 3 targets) and the dataset of them in batches of 4."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((16, in_channels)).astype(np.float32)
+    y = rng.standard_normal((16, 3)).astype(np.float32)
+    return x, ds.NumpySlicesDataset({"x": x, "y": y}, shuffle=False).batch(4)
+
+
+def assert_saved_trainables(path, net, expected):
+    """The checkpoint at ``path`` holds exactly ``expected``, with the values ``net`` has."""
+    saved = ms.load_checkpoint(path)
+    assert sorted(saved) == sorted(expected)
+    for name in expected:
+        assert np.array_equal(saved[name].asnumpy(), net.parameters_dict()[name].asnumpy()), name
+    return saved
+
+
+def assert_reload_reproduces(fresh, net, pretrained, delta_path, x):
+    """Loading the pre-trained file and the delta file into ``fresh`` reproduces ``net``'s outputs."""
+    report = load_pretrained_and_delta(fresh, pretrained, delta_path)
+    assert report.ok and sorted(report.overridden_keys) == ["head.bias", "head.weight"]
+    assert np.array_equal(fresh(Tensor(x)).asnumpy(), net(Tensor(x)).asnumpy())

@@ -9,14 +9,15 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.train import CheckpointConfig, Model
-import mindspore.dataset as ds
 
 from mindpet.delta import AdapterDense, AdapterLayer
-from mindpet.graph import TrainableParamsCheckPoint, freeze_delta, load_pretrained_and_delta
-from adapter_helpers import (ACT, ADAPTER_COMMON_ERRORS, DENSE_STRATEGIES, Weighted, assert_bad_argument_raises,
-                             assert_gradients, case_ids, check_backend_kw, check_dense_strategies,
-                             check_log_softmax_rejected, dense_and_delta_params, dense_errors, dense_inits, dense_ref,
-                             randomise, round16, strategy_of, to_f64, vjp, x_of)
+from mindpet.graph import TrainableParamsCheckPoint, freeze_delta
+from adapter_helpers import (ACT, ADAPTER_COMMON_ERRORS, DENSE_STRATEGIES, assert_bad_argument_raises,
+                             assert_gradients, assert_reload_reproduces, assert_saved_trainables, case_ids,
+                             check_backend_kw, check_dense_strategies, check_log_softmax_rejected,
+                             dense_and_delta_params, dense_errors, dense_inits, dense_ref, grads_after_one_step,
+                             layer_cases, randomise, regression_data, round16, save_pretrained, strategy_of,
+                             to_f64, vjp, weight_grads, x_of)
 from adapter_helpers import parallel_mode  # a fixture  # noqa: F401  pylint: disable=unused-import
 
 D, K = 6, 3           # hidden size, bottleneck size
@@ -97,12 +98,7 @@ def test_parameter_names_shapes_dtypes_and_inits():
 
 
 # ----------------------------------------------------------------------------- forward values
-LAYER_CASES = [  # id, activation, input shape, input dtype, param dtype, compute dtype, tolerance
-    ("gelu-3d-fp16", "gelu", (2, 3, D), np.float32, ms.float32, ms.float16, 1e-2),
-    ("gelu-3d-fp32", "gelu", (2, 3, D), np.float32, ms.float32, ms.float32, 1e-5),
-    ("relu-4d-fp32", "relu", (2, 1, 3, D), np.float32, ms.float32, ms.float32, 1e-5),
-    ("relu-2d-fp16-params-fp16-input", "relu", (4, D), np.float16, ms.float16, ms.float16, 1e-2),
-]
+LAYER_CASES = layer_cases(D)
 
 
 @pytest.mark.parametrize("act,shape,x_dtype,pdtype,cdtype,tol", [c[1:] for c in LAYER_CASES],
@@ -202,13 +198,10 @@ def test_fresh_adapter_gradient_flow():
     layer = AdapterLayer(D, K, compute_dtype=ms.float32)
     x, dy = Tensor(x_of((8, D))), x_of((8, D), seed=3)
     weights = [getattr(layer, n) for n in DELTA]
-    g0 = [g.asnumpy() for g in ms.grad(Weighted(layer, dy), grad_position=None, weights=weights)(x)]
+    g0 = weight_grads(layer, weights, x, dy)
     assert not g0[0].any() and not g0[1].any()  # W_up = 0 blocks the down projection's gradient
     assert np.abs(g0[2]).max() > 1e-3 and np.abs(g0[3]).max() > 1e-3
-    for w, g in zip(weights, g0):
-        w.set_data(Tensor(w.asnumpy() - 0.5 * g))
-    # a new grad function: a compiled one keeps returning gradients of the old values after set_data
-    g1 = [g.asnumpy() for g in ms.grad(Weighted(layer, dy), grad_position=None, weights=weights)(x)]
+    g1 = grads_after_one_step(layer, weights, x, dy, g0)
     assert all(np.abs(g).max() > 1e-4 for g in g1), [np.abs(g).max() for g in g1]
 
 
@@ -411,31 +404,19 @@ def test_trainable_checkpoint_round_trip(tmp_path):
     pre-trained file and that delta file into a fresh network reproduces the fine-tuned outputs."""
     ms.set_context(mode=ms.GRAPH_MODE)
     net = _Classifier()
-    pretrained = str(tmp_path / "pretrained.ckpt")  # the base model's weights, no adapter in it
-    ms.save_checkpoint([{"name": p.name, "data": p} for p in net.get_parameters() if "adapter" not in p.name],
-                       pretrained)
+    pretrained = save_pretrained(net, str(tmp_path / "pretrained.ckpt"))
     assert sorted(ms.load_checkpoint(pretrained)) == ["encoder.bias", "encoder.weight", "head.bias", "head.weight"]
     freeze_delta(net, "adapter", exclude=["head.*"])
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((16, CIN)).astype(np.float32)
-    y = rng.standard_normal((16, 3)).astype(np.float32)
-    data = ds.NumpySlicesDataset({"x": x, "y": y}, shuffle=False).batch(4)
+    x, data = regression_data(CIN)
     callback = TrainableParamsCheckPoint(str(tmp_path / "delta"), prefix="adapter",
                                          config=CheckpointConfig(save_checkpoint_steps=4))
     Model(net, nn.MSELoss(), nn.Adam(net.trainable_params(), 0.05)).train(1, data, callbacks=[callback],
                                                                    dataset_sink_mode=False)
     path = callback.latest_ckpt_file_name
     assert path is not None and os.path.isfile(path) and os.path.basename(path) == "adapter-1_4.ckpt"
-    saved = ms.load_checkpoint(path)
     expected = [f"encoder.adapter.{n}" for n in DELTA] + ["head.weight", "head.bias"]
-    assert sorted(saved) == sorted(expected)
-    for name in expected:
-        assert np.array_equal(saved[name].asnumpy(), net.parameters_dict()[name].asnumpy()), name
+    saved = assert_saved_trainables(path, net, expected)
     assert np.abs(saved[f"encoder.adapter.{DELTA[2]}"].asnumpy()).max() > 0  # the adapter was trained
 
-    fresh = _Classifier()
-    report = load_pretrained_and_delta(fresh, pretrained, path)
-    assert report.ok and sorted(report.overridden_keys) == ["head.bias", "head.weight"]
-    xt = Tensor(x)
-    assert np.array_equal(fresh(xt).asnumpy(), net(xt).asnumpy())
-    assert not np.array_equal(_Classifier()(xt).asnumpy(), net(xt).asnumpy())
+    assert_reload_reproduces(_Classifier(), net, pretrained, path, x)
+    assert not np.array_equal(_Classifier()(Tensor(x)).asnumpy(), net(Tensor(x)).asnumpy())
