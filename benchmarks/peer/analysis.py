@@ -90,7 +90,9 @@ def _verdict(target: str, mode: str | None, value: float, bound: float | None, c
         met = None
     else:
         met = bool(value <= bound)
-        note = "met" if met else f"missed by {value - bound:.2f} ({100 * (value - bound) / bound:.0f}% over)"
+        gap = value - bound
+        note = "met" if met else f"missed by {gap:.2f} ({100 * gap / bound:.0f}% over)" if gap >= 0.005 \
+            else f"missed by {gap:.4f} ({100 * gap / bound:.2f}% over)"
     if checks:
         note += f"; {checks}"
     return {"target": target, "mode": mode, "value": value, "bound": bound, "met": met, "note": note}

@@ -157,6 +157,8 @@ def test_verdicts():
     assert one["value"] == pytest.approx(0.2 / 0.19) and one["met"] is False  # 1.05 > 1.0
     all_cores = [v for v in items if "all cores" in v["target"]][0]
     assert all_cores["bound"] is None and all_cores["met"] is None and "reported" in all_cores["note"]
+    edge = analysis._verdict("t", "one", 2.2036, 2.2)  # pylint: disable=protected-access
+    assert not edge["met"] and edge["note"] == "missed by 0.0036 (0.16% over)"
     only_all = analysis.verdicts({"all": missed})
     assert [v["mode"] for v in only_all] == ["all", "all"]
     lines = "\n".join(analysis.verdict_lines(items))
