@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import mindspore as ms
 from mindspore import nn
 
 from mindpet.kernels import Activation, FusedBackendUnavailable
@@ -19,6 +20,14 @@ TOL = {np.float32: 3e-5, np.float16: 2e-2}
 # MindSpore's CPU Tanh (the composed reference of 'tanh') is off by up to ~1e-4 near |tanh| = 1;
 # the fused kernel is held to TOL against float64 there.
 COMPOSED_TOL = {"tanh": 3e-4}
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE only (no graph compile): for cases whose GRAPH path the mode-parametrised tests cover."""
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def _inputs(shape, dtype, seed=0, scale=2.0):
@@ -50,8 +59,8 @@ def test_gelu_erf_fused_matches_composed_and_float64(mode, dtype):
 
 @requires_fused
 @pytest.mark.parametrize("act", sorted(ACTIVATION_CODES))
-def test_every_activation_code(act):
-    """GRAPH mode; 600 x 512 elements run on several threads (kernel threshold 2^18)."""
+def test_every_activation_code(pynative, act):
+    """600 x 512 elements run on several threads (kernel threshold 2^18)."""
     x, cot = _inputs((600, 512), np.float32, scale=3.0)
     _check(act, x, cot, TOL[np.float32])
 
@@ -65,7 +74,7 @@ def test_one_element(mode):
 @requires_fused
 @pytest.mark.parametrize("act", ["gelu_erf", "gelu", "silu", "sigmoid", "tanh"])
 @pytest.mark.filterwarnings("ignore:overflow encountered")
-def test_extreme_inputs_stay_finite_and_exact(act):
+def test_extreme_inputs_stay_finite_and_exact(pynative, act):
     x = np.array([-1e30, -1e4, -60.0, -20.0, -9.0, -5.0, -1e-6, 0.0, 1e-6, 5.0, 9.0, 20.0, 60.0, 1e4, 1e30],
                  np.float32)
     cot = np.ones_like(x)
@@ -112,3 +121,16 @@ def test_abi_rejects_bad_calls_and_handles_empty():
     empty = np.zeros((0, 4), np.float32)
     code, _ = _call("ActivationForward", [empty, np.array(3, np.int64), empty.copy()])
     assert code == 0
+
+
+def test_cpu_only_ops_run_composed_on_ascend(monkeypatch):
+    """activation and layer_norm have no Ascend kernel: auto gives composed there, fused raises."""
+    from mindpet.kernels import LayerNorm, backend as kbackend  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(kbackend, "fused_implementation", lambda device=None: ("ascend", ""))
+    monkeypatch.setattr(kbackend, "_device_target", lambda: "Ascend")
+    assert Activation("gelu_erf").impl == "composed"
+    assert LayerNorm(8).impl == "composed"
+    with pytest.raises(FusedBackendUnavailable, match="no Ascend kernel"):
+        Activation("gelu_erf", backend="fused")
+    with pytest.raises(FusedBackendUnavailable, match="no Ascend kernel"):
+        LayerNorm(8, backend="fused")

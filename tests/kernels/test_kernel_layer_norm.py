@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import mindspore as ms
 from mindspore import ParameterTuple, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
@@ -14,6 +15,14 @@ from kernel_testing import assert_close, requires_fused
 from test_kernel_cpu_abi import _call
 
 TOL = {np.float32: 3e-5, np.float16: 2e-2}
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE only (no graph compile): for cases whose GRAPH path the mode-parametrised tests cover."""
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 class _Loss(nn.Cell):
@@ -100,7 +109,7 @@ def test_fused_matches_composed_and_float64(mode, dtype):
 
 @requires_fused
 @pytest.mark.parametrize("batch,d", [((1,), 769), ((3, 1), 33), ((7,), 1)], ids=["M1-d769", "batch", "d1"])
-def test_shapes(mode, batch, d):
+def test_shapes(pynative, batch, d):
     _check(batch, d, np.float32)
 
 
@@ -111,7 +120,7 @@ def test_without_residual(mode):
 
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
-def test_constant_rows(dtype):
+def test_constant_rows(pynative, dtype):
     """Zero variance: y = beta exactly, dx = rstd (g - mean g) with rstd = 1/sqrt(eps)."""
     x, r, gamma, beta, cot = _inputs((6,), 40, dtype)
     x[:3] = np.array([0.1, -3.0, 7.25], dtype)[:, None]
