@@ -2,7 +2,8 @@
 //   forward : y = act(x)
 //   backward: dx = dy * act'(x)    (act' recomputed from x)
 // One loop per activation code, written branch-free on fast_math.h so the compiler vectorises it;
-// an AVX2+FMA copy is chosen at run time when the CPU has them. Threads own contiguous chunks.
+// an AVX2+FMA copy is chosen at run time when the CPU has them. Threads (large calls only) own
+// contiguous chunks.
 #include <cstdint>
 
 #include "activation.h"
@@ -20,9 +21,11 @@ namespace {
 using fast::Act;
 using fast::ActGrad;
 
-// Below this many elements a call stays on one thread (~0.3 ms of GELU on one core; see parallel.h
-// for why small calls avoid waking a team on a shared machine).
-constexpr int64_t kMinParallelElements = int64_t{1} << 18;
+// Below this many elements (~4M; ~8 ms of exact GELU on one core) a call stays on one thread. The
+// transformer shapes (e.g. [1024, 1536]) stay below it on purpose: measured in a MiniLM train step
+// on a shared 2-core machine, a 2-thread team for these millisecond-scale ops cost more (waiting for
+// a descheduled team thread; MindSpore runs other graph ops on the other core meanwhile) than it saved.
+constexpr int64_t kMinParallelElements = int64_t{1} << 22;
 
 template <Activation A>
 MINDPET_INLINE void ForwardLoop(const float* __restrict x, float* __restrict y, int64_t n) {

@@ -25,9 +25,10 @@ struct NormDims {
   int64_t m, d;
 };
 
-// Threads for m rows of d elements: one thread below 2^17 elements (see parallel.h).
+// Threads for m rows of d elements: one thread below 2^21 elements (~2 ms), e.g. for every BERT
+// shape; see kMinParallelElements in activation_op.cc for why.
 int NormThreads(const NormDims& s) {
-  constexpr int64_t kMinParallelElements = int64_t{1} << 17;
+  constexpr int64_t kMinParallelElements = int64_t{1} << 21;
   const int64_t want = s.m / 8 > 1 ? s.m / 8 : 1;
   const int max = s.m * s.d < kMinParallelElements ? 1 : MaxThreads();
   return static_cast<int>(want < max ? want : max);

@@ -60,9 +60,20 @@ def test_gelu_erf_fused_matches_composed_and_float64(mode, dtype):
 @requires_fused
 @pytest.mark.parametrize("act", sorted(ACTIVATION_CODES))
 def test_every_activation_code(pynative, act):
-    """600 x 512 elements run on several threads (kernel threshold 2^18)."""
-    x, cot = _inputs((600, 512), np.float32, scale=3.0)
+    x, cot = _inputs((60, 512), np.float32, scale=3.0)
     _check(act, x, cot, TOL[np.float32])
+
+
+@requires_fused
+def test_large_call_runs_threaded(pynative):
+    """2048 x 2049 elements: above the kernel's 2^22 threshold, so every thread owns a chunk."""
+    x, cot = _inputs((2048, 2049), np.float32, scale=3.0)
+    y, (dx,) = value_and_grads(Activation("gelu_erf", backend="fused"), [x], cot)
+    for part in (slice(0, 2049), slice(1023 * 2049, 1025 * 2049), slice(-2049, None)):  # ends and the split
+        xs, ys, dxs, cs = x.reshape(-1)[part], y.reshape(-1)[part], dx.reshape(-1)[part], cot.reshape(-1)[part]
+        ref_y, ref_d = _act("gelu_erf", xs.astype(np.float64))
+        assert_close(ys, ref_y, TOL[np.float32], "y")
+        assert_close(dxs, cs * ref_d, TOL[np.float32], "dx")
 
 
 @requires_fused

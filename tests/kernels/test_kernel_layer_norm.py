@@ -103,7 +103,7 @@ def _check(batch, d, dtype, eps=1e-5, residual=True, inputs=None):
 @requires_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_fused_matches_composed_and_float64(mode, dtype):
-    """4 x 100 rows of 384 (the MiniLM width): 153600 elements run on several threads."""
+    """4 x 100 rows of 384 (the MiniLM width)."""
     _check((4, 100), 384, dtype)
 
 
@@ -111,6 +111,12 @@ def test_fused_matches_composed_and_float64(mode, dtype):
 @pytest.mark.parametrize("batch,d", [((1,), 769), ((3, 1), 33), ((7,), 1)], ids=["M1-d769", "batch", "d1"])
 def test_shapes(pynative, batch, d):
     _check(batch, d, np.float32)
+
+
+@requires_fused
+def test_large_call_runs_threaded(pynative):
+    """1366 x 1536 elements: above the kernel's 2^21 threshold (rows and dgamma/dbeta partials split)."""
+    _check((1366,), 1536, np.float32)
 
 
 @requires_fused
