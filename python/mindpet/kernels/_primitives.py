@@ -7,6 +7,8 @@ primitive of the same implementation (``'cpu'``: ``ops.Custom(func_type='aot')``
 returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
+``activation`` and ``layer_norm`` (:data:`CPU_ONLY_OPS`) have CPU primitives only; the saved
+LayerNorm statistics are float32 whatever the input dtype.
 """
 from __future__ import annotations
 
