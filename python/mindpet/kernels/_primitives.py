@@ -41,24 +41,34 @@ _CPU_SPECS = {
 _NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "adapter_fwd": 2, "adapter_bwd": 5,
                 "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7, "activation_fwd": 1, "activation_bwd": 1,
                 "layer_norm_fwd": 3, "layer_norm_bwd": 3}
-# outputs whose dtype is float32 whatever the input dtype (the saved LayerNorm statistics)
-_FLOAT32_OUTPUTS = {"layer_norm_fwd": (1, 2)}
 OP_NAMES = tuple(_CPU_SPECS)
 # ops with a CPU kernel only: GPU and Ascend run them composed (MindSpore's native ops are fast there)
 CPU_ONLY_OPS = ("activation", "layer_norm")
 
 
+def _out_dtype(name: str) -> Callable:
+    """Output dtypes from input dtypes: the dtype of the first input, except the float32 statistics.
+
+    Written without comprehensions: MindSpore may parse these functions as graph code, where a
+    comprehension cannot see the enclosing function's variables."""
+    n_out = _NUM_OUTPUTS[name]
+    if n_out == 1:
+        def single(first, *_):
+            return first
+        return single
+    if name == "layer_norm_fwd":
+        def with_stats(first, *_):
+            return (first, mstype.float32, mstype.float32)
+        return with_stats
+
+    def same(first, *_):
+        return tuple([first] * n_out)
+    return same
+
+
 def _cpu_primitive(name: str, bprop: Optional[Callable] = None):
     symbol, out_shape = _CPU_SPECS[name]
-    n_out = _NUM_OUTPUTS[name]
-    float32_outputs = _FLOAT32_OUTPUTS.get(name, ())
-
-    def out_dtype(first, *_):  # outputs have the dtype of the first input, except the float32 ones
-        if n_out == 1:
-            return first
-        return tuple(mstype.float32 if i in float32_outputs else first for i in range(n_out))
-
-    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=out_dtype,
+    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=_out_dtype(name),
                       func_type="aot", bprop=bprop)
 
 
