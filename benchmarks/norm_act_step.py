@@ -106,11 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples[key].append((time.perf_counter() - start) / args.steps_per_rep)
     print(f"\nMiniLM train step, batch 32 x 32, GRAPH float32; median of {args.reps} interleaved reps x "
           f"{args.steps_per_rep} steps (s/step)")
-    print(f"{'method':<6} | {'composed':>9} {'fused':>9} {'fused/composed':>15}")
+    print(f"{'method':<6} | {'composed':>9} {'fused':>9} {'fused/composed':>15} | per-rep ratio min..max")
     for name in args.methods.split(","):
-        c = statistics.median(samples[f"{name}/composed"])
-        f = statistics.median(samples[f"{name}/fused"])
-        print(f"{name:<6} | {c:9.3f} {f:9.3f} {f / c:15.2f}")
+        cs, fs = samples[f"{name}/composed"], samples[f"{name}/fused"]
+        c, f = statistics.median(cs), statistics.median(fs)
+        ratios = [b / a for a, b in zip(cs, fs)]
+        print(f"{name:<6} | {c:9.3f} {f:9.3f} {f / c:15.2f} | {min(ratios):.2f}..{max(ratios):.2f}")
     return 0
 
 
