@@ -2,6 +2,7 @@
 
     python benchmarks/kernel_bench.py              # full grid (a few minutes on 2 cores)
     python benchmarks/kernel_bench.py --quick      # M=4096 and M=16 at 1024x1024, r=16 only
+    python benchmarks/kernel_bench.py --ops norm_act   # LayerNorm and exact GELU (BERT shapes)
 
 GRAPH mode, float32, every core (OpenMP default for the fused kernels, MindSpore's default pool for
 the rest). For each shape every variant is compiled and warmed up, then the variants are timed in
@@ -13,6 +14,9 @@ Variants (``train`` = value of ``sum(y * dy)`` and its gradients w.r.t. the inpu
 parameters; base weight frozen):
   lora:    fused LoraLinear, composed LoraLinear, plain nn.Dense (frozen: gradient of x only)
   adapter / low_rank_adapter: fused vs composed (the Dense in front is the same for both).
+  norm_act: LayerNorm [1024, 384] (gamma/beta trainable; plain, and with the residual add fused vs
+    ``x + r`` then MindSpore LayerNorm) and exact GELU [1024, 1536]: fused vs composed (composed =
+    what ``nn.LayerNorm`` and ``0.5 x (1 + erf(x / sqrt 2))`` run).
 Targets (issue): fused LoRA fwd <= 1.05x Dense fwd and train <= 1.05x frozen-Dense train at M=4096
 (i.e. <= 0.85x composed train there); fused LoRA train <= 0.7x composed at M <= 16; fused adapter
 train <= 0.8x composed.
@@ -31,7 +35,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from mindpet.kernels import Adapter, LoraLinear, LowRankAdapter, backend as kbackend
+from mindpet.kernels import Activation, Adapter, LayerNorm, LoraLinear, LowRankAdapter, backend as kbackend
 from mindpet.kernels import _library
 
 
@@ -88,6 +92,22 @@ class AdapterNet(nn.Cell):
         if self.low_rank:
             return self.op(h, self.p[0], self.p[1], self.p[2], self.p[3], self.p[4], self.p[5])
         return self.op(h, self.p[0], self.p[1], self.p[2], self.p[3])
+
+
+class NormNet(nn.Cell):
+    """``LayerNorm(x)`` or ``LayerNorm(x + r)`` (r a constant), gamma/beta trainable."""
+
+    def __init__(self, d, residual, backend):
+        super().__init__()
+        self.norm = LayerNorm((d,), epsilon=1e-12, backend=backend)
+        self.residual = residual
+        self.r = Parameter(Tensor(np.random.default_rng(1).standard_normal((1024, d)).astype(np.float32)),
+                           name="r", requires_grad=False)
+
+    def construct(self, x):
+        if self.residual:
+            return self.norm(x, self.r)
+        return self.norm(x)
 
 
 class _Loss(nn.Cell):
@@ -168,6 +188,24 @@ def bench_adapter(m, d, b, r, low_rank, reps, rng) -> dict:
     return measure(runners, reps)
 
 
+def bench_norm_act(reps, rng) -> dict:
+    """fused vs composed LayerNorm [1024, 384] (plain and residual) and exact GELU [1024, 1536]."""
+    runners = {}
+    x, dy = _inputs(1024, 384, 384, rng)
+    for residual in (False, True):
+        for name in ("fused", "composed"):
+            net = NormNet(384, residual, name)
+            key = f"ln{'+res' if residual else ''}"
+            runners[f"{key}/fwd/{name}"] = _runner(net, (x,))
+            runners[f"{key}/train/{name}"] = _runner(TrainStep(net), (x, dy))
+    x, dy = _inputs(1024, 1536, 1536, rng)
+    for name in ("fused", "composed"):
+        net = Activation("gelu_erf", backend=name)
+        runners[f"gelu/fwd/{name}"] = _runner(net, (x,))
+        runners[f"gelu/train/{name}"] = _runner(TrainStep(net), (x, dy))
+    return measure(runners, reps)
+
+
 def _fmt_ratio(value: float, target: float = None) -> str:
     mark = "" if target is None else (" ok" if value <= target else " MISS")
     return f"{value:5.2f}{mark}"
@@ -228,6 +266,16 @@ def main(argv: Sequence[str] = None) -> int:
                   f"{1e3 * t['train/composed']:8.3f} "
                   f"{_fmt_ratio(t['train/fused'] / t['train/composed'], None if low_rank else 0.8):>10}")
             sys.stdout.flush()
+    if "norm_act" in ops_wanted:
+        t = bench_norm_act(reps, rng)
+        print("\nLayerNorm [1024, 384] and exact GELU [1024, 1536] (fused F, composed C)")
+        print(f"{'op':<22} | {'fwd F':>8} {'fwd C':>8} {'F/C':>5} | {'train F':>8} {'train C':>8} {'F/C':>5}")
+        for key, label in (("ln", "LayerNorm"), ("ln+res", "LayerNorm(x + r)"), ("gelu", "GELU (erf)")):
+            f, c = t[f"{key}/fwd/fused"], t[f"{key}/fwd/composed"]
+            tf, tc = t[f"{key}/train/fused"], t[f"{key}/train/composed"]
+            print(f"{label:<22} | {1e3 * f:8.3f} {1e3 * c:8.3f} {f / c:5.2f} | {1e3 * tf:8.3f} {1e3 * tc:8.3f} "
+                  f"{tf / tc:5.2f}")
+        sys.stdout.flush()
     return 0
 
 

@@ -5,6 +5,9 @@ Every dense layer of the encoder (attention query/key/value/output, FFN intermed
 adapters after the output projections) plug in without touching this module. A replacement must keep
 ``weight`` / ``bias`` as the names of its pre-trained parameters so the pre-trained weights still load.
 
+LayerNorms (residual add fused) and the exact GELU are ``mindpet.kernels`` ops (fused on CPU, see
+``KERNEL_BACKEND``); parameter names are those of ``nn.LayerNorm``.
+
 Parameter names of :class:`BertClassifier` (``L`` = layer index)::
 
     bert.embeddings.{word,position,token_type}_embeddings.embedding_table
@@ -30,6 +33,7 @@ from mindspore.common.initializer import TruncatedNormal
 
 from mindpet.delta import PromptTuning, prepend_prompt
 from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
+from mindpet.kernels import Activation, LayerNorm
 
 ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DenseFactory = Callable[..., nn.Cell]
@@ -38,6 +42,11 @@ DenseFactory = Callable[..., nn.Cell]
 # PromptBertEncoder (a BertClassifier takes either as ``encoder``).
 
 MASK_VALUE = -1e9
+
+KERNEL_BACKEND: str | None = None
+"""Backend of the LayerNorms (residual add fused) and the exact GELU: ``'auto'`` / ``'fused'`` /
+``'composed'``, or None for the global ``mindpet.kernels`` choice. Read when a model is built;
+``'composed'`` gives the MindSpore ops of ``nn.LayerNorm`` and :class:`ExactGELU`."""
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,24 @@ def _dropout(p: float) -> nn.Cell:
 
 
 class ExactGELU(nn.Cell):
-    """``0.5 x (1 + erf(x / sqrt 2))``. Written out because CPU ``nn.GELU(approximate=False)`` uses tanh."""
+    """``0.5 x (1 + erf(x / sqrt 2))``. Written out because CPU ``nn.GELU(approximate=False)`` uses tanh.
+
+    The model uses :func:`exact_gelu` (the fused ``mindpet.kernels.Activation('gelu_erf')``); this
+    composed form is kept as the reference."""
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
         return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def exact_gelu() -> nn.Cell:
+    """Exact (erf) GELU: one fused CPU op, composed MindSpore ops elsewhere (see ``KERNEL_BACKEND``)."""
+    return Activation("gelu_erf", backend=KERNEL_BACKEND)
+
+
+def layer_norm(config: BertConfig) -> LayerNorm:
+    """``nn.LayerNorm((hidden,), epsilon=layer_norm_eps)`` as ``mindpet.kernels.LayerNorm`` (same ``gamma`` /
+    ``beta``); ``norm(x, residual)`` computes ``LN(x + residual)`` in one op."""
+    return LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps, backend=KERNEL_BACKEND)
 
 
 class BertEmbeddings(nn.Cell):
@@ -99,7 +122,7 @@ class BertEmbeddings(nn.Cell):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
                                                 embedding_table=init)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size, embedding_table=init)
-        self.layer_norm = nn.LayerNorm((config.hidden_size,), epsilon=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config)
         self.dropout = _dropout(config.hidden_dropout_prob)
         self.position_ids = ms.Tensor(np.arange(config.max_position_embeddings, dtype=np.int32))
 
@@ -125,7 +148,7 @@ class BertAttention(nn.Cell):
         self.output = dense_factory(role="attention_output", layer=layer, in_channels=h, out_channels=h)
         self.attention_dropout = _dropout(config.attention_probs_dropout_prob)
         self.dropout = _dropout(config.hidden_dropout_prob)
-        self.layer_norm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config)
 
     def _split_heads(self, x: ms.Tensor) -> ms.Tensor:
         b, length, _ = x.shape
@@ -151,7 +174,7 @@ class BertAttention(nn.Cell):
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask_bias
         probs = self.attention_dropout(ops.softmax(scores, axis=-1))
         context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, length, h))
-        return self.layer_norm(x + self.dropout(self.output(context)))
+        return self.layer_norm(self.dropout(self.output(context)), x)  # LN(x + dropout(output))
 
 
 class BertFeedForward(nn.Cell):
@@ -161,13 +184,13 @@ class BertFeedForward(nn.Cell):
         super().__init__()
         h, inner = config.hidden_size, config.intermediate_size
         self.intermediate = dense_factory(role="intermediate", layer=layer, in_channels=h, out_channels=inner)
-        self.activation = ExactGELU()
+        self.activation = exact_gelu()
         self.output = dense_factory(role="output", layer=layer, in_channels=inner, out_channels=h)
         self.dropout = _dropout(config.hidden_dropout_prob)
-        self.layer_norm = nn.LayerNorm((h,), epsilon=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config)
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        return self.layer_norm(x + self.dropout(self.output(self.activation(self.intermediate(x)))))
+        return self.layer_norm(self.dropout(self.output(self.activation(self.intermediate(x)))), x)
 
 
 class BertLayer(nn.Cell):

@@ -11,7 +11,7 @@ import mindspore as ms
 from safetensors.numpy import load_file, save_file
 
 from benchmarks import assets
-from benchmarks.models.bert import BertConfig, ExactGELU, SentenceEmbedder
+from benchmarks.models.bert import BertConfig, ExactGELU, SentenceEmbedder, exact_gelu
 from benchmarks.models.hf_weights import hf_to_mindspore_name, load_hf_weights
 from bert_reference import gelu, random_hf_state, sentence_embeddings
 
@@ -34,6 +34,8 @@ def test_exact_gelu_matches_erf_not_tanh():
     tanh_approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
     assert np.abs(exact - tanh_approx).max() > 1e-4  # the two differ visibly on this grid ...
     np.testing.assert_allclose(got, exact, atol=2e-6)  # ... and the port follows erf
+    fused = exact_gelu()(ms.Tensor(x, ms.float32)).asnumpy()  # what the model runs (fused on CPU)
+    np.testing.assert_allclose(fused, exact, atol=2e-6)
 
 
 def test_hf_name_mapping():

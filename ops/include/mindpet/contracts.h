@@ -10,7 +10,7 @@ namespace mindpet {
 namespace contracts {
 
 // ---------------------------------------------------------------------------------------------
-// Activation codes (attribute `activation` of adapter and low_rank_adapter).
+// Activation codes (attribute `activation` of adapter, low_rank_adapter and activation).
 // ---------------------------------------------------------------------------------------------
 enum class Activation : int64_t {
   kIdentity = 0,  // z
@@ -170,6 +170,83 @@ enum BwdOut : int {
   kBwdNumOutputs = 7,
 };
 }  // namespace low_rank_adapter
+
+// ---------------------------------------------------------------------------------------------
+// 4. activation (elementwise):  y = act(x);  dx = dy * act'(x).   x of any shape, N = numel.
+//    Composed on GPU and Ascend (no Ascend C kernel).
+// ---------------------------------------------------------------------------------------------
+namespace activation {
+constexpr const char* kForwardSymbol = "ActivationForward";
+constexpr const char* kBackwardSymbol = "ActivationBackward";
+
+enum FwdIn : int {
+  kFwdX = 0,           // [N] (any shape)
+  kFwdActivation = 1,  // attr int (Activation)
+  kFwdNumInputs = 2,
+};
+enum FwdOut : int {
+  kFwdY = 0,  // shape of x: act(x)
+  kFwdNumOutputs = 1,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,          // shape of x
+  kBwdX = 1,           // the forward input (act is recomputed from it)
+  kBwdActivation = 2,  // attr int
+  kBwdNumInputs = 3,
+};
+enum BwdOut : int {
+  kBwdDx = 0,  // dy * act'(x)
+  kBwdNumOutputs = 1,
+};
+}  // namespace activation
+
+// ---------------------------------------------------------------------------------------------
+// 5. layer_norm over the last dim, with an optional fused residual add:
+//    s = x + r (or x);  mean = sum_D s / D;  var = sum_D (s - mean)^2 / D;  rstd = 1 / sqrt(var + eps);
+//    y = (s - mean) * rstd * gamma + beta.   M rows, D = normalized size.
+//    mean and rstd are float32 whatever T is. Composed on GPU and Ascend (no Ascend C kernel).
+// ---------------------------------------------------------------------------------------------
+namespace layer_norm {
+constexpr const char* kForwardSymbol = "LayerNormForward";
+constexpr const char* kBackwardSymbol = "LayerNormBackward";
+
+enum FwdIn : int {
+  kFwdX = 0,            // [M, D]
+  kFwdResidual = 1,     // [M, D] (or [1] when has_residual == 0)
+  kFwdGamma = 2,        // [D]
+  kFwdBeta = 3,         // [D]
+  kFwdEpsilon = 4,      // attr float
+  kFwdHasResidual = 5,  // attr int 0/1
+  kFwdNumInputs = 6,
+};
+enum FwdOut : int {
+  kFwdY = 0,     // [M, D]
+  kFwdMean = 1,  // [M] float32 (saved)
+  kFwdRstd = 2,  // [M] float32 (saved)
+  kFwdNumOutputs = 3,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,           // [M, D]
+  kBwdX = 1,            // [M, D]
+  kBwdResidual = 2,     // [M, D] or [1]
+  kBwdGamma = 3,        // [D]
+  kBwdMean = 4,         // [M] float32 saved
+  kBwdRstd = 5,         // [M] float32 saved
+  kBwdHasResidual = 6,  // attr int 0/1
+  kBwdNumInputs = 7,
+};
+// xhat = (s - mean) rstd; g = dy * gamma;
+// dx = rstd (g - sum_D g / D - xhat sum_D (g xhat) / D)  (also the gradient of the residual);
+// dgamma = sum_M dy xhat; dbeta = sum_M dy.
+enum BwdOut : int {
+  kBwdDx = 0,      // [M, D]
+  kBwdDGamma = 1,  // [D]
+  kBwdDBeta = 2,   // [D]
+  kBwdNumOutputs = 3,
+};
+}  // namespace layer_norm
 
 }  // namespace contracts
 }  // namespace mindpet

@@ -1,13 +1,16 @@
 """Fused ops of mindpet and their backends.
 
-Three ops, each with a contract (``ops/CONTRACTS.md``) and three implementations selected in
+Five ops, each with a contract (``ops/CONTRACTS.md``) and three implementations selected in
 :mod:`mindpet.kernels.backend`: ``composed`` (MindSpore primitives, :mod:`mindpet.kernels.composed`),
 ``cpu`` (C++ kernels through ``ops.Custom(func_type='aot')``) and ``ascend`` (Ascend C kernels).
 
-Cells for layers (GRAPH and PYNATIVE): :class:`LoraLinear`, :class:`Adapter`, :class:`LowRankAdapter`.
-They hold no parameters: a layer keeps its own parameters and passes them (cast to one dtype) at
+Cells for layers (GRAPH and PYNATIVE): :class:`LoraLinear`, :class:`Adapter`, :class:`LowRankAdapter`,
+:class:`Activation` (elementwise, e.g. exact GELU) and :class:`LayerNorm` (with an optional fused
+residual add; CPU kernels only, composed elsewhere). All but :class:`LayerNorm` hold no parameters: a layer keeps its own parameters and passes them (cast to one dtype) at
 each call, so parameter names and checkpoints do not depend on the backend. Functions (PYNATIVE
-only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`.
+only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`activation`,
+:func:`layer_norm`. :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
+``gamma``/``beta`` under the same names.
 
 Use from a layer (sketch)::
 
@@ -27,12 +30,17 @@ Use from a layer (sketch)::
 """
 from mindpet.kernels.backend import (CHOICES, ENV_VAR, FusedBackendUnavailable, get_backend, resolve,
                                      set_backend)
-from mindpet.kernels.composed import adapter_composed, lora_linear_composed, low_rank_adapter_composed
+from mindpet.kernels.composed import (adapter_composed, layer_norm_composed, lora_linear_composed,
+                                      low_rank_adapter_composed)
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
+from mindpet.kernels.elementwise import Activation, activation
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
+from mindpet.kernels.norm import LayerNorm, layer_norm
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FusedBackendUnavailable", "get_backend", "resolve", "set_backend",
     "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+    "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
+    "Activation", "activation", "LayerNorm", "layer_norm",
 ]

@@ -7,6 +7,8 @@ primitive of the same implementation (``'cpu'``: ``ops.Custom(func_type='aot')``
 returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
+``activation`` and ``layer_norm`` (:data:`CPU_ONLY_OPS`) have CPU primitives only; the saved
+LayerNorm statistics are float32 whatever the input dtype.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import importlib
 from typing import Callable, Optional
 
 from mindspore import ops
+from mindspore.common import dtype as mstype
 
 from mindpet.kernels import _library
 
@@ -29,20 +32,43 @@ _CPU_SPECS = {
                                                                          [h[0], dl[1]])),
     "low_rank_adapter_bwd": ("LowRankAdapterBackward",
                              lambda dy, h, dl, dr, ul, ur, t, z, q, *attrs: (h, dl, dr, [dr[1]], ul, ur, [h[1]])),
+    # single-output ops give one shape (not a tuple): the primitive then returns a Tensor
+    "activation_fwd": ("ActivationForward", lambda x, *attrs: x),
+    "activation_bwd": ("ActivationBackward", lambda dy, x, *attrs: x),
+    "layer_norm_fwd": ("LayerNormForward", lambda x, r, g, b, *attrs: (x, [x[0]], [x[0]])),
+    "layer_norm_bwd": ("LayerNormBackward", lambda dy, x, r, g, mean, rstd, *attrs: (x, g, g)),
 }
 _NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "adapter_fwd": 2, "adapter_bwd": 5,
-                "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7}
+                "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7, "activation_fwd": 1, "activation_bwd": 1,
+                "layer_norm_fwd": 3, "layer_norm_bwd": 3}
 OP_NAMES = tuple(_CPU_SPECS)
+# ops with a CPU kernel only: GPU and Ascend run them composed (MindSpore's native ops are fast there)
+CPU_ONLY_OPS = ("activation", "layer_norm")
+
+
+def _out_dtype(name: str) -> Callable:
+    """Output dtypes from input dtypes: the dtype of the first input, except the float32 statistics.
+
+    Written without comprehensions: MindSpore may parse these functions as graph code, where a
+    comprehension cannot see the enclosing function's variables."""
+    n_out = _NUM_OUTPUTS[name]
+    if n_out == 1:
+        def single(first, *_):
+            return first
+        return single
+    if name == "layer_norm_fwd":
+        def with_stats(first, *_):
+            return (first, mstype.float32, mstype.float32)
+        return with_stats
+
+    def same(first, *_):
+        return tuple([first] * n_out)
+    return same
 
 
 def _cpu_primitive(name: str, bprop: Optional[Callable] = None):
     symbol, out_shape = _CPU_SPECS[name]
-    n_out = _NUM_OUTPUTS[name]
-
-    def out_dtype(first, *_):  # every output has the dtype of the first input
-        return tuple([first] * n_out)
-
-    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=out_dtype,
+    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=_out_dtype(name),
                       func_type="aot", bprop=bprop)
 
 
@@ -52,7 +78,7 @@ def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
         raise ValueError(f"unknown fused op {name!r}; known: {OP_NAMES}")
     if impl == "cpu":
         return _cpu_primitive(name, bprop)
-    if impl == "ascend":
+    if impl == "ascend" and name.rsplit("_", 1)[0] not in CPU_ONLY_OPS:
         ascend = importlib.import_module("mindpet.kernels.ascend")
         return ascend.primitive(name, bprop=bprop)
     raise ValueError(f"no fused primitive for implementation {impl!r}")
@@ -102,3 +128,28 @@ def low_rank_adapter_forward(impl: str):
         return grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], activation * 0
 
     return primitive(impl, "low_rank_adapter_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def activation_forward(impl: str):
+    """Elementwise ``activation`` forward with its fused backward (``dx = dy * act'(x)``)."""
+    bwd = primitive(impl, "activation_bwd")
+
+    def bprop(x, activation, out, dout):
+        return bwd(dout, x, activation), activation * 0
+
+    return primitive(impl, "activation_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def layer_norm_forward(impl: str):
+    """``layer_norm`` (optional fused residual) forward with its fused backward; the residual gets ``dx``."""
+    bwd = primitive(impl, "layer_norm_bwd")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, residual, gamma, beta, epsilon, has_residual, out, dout):
+        dx, d_gamma, d_beta = bwd(dout[0], x, residual, gamma, out[1], out[2], has_residual)
+        d_residual = dx if has_residual else zeros_like(residual)
+        return dx, d_residual, d_gamma, d_beta, epsilon * 0, has_residual * 0
+
+    return primitive(impl, "layer_norm_fwd", bprop)

@@ -99,7 +99,7 @@ def fused_implementation(device: Optional[str] = None) -> tuple:
 
 
 def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bool = True,
-            unsupported_reason: str = "") -> str:
+            unsupported_reason: str = "", cpu_only: bool = False) -> str:
     """The implementation (``'composed'``, ``'cpu'`` or ``'ascend'``) that runs ``op``.
 
     Args:
@@ -107,6 +107,8 @@ def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bo
         op: op name, for messages.
         supported: False when the call's arguments have no fused implementation (then ``auto``
             gives composed and ``fused`` raises with ``unsupported_reason``).
+        cpu_only: the op has a CPU kernel only (``activation``, ``layer_norm``): on Ascend ``auto``
+            gives composed (MindSpore's native ops) and ``fused`` raises.
 
     Raises:
         FusedBackendUnavailable: ``fused`` requested and not available or not supported.
@@ -115,6 +117,8 @@ def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bo
     if choice == "composed":
         return "composed"
     impl, why = fused_implementation()
+    if impl == "ascend" and cpu_only:
+        impl, why = None, f"{op} has no Ascend kernel (the composed MindSpore ops run there)"
     if impl is not None and not supported:
         impl, why = None, unsupported_reason or f"these arguments of {op} have no fused implementation"
     if impl is not None:

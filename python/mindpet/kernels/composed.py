@@ -2,7 +2,8 @@
 
 These define the results every fused implementation must reproduce (``ops/CONTRACTS.md``). They
 are plain functions of tensors, usable in PYNATIVE mode and inside ``construct`` in GRAPH mode.
-Shapes: ``x``/``h`` are 2-D ``[M, *]``; every tensor of a call has one dtype.
+Shapes: ``x``/``h`` are 2-D ``[M, *]``; every tensor of a call has one dtype. The composed
+``activation`` is :class:`~mindpet.kernels.activations.ComposedActivation`.
 """
 from __future__ import annotations
 
@@ -45,3 +46,19 @@ def low_rank_adapter_composed(h, down_left, down_right, b_down, up_left, up_righ
     """
     z = _bias_add(_matmul(_matmul(h, down_left), down_right), b_down)
     return h + _bias_add(_matmul(_matmul(activation(z), up_left), up_right), b_up)
+
+
+def layer_norm_primitive(epsilon: float) -> ops.LayerNorm:
+    """MindSpore's LayerNorm over the last dim (what ``nn.LayerNorm((D,), epsilon=...)`` runs)."""
+    return ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=float(epsilon))
+
+
+def layer_norm_composed(x, gamma, beta, norm, residual=None):
+    r"""``y = (s - mean) / sqrt(var + eps) * gamma + beta`` over the last dim, ``s = x + residual`` (or ``x``).
+
+    Shapes: x ``[*, D]``, residual like x or None, gamma/beta ``[D]``; ``norm`` is
+    :func:`layer_norm_primitive` ``(eps)``. Returns ``[*, D]``.
+    """
+    s = x if residual is None else x + residual
+    y, _, _ = norm(s, gamma, beta)
+    return y

@@ -1,0 +1,214 @@
+// layer_norm on CPU (contract: ops/CONTRACTS.md section 5), over the last dim D of [M, D]:
+//   forward : s = x + r (or x); mean = sum s / D; var = sum (s - mean)^2 / D; rstd = 1 / sqrt(var + eps);
+//             y = (s - mean) rstd gamma + beta
+//   backward: xhat = (s - mean) rstd; g = dy gamma;
+//             dx = rstd (g - sum g / D - xhat sum(g xhat) / D); dgamma = sum_M dy xhat; dbeta = sum_M dy
+// Threads own blocks of rows; a row is read once into cache and used for every step. The row
+// statistics are accumulated in float64 (a constant row gets mean == its value exactly, so xhat = 0
+// even when eps is tiny). dgamma/dbeta are per-thread partial sums reduced at the end.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "aot_args.h"
+#include "export.h"
+#include "float_views.h"
+#include "mindpet/contracts.h"
+#include "parallel.h"
+#include "partials.h"
+
+namespace mindpet {
+namespace cpu {
+namespace {
+
+struct NormDims {
+  int64_t m, d;
+};
+
+// Threads for m rows of d elements: one thread below 2^21 elements (~2 ms), e.g. for every BERT
+// shape; see kMinParallelElements in activation_op.cc for why.
+int NormThreads(const NormDims& s) {
+  constexpr int64_t kMinParallelElements = int64_t{1} << 21;
+  const int64_t want = s.m / 8 > 1 ? s.m / 8 : 1;
+  const int max = s.m * s.d < kMinParallelElements ? 1 : MaxThreads();
+  return static_cast<int>(want < max ? want : max);
+}
+
+// s = x_row (+ r_row) into buf; returns buf or x_row itself when there is no residual.
+inline const float* RowSum(const float* x_row, const float* r_row, int64_t d, float* buf) {
+  if (r_row == nullptr) return x_row;
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) buf[j] = x_row[j] + r_row[j];
+  return buf;
+}
+
+void ForwardF32(const NormDims& s, const float* x, const float* r, const float* gamma, const float* beta, float eps,
+                float* y, float* mean, float* rstd) {
+  if (s.m == 0) return;
+#pragma omp parallel num_threads(NormThreads(s))
+  {
+    const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
+    std::vector<float> buf(static_cast<size_t>(r != nullptr ? s.d : 0));
+    for (int64_t i = rows.begin; i < rows.end; ++i) {
+      const float* row = RowSum(x + i * s.d, r != nullptr ? r + i * s.d : nullptr, s.d, buf.data());
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < s.d; ++j) sum += row[j];
+      const double mu = sum / static_cast<double>(s.d);
+      double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t j = 0; j < s.d; ++j) {
+        const double c = row[j] - mu;
+        sq += c * c;
+      }
+      const float mu_f = static_cast<float>(mu);
+      const float rs = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(s.d) + eps));
+      mean[i] = mu_f;
+      rstd[i] = rs;
+      float* y_row = y + i * s.d;
+#pragma omp simd
+      for (int64_t j = 0; j < s.d; ++j) y_row[j] = (row[j] - mu_f) * rs * gamma[j] + beta[j];
+    }
+  }
+}
+
+void BackwardF32(const NormDims& s, const float* dy, const float* x, const float* r, const float* gamma,
+                 const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+  const int threads = NormThreads(s);
+  ThreadPartials partials(threads, 2 * s.d);  // per thread: [dgamma | dbeta]
+  if (s.m == 0) {
+    partials.Zero(0);
+  } else {
+#pragma omp parallel num_threads(threads)
+    {
+      const int tid = ThreadId();
+      if (tid == 0) partials.SetUsed(NumThreads());
+      const Range rows = SplitRange(s.m, NumThreads(), tid);
+      float* p_gamma = partials.part(tid);
+      float* p_beta = p_gamma + s.d;
+      partials.Zero(tid);
+      std::vector<float> buf(static_cast<size_t>(2 * s.d));
+      float* xhat = buf.data();
+      float* g = xhat + s.d;
+      const float inv_d = 1.0f / static_cast<float>(s.d);
+      for (int64_t i = rows.begin; i < rows.end; ++i) {
+        const float* dy_row = dy + i * s.d;
+        const float mu = mean[i];
+        const float rs = rstd[i];
+        float sum_g = 0.0f;
+        float sum_gx = 0.0f;
+        if (r != nullptr) {
+          const float* x_row = x + i * s.d;
+          const float* r_row = r + i * s.d;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+          for (int64_t j = 0; j < s.d; ++j) {
+            const float xh = (x_row[j] + r_row[j] - mu) * rs;
+            const float gj = dy_row[j] * gamma[j];
+            xhat[j] = xh;
+            g[j] = gj;
+            sum_g += gj;
+            sum_gx += gj * xh;
+          }
+        } else {
+          const float* x_row = x + i * s.d;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+          for (int64_t j = 0; j < s.d; ++j) {
+            const float xh = (x_row[j] - mu) * rs;
+            const float gj = dy_row[j] * gamma[j];
+            xhat[j] = xh;
+            g[j] = gj;
+            sum_g += gj;
+            sum_gx += gj * xh;
+          }
+        }
+        const float a = sum_g * inv_d;
+        const float b = sum_gx * inv_d;
+        float* dx_row = dx + i * s.d;
+#pragma omp simd
+        for (int64_t j = 0; j < s.d; ++j) {
+          dx_row[j] = rs * (g[j] - a - xhat[j] * b);
+          p_gamma[j] += dy_row[j] * xhat[j];
+          p_beta[j] += dy_row[j];
+        }
+      }
+    }
+  }
+  partials.ReduceInto(0, s.d, 1.0f, dgamma);
+  partials.ReduceInto(s.d, s.d, 1.0f, dbeta);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace mindpet
+
+using mindpet::cpu::AotArgs;
+using mindpet::cpu::DType;
+using mindpet::cpu::FloatIn;
+using mindpet::cpu::FloatOut;
+using mindpet::cpu::KernelError;
+namespace ln = mindpet::contracts::layer_norm;
+
+MINDPET_AOT_EXPORT int LayerNormForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                        void* /*stream*/, void* /*extra*/) {
+  constexpr const char* kName = "LayerNormForward";
+  if (nparam != ln::kFwdNumInputs + ln::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
+  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+  const int o = ln::kFwdNumInputs;
+  const mindpet::cpu::NormDims s{args.dim(ln::kFwdX, 0), args.dim(ln::kFwdX, 1)};
+  const bool has_residual = args.scalar(ln::kFwdHasResidual) != 0.0;
+  if (args.ndim(ln::kFwdX) != 2 || args.numel(ln::kFwdGamma) != s.d || args.numel(ln::kFwdBeta) != s.d ||
+      (has_residual && args.numel(ln::kFwdResidual) != s.m * s.d) || args.numel(o + ln::kFwdY) != s.m * s.d ||
+      args.numel(o + ln::kFwdMean) != s.m || args.numel(o + ln::kFwdRstd) != s.m) {
+    return KernelError(kName, "shapes do not follow x [M,D], residual [M,D] or [1], gamma [D], beta [D]");
+  }
+  if (!mindpet::cpu::SameFloatDType(args, {ln::kFwdX, ln::kFwdResidual, ln::kFwdGamma, ln::kFwdBeta,
+                                           o + ln::kFwdY})) {
+    return KernelError(kName, "x, residual, gamma, beta and y must share dtype float32 or float16");
+  }
+  if (args.dtype(o + ln::kFwdMean) != DType::kFloat32 || args.dtype(o + ln::kFwdRstd) != DType::kFloat32) {
+    return KernelError(kName, "mean and rstd must be float32");
+  }
+  const float eps = static_cast<float>(args.scalar(ln::kFwdEpsilon));
+  if (!(eps >= 0.0f)) return KernelError(kName, "epsilon must be >= 0");
+  const FloatIn x(args, ln::kFwdX), r(args, ln::kFwdResidual, has_residual), gamma(args, ln::kFwdGamma),
+      beta(args, ln::kFwdBeta);
+  FloatOut y(args, o + ln::kFwdY);
+  mindpet::cpu::ForwardF32(s, x.get(), r.get(), gamma.get(), beta.get(), eps, y.get(),
+                           static_cast<float*>(args.data(o + ln::kFwdMean)),
+                           static_cast<float*>(args.data(o + ln::kFwdRstd)));
+  y.Commit();
+  return 0;
+}
+
+MINDPET_AOT_EXPORT int LayerNormBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                         void* /*stream*/, void* /*extra*/) {
+  constexpr const char* kName = "LayerNormBackward";
+  if (nparam != ln::kBwdNumInputs + ln::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
+  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+  const int o = ln::kBwdNumInputs;
+  const mindpet::cpu::NormDims s{args.dim(ln::kBwdX, 0), args.dim(ln::kBwdX, 1)};
+  const bool has_residual = args.scalar(ln::kBwdHasResidual) != 0.0;
+  if (args.ndim(ln::kBwdX) != 2 || args.numel(ln::kBwdDy) != s.m * s.d || args.numel(ln::kBwdGamma) != s.d ||
+      (has_residual && args.numel(ln::kBwdResidual) != s.m * s.d) || args.numel(ln::kBwdMean) != s.m ||
+      args.numel(ln::kBwdRstd) != s.m || args.numel(o + ln::kBwdDx) != s.m * s.d ||
+      args.numel(o + ln::kBwdDGamma) != s.d || args.numel(o + ln::kBwdDBeta) != s.d) {
+    return KernelError(kName, "shapes do not follow dy [M,D], x [M,D], residual [M,D] or [1], gamma [D], "
+                              "mean [M], rstd [M]");
+  }
+  if (!mindpet::cpu::SameFloatDType(args, {ln::kBwdDy, ln::kBwdX, ln::kBwdResidual, ln::kBwdGamma, o + ln::kBwdDx,
+                                           o + ln::kBwdDGamma, o + ln::kBwdDBeta})) {
+    return KernelError(kName, "dy, x, residual, gamma and the gradients must share dtype float32 or float16");
+  }
+  if (args.dtype(ln::kBwdMean) != DType::kFloat32 || args.dtype(ln::kBwdRstd) != DType::kFloat32) {
+    return KernelError(kName, "mean and rstd must be float32");
+  }
+  const FloatIn dy(args, ln::kBwdDy), x(args, ln::kBwdX), r(args, ln::kBwdResidual, has_residual),
+      gamma(args, ln::kBwdGamma);
+  FloatOut dx(args, o + ln::kBwdDx), dgamma(args, o + ln::kBwdDGamma), dbeta(args, o + ln::kBwdDBeta);
+  mindpet::cpu::BackwardF32(s, dy.get(), x.get(), r.get(), gamma.get(), static_cast<const float*>(args.data(ln::kBwdMean)),
+                            static_cast<const float*>(args.data(ln::kBwdRstd)), dx.get(), dgamma.get(), dbeta.get());
+  dx.Commit();
+  dgamma.Commit();
+  dbeta.Commit();
+  return 0;
+}

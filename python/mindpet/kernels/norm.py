@@ -1,0 +1,116 @@
+"""``layer_norm`` (with an optional fused residual add) through the selected backend (``ops/CONTRACTS.md`` 5).
+
+:class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)``: same parameters ``gamma`` and
+``beta`` (so checkpoints and weight loaders keep working), normalisation over the last dim only, and
+``construct(x, residual=None)`` computing ``LN(x + residual)`` in one op when a residual is given.
+The fused kernel runs on CPU; GPU and Ascend run the composed MindSpore ``LayerNorm``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+from mindspore.common.initializer import initializer
+
+from mindpet.kernels import _primitives, backend as _backend
+from mindpet.kernels.composed import layer_norm_composed, layer_norm_primitive
+
+__all__ = ["LayerNorm", "layer_norm"]
+
+
+def _normalized_size(normalized_shape: Union[int, Sequence[int]]) -> int:
+    if isinstance(normalized_shape, bool):
+        raise TypeError(f"'normalized_shape' must be an int or a 1-element tuple/list, but got {normalized_shape!r}.")
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    if not isinstance(normalized_shape, (tuple, list)):
+        raise TypeError(f"'normalized_shape' must be an int or a 1-element tuple/list, but got "
+                        f"{type(normalized_shape).__name__}.")
+    if len(normalized_shape) != 1 or not isinstance(normalized_shape[0], int) or normalized_shape[0] < 1:
+        raise ValueError(f"'normalized_shape' must be (D,) with D >= 1 (normalisation over the last dim), "
+                         f"but got {normalized_shape!r}.")
+    return int(normalized_shape[0])
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise TypeError(f"'epsilon' must be a float, but got {type(epsilon).__name__}.")
+    if not epsilon >= 0.0:
+        raise ValueError(f"'epsilon' must be >= 0, but got {epsilon}.")
+    return float(epsilon)
+
+
+class LayerNorm(nn.Cell):
+    r"""``y = (s - mean) / sqrt(var + eps) * gamma + beta`` over the last dim, ``s = x + residual`` (or ``x``).
+
+    Args:
+        normalized_shape: ``(D,)`` (or ``D``), the size of the last dim.
+        epsilon: added to the variance.
+        gamma_init, beta_init, dtype: as ``nn.LayerNorm``.
+        backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice).
+
+    Parameters: ``gamma [D]``, ``beta [D]`` (the names of ``nn.LayerNorm``).
+    Inputs: ``x [*, D]``, optional ``residual [*, D]`` (its gradient equals the gradient of ``x``).
+    Output: ``y [*, D]`` in the dtype of ``x`` (gamma/beta are cast to it). float32/float16 fused,
+    bfloat16 composed.
+    """
+
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], epsilon: float = 1e-7, gamma_init="ones",
+                 beta_init="zeros", dtype=mstype.float32, backend: Optional[str] = None):
+        super().__init__()
+        self.hidden = _normalized_size(normalized_shape)
+        self.normalized_shape = (self.hidden,)
+        self.epsilon = _check_epsilon(epsilon)
+        self.gamma = Parameter(initializer(gamma_init, self.normalized_shape, dtype=dtype), name="gamma")
+        self.beta = Parameter(initializer(beta_init, self.normalized_shape, dtype=dtype), name="beta")
+        self.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
+        self.impl = _backend.resolve(self.backend_choice, "layer_norm", cpu_only=True)
+        self.fused = self.impl != "composed"
+        self.layer_norm = layer_norm_primitive(self.epsilon)
+        if self.fused:
+            self.fwd = _primitives.layer_norm_forward(self.impl)
+        self._absent32 = Tensor(np.zeros(1, np.float32))
+        self._absent16 = Tensor(np.zeros(1, np.float16))
+
+    def construct(self, x, residual=None):
+        gamma = self.gamma
+        beta = self.beta
+        if gamma.dtype != x.dtype:
+            gamma = ops.cast(gamma, x.dtype)
+            beta = ops.cast(beta, x.dtype)
+        if not self.fused or x.dtype == mstype.bfloat16:
+            if self.backend_choice == "fused" and x.dtype == mstype.bfloat16:
+                raise TypeError("For 'layer_norm', the fused backend supports float32 and float16, not bfloat16.")
+            return layer_norm_composed(x, gamma, beta, self.layer_norm, residual)
+        x_shape = x.shape
+        x2d = x.reshape((-1, self.hidden))
+        if residual is None:
+            r2d = self._absent16 if x.dtype == mstype.float16 else self._absent32
+            y, _, _ = self.fwd(x2d, r2d, gamma, beta, self.epsilon, 0)
+        else:
+            if residual.dtype != x.dtype:
+                raise TypeError("For 'layer_norm', x and residual must share one dtype.")
+            y, _, _ = self.fwd(x2d, residual.reshape((-1, self.hidden)), gamma, beta, self.epsilon, 1)
+        return y.reshape(x_shape)
+
+    def extend_repr(self) -> str:
+        return f"normalized_shape={self.normalized_shape}, epsilon={self.epsilon}, impl={self.impl}"
+
+
+def layer_norm(x, gamma, beta, epsilon: float = 1e-7, residual=None, backend: Optional[str] = None):
+    """Functional ``layer_norm`` (PYNATIVE): ``LN(x + residual)`` over the last dim with the given gamma, beta.
+
+    Shapes: x ``[*, D]``, residual like x or None, gamma/beta ``[D]`` (dtype of x); returns ``[*, D]``.
+    Inside a GRAPH-mode ``construct`` hold a :class:`LayerNorm` instead.
+    """
+    epsilon = _check_epsilon(epsilon)
+    impl = _backend.resolve(backend, "layer_norm", cpu_only=True)
+    if impl == "composed" or x.dtype == mstype.bfloat16:
+        return layer_norm_composed(x, gamma, beta, layer_norm_primitive(epsilon), residual)
+    d = x.shape[-1]
+    fwd = _primitives.layer_norm_forward(impl)
+    r2d = ops.zeros((1,), x.dtype) if residual is None else residual.reshape((-1, d))
+    y, _, _ = fwd(x.reshape((-1, d)), r2d, gamma, beta, epsilon, 0 if residual is None else 1)
+    return y.reshape(x.shape)
