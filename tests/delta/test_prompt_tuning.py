@@ -111,6 +111,29 @@ def test_out_of_range_ids_raise_inside_a_network(mode, bad_id):
     assert good(emb).shape == (2, 5, 4)
 
 
+def test_out_of_range_ids_raise_in_a_jit_function_and_check_ids_false_skips_the_check():
+    """PYNATIVE with an ``ms.jit`` function compiles the check; ``check_ids=False`` removes it."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        bad = Tensor([[0, -1]], ms.int32)
+        cell = PromptTuning(2, 3)
+
+        @ms.jit
+        def compiled(ids):
+            return cell(ids) * 1
+
+        with pytest.raises(ValueError, match="'prompt_ids' must be in"):
+            compiled(bad).asnumpy()
+        unchecked = PromptTuning(2, 3, check_ids=False)
+        table = getattr(unchecked, TABLE).asnumpy()
+        np.testing.assert_array_equal(unchecked(bad).asnumpy()[0, 1], table[-1])  # what the check prevents
+        assert PromptTuning(2, 3).check_ids and not unchecked.check_ids
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    with pytest.raises(TypeError, match="'check_ids'"):
+        PromptTuning(2, 3, check_ids=1)
+
+
 def test_documented_import_paths():
     from tk.delta import PromptTuning as a
     from tk.delta.prompt_tuning import PromptTuning as b

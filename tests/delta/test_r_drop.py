@@ -222,6 +222,14 @@ def test_out_of_range_label_raises_in_a_training_step(mode, bad_label):
         np.testing.assert_array_equal(old, p.asnumpy())    # the step stopped before the update
 
 
+def test_check_labels_false_skips_the_range_check(mode):
+    logits = Tensor(np.zeros((2, 3), np.float32))
+    loss = RDropLoss(check_labels=False)(logits, Tensor(np.array([3, 3], np.int32)), 4)
+    assert float(loss.asnumpy()) == 0.0  # the out-of-range rows drop out of the cross-entropy: what the check prevents
+    with pytest.raises(TypeError, match="'check_labels'"):
+        RDropLoss(check_labels="yes")
+
+
 def test_documented_import_paths():
     from tk.delta import RDropLoss as a, rdrop_repeat as b
     from tk.delta.r_drop import RDropLoss as c
