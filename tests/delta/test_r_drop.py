@@ -4,7 +4,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from mindpet.delta import RDropLoss, rdrop_repeat
+from mindpet.delta import LoRADense, RDropLoss, rdrop_repeat
 
 
 def _np(t):
@@ -216,7 +216,9 @@ def test_out_of_range_label_raises_in_a_training_step(mode, bad_label):
     step = nn.TrainOneStepCell(net, nn.SGD(net.trainable_params(), learning_rate=0.1))
     step.set_train()
     before = [p.asnumpy().copy() for p in net.trainable_params()]
-    with pytest.raises(ValueError, match=r"'label_ids' must be in \[0, 3\)"):
+    error, match = ((ValueError, r"'label_ids' must be in \[0, 3\)") if mode == ms.PYNATIVE_MODE
+                    else (RuntimeError, "assert failed"))
+    with pytest.raises(error, match=match):
         step(Tensor(ids), Tensor(mask), Tensor(types), Tensor(labels)).asnumpy()
     for old, p in zip(before, net.trainable_params()):
         np.testing.assert_array_equal(old, p.asnumpy())    # the step stopped before the update
@@ -267,3 +269,33 @@ def test_spec_example_trains(mode, dtype):
     losses = [float(step(*data).asnumpy()) for _ in range(12)]
     assert np.all(np.isfinite(losses))
     assert _eval_loss(net, data) < 0.7 * before, (before, losses)
+
+
+class _FusedLoraCls(nn.Cell):
+    """A LoRADense on the fused CPU kernels (ops.Custom) under RDropLoss, in one compiled step."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = LoRADense(8, 3, lora_rank=2, lora_alpha=4, lora_dropout=0.0, backend="fused")
+        self.loss = RDropLoss()
+
+    def construct(self, x, labels):
+        return self.loss(self.dense(x), labels, 4)
+
+
+def test_range_check_compiles_beside_fused_custom_ops():
+    """Regression: the compiled range check once made GRAPH mode fail to compile ops.Custom kernels
+    ("The prim is not a PrimitivePy") in the same training step."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = _FusedLoraCls()
+    step = nn.TrainOneStepCell(net, nn.SGD(net.trainable_params(), learning_rate=0.1))
+    step.set_train()
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32))
+    labels = Tensor(np.array([0, 1, 2, 0], np.int32))
+    losses = [float(step(x, labels).asnumpy()) for _ in range(3)]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    bad = _FusedLoraCls()
+    bad_step = nn.TrainOneStepCell(bad, nn.SGD(bad.trainable_params(), learning_rate=0.1))
+    bad_step.set_train()
+    with pytest.raises(RuntimeError, match="assert failed"):
+        bad_step(x, Tensor(np.array([0, 1, 5, 0], np.int32))).asnumpy()

@@ -122,23 +122,30 @@ def check_dense_input(x: Tensor, size: int, size_name: str, cls_name: str) -> No
                          f"but got input shape {x.shape}.")
 
 
-def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str) -> None:
-    """ValueError unless every value of the integer Tensor ``indices`` is in ``[0, upper)``.
+def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str) -> Tensor:
+    """Reject values of the integer Tensor ``indices`` outside ``[0, upper)``.
 
-    Data dependent, so checked on every call. Run eagerly (PYNATIVE), the values are checked with numpy
-    on the host: nearly free when ``indices`` already lives on the host (an input or a constant), one
-    synchronisation when it was just computed. Compiled (GRAPH mode, ``ms.jit``), the graph gets two
-    compares, one ``any`` reduction and a branch on its result, and MindSpore raises the error from the
-    running graph (JIT Fallback); afterwards it refuses to run that compiled graph again (RuntimeError
-    "An error occurred in the previous step"): a new Cell, or a recompilation, runs again. The branch
-    synchronises the device with the host once per call.
+    Data dependent, so checked on every call. Run eagerly (PYNATIVE): a ``ValueError`` naming ``name``,
+    checked with numpy on the host (nearly free when ``indices`` already lives on the host, one
+    synchronisation when it was just computed). Compiled (GRAPH mode, ``ms.jit``): MindSpore's ``Assert``
+    kernel stops the running graph with ``RuntimeError("assert failed")`` after printing "For 'Assert'
+    condition is false" and the offending values to stderr. A Python ``raise`` under a data-dependent
+    branch (JIT Fallback) would give the ``ValueError``, but MindSpore 2.10 then cannot compile the
+    ``ops.Custom`` kernels (mindpet's fused layers) in the same graph, so it is not used. After the
+    failure MindSpore refuses to run that compiled graph again ("An error occurred in the previous
+    step"): a new Cell, or a recompilation, runs again.
+
+    Returns ``indices``; use the returned Tensor, which (compiled) depends on the check, so that no
+    consumer runs before it.
     """
     if _compiling():
-        if ops.logical_or(indices < 0, indices >= upper).any():
-            raise ValueError(f"For '{cls_name}', every value of '{name}' must be in [0, {upper}), but got values "
-                             f"from {indices.min()} to {indices.max()}.")
-    else:
-        _check_indices_on_host(indices, upper, name, cls_name)
+        checked = _IN_RANGE(ops.logical_and(indices >= 0, indices < upper).all(), [indices])
+        return ops.depend(indices, checked)
+    _check_indices_on_host(indices, upper, name, cls_name)
+    return indices
+
+
+_IN_RANGE = ops.Assert(8)
 
 
 @constexpr(check=False)

@@ -56,17 +56,16 @@ class PromptTuning(nn.Cell):
             ``check_ids`` not a bool; ``prompt_ids`` not int32/int64 (when called).
         ValueError: unknown initializer name, or an ``embedding_init`` Tensor of the wrong shape;
             ``prompt_ids`` not 2-D, or (``check_ids``) an id outside
-            [0, num_virtual_tokens * num_transformer_submodules) (when called).
+            [0, num_virtual_tokens * num_transformer_submodules) (when called eagerly; compiled: see below).
 
     Checks of ``prompt_ids``: dtype and rank are checked in both modes (in GRAPH mode when the graph
     compiles). With ``check_ids`` the range of the values is checked on every call in both modes, also
     inside a compiled model or training step (an unchecked negative id reads the last row). Run eagerly
-    (PYNATIVE) the ids are read on the host; compiled (GRAPH mode, ``ms.jit``) the graph branches on
-    ``any(ids < 0 or ids >= rows)`` and MindSpore raises the ValueError from the running graph (JIT
-    Fallback), after which it refuses to run that compiled graph again (RuntimeError "An error occurred
-    in the previous step"; a new network or a recompilation runs). Either way the check synchronises
-    the host with the device once per call: 2.5 to 3.5 ms of CPU time per call on the project's loaded
-    2-core CPU machine. ``check_ids=False`` removes it (compiled out in GRAPH mode).
+    (PYNATIVE) the ids are read on the host (ValueError); compiled (GRAPH mode, ``ms.jit``) MindSpore's
+    ``Assert`` kernel, ordered before the lookup, stops the graph with ``RuntimeError: assert failed``
+    (a Python raise there cannot coexist with ``ops.Custom`` kernels in MindSpore 2.10), after which
+    MindSpore refuses to run that compiled graph again ("An error occurred in the previous step"; a new
+    network or a recompilation runs). ``check_ids=False`` removes the check (compiled out in GRAPH mode).
     """
 
     def __init__(self, num_virtual_tokens: int, token_dim: int, num_transformer_submodules: int = 1, *,
@@ -106,7 +105,7 @@ class PromptTuning(nn.Cell):
             raise ValueError(f"For 'PromptTuning', 'prompt_ids' must be 2-D (batch, num_virtual_tokens * "
                              f"num_transformer_submodules), but got shape {prompt_ids.shape}.")
         if self.check_ids:
-            check_indices_in_range(prompt_ids, self.total_virtual_tokens, "prompt_ids", "PromptTuning")
+            prompt_ids = check_indices_in_range(prompt_ids, self.total_virtual_tokens, "prompt_ids", "PromptTuning")
         return ops.gather(self.mindpet_delta_prompttuning_embedding, prompt_ids, 0)
 
 

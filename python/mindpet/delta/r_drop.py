@@ -80,18 +80,18 @@ class RDropLoss(nn.Cell):
         TypeError: ``check_labels`` not a bool; ``alpha`` not an int or float (bool included); ``logits``
             not float16/float32; ``label_ids`` neither int32/int64 nor float16/float32.
         ValueError: ``alpha`` negative; ``logits`` not 2-D or with an odd number of rows; ``label_ids``
-            of the wrong shape; (``check_labels``) a class index outside [0, C).
+            of the wrong shape; (``check_labels``) a class index outside [0, C) (eagerly; compiled: see below).
 
     Checks: ``alpha``, dtypes and shapes are checked in both modes (in GRAPH mode when the graph
     compiles). With ``check_labels`` the range of class indices is checked on every call in both modes,
     also inside a compiled training step (an unchecked out-of-range index silently drops its row from
-    the cross-entropy). Run eagerly (PYNATIVE) the labels are read on the host; compiled (GRAPH mode,
-    ``ms.jit``) the graph branches on ``any(labels < 0 or labels >= C)`` and MindSpore raises the
-    ValueError from the running graph (JIT Fallback), after which it refuses to run that compiled graph
-    again (RuntimeError "An error occurred in the previous step"; a new network or a recompilation runs).
-    Either way the check synchronises the host with the device once per call: 2.5 to 3.5 ms of CPU time
-    per call on the project's loaded 2-core CPU machine. ``check_labels=False`` removes it (compiled out
-    in GRAPH mode). Probability labels are never checked (any float values are used as given).
+    the cross-entropy). Run eagerly (PYNATIVE) the labels are read on the host (ValueError); compiled
+    (GRAPH mode, ``ms.jit``) MindSpore's ``Assert`` kernel, ordered before the loss uses the labels,
+    stops the graph with ``RuntimeError: assert failed`` (a Python raise there cannot coexist with
+    ``ops.Custom`` kernels in MindSpore 2.10), after which MindSpore refuses to run that compiled graph
+    again ("An error occurred in the previous step"; a new network or a recompilation runs).
+    ``check_labels=False`` removes the check (compiled out in GRAPH mode). Probability labels are never
+    checked (any float values are used as given).
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
@@ -116,7 +116,7 @@ class RDropLoss(nn.Cell):
                 raise ValueError(f"For 'RDropLoss', class-index 'label_ids' must have shape ({rows},) or "
                                  f"({rows}, 1), but got {label_ids.shape}.")
             if self.check_labels:
-                check_indices_in_range(label_ids, classes, "label_ids", "RDropLoss")
+                label_ids = check_indices_in_range(label_ids, classes, "label_ids", "RDropLoss")
             target = ops.one_hot(label_ids.reshape((rows,)).astype(ms.int32), classes,
                                  Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
         elif label_ids.dtype in _FLOAT_DTYPES:
