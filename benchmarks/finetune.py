@@ -80,18 +80,25 @@ def _clear(directory: Path) -> None:
         old.unlink()
 
 
+def _seeded_model(pretrained: PretrainedBert, task: ClassificationTask, method: DeltaMethod,
+                  settings: TrainSettings) -> tuple[BertClassifier, int, dict]:
+    """GRAPH mode on CPU, seeds from ``settings``, the classifier with ``method`` applied and frozen:
+    ``(network, number of parameters frozen, parameter counts)``."""
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(settings.seed)
+    np.random.seed(settings.seed)
+    net = build_classifier(pretrained, task.num_classes, method)
+    frozen = apply_freeze(net, method)
+    return net, frozen, parameter_counts(net)
+
+
 def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaMethod,
                  settings: TrainSettings, output_dir: Path, progress: bool = True) -> dict:
     """Train ``method`` on ``task`` and return a JSON-ready summary (plus the fine-tuned and reloaded logits
     under the non-JSON key ``"_arrays"``). The delta checkpoint goes to ``output_dir/ckpt``, the reload
     request and its files to ``output_dir``."""
     start = time.perf_counter()
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.set_seed(settings.seed)
-    np.random.seed(settings.seed)
-    net = build_classifier(pretrained, task.num_classes, method)
-    frozen = apply_freeze(net, method)
-    counts = parameter_counts(net)
+    net, frozen, counts = _seeded_model(pretrained, task, method, settings)
     timing = {"build_s": time.perf_counter() - start}
 
     t = time.perf_counter()
@@ -191,12 +198,7 @@ def run_row(task: ClassificationTask, pretrained: PretrainedBert, method: DeltaM
     checkpoint or reload (:func:`run_finetune` covers that path)."""
     start = time.perf_counter()
     cpu_start = time.process_time()
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.set_seed(settings.seed)
-    np.random.seed(settings.seed)
-    net = build_classifier(pretrained, task.num_classes, method)
-    frozen = apply_freeze(net, method)
-    counts = parameter_counts(net)
+    net, frozen, counts = _seeded_model(pretrained, task, method, settings)
     head = sum(int(np.prod(p.shape)) for n, p in net.parameters_and_names() if n.startswith("head."))
     counts["method"] = counts["trainable"] - head
     counts["method_percent"] = 100.0 * counts["method"] / counts["total"]
