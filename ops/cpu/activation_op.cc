@@ -127,47 +127,55 @@ void Backward(Activation act, const float* dy, const float* x, float* dx, int64_
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::KernelError;
+using mindpet::cpu::RunAot;
 namespace ac = mindpet::contracts::activation;
 
-MINDPET_AOT_EXPORT int ActivationForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "ActivationForward";
-  if (nparam != ac::kFwdNumInputs + ac::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunActivationForward(const AotArgs& args) {
   const int y_idx = ac::kFwdNumInputs + ac::kFwdY;
   const int64_t n = args.numel(ac::kFwdX);
-  if (args.numel(y_idx) != n) return KernelError(kName, "y must have the shape of x");
+  if (args.numel(y_idx) != n) return "y must have the shape of x";
   if (!mindpet::cpu::SameFloatDType(args, {ac::kFwdX, y_idx})) {
-    return KernelError(kName, "x and y must share dtype float32 or float16");
+    return "x and y must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(ac::kFwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
   const FloatIn x(args, ac::kFwdX);
   FloatOut y(args, y_idx);
   if (n > 0) mindpet::cpu::Forward(static_cast<mindpet::cpu::Activation>(code), x.get(), y.get(), n);
   y.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int ActivationForward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("ActivationForward", ac::kFwdNumInputs + ac::kFwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunActivationForward);
 }
 
-MINDPET_AOT_EXPORT int ActivationBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "ActivationBackward";
-  if (nparam != ac::kBwdNumInputs + ac::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunActivationBackward(const AotArgs& args) {
   const int dx_idx = ac::kBwdNumInputs + ac::kBwdDx;
   const int64_t n = args.numel(ac::kBwdX);
   if (args.numel(ac::kBwdDy) != n || args.numel(dx_idx) != n) {
-    return KernelError(kName, "dy, x and dx must have one shape");
+    return "dy, x and dx must have one shape";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ac::kBwdDy, ac::kBwdX, dx_idx})) {
-    return KernelError(kName, "dy, x and dx must share dtype float32 or float16");
+    return "dy, x and dx must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(ac::kBwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
   const FloatIn dy(args, ac::kBwdDy), x(args, ac::kBwdX);
   FloatOut dx(args, dx_idx);
   if (n > 0) mindpet::cpu::Backward(static_cast<mindpet::cpu::Activation>(code), dy.get(), x.get(), dx.get(), n);
   dx.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int ActivationBackward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("ActivationBackward", ac::kBwdNumInputs + ac::kBwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunActivationBackward);
 }

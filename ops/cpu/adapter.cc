@@ -135,29 +135,26 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::KernelError;
+using mindpet::cpu::RunAot;
 namespace ad = mindpet::contracts::adapter;
 
-MINDPET_AOT_EXPORT int AdapterForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                      void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "AdapterForward";
-  if (nparam != ad::kFwdNumInputs + ad::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunAdapterForward(const AotArgs& args) {
   const mindpet::cpu::AdapterDims s{args.dim(ad::kFwdH, 0), args.dim(ad::kFwdH, 1), args.dim(ad::kFwdWDown, 0)};
   const int y_idx = ad::kFwdNumInputs + ad::kFwdY;
   const int z_idx = ad::kFwdNumInputs + ad::kFwdZ;
   if (args.ndim(ad::kFwdH) != 2 || args.ndim(ad::kFwdWDown) != 2 || args.dim(ad::kFwdWDown, 1) != s.d ||
       args.numel(ad::kFwdBDown) != s.b || args.dim(ad::kFwdWUp, 0) != s.d || args.dim(ad::kFwdWUp, 1) != s.b ||
       args.numel(ad::kFwdBUp) != s.d) {
-    return KernelError(kName, "shapes do not follow h [M,D], w_down [B,D], b_down [B], w_up [D,B], b_up [D]");
+    return "shapes do not follow h [M,D], w_down [B,D], b_down [B], w_up [D,B], b_up [D]";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ad::kFwdH, ad::kFwdWDown, ad::kFwdBDown, ad::kFwdWUp, ad::kFwdBUp,
                                            y_idx, z_idx})) {
-    return KernelError(kName, "all tensors must share dtype float32 or float16");
+    return "all tensors must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(ad::kFwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
   const FloatIn h(args, ad::kFwdH), wd(args, ad::kFwdWDown), bd(args, ad::kFwdBDown), wu(args, ad::kFwdWUp),
       bu(args, ad::kFwdBUp);
   FloatOut y(args, y_idx), z(args, z_idx);
@@ -165,28 +162,32 @@ MINDPET_AOT_EXPORT int AdapterForward(int nparam, void** params, int* ndims, int
                            static_cast<mindpet::cpu::Activation>(code), y.get(), z.get());
   y.Commit();
   z.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int AdapterForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                      void* /*stream*/, void* /*extra*/) {
+  return RunAot("AdapterForward", ad::kFwdNumInputs + ad::kFwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunAdapterForward);
 }
 
-MINDPET_AOT_EXPORT int AdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                       void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "AdapterBackward";
-  if (nparam != ad::kBwdNumInputs + ad::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunAdapterBackward(const AotArgs& args) {
   const mindpet::cpu::AdapterDims s{args.dim(ad::kBwdH, 0), args.dim(ad::kBwdH, 1), args.dim(ad::kBwdWDown, 0)};
   const int o = ad::kBwdNumInputs;
   if (args.ndim(ad::kBwdH) != 2 || args.numel(ad::kBwdDy) != s.m * s.d || args.dim(ad::kBwdWDown, 1) != s.d ||
       args.dim(ad::kBwdWUp, 0) != s.d || args.dim(ad::kBwdWUp, 1) != s.b || args.numel(ad::kBwdZ) != s.m * s.b) {
-    return KernelError(kName, "shapes do not follow dy [M,D], h [M,D], w_down [B,D], w_up [D,B], z [M,B]");
+    return "shapes do not follow dy [M,D], h [M,D], w_down [B,D], w_up [D,B], z [M,B]";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ad::kBwdDy, ad::kBwdH, ad::kBwdWDown, ad::kBwdWUp, ad::kBwdZ,
                                            o + ad::kBwdDh, o + ad::kBwdDWDown, o + ad::kBwdDBDown,
                                            o + ad::kBwdDWUp, o + ad::kBwdDBUp})) {
-    return KernelError(kName, "all tensors must share dtype float32 or float16");
+    return "all tensors must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(ad::kBwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
   const FloatIn dy(args, ad::kBwdDy), h(args, ad::kBwdH), wd(args, ad::kBwdWDown), wu(args, ad::kBwdWUp),
       z(args, ad::kBwdZ);
   FloatOut dh(args, o + ad::kBwdDh), dwd(args, o + ad::kBwdDWDown), dbd(args, o + ad::kBwdDBDown),
@@ -199,5 +200,12 @@ MINDPET_AOT_EXPORT int AdapterBackward(int nparam, void** params, int* ndims, in
   dbd.Commit();
   dwu.Commit();
   dbu.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int AdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                       void* /*stream*/, void* /*extra*/) {
+  return RunAot("AdapterBackward", ad::kBwdNumInputs + ad::kBwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunAdapterBackward);
 }

@@ -71,5 +71,18 @@ inline int KernelError(const char* kernel, const std::string& message) {
   return 1;
 }
 
+// The body of one aot entry point: checks the rest of its contract on `args` and runs the kernel.
+// Returns "" on success, else the contract violation.
+using AotBody = std::string (*)(const AotArgs& args);
+
+// Runs an aot entry point: checks the argument count, then calls `body`. A violation is reported on
+// stderr under the kernel's name and MindSpore gets 1; success gives 0.
+inline int RunAot(const char* kernel, int expected_params, int nparam, void** params, int* ndims, int64_t** shapes,
+                  const char** dtypes, AotBody body) {
+  if (nparam != expected_params) return KernelError(kernel, "wrong number of arguments");
+  const std::string violation = body(AotArgs(nparam, params, ndims, shapes, dtypes));
+  return violation.empty() ? 0 : KernelError(kernel, violation);
+}
+
 }  // namespace cpu
 }  // namespace mindpet

@@ -145,31 +145,28 @@ using mindpet::cpu::AotArgs;
 using mindpet::cpu::DType;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::KernelError;
+using mindpet::cpu::RunAot;
 namespace ln = mindpet::contracts::layer_norm;
 
-MINDPET_AOT_EXPORT int LayerNormForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                        void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LayerNormForward";
-  if (nparam != ln::kFwdNumInputs + ln::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLayerNormForward(const AotArgs& args) {
   const int o = ln::kFwdNumInputs;
   const mindpet::cpu::NormDims s{args.dim(ln::kFwdX, 0), args.dim(ln::kFwdX, 1)};
   const bool has_residual = args.scalar(ln::kFwdHasResidual) != 0.0;
   if (args.ndim(ln::kFwdX) != 2 || args.numel(ln::kFwdGamma) != s.d || args.numel(ln::kFwdBeta) != s.d ||
       (has_residual && args.numel(ln::kFwdResidual) != s.m * s.d) || args.numel(o + ln::kFwdY) != s.m * s.d ||
       args.numel(o + ln::kFwdMean) != s.m || args.numel(o + ln::kFwdRstd) != s.m) {
-    return KernelError(kName, "shapes do not follow x [M,D], residual [M,D] or [1], gamma [D], beta [D]");
+    return "shapes do not follow x [M,D], residual [M,D] or [1], gamma [D], beta [D]";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ln::kFwdX, ln::kFwdResidual, ln::kFwdGamma, ln::kFwdBeta,
                                            o + ln::kFwdY})) {
-    return KernelError(kName, "x, residual, gamma, beta and y must share dtype float32 or float16");
+    return "x, residual, gamma, beta and y must share dtype float32 or float16";
   }
   if (args.dtype(o + ln::kFwdMean) != DType::kFloat32 || args.dtype(o + ln::kFwdRstd) != DType::kFloat32) {
-    return KernelError(kName, "mean and rstd must be float32");
+    return "mean and rstd must be float32";
   }
   const float eps = static_cast<float>(args.scalar(ln::kFwdEpsilon));
-  if (!(eps >= 0.0f)) return KernelError(kName, "epsilon must be >= 0");
+  if (!(eps >= 0.0f)) return "epsilon must be >= 0";
   const FloatIn x(args, ln::kFwdX), r(args, ln::kFwdResidual, has_residual), gamma(args, ln::kFwdGamma),
       beta(args, ln::kFwdBeta);
   FloatOut y(args, o + ln::kFwdY);
@@ -177,14 +174,18 @@ MINDPET_AOT_EXPORT int LayerNormForward(int nparam, void** params, int* ndims, i
                            static_cast<float*>(args.data(o + ln::kFwdMean)),
                            static_cast<float*>(args.data(o + ln::kFwdRstd)));
   y.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LayerNormForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                        void* /*stream*/, void* /*extra*/) {
+  return RunAot("LayerNormForward", ln::kFwdNumInputs + ln::kFwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLayerNormForward);
 }
 
-MINDPET_AOT_EXPORT int LayerNormBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                         void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LayerNormBackward";
-  if (nparam != ln::kBwdNumInputs + ln::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLayerNormBackward(const AotArgs& args) {
   const int o = ln::kBwdNumInputs;
   const mindpet::cpu::NormDims s{args.dim(ln::kBwdX, 0), args.dim(ln::kBwdX, 1)};
   const bool has_residual = args.scalar(ln::kBwdHasResidual) != 0.0;
@@ -192,23 +193,31 @@ MINDPET_AOT_EXPORT int LayerNormBackward(int nparam, void** params, int* ndims, 
       (has_residual && args.numel(ln::kBwdResidual) != s.m * s.d) || args.numel(ln::kBwdMean) != s.m ||
       args.numel(ln::kBwdRstd) != s.m || args.numel(o + ln::kBwdDx) != s.m * s.d ||
       args.numel(o + ln::kBwdDGamma) != s.d || args.numel(o + ln::kBwdDBeta) != s.d) {
-    return KernelError(kName, "shapes do not follow dy [M,D], x [M,D], residual [M,D] or [1], gamma [D], "
-                              "mean [M], rstd [M]");
+    return "shapes do not follow dy [M,D], x [M,D], residual [M,D] or [1], gamma [D], "
+           "mean [M], rstd [M]";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ln::kBwdDy, ln::kBwdX, ln::kBwdResidual, ln::kBwdGamma, o + ln::kBwdDx,
                                            o + ln::kBwdDGamma, o + ln::kBwdDBeta})) {
-    return KernelError(kName, "dy, x, residual, gamma and the gradients must share dtype float32 or float16");
+    return "dy, x, residual, gamma and the gradients must share dtype float32 or float16";
   }
   if (args.dtype(ln::kBwdMean) != DType::kFloat32 || args.dtype(ln::kBwdRstd) != DType::kFloat32) {
-    return KernelError(kName, "mean and rstd must be float32");
+    return "mean and rstd must be float32";
   }
   const FloatIn dy(args, ln::kBwdDy), x(args, ln::kBwdX), r(args, ln::kBwdResidual, has_residual),
       gamma(args, ln::kBwdGamma);
   FloatOut dx(args, o + ln::kBwdDx), dgamma(args, o + ln::kBwdDGamma), dbeta(args, o + ln::kBwdDBeta);
-  mindpet::cpu::BackwardF32(s, dy.get(), x.get(), r.get(), gamma.get(), static_cast<const float*>(args.data(ln::kBwdMean)),
-                            static_cast<const float*>(args.data(ln::kBwdRstd)), dx.get(), dgamma.get(), dbeta.get());
+  const auto* mean = static_cast<const float*>(args.data(ln::kBwdMean));
+  const auto* rstd = static_cast<const float*>(args.data(ln::kBwdRstd));
+  mindpet::cpu::BackwardF32(s, dy.get(), x.get(), r.get(), gamma.get(), mean, rstd, dx.get(), dgamma.get(), dbeta.get());
   dx.Commit();
   dgamma.Commit();
   dbeta.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LayerNormBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                         void* /*stream*/, void* /*extra*/) {
+  return RunAot("LayerNormBackward", ln::kBwdNumInputs + ln::kBwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLayerNormBackward);
 }

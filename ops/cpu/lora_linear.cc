@@ -233,32 +233,29 @@ std::string CheckShapes(const AotArgs& args, int x, int w, int a, int b, LoraDim
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::KernelError;
+using mindpet::cpu::RunAot;
 namespace ll = mindpet::contracts::lora_linear;
 
-MINDPET_AOT_EXPORT int LoraLinearForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LoraLinearForward";
-  if (nparam != ll::kFwdNumInputs + ll::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLoraLinearForward(const AotArgs& args) {
   mindpet::cpu::LoraDims d{};
   const std::string err = mindpet::cpu::CheckShapes(args, ll::kFwdX, ll::kFwdWeight, ll::kFwdLoraA, ll::kFwdLoraB, &d);
-  if (!err.empty()) return KernelError(kName, err);
+  if (!err.empty()) return err;
   const bool has_bias = args.scalar(ll::kFwdHasBias) != 0.0;
   const bool has_mask = args.scalar(ll::kFwdHasMask) != 0.0;
   const float s = static_cast<float>(args.scalar(ll::kFwdScale));
   const int y_idx = ll::kFwdNumInputs + ll::kFwdY;
   const int u_idx = ll::kFwdNumInputs + ll::kFwdU;
   if (!mindpet::cpu::SameFloatDType(args, {ll::kFwdX, ll::kFwdWeight, ll::kFwdLoraA, ll::kFwdLoraB, y_idx, u_idx})) {
-    return KernelError(kName, "x, weight, lora_a, lora_b and the outputs must share dtype float32 or float16");
+    return "x, weight, lora_a, lora_b and the outputs must share dtype float32 or float16";
   }
   if (has_bias && (args.numel(ll::kFwdBias) != d.n || args.dtype(ll::kFwdBias) != args.dtype(ll::kFwdX))) {
-    return KernelError(kName, "bias must be [N] with the dtype of x");
+    return "bias must be [N] with the dtype of x";
   }
   if (has_mask && (args.numel(ll::kFwdMask) != d.m * d.k || args.dtype(ll::kFwdMask) != args.dtype(ll::kFwdX))) {
-    return KernelError(kName, "mask must have the shape and dtype of x");
+    return "mask must have the shape and dtype of x";
   }
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
 
   const FloatIn x(args, ll::kFwdX), w(args, ll::kFwdWeight), a(args, ll::kFwdLoraA), b(args, ll::kFwdLoraB);
   const FloatIn bias(args, ll::kFwdBias, has_bias), mask(args, ll::kFwdMask, has_mask);
@@ -266,17 +263,21 @@ MINDPET_AOT_EXPORT int LoraLinearForward(int nparam, void** params, int* ndims, 
   mindpet::cpu::ForwardF32(d, x.get(), w.get(), bias.get(), a.get(), b.get(), mask.get(), s, y.get(), u.get());
   y.Commit();
   u.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LoraLinearForward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("LoraLinearForward", ll::kFwdNumInputs + ll::kFwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLoraLinearForward);
 }
 
-MINDPET_AOT_EXPORT int LoraLinearBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LoraLinearBackward";
-  if (nparam != ll::kBwdNumInputs + ll::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLoraLinearBackward(const AotArgs& args) {
   mindpet::cpu::LoraDims d{};
   const std::string err = mindpet::cpu::CheckShapes(args, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB, &d);
-  if (!err.empty()) return KernelError(kName, err);
+  if (!err.empty()) return err;
   const bool has_mask = args.scalar(ll::kBwdHasMask) != 0.0;
   const float s = static_cast<float>(args.scalar(ll::kBwdScale));
   const int dx_idx = ll::kBwdNumInputs + ll::kBwdDx;
@@ -284,15 +285,15 @@ MINDPET_AOT_EXPORT int LoraLinearBackward(int nparam, void** params, int* ndims,
   const int db_idx = ll::kBwdNumInputs + ll::kBwdDLoraB;
   if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdDy, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB,
                                            ll::kBwdU, dx_idx, da_idx, db_idx})) {
-    return KernelError(kName, "all tensors must share dtype float32 or float16");
+    return "all tensors must share dtype float32 or float16";
   }
   if (args.numel(ll::kBwdDy) != d.m * d.n || args.numel(ll::kBwdU) != d.m * d.r) {
-    return KernelError(kName, "dy must be [M,N] and u [M,R]");
+    return "dy must be [M,N] and u [M,R]";
   }
   if (has_mask && (args.numel(ll::kBwdMask) != d.m * d.k || args.dtype(ll::kBwdMask) != args.dtype(ll::kBwdX))) {
-    return KernelError(kName, "mask must have the shape and dtype of x");
+    return "mask must have the shape and dtype of x";
   }
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
 
   const FloatIn dy(args, ll::kBwdDy), x(args, ll::kBwdX), w(args, ll::kBwdWeight), a(args, ll::kBwdLoraA),
       b(args, ll::kBwdLoraB), u(args, ll::kBwdU), mask(args, ll::kBwdMask, has_mask);
@@ -302,5 +303,12 @@ MINDPET_AOT_EXPORT int LoraLinearBackward(int nparam, void** params, int* ndims,
   dx.Commit();
   da.Commit();
   db.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LoraLinearBackward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("LoraLinearBackward", ll::kBwdNumInputs + ll::kBwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLoraLinearBackward);
 }

@@ -149,7 +149,7 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::KernelError;
+using mindpet::cpu::RunAot;
 namespace lra = mindpet::contracts::low_rank_adapter;
 
 namespace {
@@ -164,26 +164,23 @@ bool ReadDims(const AotArgs& args, int h, int dl, int dr, int ul, int ur, mindpe
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int LowRankAdapterForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                             const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LowRankAdapterForward";
-  if (nparam != lra::kFwdNumInputs + lra::kFwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLowRankAdapterForward(const AotArgs& args) {
   mindpet::cpu::LowRankDims s{};
   if (!ReadDims(args, lra::kFwdH, lra::kFwdDownLeft, lra::kFwdDownRight, lra::kFwdUpLeft, lra::kFwdUpRight, &s) ||
       args.numel(lra::kFwdBDown) != s.b || args.numel(lra::kFwdBUp) != s.d) {
-    return KernelError(kName, "shapes do not follow h [M,D], down_left [D,R], down_right [R,B], b_down [B], "
-                              "up_left [B,R], up_right [R,D], b_up [D]");
+    return "shapes do not follow h [M,D], down_left [D,R], down_right [R,B], b_down [B], "
+           "up_left [B,R], up_right [R,D], b_up [D]";
   }
   const int o = lra::kFwdNumInputs;
   if (!mindpet::cpu::SameFloatDType(args, {lra::kFwdH, lra::kFwdDownLeft, lra::kFwdDownRight, lra::kFwdBDown,
                                            lra::kFwdUpLeft, lra::kFwdUpRight, lra::kFwdBUp, o + lra::kFwdY,
                                            o + lra::kFwdT, o + lra::kFwdZ, o + lra::kFwdQ})) {
-    return KernelError(kName, "all tensors must share dtype float32 or float16");
+    return "all tensors must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(lra::kFwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
   const FloatIn h(args, lra::kFwdH), ldl(args, lra::kFwdDownLeft), ldr(args, lra::kFwdDownRight),
       bd(args, lra::kFwdBDown), lul(args, lra::kFwdUpLeft), lur(args, lra::kFwdUpRight), bu(args, lra::kFwdBUp);
   FloatOut y(args, o + lra::kFwdY), t(args, o + lra::kFwdT), z(args, o + lra::kFwdZ), q(args, o + lra::kFwdQ);
@@ -193,19 +190,23 @@ MINDPET_AOT_EXPORT int LowRankAdapterForward(int nparam, void** params, int* ndi
   t.Commit();
   z.Commit();
   q.Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LowRankAdapterForward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                             const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("LowRankAdapterForward", lra::kFwdNumInputs + lra::kFwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLowRankAdapterForward);
 }
 
-MINDPET_AOT_EXPORT int LowRankAdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                              const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  constexpr const char* kName = "LowRankAdapterBackward";
-  if (nparam != lra::kBwdNumInputs + lra::kBwdNumOutputs) return KernelError(kName, "wrong number of arguments");
-  const AotArgs args(nparam, params, ndims, shapes, dtypes);
+namespace {
+std::string RunLowRankAdapterBackward(const AotArgs& args) {
   mindpet::cpu::LowRankDims s{};
   if (!ReadDims(args, lra::kBwdH, lra::kBwdDownLeft, lra::kBwdDownRight, lra::kBwdUpLeft, lra::kBwdUpRight, &s) ||
       args.numel(lra::kBwdDy) != s.m * s.d || args.numel(lra::kBwdT) != s.m * s.r ||
       args.numel(lra::kBwdZ) != s.m * s.b || args.numel(lra::kBwdQ) != s.m * s.r) {
-    return KernelError(kName, "shapes do not follow the low_rank_adapter backward contract");
+    return "shapes do not follow the low_rank_adapter backward contract";
   }
   const int o = lra::kBwdNumInputs;
   if (!mindpet::cpu::SameFloatDType(
@@ -213,11 +214,11 @@ MINDPET_AOT_EXPORT int LowRankAdapterBackward(int nparam, void** params, int* nd
                  lra::kBwdT, lra::kBwdZ, lra::kBwdQ, o + lra::kBwdDh, o + lra::kBwdDDownLeft,
                  o + lra::kBwdDDownRight, o + lra::kBwdDBDown, o + lra::kBwdDUpLeft, o + lra::kBwdDUpRight,
                  o + lra::kBwdDBUp})) {
-    return KernelError(kName, "all tensors must share dtype float32 or float16");
+    return "all tensors must share dtype float32 or float16";
   }
   const int64_t code = static_cast<int64_t>(args.scalar(lra::kBwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return KernelError(kName, "unknown activation code");
-  if (!mindpet::cpu::BlasReady()) return KernelError(kName, mindpet::cpu::BlasDescription());
+  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
   const FloatIn dy(args, lra::kBwdDy), h(args, lra::kBwdH), ldl(args, lra::kBwdDownLeft),
       ldr(args, lra::kBwdDownRight), lul(args, lra::kBwdUpLeft), lur(args, lra::kBwdUpRight), t(args, lra::kBwdT),
       z(args, lra::kBwdZ), q(args, lra::kBwdQ);
@@ -228,5 +229,12 @@ MINDPET_AOT_EXPORT int LowRankAdapterBackward(int nparam, void** params, int* nd
                             q.get(), static_cast<mindpet::cpu::Activation>(code),
                             {dh.get(), dldl.get(), dldr.get(), dbd.get(), dlul.get(), dlur.get(), dbu.get()});
   for (FloatOut* out : {&dh, &dldl, &dldr, &dbd, &dlul, &dlur, &dbu}) out->Commit();
-  return 0;
+  return {};
+}
+}  // namespace
+
+MINDPET_AOT_EXPORT int LowRankAdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                              const char** dtypes, void* /*stream*/, void* /*extra*/) {
+  return RunAot("LowRankAdapterBackward", lra::kBwdNumInputs + lra::kBwdNumOutputs, nparam, params, ndims, shapes,
+                dtypes, RunLowRankAdapterBackward);
 }
