@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.ops.primitive import Primitive
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._strategy import check_strategy
 
 ActivationType = Union[str, nn.Cell, Primitive, None]
@@ -25,7 +26,7 @@ class UnknownActivationError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class PrimitiveActivation(nn.Cell):
+class PrimitiveActivation(GradSafeCell):
     """A Cell that applies one activation primitive: ``y = prim(x)``."""
 
     def __init__(self, primitive: Primitive):

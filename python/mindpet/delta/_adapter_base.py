@@ -22,6 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import Initializer, initializer
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategies
@@ -79,7 +80,7 @@ def build_kernel(layer: nn.Cell, kernel_cls: type, op: str, activation: Any, bac
     layer.use_fused = layer.kernel_impl != "composed"
 
 
-class AdapterBlock(nn.Cell):
+class AdapterBlock(GradSafeCell):
     """``y = x + bottleneck(x)`` for ``x: (*, hidden_size)``, fused or composed (see the module docstring).
 
     A subclass's ``__init__`` sets ``hidden_size`` and ``compute_dtype``, its parameters and matmul
@@ -187,7 +188,7 @@ class AdapterBlock(nn.Cell):
         return self
 
 
-class DenseWithDelta(nn.Cell):
+class DenseWithDelta(GradSafeCell):
     """The frozen dense part shared by ``AdapterDense`` and ``LowRankAdapterDense``.
 
     ``hidden = activation(x W^T + b)`` with ``weight: (out_channels, in_channels)`` and

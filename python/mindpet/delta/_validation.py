@@ -165,22 +165,5 @@ def _compiling() -> bool:
 def _check_indices_on_host(indices: Tensor, upper: int, name: str, cls_name: str) -> None:
     values = indices.asnumpy()
     if values.size and (values.min() < 0 or values.max() >= upper):
-        _reset_pynative_grad_state()
         raise ValueError(f"For '{cls_name}', every value of '{name}' must be in [0, {upper}), but got values "
                          f"from {values.min()} to {values.max()}.")
-
-
-def _reset_pynative_grad_state() -> None:
-    """Before raising inside an eager (PYNATIVE) forward: drop the half-recorded autodiff graph.
-
-    An exception escaping a PYNATIVE forward that runs under ``GradOperation`` (e.g. in
-    ``TrainOneStepCell``) leaves MindSpore 2.10's PYNATIVE executor with a half-built grad graph, and a
-    later, unrelated training step in the same process can then fail (seen: "For LayerNormGrad, the
-    index 7 is out of range of input num 7"). MindSpore clears that state itself when a ``jit``
-    compilation fails; this does the same. Private API: skipped if it is missing.
-    """
-    try:
-        from mindspore.graph.api import _pynative_executor  # pylint: disable=import-outside-toplevel
-        _pynative_executor.clear_res()
-    except (ImportError, AttributeError, RuntimeError):
-        pass

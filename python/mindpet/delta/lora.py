@@ -13,6 +13,7 @@ from mindspore.common.initializer import HeUniform, Initializer, initializer
 from mindspore.common.seed import _get_graph_seed
 from mindspore.ops.primitive import Primitive
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
@@ -59,7 +60,7 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
         param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
-class LoRADense(nn.Cell):
+class LoRADense(GradSafeCell):
     r"""Dense layer with a LoRA branch (Hu et al., 2021), as one fused op or composed from MindSpore primitives.
 
     .. math::

@@ -27,13 +27,14 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._validation import check_bool, check_dtype, check_int, check_positive_int
 from mindpet.delta.prefix_layer import check_dropout_rate
 
 __all__ = ["PrefixEncoder", "extend_attention_mask"]
 
 
-class PrefixEncoder(nn.Cell):
+class PrefixEncoder(GradSafeCell):
     r"""Trainable prefix keys and values for ``num_layers`` attention layers.
 
     ``construct(batch_size)`` returns a tuple of ``num_layers`` pairs ``(key, value)``, each of shape

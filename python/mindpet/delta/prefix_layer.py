@@ -52,6 +52,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._validation import check_dtype, check_number, check_positive_int
 
 __all__ = ["PrefixLayer", "check_dropout_rate"]
@@ -86,7 +87,7 @@ def reparameterised_prefix(rows: int, embed_dim: int, mid_dim: int, out_dim: int
     return np.tanh(emb @ w1.T + b1) @ w2.T + b2
 
 
-class PrefixLayer(nn.Cell):
+class PrefixLayer(GradSafeCell):
     r"""Trainable key and value prefixes of one attention layer (the spec's ``PrefixLayer``).
 
     Attributes ``past_key_reparam`` and ``past_value_reparam`` are the trainable Parameters (names

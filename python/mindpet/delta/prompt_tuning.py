@@ -20,9 +20,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, ops
 from mindspore.common.initializer import Initializer, Normal, initializer
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._validation import (check_bool, check_dtype, check_indices_in_range, check_init,
                                        check_positive_int)
 
@@ -32,7 +33,7 @@ InitType = Union[Tensor, str, Initializer, numbers.Number]
 _ID_DTYPES = (ms.int32, ms.int64)
 
 
-class PromptTuning(nn.Cell):
+class PromptTuning(GradSafeCell):
     r"""Trainable prompt embeddings (the spec's ``PromptTuning``).
 
     ``construct(prompt_ids)``: ``prompt_ids`` (batch, num_virtual_tokens * num_transformer_submodules),

@@ -26,8 +26,9 @@ from __future__ import annotations
 from typing import Tuple
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 
+from mindpet._eager import GradSafeCell
 from mindpet.delta._validation import check_bool, check_indices_in_range
 
 __all__ = ["RDropLoss", "rdrop_repeat"]
@@ -59,7 +60,7 @@ def rdrop_repeat(*tensors: Tensor) -> Tuple[Tensor, ...]:
     return out
 
 
-class RDropLoss(nn.Cell):
+class RDropLoss(GradSafeCell):
     r"""Cross-entropy over the doubled batch plus ``alpha`` times the symmetric KL of each pair.
 
     ``construct(logits, label_ids, alpha=4)`` with (see the module docstring for the formula):

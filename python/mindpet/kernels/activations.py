@@ -19,6 +19,8 @@ from typing import Any, Optional
 from mindspore import nn, ops
 from mindspore.ops.primitive import Primitive
 
+from mindpet._eager import GradSafeCell
+
 IDENTITY, RELU, GELU, GELU_ERF, SIGMOID, TANH, SILU = range(7)
 
 ACTIVATION_CODES = {
@@ -64,7 +66,7 @@ def activation_code(activation: Any) -> Optional[int]:
     return None
 
 
-class ComposedActivation(nn.Cell):
+class ComposedActivation(GradSafeCell):
     """``act(z)`` for a contract code, from MindSpore primitives (autodiff gives ``act'``)."""
 
     def __init__(self, code: int):

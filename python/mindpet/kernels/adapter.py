@@ -12,6 +12,7 @@ from typing import Any, Optional
 from mindspore import nn
 from mindspore.common import dtype as mstype
 
+from mindpet._eager import GradSafeCell
 from mindpet.kernels import _primitives, backend as _backend
 from mindpet.kernels.activations import ComposedActivation, activation_code
 from mindpet.kernels.composed import adapter_composed, low_rank_adapter_composed
@@ -40,7 +41,7 @@ def _check_dtype(choice: str, dtype) -> None:
         raise TypeError("the fused adapter kernels support float32 and float16, not bfloat16.")
 
 
-class Adapter(nn.Cell):
+class Adapter(GradSafeCell):
     r"""``y = h + act(h W_down^T + b_down) W_up^T + b_up`` as one fused op when available.
 
     Args:
@@ -73,7 +74,7 @@ class Adapter(nn.Cell):
         return f"activation_code={self.code}, impl={self.impl}"
 
 
-class LowRankAdapter(nn.Cell):
+class LowRankAdapter(GradSafeCell):
     r"""``y = h + act(h L_dl L_dr + b_down) L_ul L_ur + b_up`` as one fused op when available.
 
     Inputs: ``h [*, D]``, ``down_left [D, R]``, ``down_right [R, B]``, ``b_down [B]``,

@@ -12,13 +12,14 @@ from typing import Any, Optional
 from mindspore import nn
 from mindspore.common import dtype as mstype
 
+from mindpet._eager import GradSafeCell
 from mindpet.kernels import _primitives, backend as _backend
 from mindpet.kernels.activations import ComposedActivation, activation_code
 
 __all__ = ["Activation", "activation"]
 
 
-class Activation(nn.Cell):
+class Activation(GradSafeCell):
     r"""``y = act(x)`` elementwise as one fused op when available (backward ``dx = dy * act'(x)``).
 
     Args:

@@ -9,17 +9,18 @@ from typing import Callable, Optional
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.seed import _get_graph_seed
 
+from mindpet._eager import GradSafeCell
 from mindpet.kernels import _primitives, backend as _backend
 from mindpet.kernels.composed import lora_linear_composed
 
 __all__ = ["LoraLinear", "lora_linear"]
 
 
-class LoraLinear(nn.Cell):
+class LoraLinear(GradSafeCell):
     r"""``y = x W^T + b + s \cdot (x_d A^T) B^T``, ``x_d = x * mask``, as one fused op when available.
 
     Args:

@@ -14,6 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import initializer
 
+from mindpet._eager import GradSafeCell
 from mindpet.kernels import _primitives, backend as _backend
 from mindpet.kernels.composed import layer_norm_composed, layer_norm_primitive
 
@@ -42,7 +43,7 @@ def _check_epsilon(epsilon: float) -> float:
     return float(epsilon)
 
 
-class LayerNorm(nn.Cell):
+class LayerNorm(GradSafeCell):
     r"""``y = (s - mean) / sqrt(var + eps) * gamma + beta`` over the last dim, ``s = x + residual`` (or ``x``).
 
     Args:
