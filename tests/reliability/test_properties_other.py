@@ -6,7 +6,6 @@ ValueError in both modes.
 """
 from __future__ import annotations
 
-import mindspore as ms
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from mindspore import Tensor
 
 from mindpet.delta import PrefixLayer, PromptTuning, RDropLoss
+from range_errors import raises_range_error
 
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     phases=[Phase.explicit, Phase.generate],
@@ -111,19 +111,10 @@ def test_prompt_tuning_bad_ids_raise(pynative, kw, shape, as_float):
         layer(Tensor(ids)).asnumpy()
 
 
-def _range_error(mode, value_error_match):
-    """Out-of-range indices: ValueError naming the argument when eager; in a compiled graph MindSpore's
-    Assert kernel stops the graph (a Python raise there cannot coexist with ops.Custom kernels)."""
-    if mode == ms.PYNATIVE_MODE:
-        return ValueError, value_error_match
-    return RuntimeError, "assert failed"
-
-
 @pytest.mark.parametrize("bad_id", [-1, 3, 7])
 def test_prompt_tuning_out_of_range_id_is_value_error(mode, bad_id):
     layer = PromptTuning(num_virtual_tokens=3, token_dim=4)
-    error, match = _range_error(mode, "'prompt_ids' must be in \\[0, 3\\)")
-    with pytest.raises(error, match=match):
+    with raises_range_error(mode, "'prompt_ids' must be in \\[0, 3\\)"):
         layer(Tensor(np.array([[0, 1, bad_id]], np.int32))).asnumpy()
 
 
@@ -200,8 +191,7 @@ def test_rdrop_loss_invalid_input_raises(pynative, inputs, case):
 @pytest.mark.parametrize("bad_label", [-1, 3])
 def test_rdrop_loss_out_of_range_label_is_value_error(mode, bad_label):
     logits = Tensor(np.zeros((2, 3), np.float32))
-    error, match = _range_error(mode, "'label_ids' must be in \\[0, 3\\)")
-    with pytest.raises(error, match=match):
+    with raises_range_error(mode, "'label_ids' must be in \\[0, 3\\)"):
         RDropLoss()(logits, Tensor(np.array([bad_label, bad_label], np.int32)), 4).asnumpy()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import initializer
 
