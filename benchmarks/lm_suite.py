@@ -33,13 +33,20 @@ prefix 38.40 at init -> 35.22 (0.891), 0.086 %, 7.5 s/step; LoRA q,v r=8 -> 35.2
 (~4.2-4.8 CPU-s/step: MindSpore's CPU ops use little of the second core). Per method ~5 min alone: ~55 s first
 step (graph compile), ~30 s first eval (compile) + ~3 s per held-out chunk. Results are deterministic (a
 re-run gave the same perplexities). Peak RSS ~7 GB per training process (3.6 GB for zero-shot). The held-out set of the quick profile is small: differences of a few % are within noise.
-The full profile (batch 2, 400 steps, 120 held-out chunks) is estimated at ~2 h per tuned method here.
+Profiles: ``--quick`` (batch 1, 30 steps, 8 held-out chunks, seed 0; ~20 min for the four methods) and
+``--full`` (batch 1, 200 steps, 64 held-out chunks = 16,320 predictions, seeds 0, 1, 2; each training run
+~30 min here (200 x ~7 s steps plus two held-out passes), so ~4.5 h for the nine runs plus one zero-shot
+run). Every (method, seed) writes ``lm_<method>_seed<seed>.json`` in the output directory, with the request
+it answers; ``--resume`` reuses a finished run whose request is identical, so the full profile can be
+completed over several sittings. The table reports the held-out perplexity as mean +- sample std over the
+seeds, each seed's value, and whether every seed of prompt and prefix tuning ends below zero-shot.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -76,7 +83,9 @@ class Profile:
         return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora}.get(method, 0.0)
 
 
-PROFILES = {"quick": Profile(), "full": Profile(batch_size=2, steps=400, heldout_chunks=120)}
+PROFILES = {"quick": Profile(), "full": Profile(batch_size=1, steps=200, heldout_chunks=64)}
+# Training seeds per profile (data order, LoRA init and dropout). zero_shot has no randomness: one run.
+SEEDS = {"quick": (0,), "full": (0, 1, 2)}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -343,36 +352,81 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2 ** 20:.0f} MB" if n >= 2 ** 20 else f"{n / 1024:.1f} KB"
 
 
-def markdown_table(results: Sequence[dict], data_info: dict, profile_name: str) -> str:
-    zero = next((r["heldout_ppl"] for r in results if r["method"] == "zero_shot"), None)
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray([v for v in values if v == v], dtype=np.float64)  # NaN (not measured) left out
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarise(runs: Sequence[dict]) -> list[dict]:
+    """One entry per method (in ``METHODS`` order): held-out perplexity over seeds (mean, sample std), its
+    ratio to the zero-shot perplexity, and whether every seed ends below zero-shot."""
+    zero = _mean_std([r["heldout_ppl"] for r in runs if r["method"] == "zero_shot"])[0]
+    table = []
+    for method in METHODS:
+        rs = sorted((r for r in runs if r["method"] == method), key=lambda r: r["profile"]["seed"])
+        if not rs:
+            continue
+        ppl = [r["heldout_ppl"] for r in rs]
+        entry = {"method": method, "seeds": [r["profile"]["seed"] for r in rs], "parameters": rs[0]["parameters"],
+                 "static_bytes": rs[0]["static_bytes"], "heldout_ppl": _mean_std(ppl), "heldout_ppl_per_seed": ppl,
+                 "heldout_ppl_before": _mean_std([r["heldout_ppl_before"] for r in rs])[0],
+                 "vs_zero_shot": _mean_std([p / zero for p in ppl]) if zero == zero else (float("nan"),) * 2,
+                 "step_s": _mean_std([r.get("step_s_median", float("nan")) for r in rs])[0],
+                 "step_cpu_s": _mean_std([r.get("step_cpu_s_median", float("nan")) for r in rs])[0],
+                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "run_s": sum(r["total_s"] for r in rs)}
+        if method != "zero_shot" and zero == zero:
+            entry["below_zero_shot_every_seed"] = all(p < zero for p in ppl)
+        table.append(entry)
+    return table
+
+
+def markdown_table(runs: Sequence[dict], data_info: dict, profile_name: str) -> str:
+    summary = summarise(runs)
     lines = [f"# Language-model table ({profile_name} profile)", "",
-             f"Model: {results[0]['model']}. Data: {data_info.get('source')}; held-out chunks: "
-             f"{data_info.get('heldout_chunks_used')} x {data_info.get('seq_len')} tokens.", "",
-             "| method | trainable | trainable % | static (params+grads+Adam) | held-out ppl (before -> after) "
-             "| vs zero-shot | step s (median, wall) | step CPU s | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        p = r["parameters"]
-        after = r["heldout_ppl"]
-        ratio = f"{after / zero:.3f}" if zero else "-"
-        step = f"{r['step_s_median']:.2f}" if "step_s_median" in r else "-"
-        cpu = f"{r['step_cpu_s_median']:.2f}" if "step_cpu_s_median" in r else "-"
-        b = r["heldout_ppl_before"]
-        before = "" if r["method"] == "zero_shot" else ("(= zero-shot) -> " if b != b else f"{b:.2f} -> ")
-        lines.append(f"| {r['method']} | {p['trainable']:,} | {p['trainable_pct']:.4f} | "
-                     f"{_fmt_bytes(r['static_bytes'])} | {before}{after:.2f} | {ratio} | {step} | {cpu} | "
-                     f"{r['peak_rss_mb']:.0f} MB |")
-    lines += ["", "Peak RSS is per method (own process) and includes reading/dequantising the GGUF. "
-              "Step times are on a shared 2-core CPU; the first step (graph compilation) is excluded."]
+             f"Model: {runs[0]['model']}. Data: {data_info.get('source')}; held-out chunks: "
+             f"{data_info.get('heldout_chunks_used')} x {data_info.get('seq_len')} tokens. Perplexity: mean over "
+             "seeds +- sample std; zero-shot has no randomness (one run).", "",
+             "| method | seeds | trainable | trainable % | static (params+grads+Adam) | held-out ppl (before -> after) "
+             "| per seed | vs zero-shot | step s (median, wall) | step CPU s | peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary:
+        p = e["parameters"]
+        mean, std = e["heldout_ppl"]
+        ratio, ratio_std = e["vs_zero_shot"]
+        b = e["heldout_ppl_before"]
+        before = "" if e["method"] == "zero_shot" else ("(= zero-shot) -> " if b != b else f"{b:.2f} -> ")
+        after = f"{mean:.2f}" + (f" +- {std:.2f}" if len(e["seeds"]) > 1 else "")
+        vs = "-" if ratio != ratio else f"{ratio:.3f}" + (f" +- {ratio_std:.3f}" if len(e["seeds"]) > 1 else "")
+        step = "-" if e["step_s"] != e["step_s"] else f"{e['step_s']:.2f}"
+        cpu = "-" if e["step_cpu_s"] != e["step_cpu_s"] else f"{e['step_cpu_s']:.2f}"
+        per_seed = " / ".join(f"{x:.2f}" for x in e["heldout_ppl_per_seed"])
+        lines.append(f"| {e['method']} | {','.join(map(str, e['seeds']))} | {p['trainable']:,} | "
+                     f"{p['trainable_pct']:.4f} | {_fmt_bytes(e['static_bytes'])} | {before}{after} | {per_seed} | "
+                     f"{vs} | {step} | {cpu} | {e['peak_rss_mb']:.0f} MB |")
+    verdicts = [(e["method"], e["below_zero_shot_every_seed"]) for e in summary
+                if e["method"] in ("prompt", "prefix") and "below_zero_shot_every_seed" in e]
+    if verdicts:
+        lines += ["", "Target: prompt and prefix tuning lower held-out perplexity against zero-shot: " + "; ".join(
+            f"{m} {'met' if ok else 'MISSED'} (every seed below zero-shot: {ok})" for m, ok in verdicts) + "."]
+    lines += ["", "Peak RSS is per method (own process, the largest over seeds) and includes reading/dequantising "
+              "the GGUF. Step times are on a shared 2-core CPU; the first step (graph compilation) is excluded."]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(results: Sequence[dict], data_info: dict, profile_name: str, output_dir: Path) -> tuple[Path, Path]:
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_tables(runs: Sequence[dict], data_info: dict, profile_name: str, output_dir: Path) -> tuple[Path, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     md, js = output_dir / "lm_table.md", output_dir / "lm_results.json"
-    md.write_text(markdown_table(results, data_info, profile_name), encoding="utf-8")
-    js.write_text(json.dumps({"profile": profile_name, "data": data_info, "results": list(results)}, indent=2),
-                  encoding="utf-8")
+    _write_atomic(md, markdown_table(runs, data_info, profile_name))
+    report = {"profile": profile_name, "data": data_info, "summary": summarise(runs), "results": list(runs)}
+    _write_atomic(js, json.dumps(report, indent=2))
     return md, js
 
 
@@ -394,14 +448,48 @@ def _profile(args) -> tuple[str, Profile]:
     return name, replace(profile, **overrides)
 
 
+def _seeds(args, name: str) -> tuple[int, ...]:
+    if args.seeds is None:
+        return SEEDS[name]
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    return seeds
+
+
+def run_path(output_dir: Path, method: str, seed: int) -> Path:
+    return output_dir / f"lm_{method}_seed{seed}.json"
+
+
+def _request(method: str, model: str, profile: Profile) -> dict:
+    """What a run's result depends on; ``--resume`` reuses a finished run only if this is identical."""
+    return {"method": method, "model": model, "profile": asdict(profile)}
+
+
+def _reusable(path: Path, request: dict) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if result.get("request") == request else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="a few dozen steps, small held-out set (default)")
-    group.add_argument("--full", action="store_true", help="the full profile")
+    group.add_argument("--quick", action="store_true", help="a few dozen steps, small held-out set, seed 0 (default)")
+    group.add_argument("--full", action="store_true", help="the full profile: 200 steps, 64 held-out chunks, seeds 0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--seeds", help="comma-separated training seeds (overrides the profile's)")
     parser.add_argument("--output-dir", type=Path, default=Path("results") / "lm")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs of identical requests found in the output directory")
     parser.add_argument("--model", choices=("smollm2", "synthetic"), default="smollm2")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--heldout-chunks", type=int)
@@ -413,6 +501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     name, profile = _profile(args)
+    seeds = _seeds(args, name)
     progress = not args.no_progress
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = set(methods) - set(METHODS)
@@ -420,12 +509,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown methods {sorted(unknown)}; known: {METHODS}")
     out = args.output_dir
 
-    if args.run_one:
-        pretrained, data = _load(args.model, profile)
-        result = run_method(args.run_one, pretrained, data, profile, progress)
-        result["data"] = data.info
+    if args.run_one:  # a worker: one method, one seed (the first of --seeds)
+        run_profile = replace(profile, seed=seeds[0])
+        pretrained, data = _load(args.model, run_profile)
+        result = run_method(args.run_one, pretrained, data, run_profile, progress)
+        result["request"], result["data"] = _request(args.run_one, args.model, run_profile), data.info
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"lm_{args.run_one}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        _write_atomic(run_path(out, args.run_one, seeds[0]), json.dumps(result, indent=2))
         return 0
 
     if args.model == "smollm2":
@@ -436,28 +526,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"cannot run the LM suite: {reason}", file=sys.stderr)
             return 2
 
-    results, data_info = [], {}
-    if args.in_process:
-        pretrained, data = _load(args.model, profile)
-        data_info = data.info
-        for method in methods:
-            results.append(run_method(method, pretrained, data, profile, progress, args.pynative))
-    else:
-        for method in methods:
-            cmd = [sys.executable, "-m", "benchmarks.lm_suite", "--run-one", method, "--model", args.model,
-                   "--output-dir", str(out), f"--{name}"]
-            for flag, value in (("--steps", args.steps), ("--heldout-chunks", args.heldout_chunks),
-                                ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
-                if value is not None:
-                    cmd += [flag, str(value)]
-            if not progress:
-                cmd.append("--no-progress")
-            print(f"[lm_suite] {method}: {' '.join(cmd[1:])}", flush=True)
-            subprocess.run(cmd, check=True, cwd=str(Path(__file__).resolve().parents[1]))
-            result = json.loads((out / f"lm_{method}.json").read_text(encoding="utf-8"))
-            data_info = result.pop("data")
-            results.append(result)
-    md, js = write_tables(results, data_info, name, out)
+    runs, data_info, loaded = [], {}, None
+    for method in methods:
+        for seed in seeds[:1] if method == "zero_shot" else seeds:
+            run_profile = replace(profile, seed=seed)
+            request, path = _request(method, args.model, run_profile), run_path(out, method, seed)
+            result = _reusable(path, request) if args.resume else None
+            if result is not None:
+                print(f"[lm_suite] {method} seed {seed}: reusing {path}", flush=True)
+            elif args.in_process:
+                if loaded is None:
+                    loaded = _load(args.model, profile)
+                pretrained, data = loaded
+                result = run_method(method, pretrained, data, run_profile, progress, args.pynative)
+                result["request"], result["data"] = request, data.info
+                out.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, json.dumps(result, indent=2))
+            else:
+                cmd = [sys.executable, "-m", "benchmarks.lm_suite", "--run-one", method, "--model", args.model,
+                       "--output-dir", str(out), f"--{name}", "--seeds", str(seed)]
+                for flag, value in (("--steps", args.steps), ("--heldout-chunks", args.heldout_chunks),
+                                    ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
+                    if value is not None:
+                        cmd += [flag, str(value)]
+                if not progress:
+                    cmd.append("--no-progress")
+                print(f"[lm_suite] {method} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+                subprocess.run(cmd, check=True, cwd=str(Path(__file__).resolve().parents[1]))
+                result = json.loads(path.read_text(encoding="utf-8"))
+            data_info = result.pop("data", data_info)
+            runs.append(result)
+    md, js = write_tables(runs, data_info, name, out)
     print(md.read_text(encoding="utf-8"))
     print(f"written: {md}, {js}")
     return 0

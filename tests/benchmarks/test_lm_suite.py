@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from benchmarks import lm_suite
 
@@ -46,3 +47,36 @@ def test_synthetic_suite_writes_tables(tmp_path):
     assert rows["prompt"]["heldout_ppl"] < rows["zero_shot"]["heldout_ppl"]
     table = (tmp_path / "lm_table.md").read_text()
     assert "| prefix |" in table and "held-out ppl" in table
+
+
+def test_seeds_are_summarised_and_resume_reuses_identical_runs(tmp_path, monkeypatch, capsys):
+    argv = ["--quick", "--model", "synthetic", "--in-process", "--no-progress", "--steps", "3", "--heldout-chunks",
+            "2", "--seq-len", "16", "--methods", "zero_shot,prompt", "--seeds", "0,1", "--output-dir", str(tmp_path)]
+    assert lm_suite.main(argv) == 0
+    assert sorted(p.name for p in tmp_path.glob("lm_*_seed*.json")) == [
+        "lm_prompt_seed0.json", "lm_prompt_seed1.json", "lm_zero_shot_seed0.json"]  # zero-shot: one run
+    report = json.loads((tmp_path / "lm_results.json").read_text())
+    summary = {e["method"]: e for e in report["summary"]}
+    runs = [r for r in report["results"] if r["method"] == "prompt"]
+    assert [r["profile"]["seed"] for r in runs] == [0, 1] and summary["prompt"]["seeds"] == [0, 1]
+    ppl = [r["heldout_ppl"] for r in runs]
+    zero = summary["zero_shot"]["heldout_ppl"][0]
+    assert ppl[0] != ppl[1]  # the seed changes the data order and the run
+    mean, std = summary["prompt"]["heldout_ppl"]
+    assert math.isclose(mean, np.mean(ppl)) and math.isclose(std, np.std(ppl, ddof=1))
+    assert math.isclose(summary["prompt"]["vs_zero_shot"][0], np.mean(ppl) / zero)
+    assert summary["prompt"]["below_zero_shot_every_seed"] == all(p < zero for p in ppl)
+    assert "| prompt | 0,1 |" in (tmp_path / "lm_table.md").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--resume re-ran a finished run")
+
+    monkeypatch.setattr(lm_suite, "run_method", no_training)
+    capsys.readouterr()
+    assert lm_suite.main(argv + ["--resume"]) == 0
+    assert capsys.readouterr().out.count("reusing") == 3
+    again = json.loads((tmp_path / "lm_results.json").read_text())
+    assert [r["heldout_ppl"] for r in again["results"]] == [r["heldout_ppl"] for r in report["results"]]
+    # a different request (more steps) is not reused
+    with pytest.raises(AssertionError, match="re-ran"):
+        lm_suite.main([a if a != "3" else "4" for a in argv] + ["--resume"])
