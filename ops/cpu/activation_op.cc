@@ -127,7 +127,6 @@ void Backward(Activation act, const float* dy, const float* x, float* dx, int64_
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::RunAot;
 namespace ac = mindpet::contracts::activation;
 
 namespace {
@@ -146,15 +145,7 @@ std::string RunActivationForward(const AotArgs& args) {
   y.Commit();
   return {};
 }
-}  // namespace
 
-MINDPET_AOT_EXPORT int ActivationForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("ActivationForward", ac::kFwdNumInputs + ac::kFwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunActivationForward);
-}
-
-namespace {
 std::string RunActivationBackward(const AotArgs& args) {
   const int dx_idx = ac::kBwdNumInputs + ac::kBwdDx;
   const int64_t n = args.numel(ac::kBwdX);
@@ -174,8 +165,5 @@ std::string RunActivationBackward(const AotArgs& args) {
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int ActivationBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("ActivationBackward", ac::kBwdNumInputs + ac::kBwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunActivationBackward);
-}
+MINDPET_AOT_ENTRY(ActivationForward, ac::kFwdNumInputs + ac::kFwdNumOutputs, RunActivationForward)
+MINDPET_AOT_ENTRY(ActivationBackward, ac::kBwdNumInputs + ac::kBwdNumOutputs, RunActivationBackward)

@@ -135,7 +135,6 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::RunAot;
 namespace ad = mindpet::contracts::adapter;
 
 namespace {
@@ -164,15 +163,7 @@ std::string RunAdapterForward(const AotArgs& args) {
   z.Commit();
   return {};
 }
-}  // namespace
 
-MINDPET_AOT_EXPORT int AdapterForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                      void* /*stream*/, void* /*extra*/) {
-  return RunAot("AdapterForward", ad::kFwdNumInputs + ad::kFwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunAdapterForward);
-}
-
-namespace {
 std::string RunAdapterBackward(const AotArgs& args) {
   const mindpet::cpu::AdapterDims s{args.dim(ad::kBwdH, 0), args.dim(ad::kBwdH, 1), args.dim(ad::kBwdWDown, 0)};
   const int o = ad::kBwdNumInputs;
@@ -204,8 +195,5 @@ std::string RunAdapterBackward(const AotArgs& args) {
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int AdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                       void* /*stream*/, void* /*extra*/) {
-  return RunAot("AdapterBackward", ad::kBwdNumInputs + ad::kBwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunAdapterBackward);
-}
+MINDPET_AOT_ENTRY(AdapterForward, ad::kFwdNumInputs + ad::kFwdNumOutputs, RunAdapterForward)
+MINDPET_AOT_ENTRY(AdapterBackward, ad::kBwdNumInputs + ad::kBwdNumOutputs, RunAdapterBackward)

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "export.h"
 #include "half.h"
 
 namespace mindpet {
@@ -86,3 +87,11 @@ inline int RunAot(const char* kernel, int expected_params, int nparam, void** pa
 
 }  // namespace cpu
 }  // namespace mindpet
+
+// Defines the exported aot entry point `name` with MindSpore's CPU aot signature (above); it runs
+// `body` (an AotBody) through RunAot with `expected_params` arguments.
+#define MINDPET_AOT_ENTRY(name, expected_params, body)                                                        \
+  MINDPET_AOT_EXPORT int name(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,    \
+                              void* /*stream*/, void* /*extra*/) {                                            \
+    return mindpet::cpu::RunAot(#name, expected_params, nparam, params, ndims, shapes, dtypes, body);         \
+  }

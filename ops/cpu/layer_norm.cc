@@ -145,7 +145,6 @@ using mindpet::cpu::AotArgs;
 using mindpet::cpu::DType;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::RunAot;
 namespace ln = mindpet::contracts::layer_norm;
 
 namespace {
@@ -176,15 +175,7 @@ std::string RunLayerNormForward(const AotArgs& args) {
   y.Commit();
   return {};
 }
-}  // namespace
 
-MINDPET_AOT_EXPORT int LayerNormForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                        void* /*stream*/, void* /*extra*/) {
-  return RunAot("LayerNormForward", ln::kFwdNumInputs + ln::kFwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLayerNormForward);
-}
-
-namespace {
 std::string RunLayerNormBackward(const AotArgs& args) {
   const int o = ln::kBwdNumInputs;
   const mindpet::cpu::NormDims s{args.dim(ln::kBwdX, 0), args.dim(ln::kBwdX, 1)};
@@ -208,7 +199,8 @@ std::string RunLayerNormBackward(const AotArgs& args) {
   FloatOut dx(args, o + ln::kBwdDx), dgamma(args, o + ln::kBwdDGamma), dbeta(args, o + ln::kBwdDBeta);
   const auto* mean = static_cast<const float*>(args.data(ln::kBwdMean));
   const auto* rstd = static_cast<const float*>(args.data(ln::kBwdRstd));
-  mindpet::cpu::BackwardF32(s, dy.get(), x.get(), r.get(), gamma.get(), mean, rstd, dx.get(), dgamma.get(), dbeta.get());
+  mindpet::cpu::BackwardF32(s, dy.get(), x.get(), r.get(), gamma.get(), mean, rstd, dx.get(), dgamma.get(),
+                            dbeta.get());
   dx.Commit();
   dgamma.Commit();
   dbeta.Commit();
@@ -216,8 +208,5 @@ std::string RunLayerNormBackward(const AotArgs& args) {
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int LayerNormBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                                         void* /*stream*/, void* /*extra*/) {
-  return RunAot("LayerNormBackward", ln::kBwdNumInputs + ln::kBwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLayerNormBackward);
-}
+MINDPET_AOT_ENTRY(LayerNormForward, ln::kFwdNumInputs + ln::kFwdNumOutputs, RunLayerNormForward)
+MINDPET_AOT_ENTRY(LayerNormBackward, ln::kBwdNumInputs + ln::kBwdNumOutputs, RunLayerNormBackward)

@@ -233,7 +233,6 @@ std::string CheckShapes(const AotArgs& args, int x, int w, int a, int b, LoraDim
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::RunAot;
 namespace ll = mindpet::contracts::lora_linear;
 
 namespace {
@@ -265,15 +264,7 @@ std::string RunLoraLinearForward(const AotArgs& args) {
   u.Commit();
   return {};
 }
-}  // namespace
 
-MINDPET_AOT_EXPORT int LoraLinearForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                         const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("LoraLinearForward", ll::kFwdNumInputs + ll::kFwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLoraLinearForward);
-}
-
-namespace {
 std::string RunLoraLinearBackward(const AotArgs& args) {
   mindpet::cpu::LoraDims d{};
   const std::string err = mindpet::cpu::CheckShapes(args, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB, &d);
@@ -307,8 +298,5 @@ std::string RunLoraLinearBackward(const AotArgs& args) {
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int LoraLinearBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                          const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("LoraLinearBackward", ll::kBwdNumInputs + ll::kBwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLoraLinearBackward);
-}
+MINDPET_AOT_ENTRY(LoraLinearForward, ll::kFwdNumInputs + ll::kFwdNumOutputs, RunLoraLinearForward)
+MINDPET_AOT_ENTRY(LoraLinearBackward, ll::kBwdNumInputs + ll::kBwdNumOutputs, RunLoraLinearBackward)

@@ -149,7 +149,6 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
-using mindpet::cpu::RunAot;
 namespace lra = mindpet::contracts::low_rank_adapter;
 
 namespace {
@@ -192,15 +191,7 @@ std::string RunLowRankAdapterForward(const AotArgs& args) {
   q.Commit();
   return {};
 }
-}  // namespace
 
-MINDPET_AOT_EXPORT int LowRankAdapterForward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                             const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("LowRankAdapterForward", lra::kFwdNumInputs + lra::kFwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLowRankAdapterForward);
-}
-
-namespace {
 std::string RunLowRankAdapterBackward(const AotArgs& args) {
   mindpet::cpu::LowRankDims s{};
   if (!ReadDims(args, lra::kBwdH, lra::kBwdDownLeft, lra::kBwdDownRight, lra::kBwdUpLeft, lra::kBwdUpRight, &s) ||
@@ -233,8 +224,5 @@ std::string RunLowRankAdapterBackward(const AotArgs& args) {
 }
 }  // namespace
 
-MINDPET_AOT_EXPORT int LowRankAdapterBackward(int nparam, void** params, int* ndims, int64_t** shapes,
-                                              const char** dtypes, void* /*stream*/, void* /*extra*/) {
-  return RunAot("LowRankAdapterBackward", lra::kBwdNumInputs + lra::kBwdNumOutputs, nparam, params, ndims, shapes,
-                dtypes, RunLowRankAdapterBackward);
-}
+MINDPET_AOT_ENTRY(LowRankAdapterForward, lra::kFwdNumInputs + lra::kFwdNumOutputs, RunLowRankAdapterForward)
+MINDPET_AOT_ENTRY(LowRankAdapterBackward, lra::kBwdNumInputs + lra::kBwdNumOutputs, RunLowRankAdapterBackward)
