@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
@@ -56,6 +55,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from benchmarks.metrics import mean_std
 
 METHODS = ("zero_shot", "prompt", "prefix", "lora")
 FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
@@ -352,17 +353,10 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2 ** 20:.0f} MB" if n >= 2 ** 20 else f"{n / 1024:.1f} KB"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray([v for v in values if v == v], dtype=np.float64)  # NaN (not measured) left out
-    if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def summarise(runs: Sequence[dict]) -> list[dict]:
     """One entry per method (in ``METHODS`` order): held-out perplexity over seeds (mean, sample std), its
     ratio to the zero-shot perplexity, and whether every seed ends below zero-shot."""
-    zero = _mean_std([r["heldout_ppl"] for r in runs if r["method"] == "zero_shot"])[0]
+    zero = mean_std([r["heldout_ppl"] for r in runs if r["method"] == "zero_shot"])[0]
     table = []
     for method in METHODS:
         rs = sorted((r for r in runs if r["method"] == method), key=lambda r: r["profile"]["seed"])
@@ -370,11 +364,11 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             continue
         ppl = [r["heldout_ppl"] for r in rs]
         entry = {"method": method, "seeds": [r["profile"]["seed"] for r in rs], "parameters": rs[0]["parameters"],
-                 "static_bytes": rs[0]["static_bytes"], "heldout_ppl": _mean_std(ppl), "heldout_ppl_per_seed": ppl,
-                 "heldout_ppl_before": _mean_std([r["heldout_ppl_before"] for r in rs])[0],
-                 "vs_zero_shot": _mean_std([p / zero for p in ppl]) if zero == zero else (float("nan"),) * 2,
-                 "step_s": _mean_std([r.get("step_s_median", float("nan")) for r in rs])[0],
-                 "step_cpu_s": _mean_std([r.get("step_cpu_s_median", float("nan")) for r in rs])[0],
+                 "static_bytes": rs[0]["static_bytes"], "heldout_ppl": mean_std(ppl), "heldout_ppl_per_seed": ppl,
+                 "heldout_ppl_before": mean_std([r["heldout_ppl_before"] for r in rs])[0],
+                 "vs_zero_shot": mean_std([p / zero for p in ppl]) if zero == zero else (float("nan"),) * 2,
+                 "step_s": mean_std([r.get("step_s_median", float("nan")) for r in rs])[0],
+                 "step_cpu_s": mean_std([r.get("step_cpu_s_median", float("nan")) for r in rs])[0],
                  "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "run_s": sum(r["total_s"] for r in rs)}
         if method != "zero_shot" and zero == zero:
             entry["below_zero_shot_every_seed"] = all(p < zero for p in ppl)
@@ -416,9 +410,8 @@ def markdown_table(runs: Sequence[dict], data_info: dict, profile_name: str) -> 
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from mindpet.graph._atomic import atomic_write_bytes  # the package's crash-safe writer
+    atomic_write_bytes(str(path), text.encode("utf-8"))
 
 
 def write_tables(runs: Sequence[dict], data_info: dict, profile_name: str, output_dir: Path) -> tuple[Path, Path]:

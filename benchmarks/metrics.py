@@ -1,5 +1,8 @@
-"""Classification metrics on integer labels (numpy)."""
+"""Classification metrics on integer labels, and the mean over seeds (numpy)."""
 from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -27,3 +30,12 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> f
 def majority_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
     """Accuracy on test of always predicting the most frequent training class."""
     return accuracy(test_labels, np.full_like(test_labels, np.bincount(train_labels).argmax()))
+
+
+def mean_std(values: Sequence[Optional[float]]) -> tuple[float, float]:
+    """(mean, sample std) of ``values`` without the missing ones (None or NaN); std 0 for one value, both
+    NaN for none."""
+    a = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0

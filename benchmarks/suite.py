@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
                                 LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
+from benchmarks.metrics import mean_std
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -183,13 +184,6 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
     return result
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
-    if a.size == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
     """One dictionary per row: means over seeds, and ratios to full fine-tuning of the same seed."""
     by_key = {(r["row"], r["settings"]["seed"]): r for r in results}
@@ -209,13 +203,13 @@ def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
             return [x for x in out if x is not None]
 
         first = runs[0]
-        acc = _mean_std([r["test"]["accuracy"] for r in runs])
-        f1 = _mean_std([r["test"]["macro_f1"] for r in runs])
-        acc_ratio = _mean_std(ratios(lambda r: r["test"]["accuracy"]))
-        f1_ratio = _mean_std(ratios(lambda r: r["test"]["macro_f1"]))
-        step_ratio = _mean_std(ratios(lambda r: r["timing"]["step_s_median"]))
-        cpu_ratio = _mean_std(ratios(lambda r: r["timing"].get("step_cpu_s_median", float("nan"))))
-        peak_ratio = _mean_std(ratios(lambda r: r["memory"]["peak_rss"]))
+        acc = mean_std([r["test"]["accuracy"] for r in runs])
+        f1 = mean_std([r["test"]["macro_f1"] for r in runs])
+        acc_ratio = mean_std(ratios(lambda r: r["test"]["accuracy"]))
+        f1_ratio = mean_std(ratios(lambda r: r["test"]["macro_f1"]))
+        step_ratio = mean_std(ratios(lambda r: r["timing"]["step_s_median"]))
+        cpu_ratio = mean_std(ratios(lambda r: r["timing"].get("step_cpu_s_median", float("nan"))))
+        peak_ratio = mean_std(ratios(lambda r: r["memory"]["peak_rss"]))
         entry = {
             "row": name, "label": row.label, "hyperparameters": first["hyperparameters"],
             "rdrop_alpha": row.rdrop_alpha, "seeds": seeds, "steps": first["settings"]["steps"],
@@ -226,13 +220,13 @@ def summarise(results: list[dict], rows: Sequence[str]) -> list[dict]:
             "method_percent": first["parameters"]["method_percent"],
             "spec_trainable_percent": row.spec_trainable_percent,
             "static_bytes": first["memory"]["static"],
-            "dynamic_bytes": _mean_std([r["memory"]["dynamic"] for r in runs])[0],
-            "peak_rss_bytes": _mean_std([r["memory"]["peak_rss"] for r in runs])[0],
+            "dynamic_bytes": mean_std([r["memory"]["dynamic"] for r in runs])[0],
+            "peak_rss_bytes": mean_std([r["memory"]["peak_rss"] for r in runs])[0],
             "accuracy": acc, "macro_f1": f1,
             "accuracy_vs_full": acc_ratio, "macro_f1_vs_full": f1_ratio,
-            "step_s": _mean_std([r["timing"]["step_s_median"] for r in runs]),
+            "step_s": mean_std([r["timing"]["step_s_median"] for r in runs]),
             "step_vs_full": step_ratio, "peak_rss_vs_full": peak_ratio,
-            "step_cpu_s": _mean_std([r["timing"].get("step_cpu_s_median", float("nan")) for r in runs]),
+            "step_cpu_s": mean_std([r["timing"].get("step_cpu_s_median", float("nan")) for r in runs]),
             "step_cpu_vs_full": cpu_ratio,
             "kernel_backends": first.get("kernel_backends", []),
             "run_wall_s": sum(r["process"]["wall_s"] for r in runs),
