@@ -6,7 +6,6 @@ arguments, so the same path runs on MiniLM + BBC headlines and on a tiny synthet
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from benchmarks import metrics
 from benchmarks.callbacks import StepRecorder
 from benchmarks.models.bert import BertClassifier, BertConfig, DenseFactory
 from benchmarks.models.hf_weights import load_hf_weights
+from benchmarks.outputs import write_json
 from benchmarks.reload_check import reload_in_subprocess, write_request
 from benchmarks.tasks import ClassificationTask, LabelledTokens
 from benchmarks.training import TrainSettings, parameter_counts, predict_logits, static_memory, train
@@ -162,10 +162,8 @@ def run_finetune(task: ClassificationTask, pretrained: PretrainedBert, method: D
 def write_summary(summary: dict, path: Path) -> Path:
     """Write the JSON part of a :func:`run_finetune` summary (keys starting with '_' dropped)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
-    path.write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, public, indent=2)
 
 
 def _rss_bytes() -> int:

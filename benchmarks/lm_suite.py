@@ -57,6 +57,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from benchmarks.metrics import mean_std
+from benchmarks.outputs import write_text
 
 METHODS = ("zero_shot", "prompt", "prefix", "lora")
 FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
@@ -191,20 +192,20 @@ def build(method: str, pretrained: Pretrained, data: LMData, profile: Profile):
     from benchmarks.models.llama import LlamaLM, default_dense, load_gguf_weights, prefix_from_key_values
 
     config, first = pretrained.config, data.train.reshape(-1)
-    kwargs = {}
-    factory = default_dense
+    kwargs, factory = {}, default_dense
     if method == "prompt":
         kwargs = dict(prompt_tokens=profile.prompt_tokens,
                       prompt_init=pretrained.tensors["token_embd.weight"][first[:profile.prompt_tokens]])
     elif method == "prefix":
         kwargs = dict(prefix_tokens=profile.prefix_tokens, prefix_reparameterize=False)
     elif method == "lora":
-        def factory(*, role, layer, in_channels, out_channels):
+        def lora_qv(*, role, layer, in_channels, out_channels):
             if role not in ("q", "v"):
                 return default_dense(role=role, layer=layer, in_channels=in_channels, out_channels=out_channels)
             return LoRADense(in_channels, out_channels, lora_rank=profile.lora_rank, lora_alpha=profile.lora_alpha,
                              lora_dropout=profile.lora_dropout, has_bias=False, param_init_type=ms.float32,
                              compute_dtype=ms.float32)
+        factory = lora_qv
     net = LlamaLM(config, factory, **kwargs)
     load_gguf_weights(net, pretrained.tensors, hf_layout=False)
     if method == "prefix":
@@ -219,7 +220,6 @@ def build(method: str, pretrained: Pretrained, data: LMData, profile: Profile):
 # ------------------------------------------------------------------------------------------------ training
 
 def _cells():
-    import mindspore as ms
     from mindspore import nn, ops
 
     class TokenNLL(nn.Cell):
@@ -409,17 +409,12 @@ def markdown_table(runs: Sequence[dict], data_info: dict, profile_name: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from mindpet.graph._atomic import atomic_write_bytes  # the package's crash-safe writer
-    atomic_write_bytes(str(path), text.encode("utf-8"))
-
-
 def write_tables(runs: Sequence[dict], data_info: dict, profile_name: str, output_dir: Path) -> tuple[Path, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     md, js = output_dir / "lm_table.md", output_dir / "lm_results.json"
-    _write_atomic(md, markdown_table(runs, data_info, profile_name))
+    write_text(md, markdown_table(runs, data_info, profile_name))
     report = {"profile": profile_name, "data": data_info, "summary": summarise(runs), "results": list(runs)}
-    _write_atomic(js, json.dumps(report, indent=2))
+    write_text(js, json.dumps(report, indent=2))
     return md, js
 
 
@@ -508,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run_method(args.run_one, pretrained, data, run_profile, progress)
         result["request"], result["data"] = _request(args.run_one, args.model, run_profile), data.info
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_path(out, args.run_one, seeds[0]), json.dumps(result, indent=2))
+        write_text(run_path(out, args.run_one, seeds[0]), json.dumps(result, indent=2))
         return 0
 
     if args.model == "smollm2":
@@ -534,7 +529,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 result = run_method(method, pretrained, data, run_profile, progress, args.pynative)
                 result["request"], result["data"] = request, data.info
                 out.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, json.dumps(result, indent=2))
+                write_text(path, json.dumps(result, indent=2))
             else:
                 cmd = [sys.executable, "-m", "benchmarks.lm_suite", "--run-one", method, "--model", args.model,
                        "--output-dir", str(out), f"--{name}", "--seeds", str(seed)]

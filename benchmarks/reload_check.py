@@ -16,11 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from benchmarks.outputs import save_npz, write_json
 
 REQUEST = "reload_request.json"
 
@@ -29,12 +30,12 @@ def write_request(directory: Path, *, config: dict, weights: Path, method: dict,
                   delta: Path, tokens: dict[str, np.ndarray], batch_size: int) -> Path:
     """Write the request and its test tokens into ``directory``; returns the request path."""
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "reload_tokens.npz", **tokens)
+    save_npz(directory / "reload_tokens.npz", **tokens)
     request = {"config": config, "weights": str(weights), "method": method, "num_classes": num_classes,
                "delta": str(delta), "tokens": str(directory / "reload_tokens.npz"),
                "logits": str(directory / "reload_logits.npz"), "batch_size": batch_size}
     path = directory / REQUEST
-    path.write_text(json.dumps(request, indent=2), encoding="utf-8")
+    write_json(path, request, indent=2)
     return path
 
 
@@ -59,7 +60,7 @@ def evaluate_request(request_path: Path) -> dict:
         report = load_pretrained_and_delta(net, converted, request["delta"], strict=True)
     with np.load(request["tokens"]) as t:
         data = LabelledTokens(EncodedBatch(t["input_ids"], t["attention_mask"], t["token_type_ids"]), t["labels"])
-    np.savez(request["logits"], logits=predict_logits(net, data, request["batch_size"]))
+    save_npz(request["logits"], logits=predict_logits(net, data, request["batch_size"]))
     return {"missing": report.missing_keys, "overridden": report.overridden_keys}
 
 

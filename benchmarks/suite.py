@@ -20,7 +20,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +29,7 @@ import numpy as np
 from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
                                 LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
 from benchmarks.metrics import mean_std
+from benchmarks.outputs import save_figure, save_npz, write_json, write_text
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -103,7 +104,7 @@ def save_task_npz(task, path: Path) -> Path:
         t = data.tokens
         arrays.update({f"{split}_input_ids": t.input_ids, f"{split}_attention_mask": t.attention_mask,
                        f"{split}_token_type_ids": t.token_type_ids, f"{split}_labels": data.labels})
-    np.savez(path, classes=np.asarray(task.classes), name=np.asarray(task.name), **arrays)
+    save_npz(path, classes=np.asarray(task.classes), name=np.asarray(task.name), **arrays)
     return path
 
 
@@ -134,7 +135,7 @@ def run_worker(request_path: Path) -> int:
     settings = TrainSettings(**request["settings"])
     result = run_row(task, pretrained, method, settings, progress=request["progress"], label=request["label"])
     result["row"] = request["row"]
-    Path(request["result"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_json(request["result"], result)
     return 0
 
 
@@ -169,7 +170,7 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
         if same and "process" in result:
             result["process"]["reused"] = True
             return result
-    request_path.write_text(json.dumps(request, indent=1), encoding="utf-8")
+    write_json(request_path, request)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--worker", str(request_path)],
@@ -180,7 +181,7 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
         raise RuntimeError(f"run {stem} failed (exit {proc.returncode}); its stderr is above")
     result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
     result["process"] = {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
-    Path(request["result"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_json(request["result"], result)
     return result
 
 
@@ -351,8 +352,7 @@ def plot(table: list[dict], path: Path) -> Path:
     right.set_title("train step time and peak memory vs full fine-tuning")
     right.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -405,8 +405,8 @@ def run_suite(profile: Profile, task_source: dict, pretrained: dict, output_dir:
     summary = {"meta": meta, "table": table,
                "runs": [{k: v for k, v in r.items() if k not in ("step_seconds",)} for r in results]}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "suite.json").write_text(json.dumps(_jsonable(summary), indent=1) + "\n", encoding="utf-8")
-    (output_dir / "suite.md").write_text(markdown(table, meta), encoding="utf-8")
+    write_json(output_dir / "suite.json", _jsonable(summary))
+    write_text(output_dir / "suite.md", markdown(table, meta))
     plot(table, output_dir / "suite.png")
     return summary
 

@@ -16,6 +16,7 @@ to float32. Two layouts of the weights are offered:
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Tuple
@@ -44,9 +45,7 @@ def missing_reason() -> str | None:
         smollm2_path()
     except AssetMissing as err:
         return str(err)
-    try:
-        import gguf  # noqa: F401  (the reader, not a model package)
-    except ImportError:
+    if importlib.util.find_spec("gguf") is None:  # the reader, not a model package
         return f"the 'gguf' package is not installed: pip install {GGUF_PIP}"
     return None
 

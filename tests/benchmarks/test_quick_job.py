@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import mindspore as ms
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from benchmarks.data.tokenize import EncodedBatch
 from benchmarks.finetune import PretrainedBert, run_finetune, write_summary
