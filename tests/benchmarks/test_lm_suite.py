@@ -80,3 +80,69 @@ def test_seeds_are_summarised_and_resume_reuses_identical_runs(tmp_path, monkeyp
     # a different request (more steps) is not reused
     with pytest.raises(AssertionError, match="re-ran"):
         lm_suite.main([a if a != "3" else "4" for a in argv] + ["--resume"])
+
+
+# ------------------------------------------------------------------------------------- parallel workers (--jobs)
+
+def test_cpu_groups_are_disjoint_contiguous_and_cover_every_cpu():
+    assert lm_suite.cpu_groups([1, 0], 2) == [(0,), (1,)]
+    groups = lm_suite.cpu_groups(range(5), 2)
+    assert sorted(c for g in groups for c in g) == [0, 1, 2, 3, 4] and sorted(map(len, groups)) == [2, 3]
+    assert lm_suite.cpu_groups([4, 6, 8], 1) == [(4, 6, 8)]
+    for jobs in (0, 3):
+        with pytest.raises(ValueError, match=rf"jobs must be between 1 and the 2 usable CPUs, got {jobs}"):
+            lm_suite.cpu_groups([0, 1], jobs)
+
+
+def test_worker_env_gives_one_openmp_thread_per_cpu_and_keeps_a_chosen_wait_policy():
+    env = lm_suite.worker_env((2, 3), {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert lm_suite.worker_env((0,), {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def _cpus_or_skip(n):
+    import os
+    if len(os.sched_getaffinity(0)) < n:
+        pytest.skip(f"needs {n} usable CPUs, this process has {len(os.sched_getaffinity(0))}")
+
+
+def test_parallel_workers_are_pinned_apart_and_a_failure_is_reported_after_the_others_finish(tmp_path):
+    _cpus_or_skip(2)
+    import sys
+    probe = ("import json, os, sys; json.dump({'cpus': sorted(os.sched_getaffinity(0)), "
+             "'omp': os.environ['OMP_NUM_THREADS']}, open(sys.argv[1], 'w'))")
+    commands = [("bad one", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])] + [
+        (f"probe {i}", [sys.executable, "-c", probe, str(tmp_path / f"probe{i}.json")]) for i in range(3)]
+    with pytest.raises(RuntimeError, match=r"worker 'bad one' failed with exit 3; see .*bad_one\.log"):
+        lm_suite.run_workers(commands, 2, tmp_path / "logs")
+    assert (tmp_path / "logs" / "bad_one.log").read_text().strip() == "boom"
+    seen = [json.loads((tmp_path / f"probe{i}.json").read_text()) for i in range(3)]  # all ran despite the failure
+    assert all(len(s["cpus"]) == 1 and s["omp"] == "1" for s in seen)
+
+
+def test_jobs_is_validated_before_anything_runs(tmp_path, capsys):
+    import os
+    usable = len(os.sched_getaffinity(0))
+    for argv, message in ((["--jobs", "0"], "--jobs must be between 1 and"),
+                          (["--jobs", str(usable + 1)], f"got {usable + 1}"),
+                          (["--jobs", "2", "--in-process"], "cannot be combined with --in-process")):
+        if usable < 2 and "--in-process" in argv:
+            continue
+        with pytest.raises(SystemExit):
+            lm_suite.main(["--model", "synthetic", "--output-dir", str(tmp_path)] + argv)
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_suite_with_two_jobs_runs_each_worker_on_its_own_cpu(tmp_path):
+    _cpus_or_skip(2)
+    argv = ["--quick", "--model", "synthetic", "--jobs", "2", "--steps", "2", "--heldout-chunks", "2",
+            "--seq-len", "16", "--methods", "zero_shot,prompt", "--output-dir", str(tmp_path)]
+    assert lm_suite.main(argv) == 0
+    report = json.loads((tmp_path / "lm_results.json").read_text())
+    assert [r["method"] for r in report["results"]] == ["zero_shot", "prompt"]
+    threads = [r["threads"] for r in report["results"]]
+    assert all(len(t["cpus"]) == 1 and t["OMP_NUM_THREADS"] == "1" and t["OMP_WAIT_POLICY"] == "PASSIVE"
+               for t in threads)
+    assert threads[0]["cpus"] != threads[1]["cpus"]  # both started at once, each on its own CPU
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["prompt_seed_0.log", "zero_shot_seed_0.log"]
