@@ -37,7 +37,8 @@ set of the quick profile is small: differences of a few % are within noise.
 
 Profiles: ``--quick`` (batch 1, 30 steps, 8 held-out chunks, seed 0; ~20 min for the four methods) and
 ``--full`` (batch 1, 200 steps, 64 held-out chunks = 16,320 predictions, seeds 0, 1, 2; one run at a time on
-both cores ~30 min per training run, ~4.5 h for the nine plus one zero-shot run). ``--jobs N`` runs N workers
+both cores ~25-30 min per training run (estimated from the quick profile), ~4 h for the nine plus one
+zero-shot run). ``--jobs N`` runs N workers
 at once, each pinned to its own share of the CPUs with one OpenMP thread per CPU and, unless
 ``OMP_WAIT_POLICY`` is set, the passive wait policy (:func:`worker_env`); a worker's output goes to
 ``<output-dir>/logs/``. MindSpore's CPU backend gains little from a second core on this model, so on 2 cores
