@@ -68,6 +68,7 @@ import numpy as np
 
 from benchmarks.metrics import mean_std
 from benchmarks.outputs import write_text
+from benchmarks.threads import thread_settings, worker_env
 
 METHODS = ("zero_shot", "prompt", "prefix", "lora")
 FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
@@ -484,21 +485,6 @@ def cpu_groups(cpus: Sequence[int], jobs: int) -> List[Tuple[int, ...]]:
         raise ValueError(f"jobs must be between 1 and the {len(cpus)} usable CPUs, got {jobs}")
     bounds = [round(i * len(cpus) / jobs) for i in range(jobs + 1)]
     return [tuple(cpus[bounds[i]:bounds[i + 1]]) for i in range(jobs)]
-
-
-def worker_env(cpus: Sequence[int], base: Optional[dict] = None) -> dict:
-    """Environment of a worker confined to ``cpus``: OpenMP gets one thread per CPU and, unless the caller
-    chose a wait policy, sleeps instead of spinning (idle spinning threads steal the job's own cores)."""
-    env = dict(os.environ if base is None else base)
-    env["OMP_NUM_THREADS"] = str(len(cpus))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
-def thread_settings() -> dict:
-    """The CPUs and OpenMP settings this process runs with (recorded in every run's result)."""
-    return {"cpus": sorted(os.sched_getaffinity(0)),
-            **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}
 
 
 def run_workers(commands: Sequence[Tuple[str, List[str]]], jobs: int, log_dir: Path) -> None:

@@ -30,6 +30,7 @@ from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, L
                                 LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
 from benchmarks.metrics import mean_std
 from benchmarks.outputs import save_figure, save_npz, write_json, write_text
+from benchmarks.threads import thread_settings, worker_env
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -134,7 +135,7 @@ def run_worker(request_path: Path) -> int:
     method = method_from_description(request["method"])
     settings = TrainSettings(**request["settings"])
     result = run_row(task, pretrained, method, settings, progress=request["progress"], label=request["label"])
-    result["row"] = request["row"]
+    result["row"], result["threads"] = request["row"], thread_settings()
     write_json(request["result"], result)
     return 0
 
@@ -143,7 +144,7 @@ def run_worker(request_path: Path) -> int:
 
 def _subprocess_env() -> dict:
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
+    env = worker_env()  # the passive OpenMP wait policy unless the caller chose one
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
     return env
@@ -159,6 +160,8 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
                 "rdrop_alpha": row.rdrop_alpha}
     request = {"row": row.name, "label": f"{row.name} seed {seed}", "method": row.method().describe(),
                "settings": settings, "task": task_source, "pretrained": pretrained, "progress": progress,
+               # step times depend on it: a run made under another OpenMP wait policy is not reused
+               "omp_wait_policy": _subprocess_env()["OMP_WAIT_POLICY"],
                "result": str(runs_dir / f"{stem}.json")}
     request_path = runs_dir / f"{stem}.request.json"
     if resume and request_path.is_file() and Path(request["result"]).is_file():

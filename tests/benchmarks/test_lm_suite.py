@@ -94,12 +94,6 @@ def test_cpu_groups_are_disjoint_contiguous_and_cover_every_cpu():
             lm_suite.cpu_groups([0, 1], jobs)
 
 
-def test_worker_env_gives_one_openmp_thread_per_cpu_and_keeps_a_chosen_wait_policy():
-    env = lm_suite.worker_env((2, 3), {"PATH": "/bin"})
-    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert lm_suite.worker_env((0,), {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
-
-
 def _cpus_or_skip(n):
     import os
     if len(os.sched_getaffinity(0)) < n:

@@ -4,6 +4,7 @@ Also the method rows' parameter counts and the exact static-memory arithmetic.""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 
 import numpy as np
@@ -93,6 +94,26 @@ def test_resume_reuses_an_identical_finished_run(suite_run):
     again = suite.run_one(suite.ROWS["lora"], 0, STEPS, first_request(out)["task"], first_request(out)["pretrained"],
                           out / "suite_runs", progress=False, batch_size=BATCH, resume=True)
     assert again["process"]["reused"] is True and again["test"] == first["test"]
+    assert first_request(out)["omp_wait_policy"] == suite._subprocess_env()["OMP_WAIT_POLICY"]
+    assert again["threads"]["OMP_WAIT_POLICY"] == first_request(out)["omp_wait_policy"]  # what the worker ran with
+
+
+def test_resume_does_not_reuse_a_run_made_under_another_openmp_wait_policy(suite_run, monkeypatch, tmp_path):
+    out = tmp_path / "copy"  # run_one rewrites the request file; keep the shared run intact
+    shutil.copytree(suite_run[1] / "suite_runs", out / "suite_runs")
+    policy = first_request(out)["omp_wait_policy"]
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE" if policy != "ACTIVE" else "PASSIVE")
+
+    class Retrained(Exception):
+        pass
+
+    def no_worker(*args, **kwargs):
+        raise Retrained
+
+    monkeypatch.setattr(suite.subprocess, "run", no_worker)
+    with pytest.raises(Retrained):
+        suite.run_one(suite.ROWS["lora"], 0, STEPS, first_request(out)["task"], first_request(out)["pretrained"],
+                      out / "suite_runs", progress=False, batch_size=BATCH, resume=True)
 
 
 def first_request(out):
