@@ -478,6 +478,12 @@ def _reusable(path: Path, request: dict) -> Optional[dict]:
     return result if result.get("request") == request else None
 
 
+def _record(result: dict, request: dict, data: LMData, path: Path) -> None:
+    """Complete a finished run's result with what it answers and how it ran, and write it to ``path``."""
+    result["request"], result["data"], result["threads"] = request, data.info, thread_settings()
+    write_text(path, json.dumps(result, indent=2))
+
+
 def cpu_groups(cpus: Sequence[int], jobs: int) -> List[Tuple[int, ...]]:
     """Split the usable CPUs into ``jobs`` disjoint, contiguous groups of near-equal size (one per job slot)."""
     cpus = sorted(cpus)
@@ -560,9 +566,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {METHODS}")
     out = args.output_dir
-    usable = len(os.sched_getaffinity(0))
-    if not 1 <= args.jobs <= usable:
-        parser.error(f"--jobs must be between 1 and the {usable} usable CPUs, got {args.jobs}")
+    try:
+        cpu_groups(os.sched_getaffinity(0), args.jobs)
+    except ValueError as err:
+        parser.error(f"--{err}")
     if args.jobs > 1 and args.in_process:
         parser.error("--jobs runs workers in parallel processes; it cannot be combined with --in-process")
 
@@ -570,10 +577,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_profile = replace(profile, seed=seeds[0])
         pretrained, data = _load(args.model, run_profile)
         result = run_method(args.run_one, pretrained, data, run_profile, progress)
-        result["request"], result["data"] = _request(args.run_one, args.model, run_profile), data.info
-        result["threads"] = thread_settings()
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(run_path(out, args.run_one, seeds[0]), json.dumps(result, indent=2))
+        _record(result, _request(args.run_one, args.model, run_profile), data, run_path(out, args.run_one, seeds[0]))
         return 0
 
     if args.model == "smollm2":
@@ -598,9 +602,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 loaded = _load(args.model, profile)
             pretrained, data = loaded
             result = run_method(method, pretrained, data, run_profile, progress, args.pynative)
-            result["request"], result["data"] = request, data.info
-            result["threads"] = thread_settings()
-            write_text(path, json.dumps(result, indent=2))
+            _record(result, request, data, path)
         else:
             cmd = [sys.executable, "-m", "benchmarks.lm_suite", "--run-one", method, "--model", args.model,
                    "--output-dir", str(out), f"--{name}", "--seeds", str(seed)]

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks.outputs import save_npz, write_json
+from benchmarks.threads import with_repository_on_path
 
 REQUEST = "reload_request.json"
 
@@ -66,9 +67,7 @@ def evaluate_request(request_path: Path) -> dict:
 
 def reload_in_subprocess(request_path: Path, timeout: float = 900.0) -> tuple[np.ndarray, dict, float]:
     """Run :func:`evaluate_request` in a new Python process; returns (logits, load report, seconds)."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = with_repository_on_path(dict(os.environ))
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "benchmarks.reload_check", str(request_path)], env=env,
                             capture_output=True, text=True, timeout=timeout)

@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.threads import with_repository_on_path
+
 BATCH, LENGTH, CLASSES = 32, 32, 5
 CASES = ("forward", "lora_forward", "full_step", "lora_step")
 RATIOS = {"lora_fwd/fwd": ("lora_forward", "forward"), "lora_step/full": ("lora_step", "full_step"),
@@ -88,8 +90,7 @@ def config_env(name: str, base: Optional[dict] = None) -> dict:
             env.pop(key, None)
         else:
             env[key] = value
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = with_repository_on_path(env)
     env.setdefault("GLOG_v", "3")
     return env
 

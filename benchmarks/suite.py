@@ -30,7 +30,7 @@ from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, L
                                 LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
 from benchmarks.metrics import mean_std
 from benchmarks.outputs import save_figure, save_npz, write_json, write_text
-from benchmarks.threads import thread_settings, worker_env
+from benchmarks.threads import thread_settings, with_repository_on_path, worker_env
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -143,9 +143,7 @@ def run_worker(request_path: Path) -> int:
 # ----------------------------------------------------------------------------------------------- parent
 
 def _subprocess_env() -> dict:
-    root = str(Path(__file__).resolve().parents[1])
-    env = worker_env()  # the passive OpenMP wait policy unless the caller chose one
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = with_repository_on_path(worker_env())  # the passive OpenMP wait policy unless the caller chose one
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only on stderr
     return env
 
@@ -158,10 +156,11 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
     stem = f"{row.name}_seed{seed}"
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": row.learning_rate, "seed": seed,
                 "rdrop_alpha": row.rdrop_alpha}
+    env = _subprocess_env()
     request = {"row": row.name, "label": f"{row.name} seed {seed}", "method": row.method().describe(),
                "settings": settings, "task": task_source, "pretrained": pretrained, "progress": progress,
                # step times depend on it: a run made under another OpenMP wait policy is not reused
-               "omp_wait_policy": _subprocess_env()["OMP_WAIT_POLICY"],
+               "omp_wait_policy": env["OMP_WAIT_POLICY"],
                "result": str(runs_dir / f"{stem}.json")}
     request_path = runs_dir / f"{stem}.request.json"
     if resume and request_path.is_file() and Path(request["result"]).is_file():
@@ -177,7 +176,7 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--worker", str(request_path)],
-                          env=_subprocess_env(), stdout=subprocess.PIPE, text=True, timeout=timeout)
+                          env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""CPU and OpenMP settings of benchmark worker processes.
+"""The environment of benchmark worker processes: the repository importable, CPU and OpenMP settings.
 
 libgomp, which MindSpore's CPU operators and mindpet's fused kernels share, reads ``OMP_WAIT_POLICY`` once,
 when the process starts. With the default policy its idle workers spin after every parallel region and take
@@ -10,9 +10,17 @@ unchanged (within the rounds' spread). Workers therefore get ``PASSIVE`` unless 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
+REPOSITORY = str(Path(__file__).resolve().parents[1])
 OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def with_repository_on_path(env: dict) -> dict:
+    """``env`` with the repository first on ``PYTHONPATH``, so ``python -m benchmarks.<x>`` works from anywhere."""
+    env["PYTHONPATH"] = REPOSITORY + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 def worker_env(cpus: Optional[Sequence[int]] = None, base: Optional[dict] = None) -> dict:

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 from benchmarks.peer import analysis
 from benchmarks.peer.common import CASES, SIDES, ModelSetup, bbc_batch, save_batch, synthetic_batch
+from benchmarks.threads import with_repository_on_path
 
 PEER_PACKAGES = ("torch", "transformers", "peft")
 PEER_EXTRA = 'pip install -e ".[peer]"   (torch==2.13.0, transformers==5.24.0, peft==0.21.2)'
@@ -95,9 +96,7 @@ def missing_packages() -> list[str]:
 
 def worker_env(threads: int) -> dict:
     """Environment of a worker: repository importable, offline hub, every thread pool set to ``threads``."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = with_repository_on_path(dict(os.environ))
     env.setdefault("GLOG_v", "3")  # MindSpore: errors only
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
