@@ -106,7 +106,8 @@ def summarise(samples: Dict[str, List[Dict[str, float]]]) -> Dict[str, dict]:
     out = {}
     for name, rounds in samples.items():
         values = {k: [r[k] for r in rounds] for k in CASES}
-        values.update({k: [ratios(r)[k] for r in rounds] for k in RATIOS})
+        per_round = [ratios(r) for r in rounds]
+        values.update({k: [x[k] for x in per_round] for k in RATIOS})
         out[name] = {k: {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v))}
                      for k, v in values.items()}
     return out
