@@ -45,9 +45,19 @@ uint64_t UbTotal(const FusedPlan& p) {
   return total;
 }
 
+// Whole-stage regions, then the private regions of every used core; each region 512-byte aligned
+// (WsRegion), in the order the kernels lay them out.
+uint64_t WorkspaceBytes(const FusedSpec& s, const FusedPlan& p) {
+  uint64_t global = 0, perCore = 0;
+  for (uint32_t i = 0; i < s.numGlobalRegions; ++i) global += WsRegion(s.m, s.globalRowBytes[i]);
+  for (uint32_t i = 0; i < s.numCoreRegions; ++i) perCore += WsRegion(p.chunkM, s.coreRowBytes[i]);
+  return global + uint64_t(p.grid.usedCores) * perCore;
+}
+
 bool ValidSpec(const FusedSpec& s) {
   if (s.m == 0 || s.n == 0 || s.numGemms == 0 || s.numGemms > kMaxGemms) return false;
   if (s.epilogueGemm >= s.numGemms || s.numUb > kMaxUbBuffers) return false;
+  if (s.numGlobalRegions > kMaxWsRegions || s.numCoreRegions > kMaxWsRegions) return false;
   for (uint32_t i = 0; i < s.numGemms; ++i) {
     const FusedGemmSpec& g = s.gemm[i];
     if (g.k == 0 || (!g.nIsBlock && g.n == 0)) return false;
@@ -100,8 +110,7 @@ Status PlanFused(const FusedSpec& spec, const HardwareSpec& hw, FusedPlan* out) 
           for (uint32_t i = 0; i < spec.numUb; ++i) p.ub[i] = Resolve(spec.ub[i], p);
           p.ubBytes = UbTotal(p);
           if (p.ubBytes <= ubBudget) {
-            p.workspaceBytes = uint64_t(spec.m) * spec.workspacePerRow +
-                               uint64_t(p.grid.usedCores) * p.chunkM * spec.workspacePerCoreRow;
+            p.workspaceBytes = WorkspaceBytes(spec, p);
             *out = p;
             return Status::kOk;
           }

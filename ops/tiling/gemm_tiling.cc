@@ -52,8 +52,13 @@ HardwareSpec DefaultHardware() {
   return hw;
 }
 
-// L1 keeps tiles between iterations, so it is divided among every matmul object of every AIV
-// sharing the AIC; L0A/L0B/L0C are divided among the objects of one kernel.
+// Conservative split of the AIC's buffers. The cube-side server keeps one instance of each Matmul
+// object per AIV (MatmulInst::cubeObj[MIX_NUM], 2 on A2), but with the tiling's shareMode 0 every
+// instance's L1 and L0C allocation restarts at the same shared start (TPipe AuxShareBufStart), so
+// instances take turns (End() between objects) rather than add up; L0A/L0B are whole-buffer
+// ping-pong pools shared by all. The budgets still divide L1 among every object of every AIV and
+// L0A/L0B/L0C among the objects of the kernel, so they hold even if instances were resident at once
+// (L0C: see tests/native/tiling_checks.py check_l0c).
 GemmBudget SharedBudget(const HardwareSpec& hw, uint32_t objects) {
   const uint64_t n = std::max<uint32_t>(objects, 1);
   const uint64_t aiv = std::max<uint32_t>(hw.aivPerAic, 1);
@@ -70,8 +75,12 @@ Status PlanGemmBase(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32
   if (m == 0 || n == 0 || k == 0 || !ValidBytes(inBytes) || !ValidBytes(outBytes)) {
     return Status::kBadShape;
   }
-  const uint32_t c0 = kUbAlign / inBytes;  // elements of one 32-byte fractal row
-  const uint32_t mA = AlignUp(m, kCubeBlock), nA = AlignUp(n, kCubeBlock), kA = AlignUp(k, c0);
+  // baseK granule: 16 elements for both dtypes. TCubeTiling (constraints table): baseK is aligned to
+  // C0 (32 bytes: 16 half / 8 float) only when A is not transposed and B is transposed, to 16
+  // elements otherwise; the matmul tiling source also wants an even float32 k. The kernels use
+  // both layouts, so float32 takes the 16-element granule too (16 half = 32 bytes, 16 float = 64).
+  const uint32_t kGranule = kKGranule;
+  const uint32_t mA = AlignUp(m, kCubeBlock), nA = AlignUp(n, kCubeBlock), kA = AlignUp(k, kGranule);
   const uint32_t maxN = inBytes == 2 ? 256 : 128;
   // Candidate (baseM, baseN) pairs, largest area first, then taller first.
   std::vector<std::pair<uint32_t, uint32_t>> pairs;
@@ -89,8 +98,8 @@ Status PlanGemmBase(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32
     const uint64_t kFitA = budget.l0a / (2ull * bm * inBytes);
     const uint64_t kFitB = budget.l0b / (2ull * bn * inBytes);
     uint64_t baseK = std::min<uint64_t>({kA, kMaxBaseKBytes / inBytes, kFitA, kFitB});
-    baseK = FloorTo(baseK, c0);
-    for (; baseK >= c0; baseK = FloorTo(baseK / 2, c0)) {
+    baseK = FloorTo(baseK, kGranule);
+    for (; baseK >= kGranule; baseK = FloorTo(baseK / 2, kGranule)) {
       const uint32_t kTiles = CeilDiv(kA, uint32_t(baseK));
       for (uint32_t depth : {4u, 2u, 1u}) {
         const uint32_t d = MinU32(depth, kTiles);
@@ -109,7 +118,7 @@ Status PlanGemmBase(uint32_t m, uint32_t n, uint32_t k, uint32_t inBytes, uint32
         *out = g;
         return Status::kOk;
       }
-      if (baseK == c0) break;
+      if (baseK == kGranule) break;
     }
   }
   return Status::kOverBudget;

@@ -22,6 +22,10 @@ UbSpec Rows(uint32_t cols, uint32_t bytes, uint32_t count) {
 UbSpec Elems(uint32_t bytes, uint32_t count) { return {UbKind::kElemTile, 0, 0, bytes, count}; }
 
 void AddUb(FusedSpec* s, const UbSpec& u) { s->ub[s->numUb++] = u; }
+// GM workspace regions (kernel order): whole-stage regions of m rows / private regions of chunkM
+// rows per used core, `rowBytes` wide.
+void AddGlobalWs(FusedSpec* s, uint64_t rowBytes) { s->globalRowBytes[s->numGlobalRegions++] = rowBytes; }
+void AddCoreWs(FusedSpec* s, uint64_t rowBytes) { s->coreRowBytes[s->numCoreRegions++] = rowBytes; }
 
 bool ValidDtype(uint32_t dt) { return dt == 2 || dt == 4; }
 
@@ -43,7 +47,7 @@ FusedSpec LowRankPlusDense(uint32_t m, uint32_t nOut, uint32_t kIn, uint32_t ran
   s.kernelObjects = 3;
   // The scaled projection goes through a per-core GM chunk: on A2 a vector result reaches the
   // cube only through GM, and a private region needs no cross-core ordering.
-  s.workspacePerCoreRow = uint64_t(rank) * dt;
+  AddCoreWs(&s, uint64_t(rank) * dt);
   return s;
 }
 
@@ -68,7 +72,7 @@ Status PlanLoraLinearForward(const LoraLinearShape& s, const HardwareSpec& hw,
     AddUb(&f, Elems(dt, 2));  // x
     AddUb(&f, Elems(dt, 2));  // mask
     AddUb(&f, Elems(dt, 2));  // x_d
-    f.workspacePerCoreRow += uint64_t(s.k) * dt;
+    AddCoreWs(&f, uint64_t(s.k) * dt);  // x_d chunk
   }
   return PlanFused(f, hw, &out->y);
 }
@@ -85,8 +89,9 @@ Status PlanLoraLinearBackward(const LoraLinearShape& s, const HardwareSpec& hw,
   FusedSpec f = LowRankPlusDense(s.m, s.k, s.n, s.rank, dt, false);
   f.kernelObjects = kObjects;
   AddUb(&f, Rows(s.rank, dt, 1));  // unused by the GM-staged kernel: s u goes box by box in ub[0]
-  // workspace rows: s g [m, rank] and s u [m, rank]
-  f.workspacePerRow = 2ull * s.rank * dt;
+  // whole-M workspace: s g [m, rank] and s u [m, rank] (before the private s g chunks)
+  AddGlobalWs(&f, uint64_t(s.rank) * dt);
+  AddGlobalWs(&f, uint64_t(s.rank) * dt);
   if (s.dropout) {
     AddUb(&f, Tile(2, dt, 2));  // (s g) A boxes, read back from dx (VECIN)
     AddUb(&f, Tile(2, dt, 2));  // mask boxes
@@ -94,7 +99,7 @@ Status PlanLoraLinearBackward(const LoraLinearShape& s, const HardwareSpec& hw,
     AddUb(&f, Elems(dt, 2));    // x       } x_d = x * mask of the block rows,
     AddUb(&f, Elems(dt, 2));    // mask    } written once to the workspace
     AddUb(&f, Elems(dt, 2));    // x_d     } for dA
-    f.workspacePerRow += uint64_t(s.k) * dt;
+    AddGlobalWs(&f, uint64_t(s.k) * dt);  // x_d [m, k]
   }
   Status st = PlanFused(f, hw, &out->dx);
   if (st != Status::kOk) return st;
@@ -123,9 +128,10 @@ Status PlanAdapterForward(const AdapterShape& s, const HardwareSpec& hw, Adapter
   AddUb(&f, Tile(0, kF32, 2));  // float32 z and scratch of act()
   AddUb(&f, Rows(b, dt, 1));    // unused by the GM-staged kernel (conservative)
   AddResidualEpilogue(&f, 1, dt);
+  AddUb(&f, Tile(0, kF32, 1));  // float32 act(z): Erf may not write over its source
   f.cost = {double(b), double(s.d) * b + double(s.d) * dt, double(b) * dt};
   f.kernelObjects = 2;
-  f.workspacePerCoreRow = uint64_t(b) * dt;  // a chunk, operand of gemm[1]
+  AddCoreWs(&f, uint64_t(b) * dt);  // a chunk, operand of gemm[1]
   return PlanFused(f, hw, &out->y);
 }
 
@@ -152,8 +158,9 @@ Status PlanAdapterBackward(const AdapterShape& s, const HardwareSpec& hw,
   AddResidualEpilogue(&f, 1, dt);
   f.cost = {double(b), double(s.d) * b + double(s.d) * dt, double(b) * dt};
   f.kernelObjects = kObjects;
-  f.workspacePerRow = 2ull * b * dt;  // dz and a, read by the weight-gradient gemms
-  f.workspacePerCoreRow = uint64_t(b) * dt;  // dz chunk, operand of gemm[1]
+  AddGlobalWs(&f, uint64_t(b) * dt);  // dz [m, b] } read by the weight-gradient gemms
+  AddGlobalWs(&f, uint64_t(b) * dt);  // a [m, b]  }
+  AddCoreWs(&f, uint64_t(b) * dt);    // dz chunk, operand of gemm[1]
   Status st = PlanFused(f, hw, &out->dh);
   if (st == Status::kOk) st = PlanGemmShared(s.d, b, s.m, dt, dt, hw, kObjects, &out->dWu);
   if (st == Status::kOk) st = PlanGemmShared(b, s.d, s.m, dt, dt, hw, kObjects, &out->dWd);
@@ -185,9 +192,12 @@ Status PlanLowRankAdapterForward(const LowRankAdapterShape& s, const HardwareSpe
   AddUb(&f, Tile(2, dt, 2));    // q tiles (saved q)
   AddUb(&f, Rows(r, dt, 1));    // q chunk operand
   AddResidualEpilogue(&f, 3, dt);
+  AddUb(&f, Tile(1, kF32, 1));  // float32 act(z): Erf may not write over its source
   f.cost = {double(r), double(s.d) * r + double(r) * b * 2 + double(s.d) * dt, double(r) * dt};
   f.kernelObjects = 4;
-  f.workspacePerCoreRow = (2ull * r + b) * dt;  // t, a, q chunks (operands of gemm[1..3])
+  AddCoreWs(&f, uint64_t(r) * dt);  // t chunk  } operands of gemm[1..3]
+  AddCoreWs(&f, uint64_t(b) * dt);  // a chunk  }
+  AddCoreWs(&f, uint64_t(r) * dt);  // q chunk  }
   return PlanFused(f, hw, &out->y);
 }
 
@@ -221,8 +231,13 @@ Status PlanLowRankAdapterBackward(const LowRankAdapterShape& s, const HardwareSp
   AddResidualEpilogue(&f, 3, dt);
   f.cost = {double(r), double(s.d) * r + double(r) * b * 2 + double(s.d) * dt, double(r) * dt};
   f.kernelObjects = kObjects;
-  f.workspacePerRow = (2ull * r + 2ull * b) * dt;  // dq, dt, dz, a
-  f.workspacePerCoreRow = (2ull * r + b) * dt;     // dq, dz, dt chunks (operands)
+  AddGlobalWs(&f, uint64_t(r) * dt);  // dq [m, r]
+  AddGlobalWs(&f, uint64_t(r) * dt);  // dt [m, r]
+  AddGlobalWs(&f, uint64_t(b) * dt);  // dz [m, b]
+  AddGlobalWs(&f, uint64_t(b) * dt);  // a [m, b]
+  AddCoreWs(&f, uint64_t(r) * dt);    // dq chunk } operands
+  AddCoreWs(&f, uint64_t(b) * dt);    // dz chunk }
+  AddCoreWs(&f, uint64_t(r) * dt);    // dt chunk }
   Status st = PlanFused(f, hw, &out->dh);
   if (st == Status::kOk) st = PlanGemmShared(s.d, r, s.m, dt, dt, hw, kObjects, &out->dDownLeft);
   if (st == Status::kOk) st = PlanGemmShared(r, b, s.m, dt, dt, hw, kObjects, &out->dDownRight);

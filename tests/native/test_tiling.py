@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from tiling_checks import (check_column_sum, check_fused, check_gemm_plan, check_grid, coverage,
-                           describe)
+                           describe, ws_region)
 
 native = pytest.importorskip("mindpet._native")
 tm = native.tiling
@@ -56,10 +56,11 @@ def test_lora_linear_plans(m, k, n, dt):
         assert (plans["d_lora_b"].grid.m, plans["d_lora_b"].grid.n) == (n, rank)
         # dropout: per-core x_d chunk workspace (forward), whole x_d (backward)
         # per-core operand chunks (s u or s g, and x_d with dropout) + whole-M tensors of stage 2
-        per_core = fwd.grid.used_cores * fwd.chunk_m * (rank + (k if dropout else 0)) * dt
-        assert fwd.workspace_bytes == per_core
-        assert dx.workspace_bytes == (m * (2 * rank + (k if dropout else 0)) * dt
-                                      + dx.grid.used_cores * dx.chunk_m * rank * dt)
+        # every region 512-byte aligned (ws_region)
+        per_core = ws_region(fwd.chunk_m, rank * dt) + (ws_region(fwd.chunk_m, k * dt) if dropout else 0)
+        assert fwd.workspace_bytes == fwd.grid.used_cores * per_core
+        assert dx.workspace_bytes == (2 * ws_region(m, rank * dt) + (ws_region(m, k * dt) if dropout else 0)
+                                      + dx.grid.used_cores * ws_region(dx.chunk_m, rank * dt))
         assert (fwd.elem_tile > 0 and (fwd.elem_tile * dt) % 32 == 0) if dropout else fwd.elem_tile == 0
 
 
@@ -79,7 +80,9 @@ def test_adapter_plans(m, d, b, dt):
         check_column_sum(plans["d_b_down"], hw, cores)
         assert plans["d_b_up"].cols == d and plans["d_b_down"].cols == b
         dh = plans["dh"]
-        assert dh.workspace_bytes == m * 2 * b * dt + dh.grid.used_cores * dh.chunk_m * b * dt
+        assert dh.workspace_bytes == 2 * ws_region(m, b * dt) + dh.grid.used_cores * ws_region(dh.chunk_m, b * dt)
+        fwd = plans["forward"]
+        assert fwd.workspace_bytes == fwd.grid.used_cores * ws_region(fwd.chunk_m, b * dt)
 
 
 @pytest.mark.parametrize("dt", [2, 4])
@@ -101,6 +104,12 @@ def test_low_rank_adapter_plans(m, d, b, dt):
         check_column_sum(plans["d_b_up"], hw, cores)
         check_column_sum(plans["d_b_down"], hw, cores)
         check_low_rank_backward_objects(plans, m, rank, b)
+        per_core = 2 * ws_region(fwd.chunk_m, rank * dt) + ws_region(fwd.chunk_m, b * dt)
+        assert fwd.workspace_bytes == fwd.grid.used_cores * per_core
+        dh = plans["dh"]
+        per_core = 2 * ws_region(dh.chunk_m, rank * dt) + ws_region(dh.chunk_m, b * dt)
+        assert dh.workspace_bytes == (2 * ws_region(m, rank * dt) + 2 * ws_region(m, b * dt)
+                                      + dh.grid.used_cores * per_core)
 
 
 def check_shared_object(one, two, m: int) -> None:
@@ -255,3 +264,29 @@ def test_grid_blocks_of_a_column_split():
     check_grid(plan.grid, 40)
     last = plan.grid.block(plan.grid.used_cores - 1)
     assert last[2] + last[3] == 1000  # tail block ends at the edge
+
+
+def test_float32_base_k_is_16_aligned_where_it_used_to_be_8():
+    """float32 gemms whose k left baseK at 8/24/40/56 before (rank 3, 8, 40, 56 reductions of the lora
+    backward and the low-rank gemms): every baseK is now a multiple of 16 (TCubeTiling: 16-element
+    alignment when A is transposed or B is not; even float32 k)."""
+    hw = hw_with(24)
+    for rank in (3, 8, 24, 40, 56):
+        lora = tm.plan_lora_linear(256, 200, 120, rank, 4, True, True, hw)
+        low = tm.plan_low_rank_adapter(256, 200, 40, rank, 4, hw)
+        bases = [g for key in ("forward", "dx") for g in lora[key].gemms]
+        bases += [lora[key].base for key in ("d_lora_a", "d_lora_b")]
+        bases += [g for key in ("forward", "dh") for g in low[key].gemms]
+        for base in bases:
+            assert base.base_k % 16 == 0 and base.base_k >= 16, (rank, base.k, base.base_k)
+        assert any(base.k % 16 != 0 for base in bases)  # the shapes do exercise unaligned k
+
+
+def test_workspace_regions_are_512_byte_aligned_for_odd_widths():
+    """m * rank * sizeof(T) not a multiple of 32: every region of the layout still starts aligned."""
+    plans = tm.plan_lora_linear(17, 33, 21, 3, 2, False, True, hw_with(7))
+    dx = plans["dx"]
+    assert (17 * 3 * 2) % 32 != 0
+    assert dx.workspace_bytes == (2 * 512 + ws_region(17, 33 * 2)
+                                  + dx.grid.used_cores * ws_region(dx.chunk_m, 3 * 2))
+    assert dx.workspace_bytes % 512 == 0

@@ -9,6 +9,13 @@ UB_ALIGN = 32
 L0AB_ALIGN = 512
 L0C_ALIGN = 64
 CUBE = 16
+K_GRANULE = 16  # baseK: 16 elements for float16 and float32 (TCubeTiling alignment constraints)
+WS_ALIGN = 512  # GM workspace regions (mindpet::tiling::WsRegion)
+
+
+def ws_region(rows: int, row_bytes: int) -> int:
+    """Bytes of one GM workspace region, rounded up to WS_ALIGN (mindpet::tiling::WsRegion)."""
+    return -(-rows * row_bytes // WS_ALIGN) * WS_ALIGN
 
 
 def coverage(shape: tuple[int, int], rects: Iterable[tuple[int, int, int, int]]) -> np.ndarray:
@@ -30,6 +37,9 @@ def assert_exact_cover(shape: tuple[int, int], rects: Iterable[tuple[int, int, i
 def check_base(base, budget) -> None:
     """Fractal alignment and budgets of one matmul object (double buffering counted)."""
     assert base.base_m % CUBE == 0 and base.base_n % CUBE == 0
+    # TCubeTiling: baseK 16-aligned whenever A is transposed or B is not (the kernels do both), and
+    # an even float32 k (matmul tiling source); SetFixSplit itself only checks the 32-byte C0.
+    assert base.base_k % K_GRANULE == 0, f"baseK {base.base_k} ({base.in_bytes}-byte elements)"
     assert (base.base_k * base.in_bytes) % UB_ALIGN == 0
     assert base.base_m <= max(CUBE, -(-base.m // CUBE) * CUBE)
     assert base.base_n <= max(CUBE, -(-base.n // CUBE) * CUBE)
@@ -40,8 +50,18 @@ def check_base(base, budget) -> None:
     assert base.l0a_bytes == 2 * a_tile and base.l0b_bytes == 2 * b_tile and base.l0c_bytes == c_tile
     assert base.l0a_bytes <= budget.l0a and base.l0b_bytes <= budget.l0b
     assert base.l0c_bytes <= budget.l0c and base.l1_bytes <= budget.l1
+    check_l0c(base, budget)
     assert base.l1_bytes >= 2 * (base.depth_a1 * a_tile + base.depth_b1 * b_tile)
     assert base.l1_bytes % UB_ALIGN == 0
+
+
+def check_l0c(base, budget) -> None:
+    """L0C of one Matmul object. The cube-side server keeps one instance per vector core of each
+    object (MatmulInst::cubeObj[MIX_NUM], MIX_NUM = 2 on A2), and with the tiling's shareMode 0 every
+    instance's L1/L0C allocation restarts at the same shared start (TPipe AuxShareBufStart): the
+    instances take turns (End() between objects), they do not add up. The API may double-buffer C
+    (dbL0C = 2) only within the SetBufferSpace budget, which op_host sets to budget.l0c."""
+    assert base.l0c_bytes == base.base_m * base.base_n * 4 <= budget.l0c
 
 
 def check_grid(grid, cores: int) -> None:
@@ -74,6 +94,9 @@ def check_fused(plan, hw, cores: int, objects: int) -> None:
         total += count * (row_bytes * plan.chunk_m + fixed_bytes)
     assert total == plan.ub_bytes
     assert plan.ub_bytes <= hw.ub_bytes - hw.ub_reserve_bytes
+    # every object of the kernel fits L0C even if none of them shared it with another
+    assert objects * max(b.l0c_bytes for b in plan.gemms) <= hw.l0c_bytes
+    assert plan.workspace_bytes % WS_ALIGN == 0
     assert plan.chunk_m == grid.block_m or plan.chunk_m % CUBE == 0
     # The stage output [m, n] is written exactly once: epilogue tiles over all used cores.
     epi = plan.epilogue_gemm

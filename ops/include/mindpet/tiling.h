@@ -91,8 +91,12 @@ struct FusedSpec {
   UbSpec ub[kMaxUbBuffers];
   GridCost cost;
   uint32_t kernelObjects;         // matmul objects of the whole kernel (>= numGemms)
-  uint64_t workspacePerRow;       // bytes of user workspace per output row (whole stage)
-  uint64_t workspacePerCoreRow;   // bytes per chunk row, private to each used core
+  // GM workspace, in kernel order: whole-stage regions of m rows, then per used core its private
+  // regions of chunkM rows; row widths in bytes. Each region is WsRegion-aligned (512 bytes).
+  uint32_t numGlobalRegions;
+  uint64_t globalRowBytes[kMaxWsRegions];
+  uint32_t numCoreRegions;
+  uint64_t coreRowBytes[kMaxWsRegions];
 };
 
 Status PlanFused(const FusedSpec& spec, const HardwareSpec& hw, FusedPlan* out);

@@ -11,7 +11,7 @@ struct LoraLinearShape {
   uint32_t m, k, n, rank;
   uint32_t dtypeBytes;  // 2 (float16) or 4 (float32)
   uint32_t hasBias;
-  uint32_t dropout;     // 1: x_d = x * mask / keep is formed on chip
+  uint32_t dropout;     // 1: x_d = x * mask is formed on chip (the mask holds 0 or 1/(1-p))
 };
 
 struct LoraLinearForwardTiling {

@@ -34,9 +34,14 @@ constexpr uint32_t kUbAlign = 32;     // UB and L1 start addresses / DataCopy gr
 constexpr uint32_t kL0abAlign = 512;  // one 16 x C0 fractal
 constexpr uint32_t kL0cAlign = 64;
 constexpr uint32_t kCubeBlock = 16;   // M and N granule of the cube unit
+constexpr uint32_t kKGranule = 16;    // baseK granule, float16 and float32 (TCubeTiling alignment)
 constexpr uint32_t kAccBytes = 4;     // L0C accumulates in float32
 constexpr uint32_t kMaxGemms = 4;     // matmul objects of one fused stage
 constexpr uint32_t kMaxUbBuffers = 12;
+constexpr uint32_t kMaxWsRegions = 4;  // GM workspace regions of one kind (whole-M or per-core)
+// Every GM workspace region starts on a 512-byte boundary (UB/DataCopy granule is 32 bytes; 512
+// bytes is the alignment the Ascend C guide recommends for GM addresses of DataCopy).
+constexpr uint32_t kWsAlign = 512;
 
 // Base tiles of one matmul object planned for a single-core shape (m, n, k). Byte counts include
 // the double buffering of L1/L0A/L0B; L0C is single-buffered.
@@ -107,6 +112,13 @@ struct ColumnSumPlan {
 MINDPET_TILING_FN uint32_t CeilDiv(uint32_t a, uint32_t b) { return b == 0 ? 0 : (a + b - 1) / b; }
 MINDPET_TILING_FN uint32_t AlignUp(uint32_t a, uint32_t b) { return CeilDiv(a, b) * b; }
 MINDPET_TILING_FN uint32_t MinU32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+// Bytes of a GM workspace region of `rows` rows of `rowBytes` bytes, rounded up to kWsAlign so the
+// next region starts aligned. The planner (workspaceBytes) and the kernels (region offsets) both
+// lay the workspace out with it.
+MINDPET_TILING_FN uint64_t WsRegion(uint64_t rows, uint64_t rowBytes) {
+  return (rows * rowBytes + kWsAlign - 1) / kWsAlign * kWsAlign;
+}
 
 // The block of `core`; empty (mLen == nLen == 0) when the core has no work.
 MINDPET_TILING_FN Range2D GridBlock(const BlockGrid& g, uint32_t core) {
