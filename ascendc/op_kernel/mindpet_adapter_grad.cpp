@@ -15,7 +15,7 @@
 // gemm[0]'s base), ub[6..8] (dh, dy, out boxes of gemm[1]'s base); the plan's row buffers
 // ub[4..5] are not used.
 // Mirrors ops/cpu/adapter.cc BackwardF32 (per row tile: dz = (dy Wu) * act'(z), then dh = dy + dz Wd;
-// weight and bias gradients reduce over all rows). UNCOMPILED HERE (see ascendc/README.md).
+// weight and bias gradients reduce over all rows). TYPE-CHECKED ONLY (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -35,11 +35,11 @@ class AdapterBackward {
     wd_.SetGlobalBuffer((__gm__ T*)wd); wu_.SetGlobalBuffer((__gm__ T*)wu); z_.SetGlobalBuffer((__gm__ T*)z);
     dh_.SetGlobalBuffer((__gm__ T*)dh); dwd_.SetGlobalBuffer((__gm__ T*)dwd); dbd_.SetGlobalBuffer((__gm__ T*)dbd);
     dwu_.SetGlobalBuffer((__gm__ T*)dwu); dbu_.SetGlobalBuffer((__gm__ T*)dbu);
-    const uint64_t mb = static_cast<uint64_t>(m_) * b_ * sizeof(T);
+    const uint64_t mb = mt::WsRegion(m_, b_ * sizeof(T));  // 512-byte aligned regions
     dzAll_.SetGlobalBuffer((__gm__ T*)ws);
     aAll_.SetGlobalBuffer((__gm__ T*)(ws + mb));
     const uint32_t core = GetBlockIdx();
-    dzMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, 2 * mb, core, b_ * sizeof(T))));
+    dzMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(2 * mb, core, mt::WsRegion(p.chunkM, b_ * sizeof(T)))));
 
     const mt::Range2D block = mt::GridBlock(p.grid, core);
     if (block.mLen != 0) {
@@ -53,7 +53,6 @@ class AdapterBackward {
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    GmWriteFence();
     SyncAll();  // vector cores only: the cube cores keep serving the matmul objects
     WeightGrad(mmWu_, td.plan.dWu, core, dy_, aAll_, dwu_);  // dy^T a   [D, B]
     WeightGrad(mmWd_, td.plan.dWd, core, dzAll_, h_, dwd_);  // dz^T h   [B, D]
@@ -61,7 +60,6 @@ class AdapterBackward {
     ColumnSum(pipe_, td.plan.dbUp, core, dy_, dbu_);         // sum dy   [D]
     pipe_.Reset();
     ColumnSum(pipe_, td.plan.dbDown, core, dzAll_, dbd_);    // sum dz   [B]
-    mmG_.End(); mmH_.End(); mmWu_.End(); mmWd_.End();
   }
 
  private:
@@ -72,7 +70,7 @@ class AdapterBackward {
     mmG_.SetTensorA(dy_[row0 * d_], false);
     mmG_.SetTensorB(wu_, false);
     mmG_.SetTail(ch.mLen, b_, d_);
-    mmG_.IterateAll(dz);
+    IterateAllAndEnd(mmG_, dz);
     // dz = g * act'(z) in place; a = act(z) once per row (row writer)
     LocalTensor<float> z32 = f32a_.Get<float>();
     LocalTensor<float> g32 = z32[p.ub[2].fixedBytes / sizeof(float)];
@@ -87,15 +85,15 @@ class AdapterBackward {
     mmH_.SetTensorA(dz, false);
     mmH_.SetTensorB(wd_[ch.n0], false);
     mmH_.SetTail(ch.mLen, ch.nLen, b_);
-    mmH_.IterateAll(dh_[off]);
+    IterateAllAndEnd(mmH_, dh_[off]);
     const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
     AddResidual(p.gemm[1], cols, dh_[off], dy_[off], d_, cQ_, rQ_, oQ_);
   }
 
   TPipe pipe_;
   MmToGm<T> mmG_, mmH_, mmWu_, mmWd_;
-  TQue<TPosition::VECIN, 2> gQ_, zQ_, cQ_, rQ_;
-  TQue<TPosition::VECOUT, 2> oQ_;
+  InQue gQ_, zQ_, cQ_, rQ_;
+  OutQue oQ_;
   TBuf<TPosition::VECCALC> f32a_, f32b_;
   GlobalTensor<T> dy_, h_, wd_, wu_, z_, dh_, dwd_, dbd_, dwu_, dbu_, dzAll_, aAll_, dzMine_;
   uint32_t m_ = 0, d_ = 0, b_ = 0;

@@ -1,7 +1,8 @@
 // Building blocks shared by the mindpet Ascend C kernels: matmul object types, GM<->UB row copies,
 // float32 activations and their derivatives (activation codes of ops/CONTRACTS.md), column sums,
 // and the workspace layout of a fused stage. All index arithmetic comes from mindpet/tiling_types.h.
-// UNCOMPILED HERE: written against the public Ascend C API documentation (see ascendc/README.md).
+// Type-checked against the public CANN API headers; never built by the Ascend compiler nor run on an
+// NPU (see ascendc/README.md).
 #ifndef MINDPET_ASCENDC_KERNEL_COMMON_H
 #define MINDPET_ASCENDC_KERNEL_COMMON_H
 #include "kernel_operator.h"
@@ -22,6 +23,21 @@ using MmToGm = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
                       MatmulType<TPosition::GM, CubeFormat::ND, T>>;
 
 constexpr uint32_t kBlockBytes = 32;
+
+// Every queue is allocated, enqueued, dequeued and freed before its next allocation: depth 1 (the
+// TQue reference recommends 1 unless a queue is enqueued twice in a row). InitBuffer's buffer
+// count (2) still double-buffers.
+using InQue = TQue<TPosition::VECIN, 1>;
+using OutQue = TQue<TPosition::VECOUT, 1>;
+
+// Runs the gemm the object was set up for, C to GM, then ends it: End() must be called when
+// switching between Matmul objects (End reference; the multi-object samples call it after each
+// IterateAll), and every kernel switches objects inside a chunk.
+template <typename T>
+__aicore__ inline void IterateAllAndEnd(MmToGm<T>& mm, const GlobalTensor<T>& c, uint8_t enAtomic = 0) {
+  mm.IterateAll(c, enAtomic);
+  mm.End();
+}
 
 template <typename T>
 __aicore__ inline uint32_t UbRowElems(uint32_t cols) {
@@ -52,6 +68,7 @@ __aicore__ inline void RowsFromGm(const LocalTensor<T>& dst, const GlobalTensor<
 }
 
 // Make every MTE3 write of this vector core visible before the cube reads it back from GM.
+// (SyncAll needs none before it: its implementation starts with PipeBarrier<PIPE_ALL>.)
 __aicore__ inline void GmWriteFence() { PipeBarrier<PIPE_ALL>(); }
 
 // Pipe `dst` waits for what pipe `src` has issued (HardEvent src_dst). The id comes from the pipe
@@ -79,7 +96,7 @@ __aicore__ inline void FromFloat(const LocalTensor<T>& dst, const LocalTensor<fl
   if constexpr (IsSameType<T, float>::value) {
     Adds(dst, src, 0.0f, n);
   } else {
-    Cast(dst, src, RoundMode::CAST_ROUND, n);
+    Cast(dst, src, RoundMode::CAST_RINT, n);  // round half to even, as the composed reference
   }
 }
 
@@ -98,7 +115,8 @@ __aicore__ inline void SigmoidOf(const LocalTensor<float>& s, const LocalTensor<
   Reciprocal(s, s, n);
 }
 
-// y = act(z); z is kept, tmp is scratch.
+// y = act(z); z is kept, tmp is scratch. y, z and tmp must be three distinct boxes: Erf (GELU erf)
+// forbids overlapping source and destination (Erf reference), and it reads tmp while writing y.
 __aicore__ inline void ActForward(const LocalTensor<float>& y, const LocalTensor<float>& z,
                                   const LocalTensor<float>& tmp, uint32_t n, int32_t act) {
   switch (act) {
@@ -107,8 +125,8 @@ __aicore__ inline void ActForward(const LocalTensor<float>& y, const LocalTensor
       Mul(tmp, z, z, n); Muls(tmp, tmp, kGeluK, n); Adds(tmp, tmp, 1.0f, n); Mul(tmp, tmp, z, n);
       SigmoidOf(tmp, tmp, 2.0f * kGeluC, n); Mul(y, z, tmp, n); break;
     case kGeluErf:  // 0.5 z (1 + erf(z / sqrt 2))
-      Muls(tmp, z, kInvSqrt2, n); Erf(tmp, tmp, n); Adds(tmp, tmp, 1.0f, n); Muls(tmp, tmp, 0.5f, n);
-      Mul(y, z, tmp, n); break;
+      Muls(tmp, z, kInvSqrt2, n); Erf(y, tmp, n); Adds(y, y, 1.0f, n); Muls(y, y, 0.5f, n);
+      Mul(y, y, z, n); break;
     case kSigmoid: SigmoidOf(y, z, 1.0f, n); break;
     case kTanh: SigmoidOf(y, z, 2.0f, n); Muls(y, y, 2.0f, n); Adds(y, y, -1.0f, n); break;
     case kSilu: SigmoidOf(tmp, z, 1.0f, n); Mul(y, z, tmp, n); break;
@@ -116,7 +134,7 @@ __aicore__ inline void ActForward(const LocalTensor<float>& y, const LocalTensor
   }
 }
 
-// g = g * act'(z); z is kept, t0 and t1 are scratch.
+// g = g * act'(z); z is kept, t0 and t1 are scratch (g, z, t0, t1 distinct boxes).
 __aicore__ inline void ActBackward(const LocalTensor<float>& g, const LocalTensor<float>& z,
                                    const LocalTensor<float>& t0, const LocalTensor<float>& t1,
                                    uint32_t n, int32_t act) {
@@ -134,7 +152,7 @@ __aicore__ inline void ActBackward(const LocalTensor<float>& g, const LocalTenso
       Mul(t0, t0, t1, n); Muls(t0, t0, 0.5f, n); break;
     }
     case kGeluErf:  // Phi(z) + z phi(z)
-      Muls(t0, z, kInvSqrt2, n); Erf(t0, t0, n); Adds(t0, t0, 1.0f, n); Muls(t0, t0, 0.5f, n);
+      Muls(t1, z, kInvSqrt2, n); Erf(t0, t1, n); Adds(t0, t0, 1.0f, n); Muls(t0, t0, 0.5f, n);
       Mul(t1, z, z, n); Muls(t1, t1, -0.5f, n); Exp(t1, t1, n); Muls(t1, t1, kInvSqrt2Pi, n);
       Mul(t1, t1, z, n); Add(t0, t0, t1, n); break;
     case kSigmoid:  // s (1 - s)
@@ -165,7 +183,7 @@ __aicore__ inline void WeightGrad(MmToGm<T>& mm, const mt::GemmPlan& plan, uint3
   mm.SetTensorA(aT[blk.m0], true);
   mm.SetTensorB(b[blk.n0], false);
   mm.SetTail(blk.mLen, blk.nLen, plan.base.k);
-  mm.IterateAll(c[static_cast<uint64_t>(blk.m0) * plan.grid.n + blk.n0]);
+  IterateAllAndEnd(mm, c[static_cast<uint64_t>(blk.m0) * plan.grid.n + blk.n0]);
 }
 
 // out[cols of core] = sum over rows of in[rows, cols] (float32 accumulation). Its UB comes from
@@ -177,7 +195,7 @@ __aicore__ inline void ColumnSum(TPipe& pipe, const mt::ColumnSumPlan& p, uint32
   const mt::Range2D r = mt::ColumnRange(p, core);
   if (r.nLen == 0) return;
   const uint32_t ubRowT = UbRowElems<T>(p.tileCols), ubRowF = UbRowElems<float>(p.tileCols);
-  TQue<TPosition::VECIN, 2> inQ;
+  InQue inQ;
   TBuf<TPosition::VECCALC> accBuf, f32Buf, outBuf;
   pipe.InitBuffer(inQ, 2, p.tileRows * ubRowT * sizeof(T));
   pipe.InitBuffer(accBuf, ubRowF * sizeof(float));
@@ -223,8 +241,8 @@ __aicore__ inline void ColumnSum(TPipe& pipe, const mt::ColumnSumPlan& p, uint32
 // out[area] += res[area] (leading dimension ld of both). Queues: the plan's residual epilogue.
 template <typename T>
 __aicore__ inline void AddResidual(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& out,
-                                   const GlobalTensor<T>& res, uint32_t ld, TQue<TPosition::VECIN, 2>& cQ,
-                                   TQue<TPosition::VECIN, 2>& rQ, TQue<TPosition::VECOUT, 2>& oQ) {
+                                   const GlobalTensor<T>& res, uint32_t ld, InQue& cQ,
+                                   InQue& rQ, OutQue& oQ) {
   for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
     const mt::Range2D b = mt::TileOf(box, area, t);
     const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
@@ -251,8 +269,8 @@ __aicore__ inline void AddResidual(const mt::GemmBase& box, const mt::Range2D& a
 // Queues: the plan's three boxes of the gemm that wrote `out`.
 template <typename T>
 __aicore__ inline void MultiplyRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& out,
-                                    const GlobalTensor<T>& other, uint32_t ld, TQue<TPosition::VECIN, 2>& cQ,
-                                    TQue<TPosition::VECIN, 2>& mQ, TQue<TPosition::VECOUT, 2>& oQ) {
+                                    const GlobalTensor<T>& other, uint32_t ld, InQue& cQ,
+                                    InQue& mQ, OutQue& oQ) {
   for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
     const mt::Range2D b = mt::TileOf(box, area, t);
     const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
@@ -279,7 +297,7 @@ __aicore__ inline void MultiplyRows(const mt::GemmBase& box, const mt::Range2D& 
 // box is read before it is written). The lora kernels scale u and g this way (s u, s g operands).
 template <typename T>
 __aicore__ inline void ScaleRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& src,
-                                 const GlobalTensor<T>& dst, uint32_t ld, float scale, TQue<TPosition::VECIN, 2>& q) {
+                                 const GlobalTensor<T>& dst, uint32_t ld, float scale, InQue& q) {
   for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
     const mt::Range2D b = mt::TileOf(box, area, t);
     const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
@@ -299,8 +317,8 @@ __aicore__ inline void ScaleRows(const mt::GemmBase& box, const mt::Range2D& are
 // x_d = x * mask of the lora kernels. Queues: the plan's three element tiles.
 template <typename T>
 __aicore__ inline void MultiplyFlat(const GlobalTensor<T>& dst, const GlobalTensor<T>& a, const GlobalTensor<T>& b,
-                                    uint64_t len, uint32_t tile, TQue<TPosition::VECIN, 2>& aQ,
-                                    TQue<TPosition::VECIN, 2>& bQ, TQue<TPosition::VECOUT, 2>& oQ) {
+                                    uint64_t len, uint32_t tile, InQue& aQ,
+                                    InQue& bQ, OutQue& oQ) {
   for (uint64_t i = 0; i < len; i += tile) {
     const uint32_t n = static_cast<uint32_t>(len - i < tile ? len - i : tile);
     LocalTensor<T> at = aQ.AllocTensor<T>();
@@ -323,12 +341,12 @@ __aicore__ inline void MultiplyFlat(const GlobalTensor<T>& dst, const GlobalTens
 }
 
 // dst[area] = act(src[area]) in float32 (leading dimension ld); src and dst may be the same region
-// (each box is read before it is written). z32 and tmp: float32 boxes.
+// (each box is read before it is written). z32, tmp, y32: three distinct float32 boxes (ActForward).
 template <typename T>
 __aicore__ inline void ActivateRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& src,
                                     const GlobalTensor<T>& dst, uint32_t ld, int32_t act,
-                                    TQue<TPosition::VECIN, 2>& zQ, const LocalTensor<float>& z32,
-                                    const LocalTensor<float>& tmp) {
+                                    InQue& zQ, const LocalTensor<float>& z32, const LocalTensor<float>& tmp,
+                                    const LocalTensor<float>& y32) {
   for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
     const mt::Range2D b = mt::TileOf(box, area, t);
     const uint64_t off = static_cast<uint64_t>(b.m0) * ld + b.n0;
@@ -338,8 +356,8 @@ __aicore__ inline void ActivateRows(const mt::GemmBase& box, const mt::Range2D& 
     zQ.EnQue(zt);
     zt = zQ.DeQue<T>();
     ToFloat(z32, zt, n);
-    ActForward(z32, z32, tmp, n, act);
-    FromFloat(zt, z32, n);
+    ActForward(y32, z32, tmp, n, act);
+    FromFloat(zt, y32, n);
     PipeWait<HardEvent::V_MTE3>();
     RowsToGm(dst[off], zt, b.mLen, b.nLen, box.baseN, ld);
     PipeWait<HardEvent::MTE3_MTE2>();  // the box buffer is refilled by MTE2 next
@@ -354,7 +372,7 @@ __aicore__ inline void ActivateRows(const mt::GemmBase& box, const mt::Range2D& 
 template <typename T>
 __aicore__ inline void ActGradRows(const mt::GemmBase& box, const mt::Range2D& area, const GlobalTensor<T>& g,
                                    const GlobalTensor<T>& z, const GlobalTensor<T>& aOut, bool writeA, uint32_t ld,
-                                   int32_t act, TQue<TPosition::VECIN, 2>& gQ, TQue<TPosition::VECIN, 2>& zQ,
+                                   int32_t act, InQue& gQ, InQue& zQ,
                                    const LocalTensor<float>& z32, const LocalTensor<float>& g32,
                                    const LocalTensor<float>& s0, const LocalTensor<float>& s1) {
   for (uint32_t t = 0; t < mt::TileCount(box, area); ++t) {
@@ -387,10 +405,11 @@ __aicore__ inline void ActGradRows(const mt::GemmBase& box, const mt::Range2D& a
   }
 }
 
-// Byte offset of the private workspace region of `core` in a fused stage.
-__aicore__ inline uint64_t PrivateRegion(const mt::FusedPlan& p, uint64_t globalBytes, uint32_t core,
-                                         uint64_t perCoreRowBytes) {
-  return globalBytes + static_cast<uint64_t>(core) * p.chunkM * perCoreRowBytes;
+// Byte offset of the private workspace of `core` in a fused stage: after the whole-stage regions
+// (globalBytes), perCoreBytes per core. Both are sums of mt::WsRegion (512-byte aligned regions),
+// the layout the planner sized plan.workspaceBytes for.
+__aicore__ inline uint64_t PrivateRegion(uint64_t globalBytes, uint32_t core, uint64_t perCoreBytes) {
+  return globalBytes + static_cast<uint64_t>(core) * perCoreBytes;
 }
 
 }  // namespace mindpet_kernel

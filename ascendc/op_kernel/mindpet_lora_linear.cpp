@@ -6,12 +6,13 @@
 //   vector   s u = s * u            -> private s u chunk (in place for non-writers)
 //   gemm[0]  y = x W^T (+ b)        [rows, block columns] -> GM
 //   gemm[2]  y += (s u) B^T         -> GM (atomic add)
-// Workspace (plan.y.workspaceBytes): per core [s u: chunkM x R][x_d: chunkM x K, with mask].
+// Workspace (plan.y.workspaceBytes): per core [s u: chunkM x R][x_d: chunkM x K, with mask], each
+// region 512-byte aligned (mt::WsRegion).
 // Matmul objects: 3, C always to GM (GetTensorC to UB packs tail tiles, see the GM-staged row
 // passes of mindpet_kernel_common.h). UB: plan.y.ub[0] (boxes of gemm[1]'s base, for s u),
 // ub[2..4] (x, mask, x_d element tiles, with mask); the plan's row buffer ub[1] is not used.
 // Mirrors ops/cpu/lora_linear.cc forward (u = x_d A^T per row tile, then y = x W^T + b + s u B^T).
-// UNCOMPILED HERE (see ascendc/README.md).
+// TYPE-CHECKED ONLY (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -33,10 +34,11 @@ class LoraLinearForward {
       bias_.SetGlobalBuffer((__gm__ T*)bias); a_.SetGlobalBuffer((__gm__ T*)a);
       b_.SetGlobalBuffer((__gm__ T*)b); mask_.SetGlobalBuffer((__gm__ T*)mask);
       y_.SetGlobalBuffer((__gm__ T*)y); u_.SetGlobalBuffer((__gm__ T*)u);
-      const uint64_t perCoreRow = static_cast<uint64_t>(r_ + (hasMask_ ? k_ : 0)) * sizeof(T);
-      const uint64_t mine = PrivateRegion(p, 0, core, perCoreRow);
+      const uint64_t suBytes = mt::WsRegion(p.chunkM, r_ * sizeof(T));
+      const uint64_t xdBytes = hasMask_ ? mt::WsRegion(p.chunkM, k_ * sizeof(T)) : 0;
+      const uint64_t mine = PrivateRegion(0, core, suBytes + xdBytes);
       suMine_.SetGlobalBuffer((__gm__ T*)(ws + mine));
-      xdMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + static_cast<uint64_t>(p.chunkM) * r_ * sizeof(T)));
+      xdMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + suBytes));
       pipe_.InitBuffer(uQ_, 2, p.ub[0].fixedBytes);
       if (hasMask_) {
         pipe_.InitBuffer(xQ_, 2, p.ub[2].fixedBytes);
@@ -46,9 +48,6 @@ class LoraLinearForward {
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    mmY_.End();
-    mmU_.End();
-    mmL_.End();
   }
 
  private:
@@ -66,7 +65,7 @@ class LoraLinearForward {
     mmU_.SetTensorA(xin, false);
     mmU_.SetTensorB(a_, true);
     mmU_.SetTail(ch.mLen, r_, k_);
-    mmU_.IterateAll(uDst);
+    IterateAllAndEnd(mmU_, uDst);
     // s u -> private chunk (operand of gemm[2])
     const mt::Range2D rows = {0, ch.mLen, 0, r_};
     ScaleRows(p.gemm[1], rows, uDst, suMine_, r_, scale_, uQ_);
@@ -77,17 +76,17 @@ class LoraLinearForward {
     mmY_.SetTensorB(w_[static_cast<uint64_t>(ch.n0) * k_], true);
     if (hasBias_) mmY_.SetBias(bias_[ch.n0]);
     mmY_.SetTail(ch.mLen, ch.nLen, k_);
-    mmY_.IterateAll(y_[yOff]);
+    IterateAllAndEnd(mmY_, y_[yOff]);
     mmL_.SetTensorA(suMine_, false);
     mmL_.SetTensorB(b_[static_cast<uint64_t>(ch.n0) * r_], true);
     mmL_.SetTail(ch.mLen, ch.nLen, r_);
-    mmL_.IterateAll(y_[yOff], 1);
+    IterateAllAndEnd(mmL_, y_[yOff], 1);
   }
 
   TPipe pipe_;
   MmToGm<T> mmY_, mmU_, mmL_;
-  TQue<TPosition::VECIN, 2> uQ_, xQ_, mQ_;
-  TQue<TPosition::VECOUT, 2> oQ_;
+  InQue uQ_, xQ_, mQ_;
+  OutQue oQ_;
   GlobalTensor<T> x_, w_, bias_, a_, b_, mask_, y_, u_, suMine_, xdMine_;
   uint32_t m_ = 0, n_ = 0, k_ = 0, r_ = 0;
   float scale_ = 1.0f;

@@ -11,13 +11,13 @@
 // the planner made identical for both (mindpet::tiling::ShareGemmObject, k = M):
 //   dA = (s g)^T x_d [R, K], dB = dy^T (s u) [N, R] (WeightGrad, org shape set per use).
 // Workspace (plan.dx.workspaceBytes): [s g: M x R][s u: M x R][x_d: M x K, with mask], then per
-// core [s g: chunkM x R].
+// core [s g: chunkM x R]; each region 512-byte aligned (mt::WsRegion).
 // Matmul objects: 4 (the API maximum), C always to GM (see the GM-staged row passes of
 // mindpet_kernel_common.h). UB: plan.dx.ub[0] (boxes of gemm[1]'s base: s g, s u), with mask
 // ub[3..5] (dx, mask, out boxes of gemm[2]'s base) and ub[6..8] (x, mask, x_d element tiles); the
 // plan's row buffers ub[1..2] are not used.
 // Mirrors ops/cpu/lora_linear.cc BackwardF32 (per row tile: g = dy B, dx = s (g A) [* mask], then
-// dx += dy W; dA and dB reduce over all rows). UNCOMPILED HERE (see ascendc/README.md).
+// dx += dy W; dA and dB reduce over all rows). TYPE-CHECKED ONLY (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -40,13 +40,13 @@ class LoraLinearBackward {
     a_.SetGlobalBuffer((__gm__ T*)a); b_.SetGlobalBuffer((__gm__ T*)b); u_.SetGlobalBuffer((__gm__ T*)u);
     mask_.SetGlobalBuffer((__gm__ T*)mask); dx_.SetGlobalBuffer((__gm__ T*)dx);
     dA_.SetGlobalBuffer((__gm__ T*)dA); dB_.SetGlobalBuffer((__gm__ T*)dB);
-    const uint64_t mr = static_cast<uint64_t>(m_) * r_ * sizeof(T);
+    const uint64_t mr = mt::WsRegion(m_, r_ * sizeof(T));  // 512-byte aligned regions
     sgAll_.SetGlobalBuffer((__gm__ T*)ws);
     suAll_.SetGlobalBuffer((__gm__ T*)(ws + mr));
     xdAll_.SetGlobalBuffer((__gm__ T*)(ws + 2 * mr));
-    const uint64_t globalBytes = 2 * mr + (maskOn_ ? static_cast<uint64_t>(m_) * k_ * sizeof(T) : 0);
+    const uint64_t globalBytes = 2 * mr + (maskOn_ ? mt::WsRegion(m_, k_ * sizeof(T)) : 0);
     const uint32_t core = GetBlockIdx();
-    sgMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(p, globalBytes, core, r_ * sizeof(T))));
+    sgMine_.SetGlobalBuffer((__gm__ T*)(ws + PrivateRegion(globalBytes, core, mt::WsRegion(p.chunkM, r_ * sizeof(T)))));
 
     const mt::Range2D block = mt::GridBlock(p.grid, core);
     if (block.mLen != 0) {
@@ -62,12 +62,10 @@ class LoraLinearBackward {
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    GmWriteFence();
     SyncAll();  // vector cores only: the cube cores keep serving the matmul objects
     const GlobalTensor<T>& xd = maskOn_ ? xdAll_ : x_;
     WeightGrad(mmW_, td.plan.dA, core, sgAll_, xd, dA_, true);   // (s g)^T x_d  [R, K]
     WeightGrad(mmW_, td.plan.dB, core, dy_, suAll_, dB_, true);  // dy^T (s u)   [N, R]
-    mmD_.End(); mmG_.End(); mmL_.End(); mmW_.End();
   }
 
  private:
@@ -78,7 +76,7 @@ class LoraLinearBackward {
     mmG_.SetTensorA(dy_[row0 * n_], false);
     mmG_.SetTensorB(b_, false);
     mmG_.SetTail(ch.mLen, r_, n_);
-    mmG_.IterateAll(sg);
+    IterateAllAndEnd(mmG_, sg);
     const mt::Range2D rows = {0, ch.mLen, 0, r_};
     ScaleRows(p.gemm[1], rows, sg, sg, r_, scale_, gQ_);
     if (writer) {
@@ -94,7 +92,7 @@ class LoraLinearBackward {
     mmL_.SetTensorA(sg, false);
     mmL_.SetTensorB(a_[ch.n0], false);
     mmL_.SetTail(ch.mLen, ch.nLen, r_);
-    mmL_.IterateAll(dx_[dxOff]);
+    IterateAllAndEnd(mmL_, dx_[dxOff]);
     if (maskOn_) {
       const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
       MultiplyRows(p.gemm[2], cols, dx_[dxOff], mask_[dxOff], k_, cQ_, mQ_, oQ_);
@@ -103,13 +101,13 @@ class LoraLinearBackward {
     mmD_.SetTensorA(dy_[row0 * n_], false);
     mmD_.SetTensorB(w_[ch.n0], false);
     mmD_.SetTail(ch.mLen, ch.nLen, n_);
-    mmD_.IterateAll(dx_[dxOff], 1);
+    IterateAllAndEnd(mmD_, dx_[dxOff], 1);
   }
 
   TPipe pipe_;
   MmToGm<T> mmD_, mmG_, mmL_, mmW_;
-  TQue<TPosition::VECIN, 2> gQ_, cQ_, mQ_, exQ_, emQ_;
-  TQue<TPosition::VECOUT, 2> oQ_, eoQ_;
+  InQue gQ_, cQ_, mQ_, exQ_, emQ_;
+  OutQue oQ_, eoQ_;
   GlobalTensor<T> dy_, x_, w_, a_, b_, u_, mask_, dx_, dA_, dB_, sgAll_, suAll_, xdAll_, sgMine_;
   uint32_t m_ = 0, n_ = 0, k_ = 0, r_ = 0;
   float scale_ = 1.0f;

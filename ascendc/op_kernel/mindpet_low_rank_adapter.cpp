@@ -9,12 +9,14 @@
 //   vector   y += h
 // Only rank-R products: no D x B matrix exists anywhere. Non-writer cores of a block row recompute
 // t, z, q (cheap: R and B are small) instead of waiting for the writer.
-// Workspace (plan.y.workspaceBytes): per core [t: chunkM x R][a: chunkM x B][q: chunkM x R].
+// Workspace (plan.y.workspaceBytes): per core [t: chunkM x R][a: chunkM x B][q: chunkM x R], each
+// region 512-byte aligned (mt::WsRegion).
 // Matmul objects: 4 (the API maximum), one per gemm, C to GM (see the GM-staged row passes of
 // mindpet_kernel_common.h). UB: plan.y.ub[2], ub[3] (z box and two float32 boxes of gemm[1]'s
-// base), ub[7..9] (y, h, out boxes of gemm[3]'s base); the plan's t/q tile and row buffers
+// base), ub[7..9] (y, h, out boxes of gemm[3]'s base), ub[10] (float32 act(z) box: Erf may not
+// write over its source); the plan's t/q tile and row buffers
 // (ub[0], ub[1], ub[4], ub[5], ub[6]) are not used: t and q go from the cube to GM directly.
-// Mirrors ops/cpu/low_rank_adapter.cc ForwardF32 (same chain per row tile). UNCOMPILED HERE
+// Mirrors ops/cpu/low_rank_adapter.cc ForwardF32 (same chain per row tile). TYPE-CHECKED ONLY
 // (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
@@ -38,9 +40,9 @@ class LowRankAdapterForward {
       bd_.SetGlobalBuffer((__gm__ T*)bd); lul_.SetGlobalBuffer((__gm__ T*)lul); lur_.SetGlobalBuffer((__gm__ T*)lur);
       bu_.SetGlobalBuffer((__gm__ T*)bu); y_.SetGlobalBuffer((__gm__ T*)y); t_.SetGlobalBuffer((__gm__ T*)t);
       z_.SetGlobalBuffer((__gm__ T*)z); q_.SetGlobalBuffer((__gm__ T*)q);
-      const uint64_t chunkR = static_cast<uint64_t>(p.chunkM) * r_ * sizeof(T);
-      const uint64_t chunkB = static_cast<uint64_t>(p.chunkM) * b_ * sizeof(T);
-      const uint64_t mine = PrivateRegion(p, 0, core, (2ull * r_ + b_) * sizeof(T));
+      const uint64_t chunkR = mt::WsRegion(p.chunkM, r_ * sizeof(T));  // 512-byte aligned regions
+      const uint64_t chunkB = mt::WsRegion(p.chunkM, b_ * sizeof(T));
+      const uint64_t mine = PrivateRegion(0, core, 2 * chunkR + chunkB);
       tMine_.SetGlobalBuffer((__gm__ T*)(ws + mine));
       aMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + chunkR));
       qMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + chunkR + chunkB));
@@ -49,13 +51,10 @@ class LowRankAdapterForward {
       pipe_.InitBuffer(cQ_, 2, p.ub[7].fixedBytes);
       pipe_.InitBuffer(rQ_, 2, p.ub[8].fixedBytes);
       pipe_.InitBuffer(oQ_, 2, p.ub[9].fixedBytes);
+      pipe_.InitBuffer(y32_, p.ub[10].fixedBytes);
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    mmT_.End();
-    mmZ_.End();
-    mmQ_.End();
-    mmY_.End();
   }
 
  private:
@@ -70,40 +69,40 @@ class LowRankAdapterForward {
     mmT_.SetTensorA(h_[row0 * d_], false);
     mmT_.SetTensorB(ldl_, false);
     mmT_.SetTail(ch.mLen, r_, d_);
-    mmT_.IterateAll(t);
+    IterateAllAndEnd(mmT_, t);
     // z = t Ldr + bd
     mmZ_.SetTensorA(t, false);
     mmZ_.SetTensorB(ldr_, false);
     mmZ_.SetBias(bd_);
     mmZ_.SetTail(ch.mLen, b_, r_);
-    mmZ_.IterateAll(z);
+    IterateAllAndEnd(mmZ_, z);
     // a = act(z) -> private chunk (operand of q)
     LocalTensor<float> z32 = f32_.Get<float>();
     LocalTensor<float> tmp = z32[p.ub[3].fixedBytes / sizeof(float)];
     const mt::Range2D rows = {0, ch.mLen, 0, b_};
-    ActivateRows(p.gemm[1], rows, z, aMine_, b_, act_, zQ_, z32, tmp);
+    ActivateRows(p.gemm[1], rows, z, aMine_, b_, act_, zQ_, z32, tmp, y32_.Get<float>());
     GmWriteFence();
     // q = a Lul
     mmQ_.SetTensorA(aMine_, false);
     mmQ_.SetTensorB(lul_, false);
     mmQ_.SetTail(ch.mLen, r_, b_);
-    mmQ_.IterateAll(q);
+    IterateAllAndEnd(mmQ_, q);
     // y = q Lur + bu on the block columns, then y += h
     const uint64_t off = row0 * d_ + ch.n0;
     mmY_.SetTensorA(q, false);
     mmY_.SetTensorB(lur_[ch.n0], false);
     mmY_.SetBias(bu_[ch.n0]);
     mmY_.SetTail(ch.mLen, ch.nLen, r_);
-    mmY_.IterateAll(y_[off]);
+    IterateAllAndEnd(mmY_, y_[off]);
     const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
     AddResidual(p.gemm[3], cols, y_[off], h_[off], d_, cQ_, rQ_, oQ_);
   }
 
   TPipe pipe_;
   MmToGm<T> mmT_, mmZ_, mmQ_, mmY_;
-  TQue<TPosition::VECIN, 2> zQ_, cQ_, rQ_;
-  TQue<TPosition::VECOUT, 2> oQ_;
-  TBuf<TPosition::VECCALC> f32_;
+  InQue zQ_, cQ_, rQ_;
+  OutQue oQ_;
+  TBuf<TPosition::VECCALC> f32_, y32_;
   GlobalTensor<T> h_, ldl_, ldr_, bd_, lul_, lur_, bu_, y_, t_, z_, q_, tMine_, aMine_, qMine_;
   uint32_t d_ = 0, r_ = 0, b_ = 0;
   int32_t act_ = 0;

@@ -12,7 +12,7 @@
 // Vector-core barrier (SyncAll), stage 2 over their own core grids:
 //   dLdl = h^T dt, dLul = a^T dq, dLdr = t^T dz, dLur = q^T dy (WeightGrad); dbu, dbd (ColumnSum).
 // Workspace (plan.dh.workspaceBytes): [dq: M x R][dt: M x R][dz: M x B][a: M x B], then per core
-// [dq: chunkM x R][dz: chunkM x B][dt: chunkM x R].
+// [dq: chunkM x R][dz: chunkM x B][dt: chunkM x R]; each region 512-byte aligned (mt::WsRegion).
 // Matmul objects: 4 (the API maximum) for 8 gemms, C always to GM. Each object is registered with
 // the TCubeTiling of the largest gemm it serves and given the org shape of each use:
 //   mmRank_  dq (k = D) and dt (k = B): same rows and columns (R), tiling of the larger k;
@@ -22,7 +22,7 @@
 // UB: plan.dh.ub[2..5] (g, z and four float32 boxes of gemm[1]'s base), ub[9..11] (dh, dy, out
 // boxes of gemm[3]'s base); the plan's dq/dt tile and row buffers are not used.
 // Mirrors ops/cpu/low_rank_adapter.cc BackwardF32 (same chain per row tile; weight and bias
-// gradients reduce over all rows). UNCOMPILED HERE (see ascendc/README.md).
+// gradients reduce over all rows). TYPE-CHECKED ONLY (see ascendc/README.md).
 #include "mindpet_kernel_common.h"
 #include "mindpet_tiling_data.h"
 
@@ -49,16 +49,16 @@ class LowRankAdapterBackward {
     dh_.SetGlobalBuffer((__gm__ T*)dh); dldl_.SetGlobalBuffer((__gm__ T*)dldl); dldr_.SetGlobalBuffer((__gm__ T*)dldr);
     dbd_.SetGlobalBuffer((__gm__ T*)dbd); dlul_.SetGlobalBuffer((__gm__ T*)dlul);
     dlur_.SetGlobalBuffer((__gm__ T*)dlur); dbu_.SetGlobalBuffer((__gm__ T*)dbu);
-    const uint64_t mr = static_cast<uint64_t>(m_) * r_ * sizeof(T);
-    const uint64_t mb = static_cast<uint64_t>(m_) * b_ * sizeof(T);
+    const uint64_t mr = mt::WsRegion(m_, r_ * sizeof(T));  // 512-byte aligned regions
+    const uint64_t mb = mt::WsRegion(m_, b_ * sizeof(T));
     dqAll_.SetGlobalBuffer((__gm__ T*)ws);
     dtAll_.SetGlobalBuffer((__gm__ T*)(ws + mr));
     dzAll_.SetGlobalBuffer((__gm__ T*)(ws + 2 * mr));
     aAll_.SetGlobalBuffer((__gm__ T*)(ws + 2 * mr + mb));
     const uint32_t core = GetBlockIdx();
-    const uint64_t mine = PrivateRegion(p, 2 * mr + 2 * mb, core, (2ull * r_ + b_) * sizeof(T));
-    const uint64_t chunkR = static_cast<uint64_t>(p.chunkM) * r_ * sizeof(T);
-    const uint64_t chunkB = static_cast<uint64_t>(p.chunkM) * b_ * sizeof(T);
+    const uint64_t chunkR = mt::WsRegion(p.chunkM, r_ * sizeof(T));
+    const uint64_t chunkB = mt::WsRegion(p.chunkM, b_ * sizeof(T));
+    const uint64_t mine = PrivateRegion(2 * mr + 2 * mb, core, 2 * chunkR + chunkB);
     dqMine_.SetGlobalBuffer((__gm__ T*)(ws + mine));
     dzMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + chunkR));
     dtMine_.SetGlobalBuffer((__gm__ T*)(ws + mine + chunkR + chunkB));
@@ -75,7 +75,6 @@ class LowRankAdapterBackward {
       const bool writer = mt::WritesRowOutputs(p.grid, core);
       for (uint32_t c = 0; c < mt::ChunkCount(p, block); ++c) Chunk(p, mt::ChunkOf(p, block, c), writer);
     }
-    GmWriteFence();
     SyncAll();  // vector cores only: the cube cores keep serving the matmul objects
     WeightGrad(mmGradN_, td.plan.dDownLeft, core, h_, dtAll_, dldl_, true);    // h^T dt  [D, R]
     WeightGrad(mmGradN_, td.plan.dUpLeft, core, aAll_, dqAll_, dlul_, true);   // a^T dq  [B, R]
@@ -85,7 +84,6 @@ class LowRankAdapterBackward {
     ColumnSum(pipe_, td.plan.dbUp, core, dy_, dbu_);                           // sum dy  [D]
     pipe_.Reset();
     ColumnSum(pipe_, td.plan.dbDown, core, dzAll_, dbd_);                      // sum dz  [B]
-    mmRank_.End(); mmWide_.End(); mmGradN_.End(); mmGradM_.End();
   }
 
  private:
@@ -99,13 +97,13 @@ class LowRankAdapterBackward {
     mmRank_.SetTensorA(dy_[row0 * d_], false);
     mmRank_.SetTensorB(lur_, true);
     mmRank_.SetTail(ch.mLen, r_, d_);
-    mmRank_.IterateAll(dq);
+    IterateAllAndEnd(mmRank_, dq);
     // g = dq Lul^T   (Lul [B, R]), staged where dz lives
     mmWide_.SetOrgShape(m_, b_, r_, r_);
     mmWide_.SetTensorA(dq, false);
     mmWide_.SetTensorB(lul_, true);
     mmWide_.SetTail(ch.mLen, b_, r_);
-    mmWide_.IterateAll(dz);
+    IterateAllAndEnd(mmWide_, dz);
     // dz = g * act'(z) in place; a = act(z) once per row (row writer)
     LocalTensor<float> z32 = f32a_.Get<float>();
     LocalTensor<float> g32 = z32[p.ub[4].fixedBytes / sizeof(float)];
@@ -120,22 +118,22 @@ class LowRankAdapterBackward {
     mmRank_.SetTensorA(dz, false);
     mmRank_.SetTensorB(ldr_, true);
     mmRank_.SetTail(ch.mLen, r_, b_);
-    mmRank_.IterateAll(dt);
+    IterateAllAndEnd(mmRank_, dt);
     // dh = dt Ldl^T on the block columns (rows n0.. of Ldl [D, R]), then dh += dy
     const uint64_t off = row0 * d_ + ch.n0;
     mmWide_.SetOrgShape(m_, d_, r_, r_);
     mmWide_.SetTensorA(dt, false);
     mmWide_.SetTensorB(ldl_[static_cast<uint64_t>(ch.n0) * r_], true);
     mmWide_.SetTail(ch.mLen, ch.nLen, r_);
-    mmWide_.IterateAll(dh_[off]);
+    IterateAllAndEnd(mmWide_, dh_[off]);
     const mt::Range2D cols = {0, ch.mLen, 0, ch.nLen};
     AddResidual(p.gemm[3], cols, dh_[off], dy_[off], d_, cQ_, rQ_, oQ_);
   }
 
   TPipe pipe_;
   MmToGm<T> mmRank_, mmWide_, mmGradN_, mmGradM_;
-  TQue<TPosition::VECIN, 2> gQ_, zQ_, cQ_, rQ_;
-  TQue<TPosition::VECOUT, 2> oQ_;
+  InQue gQ_, zQ_, cQ_, rQ_;
+  OutQue oQ_;
   TBuf<TPosition::VECCALC> f32a_, f32b_;
   GlobalTensor<T> dy_, h_, ldl_, ldr_, lul_, lur_, t_, z_, q_, dh_, dldl_, dldr_, dbd_, dlul_, dlur_, dbu_;
   GlobalTensor<T> dqAll_, dtAll_, dzAll_, aAll_, dqMine_, dzMine_, dtMine_;

@@ -19,6 +19,12 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 UB_ALIGN = 32
+WS_ALIGN = 512  # every GM workspace region starts on a 512-byte boundary (mindpet::tiling::WsRegion)
+
+
+def ws_region(rows: int, row_bytes: int) -> int:
+    """mindpet::tiling::WsRegion: bytes of a workspace region, rounded up to WS_ALIGN."""
+    return -(-rows * row_bytes // WS_ALIGN) * WS_ALIGN
 
 
 @dataclass
@@ -67,12 +73,11 @@ def boxes(base, rows: int, cols: int) -> Iterator[tuple]:
             yield m0, min(base.base_m, rows - m0), n0, min(base.base_n, cols - n0)
 
 
-def check_box_buffer(plan, ub_index: int, gemm: int, elem_bytes: int) -> None:
-    """The kernel sizes queue ub_index for boxes of gemm `gemm`: the plan must agree."""
+def check_box_buffer(plan, ub_index: int, gemm: int, elem_bytes: int, count: int = 2) -> None:
+    """The kernel sizes buffer ub_index for `count` boxes of gemm `gemm`: the plan must agree."""
     base = plan.gemms[gemm]
-    row_bytes, fixed_bytes, count = plan.ub_buffers[ub_index]
     row = -(-base.base_n * elem_bytes // UB_ALIGN) * UB_ALIGN
-    assert (row_bytes, fixed_bytes, count) == (0, base.base_m * row, 2), (ub_index, gemm)
+    assert tuple(plan.ub_buffers[ub_index]) == (0, base.base_m * row, count), (ub_index, gemm)
 
 
 # ---- activations (float64 references of ops/CONTRACTS.md) -------------------------------------------
@@ -98,8 +103,8 @@ def act_grad(code: int, z: np.ndarray) -> np.ndarray:
 
 # ---- the shared helpers of mindpet_kernel_common.h ----------------------------------------------
 
-def private_region(plan, global_bytes: int, core: int, per_core_row_bytes: int) -> int:
-    return global_bytes + core * plan.chunk_m * per_core_row_bytes
+def private_region(global_bytes: int, core: int, per_core_bytes: int) -> int:
+    return global_bytes + core * per_core_bytes
 
 
 def add_residual(base, rows, cols, out: Gm, res: Gm, ld: int) -> None:
@@ -196,7 +201,8 @@ class Device:
         return Gm(np.full(int(np.prod(shape)), np.nan, np.float32))
 
     def at(self, byte_offset: int) -> Gm:
-        assert byte_offset % self.dt == 0
+        """The workspace region starting at byte_offset (512-byte aligned, as the kernels lay it out)."""
+        assert byte_offset % WS_ALIGN == 0, f"workspace region at {byte_offset} is not {WS_ALIGN}-byte aligned"
         return self.ws[byte_offset // self.dt]
 
 
@@ -221,8 +227,10 @@ def lora_linear_forward(plans, cores: int, x, w, bias, a, b, mask, scale: float)
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            mine = private_region(p, 0, core, (r + (k if mask is not None else 0)) * dt)
-            su_mine, xd_mine = dev.at(mine), dev.at(mine + p.chunk_m * r * dt)
+            su_bytes = ws_region(p.chunk_m, r * dt)
+            xd_bytes = ws_region(p.chunk_m, k * dt) if mask is not None else 0
+            mine = private_region(0, core, su_bytes + xd_bytes)
+            su_mine, xd_mine = dev.at(mine), dev.at(mine + su_bytes)
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):
                 xin = x_[m0 * k]
@@ -263,15 +271,15 @@ def lora_linear_backward(plans, cores: int, dy, x, w, a, b, u, mask, scale: floa
     dy_, x_, w_, a_, b_, u_ = map(dev.tensor, (dy, x, w, a, b, u))
     mask_ = dev.tensor(mask) if mask is not None else dev.tensor(np.full(1, np.nan))
     dx_, da_, db_ = dev.output(m, k), dev.output(r, k), dev.output(n, r)
-    mr = m * r * dt
+    mr = ws_region(m, r * dt)
     sg_all, su_all, xd_all = dev.at(0), dev.at(mr), dev.at(2 * mr)
-    global_bytes = 2 * mr + (m * k * dt if mask is not None else 0)
+    global_bytes = 2 * mr + (ws_region(m, k * dt) if mask is not None else 0)
 
     def stage1(core):
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            sg_mine = dev.at(private_region(p, global_bytes, core, r * dt))
+            sg_mine = dev.at(private_region(global_bytes, core, ws_region(p.chunk_m, r * dt)))
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):
                 sg = sg_all[m0 * r] if writer else sg_mine
@@ -307,6 +315,7 @@ def adapter_forward(plans, cores: int, h, wd, bd, wu, bu, code: int):
     check_box_buffer(p, 1, 0, 4)                # f32_ (z32, tmp)
     for i in (3, 4, 5):
         check_box_buffer(p, i, 1, 4)            # cQ_, rQ_, oQ_
+    check_box_buffer(p, 6, 0, 4, count=1)       # y32_ (act(z): Erf may not run in place)
     m, d = h.shape
     b = wd.shape[0]
     assert (p.grid.m, p.grid.n, p.gemms[0].n) == (m, d, b)
@@ -319,7 +328,7 @@ def adapter_forward(plans, cores: int, h, wd, bd, wu, bu, code: int):
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            a_mine = dev.at(private_region(p, 0, core, b * dt))
+            a_mine = dev.at(private_region(0, core, ws_region(p.chunk_m, b * dt)))
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):
                 z = z_[m0 * b] if writer else a_mine
@@ -342,6 +351,7 @@ def low_rank_adapter_forward(plans, cores: int, h, ldl, ldr, bd, lul, lur, bu, c
     check_box_buffer(p, 3, 1, 4)                # f32_ (z32, tmp)
     for i in (7, 8, 9):
         check_box_buffer(p, i, 3, 4)            # cQ_, rQ_, oQ_
+    check_box_buffer(p, 10, 1, 4, count=1)      # y32_ (act(z): Erf may not run in place)
     m, d = h.shape
     r, b = ldl.shape[1], ldr.shape[1]
     assert (p.grid.m, p.grid.n, p.gemms[0].n, p.gemms[1].n) == (m, d, r, b)
@@ -354,8 +364,8 @@ def low_rank_adapter_forward(plans, cores: int, h, ldl, ldr, bd, lul, lur, bu, c
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            chunk_r, chunk_b = p.chunk_m * r * dt, p.chunk_m * b * dt
-            mine = private_region(p, 0, core, (2 * r + b) * dt)
+            chunk_r, chunk_b = ws_region(p.chunk_m, r * dt), ws_region(p.chunk_m, b * dt)
+            mine = private_region(0, core, 2 * chunk_r + chunk_b)
             t_mine, a_mine, q_mine = dev.at(mine), dev.at(mine + chunk_r), dev.at(mine + chunk_r + chunk_b)
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):
@@ -391,14 +401,14 @@ def adapter_backward(plans, cores: int, dy, h, wd, wu, z, code: int):
     dt = dev.dt
     dy_, h_, wd_, wu_, z_ = map(dev.tensor, (dy, h, wd, wu, z))
     dh_, dwd_, dbd_, dwu_, dbu_ = dev.output(m, d), dev.output(b, d), dev.output(b), dev.output(d, b), dev.output(d)
-    mb = m * b * dt
+    mb = ws_region(m, b * dt)
     dz_all, a_all = dev.at(0), dev.at(mb)
 
     def stage1(core):
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            dz_mine = dev.at(private_region(p, 2 * mb, core, b * dt))
+            dz_mine = dev.at(private_region(2 * mb, core, ws_region(p.chunk_m, b * dt)))
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):
                 dz = dz_all[m0 * b] if writer else dz_mine
@@ -443,7 +453,7 @@ def low_rank_adapter_backward(plans, cores: int, dy, h, ldl, ldr, lul, lur, t, z
     dy_, h_, ldl_, ldr_, lul_, lur_, t_, z_, q_ = map(dev.tensor, (dy, h, ldl, ldr, lul, lur, t, z, q))
     dh_, dbd_, dbu_ = dev.output(m, d), dev.output(b), dev.output(d)
     dldl_, dldr_, dlul_, dlur_ = dev.output(d, r), dev.output(r, b), dev.output(b, r), dev.output(r, d)
-    mr, mb = m * r * dt, m * b * dt
+    mr, mb = ws_region(m, r * dt), ws_region(m, b * dt)
     dq_all, dt_all, dz_all, a_all = dev.at(0), dev.at(mr), dev.at(2 * mr), dev.at(2 * mr + mb)
 
     def fits(obj, shape):
@@ -454,8 +464,8 @@ def low_rank_adapter_backward(plans, cores: int, dy, h, ldl, ldr, lul, lur, t, z
         def steps():
             if p.grid.block(core)[1] == 0:
                 return
-            mine = private_region(p, 2 * mr + 2 * mb, core, (2 * r + b) * dt)
-            chunk_r, chunk_b = p.chunk_m * r * dt, p.chunk_m * b * dt
+            chunk_r, chunk_b = ws_region(p.chunk_m, r * dt), ws_region(p.chunk_m, b * dt)
+            mine = private_region(2 * mr + 2 * mb, core, 2 * chunk_r + chunk_b)
             dq_mine, dz_mine, dt_mine = dev.at(mine), dev.at(mine + chunk_r), dev.at(mine + chunk_r + chunk_b)
             writer = p.grid.writes_row_outputs(core)
             for m0, ml, n0, nl in p.chunks(core):

@@ -198,9 +198,30 @@ def test_interleaving_detects_a_shared_private_region():
             data(rng, d))
     original = emu.private_region
     try:
-        emu.private_region = lambda plan, global_bytes, core, row_bytes: global_bytes
+        emu.private_region = lambda global_bytes, core, per_core_bytes: global_bytes
         got = emu.low_rank_adapter_forward(plans, cores, *args, 2)
     finally:
         emu.private_region = original
     want = forward_reference(*args, 2)
     assert not all(np.allclose(g, w, rtol=2e-4, atol=2e-4) for g, w in zip(got, want))
+
+
+def test_emulation_rejects_an_unaligned_workspace_region():
+    """Sanity of the emulation: laid out without the 512-byte rounding (mindpet::tiling::WsRegion), an
+    odd-width private region (chunk x rank 3 float32) starts unaligned and the replay refuses it."""
+    m, k, n, r, cores = 37, 24, 20, 3, 3
+    plans = tm.plan_lora_linear(m, k, n, r, 4, False, True, hardware(cores, True))
+    rng = np.random.default_rng(5)
+    x, w, a, b = data(rng, m, k), data(rng, n, k), data(rng, r, k), data(rng, n, r)
+    mask = (rng.random((m, k)) > 0.5).astype(np.float32) * 2
+    original = emu.ws_region
+    try:
+        emu.ws_region = lambda rows, row_bytes: rows * row_bytes
+        with pytest.raises(AssertionError, match="not 512-byte aligned"):
+            emu.lora_linear_forward(plans, cores, x, w, None, a, b, mask, 0.5)
+    finally:
+        emu.ws_region = original
+    y, u = emu.lora_linear_forward(plans, cores, x, w, None, a, b, mask, 0.5)
+    xd = x.astype(np.float64) * mask
+    assert_close(u, xd @ a.T.astype(np.float64))
+    assert_close(y, x.astype(np.float64) @ w.T + 0.5 * (xd @ a.T) @ b.T)
