@@ -10,9 +10,11 @@ using namespace mindpet_host;  // NOLINT
 ge::graphStatus AdapterTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  auto* td = ctx->GetTilingData<MindpetAdapterTilingData>();
-  td->activation = static_cast<int32_t>(*ctx->GetAttrs()->GetAttrPointer<int64_t>(0));
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetAdapterTilingData>(ctx);
+  const int64_t* activation = Attr<int64_t>(ctx, 0);
+  if (td == nullptr || activation == nullptr) return ge::GRAPH_FAILED;
+  td->activation = static_cast<int32_t>(*activation);
   mt::AdapterShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.d = Dim(ctx->GetInputShape(0), 1);
@@ -37,9 +39,11 @@ ge::graphStatus AdapterTiling(gert::TilingContext* ctx) {
 ge::graphStatus AdapterGradTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  auto* td = ctx->GetTilingData<MindpetAdapterGradTilingData>();
-  td->activation = static_cast<int32_t>(*ctx->GetAttrs()->GetAttrPointer<int64_t>(0));
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetAdapterGradTilingData>(ctx);
+  const int64_t* activation = Attr<int64_t>(ctx, 0);
+  if (td == nullptr || activation == nullptr) return ge::GRAPH_FAILED;
+  td->activation = static_cast<int32_t>(*activation);
   mt::AdapterShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.d = Dim(ctx->GetInputShape(0), 1);
@@ -59,7 +63,8 @@ ge::graphStatus AdapterGradTiling(gert::TilingContext* ctx) {
   for (int i = 0; i < 4; ++i) {
     if (!FillCubeTiling(plat, *bases[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
   }
-  ctx->SetBlockDim(plat.GetCoreNumAic());  // stage 2 follows a full-core barrier
+  ctx->SetBlockDim(plat.GetCoreNumAic());  // stage 2 follows a vector-core barrier (SyncAll)
+  if (!UseBatchScheduleMode(ctx)) return ge::GRAPH_FAILED;
   SetWorkspace(ctx, plat, p.workspaceBytes);
   return ge::GRAPH_SUCCESS;
 }

@@ -45,27 +45,49 @@ struct GemmIo {
 };
 
 // TCubeTiling for one matmul object: single-core shape and base tiles exactly as planned, buffer
-// space limited to the planned budget of the object.
+// space limited to the planned budget of the object. Every setter of MatmulApiTiling returns -1 on
+// a value it rejects (SetFixSplit: a base not aligned to its granule; SetBufferSpace: a budget
+// larger than the platform's): a rejected value would be silently replaced by the API's own
+// choice, so any -1 fails the tiling instead.
 inline bool FillCubeTiling(const platform_ascendc::PlatformAscendC& plat, const mt::GemmBase& g,
                            const mt::GemmBudget& budget, ge::DataType dt, const GemmIo& io,
                            AscendC::tiling::TCubeTiling& out) {
   matmul_tiling::MatmulApiTiling t(plat);
   const matmul_tiling::DataType mdt = MatmulType(dt);
-  t.SetAType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt, io.transA);
-  t.SetBType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt, io.transB);
-  t.SetCType(io.cToUb ? matmul_tiling::TPosition::VECIN : matmul_tiling::TPosition::GM,
-             matmul_tiling::CubeFormat::ND, mdt);
-  if (io.bias) {
-    t.SetBiasType(matmul_tiling::TPosition::GM, matmul_tiling::CubeFormat::ND, mdt);
-  }
-  t.EnableBias(io.bias);
-  t.SetOrgShape(io.orgM, io.orgN, io.orgKa, io.orgKb);
-  t.SetShape(g.m, g.n, g.k);
-  t.SetFixSplit(g.baseM, g.baseN, g.baseK);
-  // Tiles come N-first, the row-major order of mindpet::tiling::TileOf the kernels rely on.
-  t.SetTraverse(matmul_tiling::MatrixTraverse::FIRSTN);
-  t.SetBufferSpace(static_cast<int32_t>(budget.l1), static_cast<int32_t>(budget.l0c), -1);
-  return t.GetTiling(out) != -1;
+  const matmul_tiling::TPosition gm = matmul_tiling::TPosition::GM;
+  const matmul_tiling::CubeFormat nd = matmul_tiling::CubeFormat::ND;
+  bool ok = t.SetAType(gm, nd, mdt, io.transA) == 0;
+  ok = ok && t.SetBType(gm, nd, mdt, io.transB) == 0;
+  ok = ok && t.SetCType(io.cToUb ? matmul_tiling::TPosition::VECIN : gm, nd, mdt) == 0;
+  if (io.bias) ok = ok && t.SetBiasType(gm, nd, mdt) == 0;
+  ok = ok && t.EnableBias(io.bias) == 0;
+  ok = ok && t.SetOrgShape(io.orgM, io.orgN, io.orgKa, io.orgKb) == 0;
+  ok = ok && t.SetShape(g.m, g.n, g.k) == 0;
+  ok = ok && t.SetFixSplit(g.baseM, g.baseN, g.baseK) == 0;
+  ok = ok && t.SetBufferSpace(static_cast<int32_t>(budget.l1), static_cast<int32_t>(budget.l0c), -1) == 0;
+  return ok && t.GetTiling(out) != -1;
+}
+
+// The tiling data of the call, or nullptr when the context has none or too little room for T
+// (TilingContext::GetTilingData returns nullptr then).
+template <typename T>
+inline T* TilingData(gert::TilingContext* ctx) {
+  return ctx == nullptr ? nullptr : ctx->GetTilingData<T>();
+}
+
+// Attribute i of the call as T, or nullptr when the context has no attributes or no such one.
+template <typename T>
+inline const T* Attr(gert::TilingContext* ctx, size_t i) {
+  const gert::RuntimeAttrs* attrs = ctx->GetAttrs();
+  return attrs == nullptr ? nullptr : attrs->GetAttrPointer<T>(i);
+}
+
+// A kernel with a SyncAll barrier: batch schedule mode (the op holds all its cores at once). The
+// SyncAll reference recommends it: without it, concurrent streams whose barrier ops together need
+// more cores than exist can each hold part of the cores and wait for the rest forever.
+inline bool UseBatchScheduleMode(gert::TilingContext* ctx) {
+  constexpr uint32_t kBatchMode = 1;
+  return ctx->SetScheduleMode(kBatchMode) == ge::GRAPH_SUCCESS;
 }
 
 // Block dim of a MIX (1 AIC : 2 AIV) kernel that splits work over `usedAiv` vector cores. Stages
@@ -80,8 +102,15 @@ inline void SetWorkspace(gert::TilingContext* ctx, const platform_ascendc::Platf
   ws[0] = static_cast<size_t>(plat.GetLibApiWorkSpaceSize() + userBytes);
 }
 
+// Dimension i of an input (0 when the shape is missing: every planner rejects a zero dimension).
 inline uint32_t Dim(const gert::StorageShape* s, size_t i) {
-  return static_cast<uint32_t>(s->GetStorageShape().GetDim(i));
+  return s == nullptr ? 0 : static_cast<uint32_t>(s->GetStorageShape().GetDim(i));
+}
+
+// Dtype of input 0 (DT_UNDEFINED when missing: its size is not 2 or 4, so the planner rejects it).
+inline ge::DataType InputDtype(gert::TilingContext* ctx) {
+  const gert::CompileTimeTensorDesc* d = ctx->GetInputDesc(0);
+  return d == nullptr ? ge::DT_UNDEFINED : d->GetDataType();
 }
 
 // Every output has the dtype T of the call (ops/CONTRACTS.md, "Dtype").

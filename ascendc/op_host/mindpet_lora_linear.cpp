@@ -11,12 +11,15 @@ using namespace mindpet_host;  // NOLINT
 ge::graphStatus LoraLinearTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  const gert::RuntimeAttrs* attrs = ctx->GetAttrs();
-  auto* td = ctx->GetTilingData<MindpetLoraLinearTilingData>();
-  td->scale = *attrs->GetAttrPointer<float>(0);
-  td->hasBias = *attrs->GetAttrPointer<int64_t>(1) != 0;
-  td->hasMask = *attrs->GetAttrPointer<int64_t>(2) != 0;
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetLoraLinearTilingData>(ctx);
+  const float* scale = Attr<float>(ctx, 0);
+  const int64_t* hasBias = Attr<int64_t>(ctx, 1);
+  const int64_t* hasMask = Attr<int64_t>(ctx, 2);
+  if (td == nullptr || scale == nullptr || hasBias == nullptr || hasMask == nullptr) return ge::GRAPH_FAILED;
+  td->scale = *scale;
+  td->hasBias = *hasBias != 0;
+  td->hasMask = *hasMask != 0;
   mt::LoraLinearShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.k = Dim(ctx->GetInputShape(0), 1);
@@ -44,11 +47,13 @@ ge::graphStatus LoraLinearTiling(gert::TilingContext* ctx) {
 ge::graphStatus LoraLinearGradTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  const gert::RuntimeAttrs* attrs = ctx->GetAttrs();
-  auto* td = ctx->GetTilingData<MindpetLoraLinearGradTilingData>();
-  td->scale = *attrs->GetAttrPointer<float>(0);
-  td->hasMask = *attrs->GetAttrPointer<int64_t>(1) != 0;
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetLoraLinearGradTilingData>(ctx);
+  const float* scale = Attr<float>(ctx, 0);
+  const int64_t* hasMask = Attr<int64_t>(ctx, 1);
+  if (td == nullptr || scale == nullptr || hasMask == nullptr) return ge::GRAPH_FAILED;
+  td->scale = *scale;
+  td->hasMask = *hasMask != 0;
   mt::LoraLinearShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.n = Dim(ctx->GetInputShape(0), 1);
@@ -72,8 +77,9 @@ ge::graphStatus LoraLinearGradTiling(gert::TilingContext* ctx) {
   for (int i = 0; i < 4; ++i) {
     if (!FillCubeTiling(plat, *bases[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
   }
-  // Stage 2 follows a vector-core barrier (SyncAll): launch every core.
+  // Stage 2 follows a vector-core barrier (SyncAll): launch every core, in batch schedule mode.
   ctx->SetBlockDim(plat.GetCoreNumAic());
+  if (!UseBatchScheduleMode(ctx)) return ge::GRAPH_FAILED;
   SetWorkspace(ctx, plat, p.workspaceBytes);
   return ge::GRAPH_SUCCESS;
 }

@@ -10,9 +10,11 @@ using namespace mindpet_host;  // NOLINT
 ge::graphStatus LowRankAdapterTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  auto* td = ctx->GetTilingData<MindpetLowRankAdapterTilingData>();
-  td->activation = static_cast<int32_t>(*ctx->GetAttrs()->GetAttrPointer<int64_t>(0));
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetLowRankAdapterTilingData>(ctx);
+  const int64_t* activation = Attr<int64_t>(ctx, 0);
+  if (td == nullptr || activation == nullptr) return ge::GRAPH_FAILED;
+  td->activation = static_cast<int32_t>(*activation);
   mt::LowRankAdapterShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.d = Dim(ctx->GetInputShape(0), 1);
@@ -40,9 +42,11 @@ ge::graphStatus LowRankAdapterTiling(gert::TilingContext* ctx) {
 ge::graphStatus LowRankAdapterGradTiling(gert::TilingContext* ctx) {
   const auto plat = platform_ascendc::PlatformAscendC(ctx->GetPlatformInfo());
   const mt::HardwareSpec hw = Hardware(plat);
-  const ge::DataType dt = ctx->GetInputDesc(0)->GetDataType();
-  auto* td = ctx->GetTilingData<MindpetLowRankAdapterGradTilingData>();
-  td->activation = static_cast<int32_t>(*ctx->GetAttrs()->GetAttrPointer<int64_t>(0));
+  const ge::DataType dt = InputDtype(ctx);
+  auto* td = TilingData<MindpetLowRankAdapterGradTilingData>(ctx);
+  const int64_t* activation = Attr<int64_t>(ctx, 0);
+  if (td == nullptr || activation == nullptr) return ge::GRAPH_FAILED;
+  td->activation = static_cast<int32_t>(*activation);
   mt::LowRankAdapterShape s;
   s.m = Dim(ctx->GetInputShape(0), 0);
   s.d = Dim(ctx->GetInputShape(0), 1);
@@ -69,7 +73,8 @@ ge::graphStatus LowRankAdapterGradTiling(gert::TilingContext* ctx) {
   for (int i = 0; i < 8; ++i) {
     if (!FillCubeTiling(plat, *bases[i], b, dt, io[i], td->mm[i])) return ge::GRAPH_FAILED;
   }
-  ctx->SetBlockDim(plat.GetCoreNumAic());  // stage 2 follows a full-core barrier
+  ctx->SetBlockDim(plat.GetCoreNumAic());  // stage 2 follows a vector-core barrier (SyncAll)
+  if (!UseBatchScheduleMode(ctx)) return ge::GRAPH_FAILED;
   SetWorkspace(ctx, plat, p.workspaceBytes);
   return ge::GRAPH_SUCCESS;
 }
