@@ -205,21 +205,28 @@ def test_freeze_train_merge_save_load(tmp_path):
 
 # ----------------------------------------------------------------------------- mindformers itself (optional)
 _MINDFORMERS = importlib.util.find_spec("mindformers") is not None
-_SKIP = ("mindformers is not importable here: PyPI's mindformers 2.1.0 needs MindSpore 2.11 and 2.0.0 needs "
-         "hyper-parallel (not on PyPI); install it with --no-deps (README, 'Using mindpet with mindformers')")
+_SKIP = ("mindformers is not importable here: PyPI's mindformers 2.0.0 and 2.1.0 require hyper-parallel (not on "
+         "PyPI), 2.1.0 also MindSpore 2.11; install it with --no-deps (README, 'Using mindpet with mindformers')")
+
+
+@pytest.fixture
+def mindformers_pynative(tmp_path, monkeypatch):
+    """PYNATIVE on CPU, and mindformers' ./output (logs, adapter_config.json) under tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 @pytest.mark.skipif(not _MINDFORMERS, reason=_SKIP)
-def test_real_mindformers_lora_adapter_and_ptuning2():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    try:
-        from mindformers.modules.layers import Linear
-        from mindformers.pet.pet_config import LoraConfig
-        from mindformers.pet.tuners.lora_adapter import LoraAdapter
-        from mindformers.pet.tuners.pet_adapter import PetAdapter
-        from mindformers.models.glm2 import glm2
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+def test_real_mindformers_lora_adapter_and_ptuning2(mindformers_pynative):
+    """mindformers' LoraAdapter on its own Linear layers, and PetAdapter's freeze, with our LoRADense."""
+    from mindformers.modules.layers import Linear
+    from mindformers.pet.pet_config import LoraConfig
+    from mindformers.pet.tuners.lora_adapter import LoraAdapter
+    from mindformers.pet.tuners.pet_adapter import PetAdapter
+    from mindformers.models.glm2 import glm2
+
     assert glm2.PrefixEncoder is importlib.import_module("mindpet.delta.ptuning2").PrefixEncoder
 
     class Attention(nn.Cell):
@@ -252,14 +259,6 @@ def test_real_mindformers_lora_adapter_and_ptuning2():
     net.set_train(False)
     np.testing.assert_allclose(net(x).asnumpy(), before, rtol=1e-5, atol=1e-5)
 
-
-@pytest.fixture
-def mindformers_pynative(tmp_path, monkeypatch):
-    """PYNATIVE on CPU, and mindformers' ./output (logs, adapter_config.json) under tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 @pytest.mark.skipif(not _MINDFORMERS, reason=_SKIP)
