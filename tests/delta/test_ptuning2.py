@@ -301,3 +301,38 @@ def test_get_dropout_behaviour(mode):
 def test_get_dropout_errors(value, error):
     with pytest.raises(error, match="'dropout_prob'"):
         get_dropout(value)
+
+
+def test_loads_a_checkpoint_with_the_1_0_4_position_parameter():
+    """A 1.0.4 checkpoint also holds the int64 positions ``mindpet_delta_ptuning2_prefix``: not loaded, harmless."""
+    source = _PrefixModel(True)
+    ckpt = {p.name: ms.Parameter(p.value().copy(), name=p.name) for p in source.get_parameters()}
+    ckpt["prefix_encoder.mindpet_delta_ptuning2_prefix"] = ms.Parameter(
+        Tensor(np.arange(SIZES[0], dtype=np.int64)), name="prefix_encoder.mindpet_delta_ptuning2_prefix",
+        requires_grad=False)
+    target = _PrefixModel(True)
+    not_loaded, unused = ms.load_param_into_net(target, ckpt)
+    assert not not_loaded and unused == ["prefix_encoder.mindpet_delta_ptuning2_prefix"]
+    np.testing.assert_array_equal(target.prefix_encoder(BATCH, ms.float32)[0].asnumpy(),
+                                  source.prefix_encoder(BATCH, ms.float32)[0].asnumpy())
+
+
+def test_dynamic_batch_size_in_graph_mode():
+    """batch_size taken from a dynamic-shape input (mindformers' is_dynamic): one graph, any batch."""
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.enc = _encoder(True)
+
+        def construct(self, x):
+            return self.enc(x.shape[0], ms.float32)
+
+    net = Net()
+    net.set_inputs(Tensor(shape=[None, 4], dtype=ms.float32))
+    want = _split_reference(_flat_reference(net.enc), 3, *SIZES[1:4])
+    for batch in (1, 3):
+        out = net(Tensor(np.zeros((batch, 4), np.float32)))
+        assert out[1].shape == (2, batch) + want[1].shape[2:]
+        np.testing.assert_allclose(_np(out[1]), want[1][:, :1].repeat(batch, 1), rtol=1e-5, atol=1e-6)
