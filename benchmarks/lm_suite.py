@@ -66,9 +66,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks.metrics import mean_std
-from benchmarks.outputs import write_text
-from benchmarks.threads import thread_settings, worker_env
+from benchmarks.lib.metrics import mean_std
+from benchmarks.lib.outputs import write_text
+from benchmarks.lib.threads import thread_settings, worker_env
 
 METHODS = ("zero_shot", "prompt", "prefix", "lora")
 FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
@@ -582,7 +582,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.model == "smollm2":
         from benchmarks.models.gguf_loader import missing_reason
-        from benchmarks.assets import missing_reason as data_missing
+        from benchmarks.lib.assets import missing_reason as data_missing
         reason = missing_reason() or data_missing()
         if reason:
             print(f"cannot run the LM suite: {reason}", file=sys.stderr)

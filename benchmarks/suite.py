@@ -26,11 +26,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
-                                LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
-from benchmarks.metrics import mean_std
-from benchmarks.outputs import save_figure, save_npz, write_json, write_text
-from benchmarks.threads import thread_settings, with_repository_on_path, worker_env
+from benchmarks.lib.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
+                                    LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
+from benchmarks.lib.metrics import mean_std
+from benchmarks.lib.outputs import save_figure, save_npz, write_json, write_text
+from benchmarks.lib.threads import thread_settings, with_repository_on_path, worker_env
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -88,8 +88,8 @@ ACCURACY_TARGET = 0.98
 
 def _load_task(source: dict):
     if source["kind"] == "bbc":
-        from benchmarks.assets import minilm_dir
-        from benchmarks.tasks import bbc_headlines_task
+        from benchmarks.lib.assets import minilm_dir
+        from benchmarks.lib.tasks import bbc_headlines_task
 
         return bbc_headlines_task(minilm_dir() / "tokenizer.json", max_length=source["max_length"])
     if source["kind"] == "npz":
@@ -98,7 +98,7 @@ def _load_task(source: dict):
 
 
 def save_task_npz(task, path: Path) -> Path:
-    """Store a tokenised :class:`~benchmarks.tasks.ClassificationTask` for worker processes."""
+    """Store a tokenised :class:`~benchmarks.lib.tasks.ClassificationTask` for worker processes."""
     arrays = {}
     for split in ("train", "test"):
         data = getattr(task, split)
@@ -111,7 +111,7 @@ def save_task_npz(task, path: Path) -> Path:
 
 def load_task_npz(path: Path):
     from benchmarks.data.tokenize import EncodedBatch
-    from benchmarks.tasks import ClassificationTask, LabelledTokens
+    from benchmarks.lib.tasks import ClassificationTask, LabelledTokens
 
     with np.load(path) as z:
         def split(s):
@@ -124,9 +124,9 @@ def load_task_npz(path: Path):
 
 def run_worker(request_path: Path) -> int:
     """Run one (row, seed) of a request file and write its result JSON."""
-    from benchmarks.finetune import PretrainedBert, run_row
+    from benchmarks.lib.finetune import PretrainedBert, run_row
     from benchmarks.models.bert import BertConfig
-    from benchmarks.training import TrainSettings
+    from benchmarks.lib.training import TrainSettings
 
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     p = request["pretrained"]
@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         return run_worker(args.worker)
     profile = profile_from_args(args)
-    from benchmarks.assets import AssetMissing, bbc_dir, minilm_dir
+    from benchmarks.lib.assets import AssetMissing, bbc_dir, minilm_dir
     from benchmarks.models.bert import BertConfig
 
     try:

@@ -1,0 +1,14 @@
+"""Library code of the benchmarks: nothing here is run from the command line (the tools are
+``benchmarks/<tool>.py``; ``python -m benchmarks`` lists them).
+
+    benchmarks.lib.assets        locate the offline model and data packages
+    benchmarks.lib.tasks         tokenised classification tasks (BBC News headlines)
+    benchmarks.lib.methods       the fine-tuning methods (full, LoRA, adapters, BitFit, prefix, prompt)
+    benchmarks.lib.training      the train step, learning-rate schedule, parameter and memory counts
+    benchmarks.lib.callbacks     per-step loss and time recording
+    benchmarks.lib.metrics       accuracy, macro-F1, mean and sample standard deviation
+    benchmarks.lib.finetune      the train / evaluate / save / reload path shared by the classification jobs
+    benchmarks.lib.reload_check  the fresh process that reloads pre-trained + delta and evaluates it
+    benchmarks.lib.threads       the environment of worker processes (repository path, OpenMP settings)
+    benchmarks.lib.outputs       crash-safe writers for every file the benchmarks produce
+"""
