@@ -141,7 +141,7 @@ def run_ab(configs: Sequence[str], rounds: int, reps: int) -> Dict[str, List[Dic
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("label", nargs="?", default="run")
     parser.add_argument("--reps", type=int, default=int(os.environ.get("REPS", "8")))
     parser.add_argument("--json", action="store_true", help="print the medians as one JSON line (A/B worker)")
