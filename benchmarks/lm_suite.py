@@ -40,7 +40,7 @@ Profiles: ``--quick`` (batch 1, 30 steps, 8 held-out chunks, seed 0; ~20 min for
 both cores ~25-30 min per training run (estimated from the quick profile), ~4 h for the nine plus one
 zero-shot run). ``--jobs N`` runs N workers
 at once, each pinned to its own share of the CPUs with one OpenMP thread per CPU and, unless
-``OMP_WAIT_POLICY`` is set, the passive wait policy (:func:`worker_env`); a worker's output goes to
+``OMP_WAIT_POLICY`` is set, the passive wait policy (:func:`benchmarks.lib.threads.worker_env`); a worker's output goes to
 ``<output-dir>/logs/``. MindSpore's CPU backend gains little from a second core on this model, so on 2 cores
 ``--jobs 2`` is the faster way: measured 19-21 min per training run with two running side by side (4.0-4.2 s
 per step on one core), ~1 h 45 min for the full profile; it needs ~7 GB of memory per running worker.
@@ -52,23 +52,22 @@ seeds, each seed's value, and whether every seed of prompt and prefix tuning end
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from benchmarks.lib.metrics import mean_std
 from benchmarks.lib.outputs import write_text
-from benchmarks.lib.threads import thread_settings, worker_env
+from benchmarks.lib.runner import cpu_groups, module_command, reusable, run_workers
+from benchmarks.lib.threads import thread_settings
 
 METHODS = ("zero_shot", "prompt", "prefix", "lora")
 FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
@@ -468,71 +467,10 @@ def _request(method: str, model: str, profile: Profile) -> dict:
     return {"method": method, "model": model, "profile": asdict(profile)}
 
 
-def _reusable(path: Path, request: dict) -> Optional[dict]:
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return result if result.get("request") == request else None
-
-
 def _record(result: dict, request: dict, data: LMData, path: Path) -> None:
     """Complete a finished run's result with what it answers and how it ran, and write it to ``path``."""
     result["request"], result["data"], result["threads"] = request, data.info, thread_settings()
     write_text(path, json.dumps(result, indent=2))
-
-
-def cpu_groups(cpus: Sequence[int], jobs: int) -> List[Tuple[int, ...]]:
-    """Split the usable CPUs into ``jobs`` disjoint, contiguous groups of near-equal size (one per job slot)."""
-    cpus = sorted(cpus)
-    if not 1 <= jobs <= len(cpus):
-        raise ValueError(f"jobs must be between 1 and the {len(cpus)} usable CPUs, got {jobs}")
-    bounds = [round(i * len(cpus) / jobs) for i in range(jobs + 1)]
-    return [tuple(cpus[bounds[i]:bounds[i + 1]]) for i in range(jobs)]
-
-
-def run_workers(commands: Sequence[Tuple[str, List[str]]], jobs: int, log_dir: Path) -> None:
-    """Run ``(label, argv)`` worker commands, ``jobs`` at a time. With ``jobs == 1`` a worker inherits this
-    process's CPUs and output; otherwise each running worker is pinned to its own group of CPUs
-    (:func:`cpu_groups`) and writes its output to ``log_dir/<label>.log``. Raises after all have finished
-    if any failed."""
-    cwd = str(Path(__file__).resolve().parents[1])
-    if jobs == 1:
-        for label, cmd in commands:
-            print(f"[lm_suite] {label}: {' '.join(cmd[1:])}", flush=True)
-            subprocess.run(cmd, check=True, cwd=cwd)
-        return
-    log_dir.mkdir(parents=True, exist_ok=True)
-    free, pending, running, failed = cpu_groups(os.sched_getaffinity(0), jobs), list(commands), [], []
-    try:
-        while pending or running:
-            while pending and free:  # started from this thread only: the pinning runs between fork and exec
-                (label, cmd), cpus = pending.pop(0), free.pop(0)
-                log = log_dir / f"{label.replace(' ', '_')}.log"
-                print(f"[lm_suite] {label} on CPUs {list(cpus)}: {' '.join(cmd[1:])} (log: {log})", flush=True)
-                handle = open(log, "w", encoding="utf-8")  # pylint: disable=consider-using-with
-                pin = functools.partial(os.sched_setaffinity, 0, cpus)
-                proc = subprocess.Popen(cmd, cwd=cwd, env=worker_env(cpus), stdout=handle,
-                                        stderr=subprocess.STDOUT, preexec_fn=pin)
-                running.append((proc, label, cpus, handle, log))
-            time.sleep(0.5)
-            for entry in [e for e in running if e[0].poll() is not None]:
-                proc, label, cpus, handle, log = entry
-                handle.close()
-                running.remove(entry)
-                free.append(cpus)
-                print(f"[lm_suite] {label}: finished (exit {proc.returncode})", flush=True)
-                if proc.returncode != 0:
-                    failed.append(f"worker '{label}' failed with exit {proc.returncode}; see {log}")
-    finally:  # interrupted (or a bug here): stop the workers still running, close their logs
-        for proc, _, _, handle, _ in running:
-            proc.kill()
-            proc.wait()
-            handle.close()
-    if failed:
-        raise RuntimeError("; ".join(failed))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -594,7 +532,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for method, seed in planned:
         run_profile = replace(profile, seed=seed)
         request, path = _request(method, args.model, run_profile), run_path(out, method, seed)
-        result = _reusable(path, request) if args.resume else None
+        result = reusable(path, request) if args.resume else None
         if result is not None:
             print(f"[lm_suite] {method} seed {seed}: reusing {path}", flush=True)
         elif args.in_process:
@@ -604,8 +542,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             result = run_method(method, pretrained, data, run_profile, progress, args.pynative)
             _record(result, request, data, path)
         else:
-            cmd = [sys.executable, "-m", "benchmarks.lm_suite", "--run-one", method, "--model", args.model,
-                   "--output-dir", str(out), f"--{name}", "--seeds", str(seed)]
+            cmd = module_command("benchmarks.lm_suite", "--run-one", method, "--model", args.model,
+                                 "--output-dir", str(out), f"--{name}", "--seeds", str(seed))
             for flag, value in (("--steps", args.steps), ("--heldout-chunks", args.heldout_chunks),
                                 ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
                 if value is not None:
@@ -615,7 +553,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             commands.append((f"{method} seed {seed}", cmd))
         if result is not None:
             results[method, seed] = result
-    run_workers(commands, args.jobs, out / "logs")
+    run_workers(commands, args.jobs, out / "logs", tag="lm_suite")
     runs, data_info = [], {}
     for method, seed in planned:
         result = results.get((method, seed)) or json.loads(run_path(out, method, seed).read_text(encoding="utf-8"))

@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from benchmarks.lib.methods import (AdapterSettings, BitFitSettings, FullSetting
                                     LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
 from benchmarks.lib.metrics import mean_std
 from benchmarks.lib.outputs import save_figure, save_npz, write_json, write_text
+from benchmarks.lib.runner import module_command, reusable, run_timed
 from benchmarks.lib.threads import thread_settings, with_repository_on_path, worker_env
 
 RDROP_ALPHA = 4.0
@@ -163,26 +163,17 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
                "omp_wait_policy": env["OMP_WAIT_POLICY"],
                "result": str(runs_dir / f"{stem}.json")}
     request_path = runs_dir / f"{stem}.request.json"
-    if resume and request_path.is_file() and Path(request["result"]).is_file():
-        previous = json.loads(request_path.read_text(encoding="utf-8"))
-        result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
-        ignored = ("progress", "result")  # the output directory may be given relative or absolute
-        same = ({k: v for k, v in previous.items() if k not in ignored}
-                == {k: v for k, v in request.items() if k not in ignored})
-        if same and "process" in result:
+    if resume:  # the output directory may be given relative or absolute; progress bars change nothing
+        result = reusable(Path(request["result"]), request, request_path, ignore=("progress", "result"))
+        if result is not None and "process" in result:  # "process" is added once the worker has finished
             result["process"]["reused"] = True
             return result
     write_json(request_path, request)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--worker", str(request_path)],
-                          env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {stem} failed (exit {proc.returncode}); its stderr is above")
+    run = run_timed(module_command("benchmarks.suite", "--worker", str(request_path)), env, timeout, quiet=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"run {stem} failed (exit {run.returncode}); its stderr is above")
     result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
-    result["process"] = {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+    result["process"] = {"wall_s": run.wall_s, "cpu_s": run.cpu_s}
     write_json(request["result"], result)
     return result
 

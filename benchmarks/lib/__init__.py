@@ -9,6 +9,7 @@
     benchmarks.lib.metrics       accuracy, macro-F1, mean and sample standard deviation
     benchmarks.lib.finetune      the train / evaluate / save / reload path shared by the classification jobs
     benchmarks.lib.reload_check  the fresh process that reloads pre-trained + delta and evaluates it
+    benchmarks.lib.runner        worker processes of the suites, request digests and ``--resume``
     benchmarks.lib.threads       the environment of worker processes (repository path, OpenMP settings)
     benchmarks.lib.outputs       crash-safe writers for every file the benchmarks produce
 """
