@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 from benchmarks import lm_suite
+from benchmarks.lib import lm_data, lm_profile, lm_training
 
 
 def test_chunking_and_held_out_selection():
-    chunks = lm_suite.chunk_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=4, separator=0)
+    chunks = lm_data.chunk_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=4, separator=0)
     np.testing.assert_array_equal(chunks, [[5, 6, 7, 0], [8, 9, 0, 10]])  # 11, 12, 13 dropped
-    picked = lm_suite.evenly_spaced(np.arange(10)[:, None], 4)
+    picked = lm_data.evenly_spaced(np.arange(10)[:, None], 4)
     np.testing.assert_array_equal(picked[:, 0], [0, 3, 6, 9])
 
 
 def test_learning_rate_schedule():
-    rates = lm_suite.learning_rates(1.0, 10, 0.2)
+    rates = lm_training.learning_rates(1.0, 10, 0.2)
     assert rates[:2] == [0.5, 1.0] and rates[-1] == 1.0 / 8 and max(rates) == 1.0
 
 
@@ -28,7 +29,7 @@ def test_synthetic_suite_writes_tables(tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "lm_results.json").read_text())
     rows = {r["method"]: r for r in report["results"]}
-    assert list(rows) == list(lm_suite.METHODS)
+    assert list(rows) == list(lm_profile.METHODS)
     total = rows["zero_shot"]["parameters"]["total"]
     assert rows["zero_shot"]["parameters"]["trainable"] == 0
     # exactly the delta parameters train: 20 prompt vectors; 10 prefix positions x layers x K/V x KV heads x
