@@ -1,5 +1,5 @@
-"""Library code of the benchmarks: nothing here is run from the command line (the tools are
-``benchmarks/<tool>.py``; ``python -m benchmarks`` lists them).
+"""Library code of the benchmarks, no tools (those are ``benchmarks/<tool>.py``; ``python -m benchmarks`` lists
+them). The one module started as a process, ``python -m benchmarks.lib.reload_check``, is a worker of the quick job.
 
     benchmarks.lib.assets        locate the offline model and data packages
     benchmarks.lib.tasks         tokenised classification tasks (BBC News headlines)
@@ -14,6 +14,7 @@
     benchmarks.lib.lm_model      ... its pre-trained models and ``build`` (the model of a method)
     benchmarks.lib.lm_training   ... one run (``run_method``): train and measure held-out perplexity
     benchmarks.lib.lm_report     ... its table (``lm_table.md``, ``lm_results.json``)
+    benchmarks.lib.entry_points  the registry of the tools (``python -m benchmarks``, the README's table)
     benchmarks.lib.runner        worker processes of the suites, request digests and ``--resume``
     benchmarks.lib.threads       the environment of worker processes (repository path, OpenMP settings)
     benchmarks.lib.outputs       crash-safe writers for every file the benchmarks produce
