@@ -1,18 +1,13 @@
-"""Benchmarks of mindpet on real models and data (MiniLM on BBC News headlines).
+"""Benchmarks of mindpet on real models and data (MiniLM on BBC News headlines, SmolLM2 on BBC articles).
 
-Sub-modules:
-    benchmarks.assets        locate the offline model and data packages
-    benchmarks.data          BBC News loading, de-duplication, split and tokenisation
-    benchmarks.models        the MindSpore BERT port, its classifier and the HF weight loader
-    benchmarks.finetune      the train / evaluate / save / reload path shared by every job
-    benchmarks.quick_lora    the quick LoRA job (``python -m benchmarks.quick_lora``)
-    benchmarks.methods       the fine-tuning methods (full, LoRA, adapters, BitFit, prefix, prompt)
-    benchmarks.suite         the classification table (``python -m benchmarks.suite --quick | --full``)
-    benchmarks.lm_suite      the language-model table (``python -m benchmarks.lm_suite --quick | --full``)
-    benchmarks.peer          PyTorch + PEFT side by side (``python -m benchmarks.peer``, optional extra)
-    benchmarks.step_probe    the OpenMP wait-policy probe and A/B (``python -m benchmarks.step_probe --ab N``)
-    benchmarks.threads       the environment of worker processes (repository path, OpenMP settings)
-    benchmarks.outputs       crash-safe writers for every file the benchmarks produce
+The modules directly in this package are the command-line tools, each run as ``python -m benchmarks.<tool>``
+from the repository root; ``python -m benchmarks`` lists them (the registry: ``benchmarks.lib.entry_points``;
+``benchmarks/README.md`` opens with the same table). ``benchmarks.peer`` is a tool too, of several modules
+(``python -m benchmarks.peer``). Library code lives in the other sub-packages:
+
+    benchmarks.lib       shared code of the tools (assets, tasks, methods, training, outputs, worker processes)
+    benchmarks.data      BBC News loading, de-duplication, split and tokenisation
+    benchmarks.models    the MindSpore BERT and LLaMA ports and their weight loaders
 
 Nothing in ``mindpet`` imports this package.
 """

@@ -1,7 +1,7 @@
 """LoRA merge benchmark: forward time of merged and unmerged ``LoRADense`` relative to ``nn.Dense``.
 
-    python benchmarks/merge_bench.py            # layer 4096x1024 -> 1024 at r=16 and r=256, MiniLM-sized BERT
-    python benchmarks/merge_bench.py --quick    # layer only, 2048 rows, r=16 and r=256, 7 repetitions
+    python -m benchmarks.merge_bench            # layer 4096x1024 -> 1024 at r=16 and r=256, MiniLM-sized BERT
+    python -m benchmarks.merge_bench --quick    # layer only, 2048 rows, r=16 and r=256, 7 repetitions
 
 GRAPH mode, float32. Three variants hold the same pre-trained weight: a plain ``nn.Dense``, a
 ``LoRADense`` (random non-zero A, B; the branch runs) and the same LoRA layer after ``merge()``
@@ -30,11 +30,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import mindpet  # noqa: E402
-from mindpet.delta import LoRADense  # noqa: E402
+import mindpet
+from mindpet.delta import LoRADense
 
 VARIANTS = ("dense", "unmerged", "merged")
 
@@ -156,7 +153,7 @@ def run_model(batch: int, length: int, rank: int, reps: int, inner: int) -> Dict
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.merge_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="layer only, 2048 rows, 7 repetitions")
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--in-channels", type=int, default=1024)

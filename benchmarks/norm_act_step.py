@@ -22,11 +22,11 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from benchmarks.assets import AssetMissing, minilm_dir
-from benchmarks.finetune import PretrainedBert, apply_freeze, build_classifier
-from benchmarks.methods import FullSettings, LoraSettings
+from benchmarks.lib.assets import AssetMissing, minilm_dir
+from benchmarks.lib.finetune import PretrainedBert, apply_freeze, build_classifier
+from benchmarks.lib.methods import FullSettings, LoraSettings
 from benchmarks.models import bert as bert_model
-from benchmarks.training import ClassifierLoss
+from benchmarks.lib.training import ClassifierLoss
 
 
 def _batch(batch: int, length: int, vocab: int, classes: int, seed: int = 0):

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.assets import AssetMissing, minilm_dir
-from benchmarks.methods import LoraSettings
-from benchmarks.training import TrainSettings
+from benchmarks.lib.assets import AssetMissing, minilm_dir
+from benchmarks.lib.methods import LoraSettings
+from benchmarks.lib.training import TrainSettings
 
 JOB = "quick_lora"
 RELOAD_LOGIT_TOLERANCE = 1e-4
@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AssetMissing as err:
         print(f"{JOB}: {err}", file=sys.stderr)
         return 2
-    from benchmarks.finetune import PretrainedBert, run_finetune, write_summary
-    from benchmarks.tasks import bbc_headlines_task
+    from benchmarks.lib.finetune import PretrainedBert, run_finetune, write_summary
+    from benchmarks.lib.tasks import bbc_headlines_task
 
     try:
         task = bbc_headlines_task(model_dir / "tokenizer.json", max_length=args.max_length)

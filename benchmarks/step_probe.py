@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks.threads import with_repository_on_path
+from benchmarks.lib.threads import with_repository_on_path
 
 BATCH, LENGTH, CLASSES = 32, 32, 5
 CASES = ("forward", "lora_forward", "full_step", "lora_step")
@@ -53,7 +53,7 @@ def probe_batch(seed: int = 0) -> dict:
 
 def measure(reps: int) -> Dict[str, float]:
     """Median milliseconds per case over ``reps`` alternating repetitions, after two warm-up calls each."""
-    from benchmarks.assets import minilm_dir  # pylint: disable=import-outside-toplevel
+    from benchmarks.lib.assets import minilm_dir  # pylint: disable=import-outside-toplevel
     from benchmarks.peer.common import ModelSetup, save_batch  # pylint: disable=import-outside-toplevel
     from benchmarks.peer.ms_side import OursSide  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def run_ab(configs: Sequence[str], rounds: int, reps: int) -> Dict[str, List[Dic
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("label", nargs="?", default="run")
     parser.add_argument("--reps", type=int, default=int(os.environ.get("REPS", "8")))
     parser.add_argument("--json", action="store_true", help="print the medians as one JSON line (A/B worker)")
@@ -167,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = summarise(samples)
     print(table(summary, args.ab))
     if args.output is not None:
-        from benchmarks.outputs import write_json  # pylint: disable=import-outside-toplevel
+        from benchmarks.lib.outputs import write_json  # pylint: disable=import-outside-toplevel
         write_json(args.output, {"rounds": args.ab, "reps": args.reps, "configs": {c: CONFIGS[c] for c in configs},
                                  "load_start": list(load), "load_end": list(os.getloadavg()),
                                  "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

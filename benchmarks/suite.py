@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,11 +25,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmarks.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
-                                LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
-from benchmarks.metrics import mean_std
-from benchmarks.outputs import save_figure, save_npz, write_json, write_text
-from benchmarks.threads import thread_settings, with_repository_on_path, worker_env
+from benchmarks.lib.methods import (AdapterSettings, BitFitSettings, FullSettings, LoraSettings,
+                                    LowRankAdapterSettings, PrefixSettings, PromptSettings, method_from_description)
+from benchmarks.lib.metrics import mean_std
+from benchmarks.lib.outputs import save_figure, save_npz, write_json, write_text
+from benchmarks.lib.runner import module_command, reusable, run_timed
+from benchmarks.lib.threads import thread_settings, with_repository_on_path, worker_env
 
 RDROP_ALPHA = 4.0
 BATCH_SIZE = 32
@@ -88,8 +88,8 @@ ACCURACY_TARGET = 0.98
 
 def _load_task(source: dict):
     if source["kind"] == "bbc":
-        from benchmarks.assets import minilm_dir
-        from benchmarks.tasks import bbc_headlines_task
+        from benchmarks.lib.assets import minilm_dir
+        from benchmarks.lib.tasks import bbc_headlines_task
 
         return bbc_headlines_task(minilm_dir() / "tokenizer.json", max_length=source["max_length"])
     if source["kind"] == "npz":
@@ -98,7 +98,7 @@ def _load_task(source: dict):
 
 
 def save_task_npz(task, path: Path) -> Path:
-    """Store a tokenised :class:`~benchmarks.tasks.ClassificationTask` for worker processes."""
+    """Store a tokenised :class:`~benchmarks.lib.tasks.ClassificationTask` for worker processes."""
     arrays = {}
     for split in ("train", "test"):
         data = getattr(task, split)
@@ -111,7 +111,7 @@ def save_task_npz(task, path: Path) -> Path:
 
 def load_task_npz(path: Path):
     from benchmarks.data.tokenize import EncodedBatch
-    from benchmarks.tasks import ClassificationTask, LabelledTokens
+    from benchmarks.lib.tasks import ClassificationTask, LabelledTokens
 
     with np.load(path) as z:
         def split(s):
@@ -124,9 +124,9 @@ def load_task_npz(path: Path):
 
 def run_worker(request_path: Path) -> int:
     """Run one (row, seed) of a request file and write its result JSON."""
-    from benchmarks.finetune import PretrainedBert, run_row
+    from benchmarks.lib.finetune import PretrainedBert, run_row
     from benchmarks.models.bert import BertConfig
-    from benchmarks.training import TrainSettings
+    from benchmarks.lib.training import TrainSettings
 
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     p = request["pretrained"]
@@ -163,26 +163,17 @@ def run_one(row: Row, seed: int, steps: int, task_source: dict, pretrained: dict
                "omp_wait_policy": env["OMP_WAIT_POLICY"],
                "result": str(runs_dir / f"{stem}.json")}
     request_path = runs_dir / f"{stem}.request.json"
-    if resume and request_path.is_file() and Path(request["result"]).is_file():
-        previous = json.loads(request_path.read_text(encoding="utf-8"))
-        result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
-        ignored = ("progress", "result")  # the output directory may be given relative or absolute
-        same = ({k: v for k, v in previous.items() if k not in ignored}
-                == {k: v for k, v in request.items() if k not in ignored})
-        if same and "process" in result:
+    if resume:  # the output directory may be given relative or absolute; progress bars change nothing
+        result = reusable(Path(request["result"]), request, request_path, ignore=("progress", "result"))
+        if result is not None and "process" in result:  # "process" is added once the worker has finished
             result["process"]["reused"] = True
             return result
     write_json(request_path, request)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--worker", str(request_path)],
-                          env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {stem} failed (exit {proc.returncode}); its stderr is above")
+    run = run_timed(module_command("benchmarks.suite", "--worker", str(request_path)), env, timeout, quiet=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"run {stem} failed (exit {run.returncode}); its stderr is above")
     result = json.loads(Path(request["result"]).read_text(encoding="utf-8"))
-    result["process"] = {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+    result["process"] = {"wall_s": run.wall_s, "cpu_s": run.cpu_s}
     write_json(request["result"], result)
     return result
 
@@ -452,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         return run_worker(args.worker)
     profile = profile_from_args(args)
-    from benchmarks.assets import AssetMissing, bbc_dir, minilm_dir
+    from benchmarks.lib.assets import AssetMissing, bbc_dir, minilm_dir
     from benchmarks.models.bert import BertConfig
 
     try:

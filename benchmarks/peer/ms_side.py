@@ -27,9 +27,9 @@ class OursSide:
         import mindspore as ms
         from mindspore import nn
 
-        from benchmarks.finetune import PretrainedBert, apply_freeze, build_classifier
-        from benchmarks.methods import FullSettings, LoraSettings
-        from benchmarks.training import ClassifierLoss
+        from benchmarks.lib.finetune import PretrainedBert, apply_freeze, build_classifier
+        from benchmarks.lib.methods import FullSettings, LoraSettings
+        from benchmarks.lib.training import ClassifierLoss
 
         ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
         ms.set_seed(setup.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import assets
+from benchmarks.lib import assets
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 from benchmarks import lm_suite
+from benchmarks.lib import lm_data, lm_profile, lm_training
 
 
 def test_chunking_and_held_out_selection():
-    chunks = lm_suite.chunk_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=4, separator=0)
+    chunks = lm_data.chunk_stream([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=4, separator=0)
     np.testing.assert_array_equal(chunks, [[5, 6, 7, 0], [8, 9, 0, 10]])  # 11, 12, 13 dropped
-    picked = lm_suite.evenly_spaced(np.arange(10)[:, None], 4)
+    picked = lm_data.evenly_spaced(np.arange(10)[:, None], 4)
     np.testing.assert_array_equal(picked[:, 0], [0, 3, 6, 9])
 
 
 def test_learning_rate_schedule():
-    rates = lm_suite.learning_rates(1.0, 10, 0.2)
+    rates = lm_training.learning_rates(1.0, 10, 0.2)
     assert rates[:2] == [0.5, 1.0] and rates[-1] == 1.0 / 8 and max(rates) == 1.0
 
 
@@ -28,7 +29,7 @@ def test_synthetic_suite_writes_tables(tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "lm_results.json").read_text())
     rows = {r["method"]: r for r in report["results"]}
-    assert list(rows) == list(lm_suite.METHODS)
+    assert list(rows) == list(lm_profile.METHODS)
     total = rows["zero_shot"]["parameters"]["total"]
     assert rows["zero_shot"]["parameters"]["trainable"] == 0
     # exactly the delta parameters train: 20 prompt vectors; 10 prefix positions x layers x K/V x KV heads x
@@ -83,35 +84,12 @@ def test_seeds_are_summarised_and_resume_reuses_identical_runs(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------------------- parallel workers (--jobs)
-
-def test_cpu_groups_are_disjoint_contiguous_and_cover_every_cpu():
-    assert lm_suite.cpu_groups([1, 0], 2) == [(0,), (1,)]
-    groups = lm_suite.cpu_groups(range(5), 2)
-    assert sorted(c for g in groups for c in g) == [0, 1, 2, 3, 4] and sorted(map(len, groups)) == [2, 3]
-    assert lm_suite.cpu_groups([4, 6, 8], 1) == [(4, 6, 8)]
-    for jobs in (0, 3):
-        with pytest.raises(ValueError, match=rf"jobs must be between 1 and the 2 usable CPUs, got {jobs}"):
-            lm_suite.cpu_groups([0, 1], jobs)
-
+# (cpu_groups and run_workers themselves: tests/benchmarks/test_runner.py)
 
 def _cpus_or_skip(n):
     import os
     if len(os.sched_getaffinity(0)) < n:
         pytest.skip(f"needs {n} usable CPUs, this process has {len(os.sched_getaffinity(0))}")
-
-
-def test_parallel_workers_are_pinned_apart_and_a_failure_is_reported_after_the_others_finish(tmp_path):
-    _cpus_or_skip(2)
-    import sys
-    probe = ("import json, os, sys; json.dump({'cpus': sorted(os.sched_getaffinity(0)), "
-             "'omp': os.environ['OMP_NUM_THREADS']}, open(sys.argv[1], 'w'))")
-    commands = [("bad one", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])] + [
-        (f"probe {i}", [sys.executable, "-c", probe, str(tmp_path / f"probe{i}.json")]) for i in range(3)]
-    with pytest.raises(RuntimeError, match=r"worker 'bad one' failed with exit 3; see .*bad_one\.log"):
-        lm_suite.run_workers(commands, 2, tmp_path / "logs")
-    assert (tmp_path / "logs" / "bad_one.log").read_text().strip() == "boom"
-    seen = [json.loads((tmp_path / f"probe{i}.json").read_text()) for i in range(3)]  # all ran despite the failure
-    assert all(len(s["cpus"]) == 1 and s["omp"] == "1" for s in seen)
 
 
 def test_jobs_is_validated_before_anything_runs(tmp_path, capsys):

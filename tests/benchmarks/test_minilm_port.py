@@ -10,7 +10,7 @@ import pytest
 import mindspore as ms
 from safetensors.numpy import load_file, save_file
 
-from benchmarks import assets
+from benchmarks.lib import assets
 from benchmarks.models.bert import BertConfig, ExactGELU, SentenceEmbedder, exact_gelu
 from benchmarks.models.hf_weights import hf_to_mindspore_name, load_hf_weights
 from bert_reference import gelu, random_hf_state, sentence_embeddings

@@ -1,11 +1,11 @@
-"""benchmarks.outputs: every benchmark file is written completely or not at all."""
+"""benchmarks.lib.outputs: every benchmark file is written completely or not at all."""
 import json
 
 import matplotlib
 import numpy as np
 import pytest
 
-from benchmarks import outputs
+from benchmarks.lib import outputs
 
 matplotlib.use("Agg")
 

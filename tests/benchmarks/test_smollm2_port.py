@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from benchmarks import assets
+from benchmarks.lib import assets
 from benchmarks.models import gguf_loader
 from benchmarks.models.gguf_loader import permute_rows, unpermute_rows
 from benchmarks.models.llama import LlamaConfig, LlamaLM, load_gguf_weights, prefix_from_key_values

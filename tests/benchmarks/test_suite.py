@@ -12,10 +12,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from benchmarks import suite
-from benchmarks.finetune import build_classifier, apply_freeze, PretrainedBert
+from benchmarks.lib.finetune import build_classifier, apply_freeze, PretrainedBert
 from benchmarks.models.bert import BertConfig
-from benchmarks.tasks import ClassificationTask
-from benchmarks.training import parameter_counts, static_memory
+from benchmarks.lib.tasks import ClassificationTask
+from benchmarks.lib.training import parameter_counts, static_memory
 from bert_reference import random_hf_state
 from test_quick_job import TINY, _synthetic
 

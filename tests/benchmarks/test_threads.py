@@ -1,7 +1,8 @@
-"""benchmarks.threads: the OpenMP environment of benchmark workers, and what a run records of it."""
+"""benchmarks.lib.threads: the OpenMP environment of benchmark workers, and what a run records of it."""
 import os
 
-from benchmarks import suite, threads
+from benchmarks import suite
+from benchmarks.lib import threads
 
 
 def test_worker_env_defaults_to_the_passive_wait_policy_and_keeps_a_chosen_one():

@@ -3,7 +3,7 @@
 This is how a fine-tuned delta is used after training (nothing from the training process survives but
 the files), so the quick job verifies its reload here rather than in the training process.
 
-    python -m benchmarks.reload_check <request.json>
+    python -m benchmarks.lib.reload_check <request.json>
 
 The request names the pre-trained HF safetensors file, the BERT config, the method, the delta
 checkpoint, the test tokens (``.npz``) and where to write the logits (``.npz``).
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.outputs import save_npz, write_json
-from benchmarks.threads import with_repository_on_path
+from benchmarks.lib.outputs import save_npz, write_json
+from benchmarks.lib.threads import with_repository_on_path
 
 REQUEST = "reload_request.json"
 
@@ -46,11 +46,11 @@ def evaluate_request(request_path: Path) -> dict:
     from mindpet.graph import load_pretrained_and_delta
 
     from benchmarks.data.tokenize import EncodedBatch
-    from benchmarks.methods import method_from_description
+    from benchmarks.lib.methods import method_from_description
     from benchmarks.models.bert import BertConfig
     from benchmarks.models.hf_weights import convert_hf_file
-    from benchmarks.tasks import LabelledTokens
-    from benchmarks.training import predict_logits
+    from benchmarks.lib.tasks import LabelledTokens
+    from benchmarks.lib.training import predict_logits
 
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
@@ -69,7 +69,7 @@ def reload_in_subprocess(request_path: Path, timeout: float = 900.0) -> tuple[np
     """Run :func:`evaluate_request` in a new Python process; returns (logits, load report, seconds)."""
     env = with_repository_on_path(dict(os.environ))
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "benchmarks.reload_check", str(request_path)], env=env,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.lib.reload_check", str(request_path)], env=env,
                             capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     if result.returncode != 0:

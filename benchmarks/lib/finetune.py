@@ -1,7 +1,7 @@
 """One delta fine-tuning run: load pre-trained BERT, plug in the delta, freeze, train, save, evaluate, then
-reload pre-trained + delta in a fresh process (:mod:`benchmarks.reload_check`) and evaluate again.
+reload pre-trained + delta in a fresh process (:mod:`benchmarks.lib.reload_check`) and evaluate again.
 
-The data (:class:`~benchmarks.tasks.ClassificationTask`) and the model (:class:`PretrainedBert`) are
+The data (:class:`~benchmarks.lib.tasks.ClassificationTask`) and the model (:class:`PretrainedBert`) are
 arguments, so the same path runs on MiniLM + BBC headlines and on a tiny synthetic model in the tests.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ from mindspore.train import CheckpointConfig
 
 from mindpet.graph import TrainableParamsCheckPoint, freeze_delta
 
-from benchmarks import metrics
-from benchmarks.callbacks import StepRecorder
+from benchmarks.lib import metrics
+from benchmarks.lib.callbacks import StepRecorder
 from benchmarks.models.bert import BertClassifier, BertConfig, DenseFactory
 from benchmarks.models.hf_weights import load_hf_weights
-from benchmarks.outputs import write_json
-from benchmarks.reload_check import reload_in_subprocess, write_request
-from benchmarks.tasks import ClassificationTask, LabelledTokens
-from benchmarks.training import TrainSettings, parameter_counts, predict_logits, static_memory, train
+from benchmarks.lib.outputs import write_json
+from benchmarks.lib.reload_check import reload_in_subprocess, write_request
+from benchmarks.lib.tasks import ClassificationTask, LabelledTokens
+from benchmarks.lib.training import TrainSettings, parameter_counts, predict_logits, static_memory, train
 
 HEAD_PATTERN = "*head*"
 CKPT_PREFIX = "delta"

@@ -12,7 +12,7 @@ from mindspore.train import Callback, Model
 
 from mindpet.delta import RDropLoss, rdrop_repeat
 
-from benchmarks.tasks import LabelledTokens
+from benchmarks.lib.tasks import LabelledTokens
 
 COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 

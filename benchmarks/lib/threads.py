@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPOSITORY = str(Path(__file__).resolve().parents[1])
+REPOSITORY = str(Path(__file__).resolve().parents[2])
 OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 

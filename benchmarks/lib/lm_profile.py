@@ -1,0 +1,32 @@
+"""What a language-model run is: the methods, the hyper-parameters of a profile, the seeds of each profile."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METHODS = ("zero_shot", "prompt", "prefix", "lora")
+
+
+@dataclass(frozen=True)
+class Profile:
+    seq_len: int = 256
+    batch_size: int = 1
+    steps: int = 30
+    heldout_chunks: int = 8
+    prompt_tokens: int = 20
+    prefix_tokens: int = 10
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lr_prompt: float = 3e-2
+    lr_prefix: float = 1e-2
+    lr_lora: float = 2e-3
+    warmup_fraction: float = 0.1
+    seed: int = 0
+
+    def learning_rate(self, method: str) -> float:
+        return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora}.get(method, 0.0)
+
+
+PROFILES = {"quick": Profile(), "full": Profile(batch_size=1, steps=200, heldout_chunks=64)}
+# Training seeds per profile (data order, LoRA init and dropout). zero_shot has no randomness: one run.
+SEEDS = {"quick": (0,), "full": (0, 1, 2)}

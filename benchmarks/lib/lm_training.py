@@ -1,0 +1,148 @@
+"""One language-model run: build, freeze, train with Adam and measure held-out perplexity, step times and memory.
+
+:func:`run_method` returns the run's JSON-ready result; perplexity is ``exp(mean NLL)`` of the next-token
+predictions inside each held-out chunk.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.lib.lm_data import LMData
+from benchmarks.lib.lm_model import Pretrained, build
+from benchmarks.lib.lm_profile import METHODS, Profile
+
+FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
+
+
+def _cells():
+    from mindspore import nn, ops
+
+    class TokenNLL(nn.Cell):
+        """Sum of next-token NLL over the batch and the number of predicted tokens."""
+
+        def __init__(self, network):
+            super().__init__(auto_prefix=False)
+            self.network = network
+
+        def construct(self, input_ids):
+            logits = self.network(input_ids)[:, :-1]
+            logp = ops.log_softmax(logits, -1)
+            target = ops.expand_dims(input_ids[:, 1:], -1)
+            return -ops.gather_elements(logp, 2, target).sum()
+
+    class MeanLoss(nn.Cell):
+        def __init__(self, network):
+            super().__init__(auto_prefix=False)
+            self.nll = TokenNLL(network)
+
+        def construct(self, input_ids):
+            return self.nll(input_ids) / (input_ids.shape[0] * (input_ids.shape[1] - 1))
+
+    return TokenNLL, MeanLoss
+
+
+def learning_rates(peak: float, steps: int, warmup_fraction: float) -> list:
+    warmup = max(1, int(round(warmup_fraction * steps)))
+    return [peak * (s + 1) / warmup if s < warmup else peak * (steps - s) / max(1, steps - warmup)
+            for s in range(steps)]
+
+
+def perplexity(evaluator, chunks: np.ndarray, batch_size: int, progress: bool, desc: str) -> tuple[float, float]:
+    """(perplexity, seconds) on ``chunks`` of a ``TokenNLL`` cell (kept across calls: one graph compile)."""
+    import mindspore as ms
+    from tqdm import tqdm
+    evaluator.set_train(False)
+    total, count = 0.0, 0
+    start = time.perf_counter()
+    for i in tqdm(range(0, len(chunks), batch_size), desc=desc, disable=not progress, unit="batch"):
+        batch = chunks[i:i + batch_size]
+        total += float(evaluator(ms.Tensor(batch)).asnumpy())
+        count += batch.shape[0] * (batch.shape[1] - 1)
+    return math.exp(total / count), time.perf_counter() - start
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB."""
+    current = float("nan")
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profile, progress: bool = True,
+               pynative: bool = False) -> dict:
+    """Build, freeze, (train,) evaluate one method; a JSON-ready dictionary. GRAPH mode unless ``pynative``
+    (GRAPH is what the benchmark and its tiny synthetic test use; PYNATIVE is for debugging)."""
+    import mindspore as ms
+    from mindspore import nn
+    from tqdm import tqdm
+    from mindpet.graph import freeze_delta
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(profile.seed)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    net = build(method, pretrained, data, profile)
+    total = sum(int(np.prod(p.shape)) for p in net.get_parameters())
+    if method != "zero_shot":
+        freeze_delta(net, FREEZE_MODE[method])
+    trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params()) if method != "zero_shot" else 0
+    result = {"method": method, "model": pretrained.name, "profile": asdict(profile),
+              "parameters": {"total": total, "trainable": trainable, "trainable_pct": 100.0 * trainable / total},
+              "static_bytes": 4 * (total + 3 * trainable),
+              "build_s": time.perf_counter() - wall0}
+    result["rss_after_build_mb"] = _rss_mb()[0]
+    TokenNLL, MeanLoss = _cells()
+    evaluator = TokenNLL(net)
+
+    if method == "lora":  # B = 0 at initialisation: the model is exactly the zero-shot one, no need to evaluate
+        ppl_before, eval_s = float("nan"), 0.0
+    else:
+        ppl_before, eval_s = perplexity(evaluator, data.heldout, profile.batch_size, progress, f"{method} eval")
+    result["heldout_ppl_before"], result["eval_s"] = ppl_before, eval_s
+    if method == "zero_shot":
+        result["heldout_ppl"] = ppl_before
+    else:
+        lrs = learning_rates(profile.learning_rate(method), profile.steps, profile.warmup_fraction)
+        optimizer = nn.Adam(net.trainable_params(), learning_rate=lrs)
+        step_cell = nn.TrainOneStepCell(MeanLoss(net), optimizer)
+        net.set_train(True)
+        step_cell.set_train(True)
+        rng = np.random.default_rng(profile.seed)
+        need = profile.steps * profile.batch_size
+        order = np.concatenate([rng.permutation(len(data.train)) for _ in range(-(-need // len(data.train)))])
+        losses, seconds, cpu_seconds = [], [], []
+        bar = tqdm(range(profile.steps), desc=f"{method} train", disable=not progress, unit="step")
+        for step in bar:
+            batch = data.train[order[step * profile.batch_size:(step + 1) * profile.batch_size]]
+            t, c = time.perf_counter(), time.process_time()
+            loss = float(step_cell(ms.Tensor(batch)).asnumpy())
+            seconds.append(time.perf_counter() - t)
+            cpu_seconds.append(time.process_time() - c)
+            losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        net.set_train(False)
+        steady = seconds[1:] or seconds
+        result.update({
+            "learning_rate": profile.learning_rate(method), "train_steps": profile.steps,
+            "first_step_s": seconds[0], "step_s_median": float(np.median(steady)),
+            "step_cpu_s_median": float(np.median(cpu_seconds[1:] or cpu_seconds)),
+            "train_s": float(sum(seconds)),
+            "loss": {"first": losses[0], "last": losses[-1], "per_step": losses}})
+        ppl, eval_after_s = perplexity(evaluator, data.heldout, profile.batch_size, progress, f"{method} eval")
+        result["heldout_ppl"], result["eval_after_s"] = ppl, eval_after_s
+    result["total_s"] = time.perf_counter() - wall0
+    result["cpu_s"] = time.process_time() - cpu0
+    result["peak_rss_mb"] = _rss_mb()[1]
+    return result
