@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Union
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
-from mindspore.common.initializer import HeUniform, Initializer, initializer
+from mindspore.common.initializer import HeUniform
 from mindspore.common.seed import _get_graph_seed
 from mindspore.ops.primitive import Primitive
 
@@ -17,6 +16,7 @@ from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number,
@@ -24,27 +24,9 @@ from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check
 from mindpet.kernels import LoraLinear
 from mindpet.kernels import backend as _kernel_backend
 
-InitType = Union[Tensor, str, Initializer, numbers.Number]
 Strategy = Optional[tuple]
 
 __all__ = ["LoRADense"]
-
-
-def _new_parameter(init: InitType, shape: tuple, dtype, name: str) -> Parameter:
-    """A Parameter of ``shape`` and ``dtype`` from an initializer argument.
-
-    bfloat16 parameters are initialised in float32 and then converted, because this MindSpore build
-    cannot exchange bfloat16 data with numpy 2 (which ``Parameter`` does on creation).
-    """
-    make_dtype = mstype.float32 if dtype == mstype.bfloat16 else dtype
-    if isinstance(init, Tensor):
-        data = init.astype(make_dtype)
-    else:
-        data = initializer(init, shape, make_dtype)
-    param = Parameter(data, name=name)
-    if dtype == mstype.bfloat16:
-        param.set_dtype(mstype.bfloat16)
-    return param
 
 
 def _as_float64(param: Parameter) -> np.ndarray:
@@ -87,7 +69,7 @@ class LoRADense(GradSafeCell):
         lora_alpha: non-zero scale numerator; the update is scaled by ``lora_alpha / lora_rank``.
         lora_dropout: dropout probability on the LoRA branch's input, a float in [0, 1).
         lora_a_init, lora_b_init, weight_init, bias_init: Tensor (of the parameter's shape), initializer
-            name, Initializer or number. A Tensor is cast to ``param_init_type``.
+            name, Initializer or number. A Tensor (also a lazily initialised one) is cast to ``param_init_type``.
         param_init_type: parameter dtype (float16, float32 or bfloat16).
         compute_dtype: computation dtype (float16, float32 or bfloat16).
         has_bias: whether to add ``bias``.
@@ -174,12 +156,12 @@ class LoRADense(GradSafeCell):
                               and ms.get_context("device_target") == "CPU")
         self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
 
-        self.weight = _new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
-        self.bias = _new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
-        self.mindpet_delta_lora_a = _new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
-                                                   "mindpet_delta_lora_a")
-        self.mindpet_delta_lora_b = _new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
-                                                   "mindpet_delta_lora_b")
+        self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.mindpet_delta_lora_a = new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
+                                                  "mindpet_delta_lora_a")
+        self.mindpet_delta_lora_b = new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
+                                                  "mindpet_delta_lora_b")
         self._scaling = Tensor(self.scaling, self._op_dtype)
 
         # One primitive per documented shard strategy.
