@@ -1,0 +1,46 @@
+"""What a first-time user tripped on (issue 19, part 4), beside the README blocks (tests/test_readme.py).
+
+- ``freeze_delta(...).unfrozen`` printed ``[]`` in the README's own example: the result also lists what is
+  trainable and frozen after the call.
+- ``make test`` reinstalled the package (minutes, silently) on every run: the install is stamped and
+  repeated only when a build input changes.
+- The tests left MindSpore's ``rank_0/om/analyze_fail.ir`` in the working directory.
+- The quick benchmark profile printed "missed" for most targets without saying why.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from mindpet.delta import LoRADense
+from mindpet.graph import freeze_delta, freeze_modules
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _Net(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.query = LoRADense(4, 4, 2, 4, 0.0)
+        self.head = nn.Dense(4, 2)
+
+
+def test_freeze_result_lists_what_is_trainable_after_the_call():
+    net = _Net()
+    result = freeze_delta(net, "lora", exclude=["head.*"])
+    trainable = ["query.mindpet_delta_lora_a", "query.mindpet_delta_lora_b", "head.weight", "head.bias"]
+    assert result.trainable == trainable
+    assert result.trainable == [p.name for p in net.trainable_params()]
+    assert result.untrainable == ["query.weight", "query.bias"]
+    assert result.frozen == ["query.weight", "query.bias"] and result.unfrozen == []
+    again = freeze_delta(net, "lora")  # the head is frozen now; nothing made trainable
+    assert again.trainable == trainable[:2] and again.frozen == ["head.weight", "head.bias"]
+    back = freeze_modules(net, exclude=["head.*"])
+    assert back.unfrozen == ["head.weight", "head.bias"] and back.trainable == trainable
