@@ -44,3 +44,36 @@ def test_freeze_result_lists_what_is_trainable_after_the_call():
     assert again.trainable == trainable[:2] and again.frozen == ["head.weight", "head.bias"]
     back = freeze_modules(net, exclude=["head.*"])
     assert back.unfrozen == ["head.weight", "head.bias"] and back.trainable == trainable
+
+
+# ---------------------------------------------------------------- make: the install runs only when needed
+def _make_dry_run(tree: Path, target: str = "test") -> str:
+    return subprocess.run(["make", "-n", target], cwd=tree, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_installs_once_and_again_only_after_a_build_input_changes(tmp_path):
+    """Dry runs (``make -n``) in a copy of the build files: nothing is installed."""
+    tree = tmp_path / "clone"
+    tree.mkdir()
+    for name in ("Makefile", "setup.py", "pyproject.toml", "CMakeLists.txt"):
+        shutil.copy2(REPO / name, tree / name)
+    for name in ("cmake", "ops", "ascendc"):
+        shutil.copytree(REPO / name, tree / name)
+    fresh = _make_dry_run(tree)
+    assert "pip install" in fresh and "--quiet" not in fresh, "a fresh clone installs, showing progress"
+    assert "pytest" in fresh
+    (tree / ".make").mkdir()
+    subprocess.run(["make", "-t", "setup", "setup-assets"], cwd=tree, capture_output=True, check=True)  # as installed
+    assert list((tree / ".make").iterdir()), "stamps live in .make/"
+    again = _make_dry_run(tree)
+    assert "pip install" not in again and "pytest" in again, "nothing changed: no install"
+    source = next((tree / "ops").rglob("*.cc"))
+    later = (tree / ".make" / "setup").stat().st_mtime + 10  # edited after the install
+    os.utime(source, (later, later))
+    changed = _make_dry_run(tree)
+    assert "pip install --progress-bar on -e" in changed and "--no-deps" not in changed, "a native source changed"
+
+
+def test_stamps_are_kept_out_of_git():
+    assert ".make/" in (REPO / ".gitignore").read_text(encoding="utf-8").split()
