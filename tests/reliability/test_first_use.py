@@ -77,3 +77,20 @@ def test_make_installs_once_and_again_only_after_a_build_input_changes(tmp_path)
 
 def test_stamps_are_kept_out_of_git():
     assert ".make/" in (REPO / ".gitignore").read_text(encoding="utf-8").split()
+
+
+# ---------------------------------------------------------------- MindSpore's dumps stay out of the tree
+class _Failing(nn.Cell):
+    def construct(self, x):
+        raise ValueError("compile-time failure")
+
+
+def test_a_failed_graph_compilation_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    with pytest.raises(ValueError):
+        _Failing()(Tensor(np.ones(2, np.float32)))
+    assert not list(tmp_path.iterdir()), f"left in the working directory: {list(tmp_path.iterdir())}"
+    om = Path(os.environ["MS_OM_PATH"])
+    assert om.resolve() != REPO.resolve() and REPO.resolve() not in om.resolve().parents
+    assert list(om.rglob("analyze_fail.ir")), "the dump went to MS_OM_PATH"
