@@ -94,3 +94,20 @@ def test_a_failed_graph_compilation_writes_nothing_in_the_working_directory(tmp_
     om = Path(os.environ["MS_OM_PATH"])
     assert om.resolve() != REPO.resolve() and REPO.resolve() not in om.resolve().parents
     assert list(om.rglob("analyze_fail.ir")), "the dump went to MS_OM_PATH"
+
+
+# ---------------------------------------------------------------- the benchmark's target note
+def _entry(label: str, epochs: float, met: list) -> dict:
+    return {"label": label, "epochs": epochs,
+            "targets": [{"target": f"t{i}", "value": 1.0, "bound": 1.0, "met": m, "note": ""}
+                        for i, m in enumerate(met)]}
+
+
+def test_suite_target_note_explains_misses_of_the_quick_profile():
+    from benchmarks.suite import targets_note
+    table = [_entry("LoRA", 2.3, [False, False, False, False, False]), _entry("BitFit", 2.3, [True, False])]
+    quick = targets_note(table, {"seeds": [0], "steps": 120})
+    assert quick.startswith("1 of 7 targets met.")
+    assert "exit status is 0" in quick and "smoke run" in quick and "2.3 epochs" in quick
+    full = targets_note([_entry("LoRA", 5.8, [True, False])], {"seeds": [0, 1, 2], "steps": 300})
+    assert full.startswith("1 of 2 targets met.") and "smoke run" not in full
