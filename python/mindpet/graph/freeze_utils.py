@@ -1,7 +1,7 @@
 """Freezing parameters by wildcard, by delta mode, or from a YAML file.
 
-All three functions validate every argument before changing any ``requires_grad`` flag, and
-return a :class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. Call them
+All three functions validate every argument before changing any ``requires_grad`` flag, and return a
+:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. Call them
 before the optimizer is built: an optimizer captures ``trainable_params()`` when it is created.
 """
 from __future__ import annotations
