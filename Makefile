@@ -25,7 +25,7 @@ setup-peer: $(STAMPS)/peer
 
 $(STAMPS)/setup: $(BUILD_INPUTS)
 	@mkdir -p $(STAMPS)
-	@echo "== make setup: pip install -e '.[test,bench]' (first time: MindSpore and the native build, about 4-5 minutes)"
+	@echo "== make setup: pip install -e '.[test,bench]' (on a fresh machine: MindSpore and the native build, about 4-5 minutes)"
 	$(PIP) install --progress-bar on -e ".[test,bench]"
 	@touch $@
 
