@@ -309,7 +309,32 @@ def markdown(table: list[dict], meta: dict) -> str:
         for c in e["targets"]:
             value = "-" if c["value"] is None else f"{c['value']:.4g}"
             lines.append(f"| {e['label']} | {c['target']} | {value} | {c['bound']:g} | {c['note']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", targets_note(table, meta)]) + "\n"
+
+
+def targets_note(table: list[dict], meta: dict) -> str:
+    """What the targets are, that a miss is reported (exit status 0), and why a short run misses some."""
+    checks = [c for e in table for c in e["targets"] if c["met"] is not None]
+    met = sum(c["met"] for c in checks)
+    epochs = max((e["epochs"] for e in table), default=0.0)
+    note = (f"{met} of {len(checks)} targets met. The targets are the issue's goals for the delta methods "
+            f"against full fine-tuning of the same seed: accuracy >= {ACCURACY_TARGET} x full and the method's "
+            f"trainable share <= the spec's share on bert-base (LoRA, Adapter, Low-Rank Adapter, BitFit), LoRA step "
+            f"time <= {LORA_STEP_TARGET} x full and LoRA peak memory <= {LORA_MEMORY_TARGET} x full. A missed target "
+            f"is reported, not an error: the exit status is 0 unless a run fails.")
+    seeds = len(meta["seeds"])
+    if seeds > 1 and epochs >= 5:
+        return note
+    return note + (
+        f" This run ({seeds} seed{'s' if seeds != 1 else ''}, {meta['steps']} steps = {epochs:.1f} epochs) is a smoke "
+        f"run of the whole pipeline, not the verdict, and misses some targets by design: the accuracy ratios are taken "
+        f"before the delta methods have converged (they train fewer parameters and catch up with full "
+        f"fine-tuning later) and on few seeds (two identical runs differ by about 0.01); the trainable-share "
+        f"targets are missed by construction where MiniLM has more biases and attention weights per parameter than "
+        f"bert-base, whatever the run length; the LoRA step-time and memory ratios depend on the machine (on 2 CPU "
+        f"cores the frozen model's forward and backward and MindSpore's ~1.4 GB runtime dominate; missed in the "
+        f"full profile too). The verdict is the full profile's (python -m benchmarks.suite --full: 3 seeds, "
+        f"300 steps), recorded in benchmarks/RESULTS.md.")
 
 
 def plot(table: list[dict], path: Path) -> Path:

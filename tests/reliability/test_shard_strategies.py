@@ -1,8 +1,9 @@
 """Every ``shard`` argument of every delta layer is validated without devices, then lands on its primitive.
 
 A strategy is a tuple holding one tuple of positive ints per input of the primitive, each as long as
-that input's rank (activation strategies: any number of entries, each of 2 dims, since the layers
-apply activations to 2-D data). A malformed strategy raises TypeError (not a tuple of tuples) or
+that input's rank (activation strategies: one entry per input of the activation, the data's of 2 dims
+since the layers apply activations to 2-D data; without activation any number of 2-dim entries, as in
+the spec's examples; tests/reliability/test_activation_shard.py covers every activation name). A malformed strategy raises TypeError (not a tuple of tuples) or
 ValueError (bad entries, counts or lengths) naming the argument, and nothing at all is attached.
 Semi-auto parallel itself compiles on Ascend and GPU only, so CPU tests stop at the primitives.
 """
@@ -16,7 +17,7 @@ from mindspore import nn, ops
 from mindpet.delta import AdapterDense, AdapterLayer, LoRADense, LowRankAdapterDense, LowRankAdapterLayer
 from mindpet.delta._activation import activation_primitives
 
-# (argument, primitives it reaches, input ranks; None for an activation: entries of 2 dims, any count)
+# (argument, primitives it reaches, input ranks; an activation's: here ReLU, one input of 2 dims)
 Plan = List[Tuple[str, Callable[[nn.Cell], list], Optional[Sequence[int]]]]
 
 
@@ -41,7 +42,7 @@ LORA_PLAN: Plan = [
     ("strategy_lora_b_matmul", prim("lora_b_matmul"), (2, 2)),
     ("strategy_lora_mul", prim("mul"), (2, 0)),
     ("strategy_lora_add", prim("add"), (2, 2)),
-    ("strategy_activation", act("activation"), None),
+    ("strategy_activation", act("activation"), (2,)),
 ]
 
 
@@ -49,7 +50,7 @@ def _adapter_plan(sub: Tuple[str, ...]) -> Plan:
     return [
         ("strategy_matmul_down_sampler", prim(*sub, "matmul_down_sampler"), (2, 2)),
         ("strategy_bias_down_sampler", prim(*sub, "bias_add_down_sampler"), (2, 1)),
-        ("strategy_non_linearity", act(*sub, "non_linearity"), None),
+        ("strategy_non_linearity", act(*sub, "non_linearity"), (2,)),
         ("strategy_matmul_up_sampler", prim(*sub, "matmul_up_sampler"), (2, 2)),
         ("strategy_bias_up_sampler", prim(*sub, "bias_add_up_sampler"), (2, 1)),
         ("strategy_residual_add", prim(*sub, "residual_add"), (2, 2)),
@@ -61,7 +62,7 @@ def _low_rank_plan(sub: Tuple[str, ...]) -> Plan:
         ("strategy_matmul_down_sampler_weight", prim(*sub, "matmul_down_sampler_weight"), (2, 2)),
         ("strategy_matmul_down_sampler_input", prim(*sub, "matmul_down_sampler_input"), (2, 2)),
         ("strategy_bias_down_sampler", prim(*sub, "bias_add_down_sampler"), (2, 1)),
-        ("strategy_non_linearity", act(*sub, "non_linearity"), None),
+        ("strategy_non_linearity", act(*sub, "non_linearity"), (2,)),
         ("strategy_matmul_up_sampler_weight", prim(*sub, "matmul_up_sampler_weight"), (2, 2)),
         ("strategy_matmul_up_sampler_input", prim(*sub, "matmul_up_sampler_input"), (2, 2)),
         ("strategy_bias_up_sampler", prim(*sub, "bias_add_up_sampler"), (2, 1)),
@@ -72,7 +73,7 @@ def _low_rank_plan(sub: Tuple[str, ...]) -> Plan:
 DENSE_PLAN: Plan = [
     ("strategy_matmul_org", prim("matmul"), (2, 2)),
     ("strategy_bias_org", prim("bias_add"), (2, 1)),
-    ("strategy_activation_org", act("activation"), None),
+    ("strategy_activation_org", act("activation"), (2,)),
 ]
 
 # Layers built with a primitive-backed activation, so every strategy has somewhere to land.

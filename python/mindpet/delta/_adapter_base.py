@@ -15,34 +15,25 @@ hold their ``AdapterBlock`` in the attribute named ``delta_attr``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
-from mindspore.common.initializer import Initializer, initializer
 
 from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (check_bool, check_dense_input, check_dtype, check_init, check_positive_int,
                                        check_str)
 from mindpet.kernels import backend as _kernel_backend
 from mindpet.kernels.activations import activation_code
 
-__all__ = ["AdapterBlock", "DenseWithDelta", "InitType", "StrategyType", "build_kernel", "make_param",
-           "resolve_residual_alias"]
+__all__ = ["AdapterBlock", "DenseWithDelta", "StrategyType", "build_kernel", "resolve_residual_alias"]
 
-InitType = Union[Tensor, str, Initializer, float, int]
 StrategyType = Optional[tuple]
-
-
-def make_param(init: Any, shape: tuple, dtype: ms.dtype.Type, name: str) -> Parameter:
-    """A Parameter of ``shape`` and ``dtype`` from an initializer (a Tensor is cast to ``dtype``)."""
-    if isinstance(init, Tensor):
-        return Parameter(init.astype(dtype), name=name)
-    return Parameter(initializer(init, shape, dtype), name=name)
 
 
 def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residential_add: StrategyType,
@@ -219,8 +210,8 @@ class DenseWithDelta(GradSafeCell):
         self.has_bias = has_bias
         self.compute_dtype = compute_dtype
         self.param_init_type = param_init_type
-        self.weight = make_param(weight_init, (out_channels, in_channels), param_init_type, "weight")
-        self.bias = make_param(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = ops.BiasAdd()
         self.activation = activation

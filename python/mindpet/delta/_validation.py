@@ -64,6 +64,14 @@ def check_float_in_range(value: Any, name: str, cls_name: str, low: float = 0.0,
     return value
 
 
+def check_dropout_rate(value: Any, name: str, cls_name: str) -> float:
+    """TypeError unless an int or float (not a bool); ValueError unless in [0, 1). Returns a float."""
+    check_number(value, name, cls_name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"For '{cls_name}', '{name}' must be in [0.0, 1.0), but got {value}.")
+    return float(value)
+
+
 def check_dtype(value: Any, name: str, cls_name: str, allowed: Iterable = FLOAT_DTYPES):
     """TypeError unless ``value`` is one of the ``allowed`` MindSpore dtypes."""
     allowed = tuple(allowed)

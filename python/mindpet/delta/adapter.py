@@ -48,7 +48,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform
 
-from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
+from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType, build_kernel
+from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._adapter_base import resolve_residual_alias  # noqa: F401  pylint: disable=unused-import
 from mindpet.delta._validation import check_positive_int
 from mindpet.kernels import Adapter
@@ -112,13 +113,13 @@ class AdapterLayer(AdapterBlock):
         self.param_init_type = param_init_type
 
         d, k = hidden_size, bottleneck_size
-        self.mindpet_delta_adapter_down_weight = make_param(
+        self.mindpet_delta_adapter_down_weight = new_parameter(
             HeUniform(negative_slope=math.sqrt(5)), (k, d), param_init_type, "mindpet_delta_adapter_down_weight")
-        self.mindpet_delta_adapter_down_bias = make_param(
+        self.mindpet_delta_adapter_down_bias = new_parameter(
             "zeros", (k,), param_init_type, "mindpet_delta_adapter_down_bias")
-        self.mindpet_delta_adapter_up_weight = make_param(
+        self.mindpet_delta_adapter_up_weight = new_parameter(
             "zeros", (d, k), param_init_type, "mindpet_delta_adapter_up_weight")
-        self.mindpet_delta_adapter_up_bias = make_param(
+        self.mindpet_delta_adapter_up_bias = new_parameter(
             "zeros", (d,), param_init_type, "mindpet_delta_adapter_up_bias")
 
         self.matmul_down_sampler = ops.MatMul(transpose_b=True)

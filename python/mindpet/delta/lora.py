@@ -2,49 +2,30 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Union
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
-from mindspore.common.initializer import HeUniform, Initializer, initializer
+from mindspore.common.initializer import HeUniform
 from mindspore.common.seed import _get_graph_seed
 from mindspore.ops.primitive import Primitive
 
 from mindpet._eager import GradSafeCell
-from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
-                                       resolve_activation)
+from mindpet.delta._activation import activation_shard_plan, resolve_activation
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
-from mindpet.delta._strategy import apply_strategies, check_strategy
+from mindpet.delta._parameters import InitType, new_parameter
+from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
 from mindpet.kernels import LoraLinear
 from mindpet.kernels import backend as _kernel_backend
 
-InitType = Union[Tensor, str, Initializer, numbers.Number]
 Strategy = Optional[tuple]
 
 __all__ = ["LoRADense"]
-
-
-def _new_parameter(init: InitType, shape: tuple, dtype, name: str) -> Parameter:
-    """A Parameter of ``shape`` and ``dtype`` from an initializer argument.
-
-    bfloat16 parameters are initialised in float32 and then converted, because this MindSpore build
-    cannot exchange bfloat16 data with numpy 2 (which ``Parameter`` does on creation).
-    """
-    make_dtype = mstype.float32 if dtype == mstype.bfloat16 else dtype
-    if isinstance(init, Tensor):
-        data = init.astype(make_dtype)
-    else:
-        data = initializer(init, shape, make_dtype)
-    param = Parameter(data, name=name)
-    if dtype == mstype.bfloat16:
-        param.set_dtype(mstype.bfloat16)
-    return param
 
 
 def _as_float64(param: Parameter) -> np.ndarray:
@@ -87,7 +68,7 @@ class LoRADense(GradSafeCell):
         lora_alpha: non-zero scale numerator; the update is scaled by ``lora_alpha / lora_rank``.
         lora_dropout: dropout probability on the LoRA branch's input, a float in [0, 1).
         lora_a_init, lora_b_init, weight_init, bias_init: Tensor (of the parameter's shape), initializer
-            name, Initializer or number. A Tensor is cast to ``param_init_type``.
+            name, Initializer or number. A Tensor (also a lazily initialised one) is cast to ``param_init_type``.
         param_init_type: parameter dtype (float16, float32 or bfloat16).
         compute_dtype: computation dtype (float16, float32 or bfloat16).
         has_bias: whether to add ``bias``.
@@ -174,12 +155,12 @@ class LoRADense(GradSafeCell):
                               and ms.get_context("device_target") == "CPU")
         self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
 
-        self.weight = _new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
-        self.bias = _new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
-        self.mindpet_delta_lora_a = _new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
-                                                   "mindpet_delta_lora_a")
-        self.mindpet_delta_lora_b = _new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
-                                                   "mindpet_delta_lora_b")
+        self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.mindpet_delta_lora_a = new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
+                                                  "mindpet_delta_lora_a")
+        self.mindpet_delta_lora_b = new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
+                                                  "mindpet_delta_lora_b")
         self._scaling = Tensor(self.scaling, self._op_dtype)
 
         # One primitive per documented shard strategy.
@@ -346,37 +327,33 @@ class LoRADense(GradSafeCell):
         strategies); calling it with every strategy None changes nothing. Each strategy is a tuple
         with one tuple of ints per input (see ``Primitive.shard``); None
         keeps the default (data parallel). Both matmuls of W and of A, B use ``transpose_b=True``.
-        ``strategy_activation`` (entries of 2 dims: the activation runs on 2-D data) has no effect
-        when the layer has no activation. Everything is validated before any strategy is attached.
+        ``strategy_activation`` has one entry per input of the activation, which runs on 2-D data:
+        ``((n, c),)`` (PReLU: ``((n, c), (1,))`` for data and weight); every activation name has
+        primitives to carry it. Without activation it has no effect (entries of 2 dims are accepted).
+        Everything is validated before any strategy is attached.
 
         Raises:
             TypeError: a strategy that is not a tuple of tuples.
             ValueError: non-positive entries or a wrong number/length of entries; LogSoftmax
-                activation under semi-auto or auto parallel mode; an activation Cell without primitive.
+                activation under semi-auto or auto parallel mode; an activation Cell without primitive
+                (or with primitives of different inputs).
         """
         cls = self.cls_name
-        check_activation_parallel(self.activation, "activation", cls)
-        plan = (
-            (self.matmul, strategy_org_dense_matmul, "strategy_org_dense_matmul", (2, 2)),
-            (self.bias_add, strategy_org_bias_add, "strategy_org_bias_add", (2, 1)),
-            (self.lora_dropout, strategy_lora_dropout, "strategy_lora_dropout", (2,)),
-            (self.lora_a_matmul, strategy_lora_a_matmul, "strategy_lora_a_matmul", (2, 2)),
-            (self.lora_b_matmul, strategy_lora_b_matmul, "strategy_lora_b_matmul", (2, 2)),
-            (self.mul, strategy_lora_mul, "strategy_lora_mul", (2, 0)),
-            (self.add, strategy_lora_add, "strategy_lora_add", (2, 2)),
-        )
-        for _, strategy, name, ranks in plan:
-            if strategy is not None:
-                check_strategy(strategy, name, cls, ranks)
-        # Validated even without an activation (then it has no effect); every entry has 2 dims.
+        plan = {
+            "strategy_org_dense_matmul": (self.matmul, strategy_org_dense_matmul, (2, 2)),
+            "strategy_org_bias_add": (self.bias_add, strategy_org_bias_add, (2, 1)),
+            "strategy_lora_dropout": (self.lora_dropout, strategy_lora_dropout, (2,)),
+            "strategy_lora_a_matmul": (self.lora_a_matmul, strategy_lora_a_matmul, (2, 2)),
+            "strategy_lora_b_matmul": (self.lora_b_matmul, strategy_lora_b_matmul, (2, 2)),
+            "strategy_lora_mul": (self.mul, strategy_lora_mul, (2, 0)),
+            "strategy_lora_add": (self.add, strategy_lora_add, (2, 2)),
+        }
+        check_strategies(cls, {name: (strategy, ranks) for name, (_, strategy, ranks) in plan.items()})
         act_pairs = activation_shard_plan(self.activation, strategy_activation, "activation",
                                           "strategy_activation", cls)
-        if any(p[1] is not None for p in plan) or strategy_activation is not None:
+        if any(strategy is not None for _, strategy, _ in plan.values()) or strategy_activation is not None:
             self._use_composed()
-        for prim, strategy, _, _ in plan:
-            if strategy is not None:
-                prim.shard(strategy)
-        apply_strategies(act_pairs)
+        apply_strategies([(prim, strategy) for prim, strategy, _ in plan.values()] + act_pairs)
         return self
 
     def extend_repr(self) -> str:

@@ -44,7 +44,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Initializer
 
-from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
+from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType, build_kernel
+from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._validation import check_init, check_positive_int
 from mindpet.kernels import LowRankAdapter
 
@@ -116,13 +117,15 @@ class LowRankAdapterLayer(AdapterBlock):
         self.param_init_type = param_init_type
 
         pit = param_init_type
-        self.mindpet_delta_low_rank_adapter_down_left = make_param(low_rank_w_init, (d, r), pit, _PREFIX + "down_left")
-        self.mindpet_delta_low_rank_adapter_down_right = make_param(low_rank_w_init, (r, k), pit,
-                                                                    _PREFIX + "down_right")
-        self.mindpet_delta_low_rank_adapter_down_bias = make_param("zeros", (k,), pit, _PREFIX + "down_bias")
-        self.mindpet_delta_low_rank_adapter_up_left = make_param(low_rank_w_init, (k, r), pit, _PREFIX + "up_left")
-        self.mindpet_delta_low_rank_adapter_up_right = make_param("zeros", (r, d), pit, _PREFIX + "up_right")
-        self.mindpet_delta_low_rank_adapter_up_bias = make_param("zeros", (d,), pit, _PREFIX + "up_bias")
+        self.mindpet_delta_low_rank_adapter_down_left = new_parameter(low_rank_w_init, (d, r), pit,
+                                                                      _PREFIX + "down_left")
+        self.mindpet_delta_low_rank_adapter_down_right = new_parameter(low_rank_w_init, (r, k), pit,
+                                                                       _PREFIX + "down_right")
+        self.mindpet_delta_low_rank_adapter_down_bias = new_parameter("zeros", (k,), pit, _PREFIX + "down_bias")
+        self.mindpet_delta_low_rank_adapter_up_left = new_parameter(low_rank_w_init, (k, r), pit,
+                                                                    _PREFIX + "up_left")
+        self.mindpet_delta_low_rank_adapter_up_right = new_parameter("zeros", (r, d), pit, _PREFIX + "up_right")
+        self.mindpet_delta_low_rank_adapter_up_bias = new_parameter("zeros", (d,), pit, _PREFIX + "up_bias")
 
         self.matmul_down_sampler_input = ops.MatMul()
         self.matmul_down_sampler_weight = ops.MatMul()

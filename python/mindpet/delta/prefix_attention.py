@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import Tuple, Union
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import Normal, initializer
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Normal
 
 from mindpet._eager import GradSafeCell
-from mindpet.delta._validation import check_bool, check_dtype, check_int, check_positive_int
-from mindpet.delta.prefix_layer import check_dropout_rate
+from mindpet.delta._parameters import new_parameter
+from mindpet.delta._validation import check_bool, check_dropout_rate, check_dtype, check_int, check_positive_int
 
 __all__ = ["PrefixEncoder", "extend_attention_mask"]
 
@@ -77,16 +77,14 @@ class PrefixEncoder(GradSafeCell):
         out_dim = num_layers * 2 * num_heads * head_dim
 
         if self.reparameterize:
-            self.mindpet_delta_prefixtuning_embedding = Parameter(
-                initializer(Normal(1.0), (prefix_len, embed_dim), param_dtype),
-                name="mindpet_delta_prefixtuning_embedding")
+            self.mindpet_delta_prefixtuning_embedding = new_parameter(
+                Normal(1.0), (prefix_len, embed_dim), param_dtype, "mindpet_delta_prefixtuning_embedding")
             self.mindpet_delta_prefixtuning_mlp = nn.SequentialCell(
                 nn.Dense(embed_dim, mid_dim, dtype=param_dtype), nn.Tanh(),
                 nn.Dense(mid_dim, out_dim, dtype=param_dtype))
         else:
-            self.mindpet_delta_prefixtuning_past_key_values = Parameter(
-                initializer(Normal(1.0), (prefix_len, out_dim), param_dtype),
-                name="mindpet_delta_prefixtuning_past_key_values")
+            self.mindpet_delta_prefixtuning_past_key_values = new_parameter(
+                Normal(1.0), (prefix_len, out_dim), param_dtype, "mindpet_delta_prefixtuning_past_key_values")
         self.dropout = nn.Dropout(p=self.dropout_rate)
 
     def prefixes(self) -> Tensor:

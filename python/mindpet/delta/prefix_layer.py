@@ -53,20 +53,13 @@ from mindspore import Parameter, Tensor, nn
 from mindspore.common.initializer import HeUniform, Normal, Uniform, initializer
 
 from mindpet._eager import GradSafeCell
-from mindpet.delta._validation import check_dtype, check_number, check_positive_int
+from mindpet.delta._parameters import new_parameter
+from mindpet.delta._validation import check_dropout_rate, check_dtype, check_positive_int
 
-__all__ = ["PrefixLayer", "check_dropout_rate"]
+__all__ = ["PrefixLayer"]
 
 KEY_NAME = "mindpet_delta_prefixtuning_past_key"
 VALUE_NAME = "mindpet_delta_prefixtuning_past_value"
-
-
-def check_dropout_rate(value, name: str, cls_name: str) -> float:
-    """TypeError unless an int or float (not a bool); ValueError unless in [0, 1)."""
-    check_number(value, name, cls_name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"For '{cls_name}', '{name}' must be in [0.0, 1.0), but got {value}.")
-    return float(value)
 
 
 def _init_array(init, shape: tuple) -> np.ndarray:
@@ -144,11 +137,11 @@ class PrefixLayer(GradSafeCell):
         kv = reparameterised_prefix(prefix_token_num, embed_dim, mid_dim, 2 * hidden_dim)
         # row p = b * L + j  ->  [j, b, :]
         kv = kv.reshape(batch_size, self.prefix_len, 2 * hidden_dim).transpose(1, 0, 2)
-        np_dtype = np.float16 if param_dtype == ms.float16 else np.float32
-        self.mindpet_delta_prefixtuning_past_key = Parameter(
-            Tensor(kv[..., :hidden_dim].astype(np_dtype)), name=KEY_NAME)
-        self.mindpet_delta_prefixtuning_past_value = Parameter(
-            Tensor(kv[..., hidden_dim:].astype(np_dtype)), name=VALUE_NAME)
+        shape = (self.prefix_len, batch_size, hidden_dim)
+        self.mindpet_delta_prefixtuning_past_key = new_parameter(
+            Tensor(kv[..., :hidden_dim].astype(np.float32)), shape, param_dtype, KEY_NAME)
+        self.mindpet_delta_prefixtuning_past_value = new_parameter(
+            Tensor(kv[..., hidden_dim:].astype(np.float32)), shape, param_dtype, VALUE_NAME)
         self.dropout = nn.Dropout(p=self.dropout_rate)
 
     @property

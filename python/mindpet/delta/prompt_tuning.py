@@ -15,21 +15,20 @@ Only the table trains (freeze mode ``'prompttuning'``); the model sees ``n`` ext
 """
 from __future__ import annotations
 
-import numbers
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, ops
-from mindspore.common.initializer import Initializer, Normal, initializer
+from mindspore import Tensor, ops
+from mindspore.common.initializer import Normal
 
 from mindpet._eager import GradSafeCell
+from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._validation import (check_bool, check_dtype, check_indices_in_range, check_init,
                                        check_positive_int)
 
 __all__ = ["PromptTuning", "prepend_prompt"]
 
-InitType = Union[Tensor, str, Initializer, numbers.Number]
 _ID_DTYPES = (ms.int32, ms.int64)
 
 
@@ -85,13 +84,10 @@ class PromptTuning(GradSafeCell):
         self.token_dim = token_dim
         self.num_transformer_submodules = num_transformer_submodules
         self.total_virtual_tokens = rows
-        if isinstance(embedding_init, Tensor):
-            data = embedding_init.astype(param_dtype)
-        else:
-            if isinstance(embedding_init, str) and embedding_init.lower() == "normal":
-                embedding_init = Normal(0.01)
-            data = initializer(embedding_init, (rows, token_dim), param_dtype)
-        self.mindpet_delta_prompttuning_embedding = Parameter(data, name="mindpet_delta_prompttuning_embedding")
+        if isinstance(embedding_init, str) and embedding_init.lower() == "normal":
+            embedding_init = Normal(0.01)
+        self.mindpet_delta_prompttuning_embedding = new_parameter(
+            embedding_init, (rows, token_dim), param_dtype, "mindpet_delta_prompttuning_embedding")
 
     def default_ids(self, batch_size: int) -> Tensor:
         """int32 ids (batch_size, total_virtual_tokens): row ``b`` is ``0, 1, ..., n - 1``."""

@@ -32,8 +32,8 @@ def _check_directory(directory) -> str:
 
 
 def _check_prefix(prefix) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"For '{_CLS}', 'prefix' must be a str, but got {type(prefix).__name__}.")
+    if not isinstance(prefix, str):  # a ValueError, as in ModelCheckpoint
+        raise ValueError(f"For '{_CLS}', 'prefix' must be a str, but got {type(prefix).__name__}.")
     if not prefix or "/" in prefix or os.sep in prefix:
         raise ValueError(f"For '{_CLS}', 'prefix' must be a non-empty file-name prefix without path "
                          f"separators, but got {prefix!r}.")
@@ -107,7 +107,7 @@ class TrainableParamsCheckPoint(Callback):
 
     Raises:
         ValueError: ``directory`` None, empty, a symbolic link or an existing non-directory;
-            bad ``prefix``.
+            ``prefix`` not a str, empty or holding a path separator.
         TypeError: ``config`` not a ``CheckpointConfig``; ``save_optimizer_state`` not a bool.
     """
 

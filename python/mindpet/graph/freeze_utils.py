@@ -1,7 +1,7 @@
 """Freezing parameters by wildcard, by delta mode, or from a YAML file.
 
-All three functions validate every argument before changing any ``requires_grad`` flag, and
-return a :class:`FreezeResult` listing the parameters whose flag actually changed. Call them
+All three functions validate every argument before changing any ``requires_grad`` flag, and return a
+:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. Call them
 before the optimizer is built: an optimizer captures ``trainable_params()`` when it is created.
 """
 from __future__ import annotations
@@ -26,10 +26,21 @@ CONFIG_KEYS = ("include", "exclude")
 
 @dataclass(frozen=True)
 class FreezeResult:
-    """Names (from ``model.parameters_and_names()``) whose ``requires_grad`` changed."""
+    """The outcome of a freezing call: parameter names (from ``model.parameters_and_names()``, in model order).
+
+    Attributes:
+        trainable: every parameter with ``requires_grad`` True after the call (what the optimizer should
+            get, as ``model.trainable_params()``), whether or not the call changed it.
+        untrainable: every parameter with ``requires_grad`` False after the call.
+        frozen: the parameters this call froze (trainable before, frozen now).
+        unfrozen: the parameters this call made trainable (frozen before, trainable now); empty for a
+            model whose parameters were all trainable, the usual case for a first ``freeze_delta``.
+    """
 
     frozen: List[str] = field(default_factory=list)
     unfrozen: List[str] = field(default_factory=list)
+    trainable: List[str] = field(default_factory=list)
+    untrainable: List[str] = field(default_factory=list)
 
 
 def _named_params(model: nn.Cell) -> Dict[str, object]:
@@ -63,7 +74,9 @@ def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
         params[name].requires_grad = False
     for name in unfrozen:
         params[name].requires_grad = True
-    return FreezeResult(frozen=frozen, unfrozen=unfrozen)
+    trainable = [name for name, param in params.items() if param.requires_grad]
+    untrainable = [name for name, param in params.items() if not param.requires_grad]
+    return FreezeResult(frozen=frozen, unfrozen=unfrozen, trainable=trainable, untrainable=untrainable)
 
 
 def _checked_patterns(func: str, names, include, exclude):

@@ -9,7 +9,7 @@ code   name          act(z)                                              MindSpo
 3      gelu_erf      0.5 z (1 + erf(z / sqrt(2)))                        ``nn.GELU(approximate=False)``
 4      sigmoid       1 / (1 + exp(-z))                                   ``nn.Sigmoid``, ``ops.Sigmoid``
 5      tanh          tanh(z)                                             ``nn.Tanh``, ``ops.Tanh``
-6      silu          z sigmoid(z)                                        ``nn.SiLU``
+6      silu          z sigmoid(z)                                        ``nn.SiLU``, ``SiLU`` primitive
 =====  ============  ==================================================  =============================
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from mindspore import nn, ops
+from mindspore.ops.auto_generate import SiLU
 from mindspore.ops.primitive import Primitive
 
 from mindpet._eager import GradSafeCell
@@ -29,7 +30,8 @@ ACTIVATION_CODES = {
 }
 
 _CELL_CODES = ((nn.ReLU, RELU), (nn.Sigmoid, SIGMOID), (nn.Tanh, TANH), (nn.SiLU, SILU))
-_PRIMITIVE_CODES = ((ops.ReLU, RELU), (ops.GeLU, GELU), (ops.Sigmoid, SIGMOID), (ops.Tanh, TANH))
+_PRIMITIVE_CODES = ((ops.ReLU, RELU), (ops.GeLU, GELU), (ops.Sigmoid, SIGMOID), (ops.Tanh, TANH),
+                    (SiLU, SILU))
 
 
 def _primitive_code(prim: Primitive) -> Optional[int]:
