@@ -115,22 +115,6 @@ def check_activation_parallel(activation, name: str, cls_name: str) -> None:
         raise ValueError(f"For '{cls_name}', '{name}' LogSoftmax is not supported in {mode} mode.")
 
 
-def shard_activation(activation, strategy: Optional[tuple], name: str, cls_name: str) -> None:
-    """Attach ``strategy`` to the activation's primitive(s); None leaves it data-parallel."""
-    check_activation_parallel(activation, name, cls_name)
-    if strategy is None:
-        return
-    check_strategy(strategy, name, cls_name, entry_rank=ACTIVATION_DATA_RANK)
-    if activation is None:
-        return
-    prims = activation_primitives(activation)
-    if not prims:
-        raise ValueError(f"For '{cls_name}', the activation {type(activation).__name__} holds no primitive "
-                         f"to apply '{name}' to; pass a Primitive such as mindspore.ops.ReLU().")
-    for prim in prims:
-        prim.shard(strategy)
-
-
 def activation_shard_plan(activation, strategy: Optional[tuple], arg_name: str, strategy_name: str,
                           cls_name: str) -> list:
     """Validate an activation's strategy and return ``(primitive, strategy)`` pairs to attach later.

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from mindspore.ops.primitive import Primitive
 
 
 def check_strategy(strategy: Any, name: str, cls_name: str, input_ranks: Optional[Sequence[int]] = None,
@@ -32,14 +31,6 @@ def check_strategy(strategy: Any, name: str, cls_name: str, input_ranks: Optiona
                 raise ValueError(f"For '{cls_name}', entry {i} of '{name}' must have {rank} dims "
                                  f"(the rank of input {i}), but got {dims!r}.")
     return strategy
-
-
-def shard_primitive(prim: Primitive, strategy: Optional[tuple], name: str, cls_name: str,
-                    input_ranks: Optional[Sequence[int]] = None) -> None:
-    """Validate ``strategy`` and attach it to ``prim``; None leaves the primitive data-parallel."""
-    if strategy is None:
-        return
-    prim.shard(check_strategy(strategy, name, cls_name, input_ranks))
 
 
 def check_strategies(cls_name: str, strategies: dict) -> None:

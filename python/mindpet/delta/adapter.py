@@ -55,9 +55,6 @@ from mindpet.kernels import Adapter
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
 
-FusableDelta = AdapterBlock  # its former name; the shared machinery stays importable from here
-
-
 class AdapterLayer(AdapterBlock):
     r"""Adapter bottleneck with a residual connection.
 

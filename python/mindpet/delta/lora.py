@@ -31,20 +31,9 @@ __all__ = ["LoRADense"]
 
 
 def _new_parameter(init: InitType, shape: tuple, dtype, name: str) -> Parameter:
-    """A Parameter of ``shape`` and ``dtype`` from an initializer argument.
-
-    bfloat16 parameters are initialised in float32 and then converted, because this MindSpore build
-    cannot exchange bfloat16 data with numpy 2 (which ``Parameter`` does on creation).
-    """
-    make_dtype = mstype.float32 if dtype == mstype.bfloat16 else dtype
-    if isinstance(init, Tensor):
-        data = init.astype(make_dtype)
-    else:
-        data = initializer(init, shape, make_dtype)
-    param = Parameter(data, name=name)
-    if dtype == mstype.bfloat16:
-        param.set_dtype(mstype.bfloat16)
-    return param
+    """A Parameter of ``shape`` and ``dtype`` from an initializer argument (a Tensor is cast to ``dtype``)."""
+    data = init.astype(dtype) if isinstance(init, Tensor) else initializer(init, shape, dtype)
+    return Parameter(data, name=name)
 
 
 def _as_float64(param: Parameter) -> np.ndarray:
