@@ -10,6 +10,8 @@ from typing import Dict, List
 
 from mindspore import nn
 
+from mindpet._mindspore import child_cells
+
 
 @dataclass(frozen=True)
 class CellSlot:
@@ -32,7 +34,7 @@ def cell_slots(model: nn.Cell) -> Dict[str, CellSlot]:
 
     def walk(parent: nn.Cell, prefix: str) -> None:
         on_stack.add(id(parent))
-        for attr, child in parent._cells.items():  # pylint: disable=protected-access
+        for attr, child in child_cells(parent).items():
             if child is None or id(child) in on_stack:
                 continue
             path = f"{prefix}{attr}"

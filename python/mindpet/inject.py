@@ -17,7 +17,7 @@ from mindspore import Parameter, nn
 
 from mindpet._cells import CellSlot, cell_slots, param_prefix, replace_cell, shared_paths
 from mindpet.delta import AdapterDense, LoRADense, LowRankAdapterDense
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["inject", "METHODS"]
 

@@ -12,7 +12,7 @@ from mindspore import nn
 
 from mindpet._cells import cell_slots, param_prefix, replace_cell
 from mindpet.delta import LoRADense
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["lora_layers", "merge_lora", "unmerge_lora", "merge_and_unload"]
 

@@ -36,6 +36,7 @@ from mindspore import Tensor, nn
 from safetensors.numpy import save_file
 
 from mindpet._cells import cell_slots
+from mindpet._mindspore import child_cells
 from mindpet._safetensors import read_safetensors, read_safetensors_metadata
 from mindpet.delta import LoRADense
 from mindpet.graph._atomic import atomic_write, atomic_write_bytes
@@ -436,7 +437,7 @@ def _apply(plan, slots, to_inject: List[str], dropout: float) -> None:
                       {"lora_rank": r, "lora_alpha": scaling * r, "lora_dropout": dropout})
     for path, (_, pair, _, _) in plan.items():
         slot = slots[path]
-        layer = slot.parent._cells[slot.attr]  # pylint: disable=protected-access  (the cell now in place)
+        layer = child_cells(slot.parent)[slot.attr]  # the cell now in place
         _set(layer.mindpet_delta_lora_a, pair["A"])
         _set(layer.mindpet_delta_lora_b, pair["B"])
 

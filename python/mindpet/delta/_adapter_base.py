@@ -24,7 +24,7 @@ from mindspore.common.initializer import Initializer, initializer
 
 from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._mindspore import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (check_bool, check_dense_input, check_dtype, check_init, check_positive_int,
                                        check_str)

@@ -10,13 +10,13 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import HeUniform, Initializer, initializer
-from mindspore.common.seed import _get_graph_seed
-from mindspore.ops.primitive import Primitive
+from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
+from mindpet._mindspore import graph_seeds
 from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._mindspore import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number,
@@ -174,7 +174,7 @@ class LoRADense(GradSafeCell):
         # One primitive per documented shard strategy.
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = ops.BiasAdd()
-        seed0, seed1 = _get_graph_seed(0, "dropout")
+        seed0, seed1 = graph_seeds("dropout")
         self.lora_dropout = ops.Dropout(1.0 - lora_dropout, seed0, seed1)
         self.lora_a_matmul = ops.MatMul(transpose_b=True)
         self.lora_b_matmul = ops.MatMul(transpose_b=True)

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Union
 import yaml
 from mindspore import nn
 
+from mindpet._mindspore import own_parameters
 from mindpet.graph._patterns import (PatternSet, check_all_match, check_cell, check_pattern_list,
                                      include_exclude_targets)
 
@@ -45,7 +46,7 @@ def _attribute_paths(model: nn.Cell, params: Dict[str, object]) -> Dict[str, Lis
     """
     by_id = {id(param): [name, param.name] for name, param in params.items()}
     for cell_path, cell in model.cells_and_names():
-        for attr, param in cell._params.items():  # pylint: disable=protected-access
+        for attr, param in own_parameters(cell).items():
             if param is not None and id(param) in by_id:
                 by_id[id(param)].append(f"{cell_path}.{attr}" if cell_path else attr)
     return {name: by_id[id(param)] for name, param in params.items()}

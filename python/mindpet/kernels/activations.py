@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from mindspore import nn, ops
-from mindspore.ops.primitive import Primitive
+from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
+from mindpet._mindspore import cell_primitives
 
 IDENTITY, RELU, GELU, GELU_ERF, SIGMOID, TANH, SILU = range(7)
 
@@ -59,7 +60,7 @@ def activation_code(activation: Any) -> Optional[int]:
         if type(activation) is cls:  # pylint: disable=unidiomatic-typecheck
             return code
     if isinstance(activation, nn.Cell):
-        prims = [p for p in activation._primitives.values() if p is not None]  # pylint: disable=protected-access
+        prims = cell_primitives(activation)
         children = list(activation.cells())
         if len(prims) == 1 and not children:
             return _primitive_code(prims[0])
