@@ -28,9 +28,10 @@ from mindspore import Tensor, nn
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from mindpet._cells import check_cell
 from mindpet._version import __version__
 from mindpet.delta import AdapterDense, AdapterLayer, LoRADense, LowRankAdapterDense, LowRankAdapterLayer
-from mindpet.graph._atomic import atomic_write, atomic_write_bytes
+from mindpet.atomic import atomic_write, atomic_write_bytes
 from mindpet.graph.freeze_utils import DELTA_MODES, DELTA_PREFIX
 
 __all__ = ["save_delta", "load_delta", "DeltaLoadReport", "describe_delta_layers",
@@ -111,11 +112,6 @@ def _method_of(name: str) -> str:
     return tail.split("_", 1)[0]
 
 
-def _check_model(model: Any, func: str) -> None:
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For '{func}', 'model' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
-
-
 def _check_path(path: Any, func: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"For '{func}', 'path' must be a str or os.PathLike (a directory), but got "
@@ -162,7 +158,7 @@ def save_delta(model: nn.Cell, path: PathLike, include_trainable: bool = False) 
             a parameter to save is not a float.
     """
     func = "save_delta"
-    _check_model(model, func)
+    check_cell(model, func)
     directory = _check_path(path, func)
     _check_bool(include_trainable, "include_trainable", func)
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -301,7 +297,7 @@ def load_delta(model: nn.Cell, path: PathLike, strict: bool = True) -> DeltaLoad
             any problem of the report. Unknown config keys (e.g. from a newer minor version) only warn.
     """
     func = "load_delta"
-    _check_model(model, func)
+    check_cell(model, func)
     directory = _check_path(path, func)
     _check_bool(strict, "strict", func)
     config_path = os.path.join(directory, CONFIG_FILE)

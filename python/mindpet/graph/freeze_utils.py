@@ -15,8 +15,8 @@ import yaml
 from mindspore import nn
 
 from mindpet._mindspore import own_parameters
-from mindpet.graph._patterns import (PatternSet, check_all_match, check_cell, check_pattern_list,
-                                     include_exclude_targets)
+from mindpet._cells import check_cell
+from mindpet._patterns import PatternSet, check_all_match, check_pattern_list, include_exclude_targets
 
 DELTA_MODES = ("lora", "prefixtuning", "adapter", "low_rank_adapter", "bitfit", "prompttuning", "ptuning2")
 MODE_ALIASES = {"prefix": "prefixtuning"}
@@ -70,8 +70,8 @@ def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
 def _checked_patterns(func: str, names, include, exclude):
     include = check_pattern_list(include, "include", func)
     exclude = check_pattern_list(exclude, "exclude", func)
-    inc = PatternSet(include) if include is not None else None
-    exc = PatternSet(exclude) if exclude is not None else None
+    inc = PatternSet(include, "include", func) if include is not None else None
+    exc = PatternSet(exclude, "exclude", func) if exclude is not None else None
     check_all_match(inc, names, "include", func)
     check_all_match(exc, names, "exclude", func)
     return inc, exc
@@ -82,7 +82,8 @@ def freeze_modules(model: nn.Cell, include: Optional[List[str]] = None,
     """Freeze parameters matched by ``include``, unfreeze those matched by ``exclude``.
 
     Names are the attribute paths from ``model.parameters_and_names()``, matched with
-    case-sensitive shell wildcards (``*`` crosses dots, ``?``, ``[seq]``; no wildcard = exact).
+    case-sensitive shell wildcards (``*`` crosses dots, ``?``, ``[seq]``; no wildcard = exact) or, after
+    ``re:``, regular expressions matched against the full name.
     A parameter matched by include only is frozen, by exclude only made trainable, by both or
     neither left unchanged.
 
