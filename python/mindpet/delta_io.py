@@ -30,9 +30,10 @@ from safetensors.numpy import load_file, save_file
 
 from mindpet._cells import check_cell
 from mindpet._version import __version__
-from mindpet.delta import AdapterDense, AdapterLayer, LoRADense, LowRankAdapterDense, LowRankAdapterLayer
+from mindpet.delta import LoRADense
+from mindpet.delta.registry import layer_spec
 from mindpet.atomic import atomic_write, atomic_write_bytes
-from mindpet.graph.freeze_utils import DELTA_MODES, DELTA_PREFIX
+from mindpet.methods import DELTA_PREFIX, method_of
 
 __all__ = ["save_delta", "load_delta", "DeltaLoadReport", "describe_delta_layers",
            "CONFIG_FILE", "TENSORS_FILE", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -46,17 +47,6 @@ _CONFIG_KEYS = ("format", "format_version", "mindpet_version", "tensors_file", "
                 "include_trainable", "methods", "target_modules", "layers", "tensors")
 _DTYPES = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16", ms.float64: "float64"}
 
-# Hyper-parameters read from each delta layer class: (method, attributes).
-_LAYER_FIELDS = {
-    LoRADense: ("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha", "lora_dropout_p")),
-    AdapterDense: ("adapter", ("in_channels", "out_channels", "has_bias", "bottleneck_size")),
-    LowRankAdapterDense: ("low_rank_adapter", ("in_channels", "out_channels", "has_bias", "reduction_factor",
-                                               "low_rank_size")),
-    AdapterLayer: ("adapter", ("hidden_size", "bottleneck_size")),
-    LowRankAdapterLayer: ("low_rank_adapter", ("hidden_size", "reduction_factor", "low_rank_size",
-                                               "bottleneck_size")),
-}
-_RENAMED = {"lora_dropout_p": "lora_dropout"}
 
 
 @dataclass(frozen=True)
@@ -89,27 +79,21 @@ class DeltaLoadReport:
 def describe_delta_layers(model: nn.Cell) -> Dict[str, Dict[str, Any]]:
     """``{path: {"method", "class", <hyper-parameters>}}`` for the delta layers of ``model``, by path.
 
+    The layers and their hyper-parameters are those of the layer registry (``mindpet.delta.registry``).
     The adapter inside an ``AdapterDense`` / ``LowRankAdapterDense`` is described by its outer layer.
     """
     layers: Dict[str, Dict[str, Any]] = {}
     for path, cell in model.cells_and_names():
-        spec = _LAYER_FIELDS.get(type(cell))
+        spec = layer_spec(type(cell))
         if spec is None or any(outer == "" or path.startswith(outer + ".") for outer in layers):
             continue
-        method, attrs = spec
-        info: Dict[str, Any] = {"method": method, "class": type(cell).__name__}
-        for attr in attrs:
-            info[_RENAMED.get(attr, attr)] = getattr(cell, attr)
-        layers[path] = info
+        layers[path] = spec.describe(cell)
     return dict(sorted(layers.items()))
 
 
 def _method_of(name: str) -> str:
-    tail = name.split(DELTA_PREFIX, 1)[1]
-    for mode in sorted(DELTA_MODES, key=len, reverse=True):
-        if tail.startswith(mode):
-            return mode
-    return tail.split("_", 1)[0]
+    """The method of a delta parameter name; an unregistered tag counts by its first word."""
+    return method_of(name) or name.split(DELTA_PREFIX, 1)[1].split("_", 1)[0]
 
 
 def _check_path(path: Any, func: str) -> str:

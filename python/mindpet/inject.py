@@ -15,7 +15,8 @@ from mindspore import Parameter, nn
 
 from mindpet._cells import CellSlot, cell_slots, check_cell, is_plain_dense, param_prefix, replace_cell, shared_paths
 from mindpet._patterns import check_patterns, compile_pattern
-from mindpet.delta import AdapterDense, LoRADense, LowRankAdapterDense
+import mindpet.delta  # noqa: F401  pylint: disable=unused-import  (registers the delta layers)
+from mindpet.delta.registry import injectable_layers
 from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["inject", "METHODS"]
@@ -43,12 +44,10 @@ class _Method:
                 if p.default is inspect.Parameter.empty and k not in self.defaults]
 
 
-METHODS: Dict[str, _Method] = {
-    "lora": _Method(LoRADense, {"lora_dropout": 0.0}),
-    "adapter": _Method(AdapterDense),
-    "low_rank_adapter": _Method(LowRankAdapterDense),
-}
-DELTA_LAYERS = (LoRADense, AdapterDense, LowRankAdapterDense)
+# From the layer registry (mindpet.delta.registry): every class registered as injectable.
+METHODS: Dict[str, _Method] = {m: _Method(spec.layer, dict(spec.inject_defaults))
+                               for m, spec in injectable_layers().items()}
+DELTA_LAYERS = tuple(method.layer for method in METHODS.values())
 
 
 def _check_kwargs(method: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:

@@ -51,10 +51,12 @@ from mindspore.common.initializer import HeUniform
 from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
 from mindpet.delta._adapter_base import resolve_residual_alias  # noqa: F401  pylint: disable=unused-import
 from mindpet.delta._validation import check_positive_int
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import Adapter
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
 
+@register_layer("adapter", ("hidden_size", "bottleneck_size"))
 class AdapterLayer(AdapterBlock):
     r"""Adapter bottleneck with a residual connection.
 
@@ -174,6 +176,7 @@ class AdapterLayer(AdapterBlock):
                                 strategy_residual_add, strategy_residential_add)
 
 
+@register_layer("adapter", ("in_channels", "out_channels", "has_bias", "bottleneck_size"), injectable=True)
 class AdapterDense(DenseWithDelta):
     r"""A dense layer followed by an adapter.
 

@@ -13,14 +13,14 @@ from mindspore.common.initializer import HeUniform, Initializer, initializer
 from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
-from mindpet._mindspore import graph_seeds
+from mindpet._mindspore import graph_seeds, invalidate_compiled_graphs
 from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
-from mindpet._mindspore import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number,
                                        check_positive_int)
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import LoraLinear
 from mindpet.kernels import backend as _kernel_backend
 
@@ -49,6 +49,8 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
         param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
+@register_layer("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha",
+                         ("lora_dropout", "lora_dropout_p")), injectable=True, inject_defaults={"lora_dropout": 0.0})
 class LoRADense(GradSafeCell):
     r"""Dense layer with a LoRA branch (Hu et al., 2021), as one fused op or composed from MindSpore primitives.
 

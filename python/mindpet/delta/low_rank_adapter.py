@@ -46,13 +46,16 @@ from mindspore.common.initializer import Initializer
 
 from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, InitType, StrategyType, build_kernel, make_param
 from mindpet.delta._validation import check_init, check_positive_int
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import LowRankAdapter
+from mindpet.methods import param_prefix
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
 
-_PREFIX = "mindpet_delta_low_rank_adapter_"
+_PREFIX = param_prefix("low_rank_adapter")
 
 
+@register_layer("low_rank_adapter", ("hidden_size", "reduction_factor", "low_rank_size", "bottleneck_size"))
 class LowRankAdapterLayer(AdapterBlock):
     r"""Adapter bottleneck whose projections are rank-``low_rank_size`` products, with a residual.
 
@@ -195,6 +198,8 @@ class LowRankAdapterLayer(AdapterBlock):
                                 strategy_residual_add, strategy_residential_add)
 
 
+@register_layer("low_rank_adapter", ("in_channels", "out_channels", "has_bias", "reduction_factor",
+                                     "low_rank_size"), injectable=True)
 class LowRankAdapterDense(DenseWithDelta):
     r"""A dense layer followed by a low-rank adapter.
 

@@ -17,10 +17,10 @@ from mindspore import nn
 from mindpet._mindspore import own_parameters
 from mindpet._cells import check_cell
 from mindpet._patterns import PatternSet, check_all_match, check_pattern_list, include_exclude_targets
+# DELTA_MODES (the built-in modes) stays importable from here, as before
+from mindpet.methods import (DELTA_MODES, DELTA_PREFIX, MODE_ALIASES,  # noqa: F401  pylint: disable=unused-import
+                             methods_in, registered_methods)
 
-DELTA_MODES = ("lora", "prefixtuning", "adapter", "low_rank_adapter", "bitfit", "prompttuning", "ptuning2")
-MODE_ALIASES = {"prefix": "prefixtuning"}
-DELTA_PREFIX = "mindpet_delta_"
 BITFIT_NAMES = ("bias", "beta")
 CONFIG_KEYS = ("include", "exclude")
 
@@ -106,8 +106,8 @@ def _normalise_mode(mode) -> str:
         raise TypeError(f"For 'freeze_delta', 'mode' must be a str, but got {type(mode).__name__}: {mode!r}.")
     key = mode.strip().lower()
     key = MODE_ALIASES.get(key, key)
-    if key not in DELTA_MODES:
-        raise ValueError(f"For 'freeze_delta', 'mode' must be one of {list(DELTA_MODES)} (case-insensitive; "
+    if key not in registered_methods():
+        raise ValueError(f"For 'freeze_delta', 'mode' must be one of {list(registered_methods())} (case-insensitive; "
                          f"'prefix' is accepted for 'prefixtuning'), but got {mode!r}.")
     return key
 
@@ -115,13 +115,13 @@ def _normalise_mode(mode) -> str:
 def is_delta_param(name: str, mode: str) -> bool:
     """Whether parameter ``name`` stays trainable under ``freeze_delta(mode=mode)``.
 
-    ``mode`` must be a canonical lower-case mode. For every mode, names containing
-    ``mindpet_delta_<mode>`` match (``adapter`` does not match ``mindpet_delta_low_rank_adapter``,
-    since that string does not contain ``mindpet_delta_adapter``). For ``bitfit`` also every
-    parameter whose last dotted component is exactly ``bias`` (Dense, Conv, ...) or ``beta``
-    (LayerNorm, BatchNorm).
+    ``mode`` must be a canonical lower-case mode. For every mode, names with a ``mindpet_delta_<mode>``
+    tag match, the tag read by :func:`mindpet.methods.methods_in` (the longest registered method: ``adapter``
+    does not match ``mindpet_delta_low_rank_adapter_*``, nor ``lora`` a registered ``mindpet_delta_lora_plus_*``).
+    For ``bitfit`` also every parameter whose last dotted component is exactly ``bias`` (Dense, Conv, ...)
+    or ``beta`` (LayerNorm, BatchNorm).
     """
-    if DELTA_PREFIX + mode in name:
+    if mode in methods_in(name):
         return True
     return mode == "bitfit" and name.rsplit(".", 1)[-1] in BITFIT_NAMES
 
