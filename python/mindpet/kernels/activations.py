@@ -1,4 +1,4 @@
-"""Activations of the fused adapter ops: contract codes (``ops/CONTRACTS.md``) and composed versions.
+"""Activations of the fused ops: which activation has which contract code, and their composed versions.
 
 =====  ============  ==================================================  =============================
 code   name          act(z)                                              MindSpore equivalent
@@ -21,13 +21,8 @@ from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
 from mindpet._mindspore import cell_primitives
-
-IDENTITY, RELU, GELU, GELU_ERF, SIGMOID, TANH, SILU = range(7)
-
-ACTIVATION_CODES = {
-    "identity": IDENTITY, "relu": RELU, "gelu": GELU, "gelu_erf": GELU_ERF,
-    "sigmoid": SIGMOID, "tanh": TANH, "silu": SILU,
-}
+# the codes are the contract's (mindpet.kernels.contracts, ops/include/mindpet/contracts.h)
+from mindpet.kernels.contracts import ACTIVATION_CODES, GELU, GELU_ERF, IDENTITY, RELU, SIGMOID, SILU, TANH
 
 _CELL_CODES = ((nn.ReLU, RELU), (nn.Sigmoid, SIGMOID), (nn.Tanh, TANH), (nn.SiLU, SILU))
 _PRIMITIVE_CODES = ((ops.ReLU, RELU), (ops.GeLU, GELU), (ops.Sigmoid, SIGMOID), (ops.Tanh, TANH))
