@@ -25,6 +25,9 @@ from mindpet.kernels import _library
 _CPU_SPECS = {
     "lora_linear_fwd": ("LoraLinearForward", lambda x, w, bias, a, b, mask, *attrs: ([x[0], w[0]], [x[0], a[0]])),
     "lora_linear_bwd": ("LoraLinearBackward", lambda dy, x, w, a, b, u, mask, *attrs: (x, a, b)),
+    "lora_linear_bwd_weights": ("LoraLinearBackwardWeights",
+                                lambda dy, x, b, u, mask, *attrs: ([b[1], x[1]], b, [x[0], b[1]])),
+    "lora_linear_bwd_input": ("LoraLinearBackwardInput", lambda dy, w, a, g, mask, *attrs: [dy[0], w[1]]),
     "adapter_fwd": ("AdapterForward", lambda h, wd, bd, wu, bu, *attrs: (h, [h[0], wd[0]])),
     "adapter_bwd": ("AdapterBackward", lambda dy, h, wd, wu, z, *attrs: (h, wd, [wd[0]], wu, [wu[0]])),
     "low_rank_adapter_fwd": ("LowRankAdapterForward",
@@ -38,12 +41,20 @@ _CPU_SPECS = {
     "layer_norm_fwd": ("LayerNormForward", lambda x, r, g, b, *attrs: (x, [x[0]], [x[0]])),
     "layer_norm_bwd": ("LayerNormBackward", lambda dy, x, r, g, mean, rstd, *attrs: (x, g, g)),
 }
-_NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "adapter_fwd": 2, "adapter_bwd": 5,
+_NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "lora_linear_bwd_weights": 3,
+                "lora_linear_bwd_input": 1, "adapter_fwd": 2, "adapter_bwd": 5,
                 "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7, "activation_fwd": 1, "activation_bwd": 1,
                 "layer_norm_fwd": 3, "layer_norm_bwd": 3}
 OP_NAMES = tuple(_CPU_SPECS)
 # ops with a CPU kernel only: GPU and Ascend run them composed (MindSpore's native ops are fast there)
 CPU_ONLY_OPS = ("activation", "layer_norm")
+# the lora_linear backward split in two (CPU only; the other backends run the one-pass backward)
+SPLIT_BACKWARD = {"cpu": ("lora_linear_bwd_weights", "lora_linear_bwd_input")}
+
+
+def _cpu_only(name: str) -> bool:
+    """Whether the primitive ``name`` exists on CPU only."""
+    return name.rsplit("_", 1)[0] in CPU_ONLY_OPS or name in SPLIT_BACKWARD["cpu"]
 
 
 def _out_dtype(name: str) -> Callable:
@@ -60,6 +71,10 @@ def _out_dtype(name: str) -> Callable:
         def with_stats(first, *_):
             return (first, mstype.float32, mstype.float32)
         return with_stats
+    if name == "lora_linear_bwd_weights":
+        def with_g(first, *_):
+            return (first, first, mstype.float32)
+        return with_g
 
     def same(first, *_):
         return tuple([first] * n_out)
@@ -78,7 +93,7 @@ def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
         raise ValueError(f"unknown fused op {name!r}; known: {OP_NAMES}")
     if impl == "cpu":
         return _cpu_primitive(name, bprop)
-    if impl == "ascend" and name.rsplit("_", 1)[0] not in CPU_ONLY_OPS:
+    if impl == "ascend" and not _cpu_only(name):
         ascend = importlib.import_module("mindpet.kernels.ascend")
         return ascend.primitive(name, bprop=bprop)
     raise ValueError(f"no fused primitive for implementation {impl!r}")
@@ -86,15 +101,30 @@ def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
 
 @functools.lru_cache(maxsize=None)
 def lora_linear_forward(impl: str, base_grads: bool = True):
-    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db."""
-    bwd = primitive(impl, "lora_linear_bwd")
+    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db.
+
+    On CPU the backward is two primitives, the weight gradients (``dA``, ``dB`` and ``g = dy B``) and
+    the input gradient (``dx`` from ``g``), so GRAPH mode drops the input one when nobody needs ``dx``
+    (as it drops the base gradients of a frozen weight)."""
     matmul_tn = ops.MatMul(transpose_a=True)
     reduce_sum = ops.ReduceSum()
     zeros_like = ops.ZerosLike()
+    split = SPLIT_BACKWARD.get(impl)
+    if split is None:
+        bwd = primitive(impl, "lora_linear_bwd")
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            return bwd(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask)
+    else:
+        bwd_weights, bwd_input = primitive(impl, split[0]), primitive(impl, split[1])
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            d_a, d_b, g = bwd_weights(dy, x, lora_b, u, mask, scale, has_mask)
+            return bwd_input(dy, weight, lora_a, g, mask, scale, has_mask), d_a, d_b
 
     def bprop(x, weight, bias, lora_a, lora_b, mask, scale, has_bias, has_mask, out, dout):
         dy = dout[0]
-        dx, d_a, d_b = bwd(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
+        dx, d_a, d_b = lora_grads(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
         if base_grads:
             d_weight = matmul_tn(dy, x)
             d_bias = reduce_sum(dy, 0) if has_bias else zeros_like(bias)
