@@ -21,28 +21,27 @@ struct OpRow {
   int num_outputs;
 };
 
+// One row per op: contract name "<op>_<suffix>", its symbol and the counts of its enum prefix.
+#define MINDPET_CONTRACT_ROW(op, suffix, symbol, prefix) \
+  { #op "_" suffix, contracts::op::symbol, contracts::op::prefix##NumInputs, contracts::op::prefix##NumOutputs }
+
 inline void Bind(py::module_& m) {
   namespace c = mindpet::contracts;
   const OpRow rows[] = {
-      {"lora_linear_fwd", c::lora_linear::kForwardSymbol, c::lora_linear::kFwdNumInputs,
-       c::lora_linear::kFwdNumOutputs},
-      {"lora_linear_bwd", c::lora_linear::kBackwardSymbol, c::lora_linear::kBwdNumInputs,
-       c::lora_linear::kBwdNumOutputs},
-      {"adapter_fwd", c::adapter::kForwardSymbol, c::adapter::kFwdNumInputs, c::adapter::kFwdNumOutputs},
-      {"adapter_bwd", c::adapter::kBackwardSymbol, c::adapter::kBwdNumInputs, c::adapter::kBwdNumOutputs},
-      {"low_rank_adapter_fwd", c::low_rank_adapter::kForwardSymbol, c::low_rank_adapter::kFwdNumInputs,
-       c::low_rank_adapter::kFwdNumOutputs},
-      {"low_rank_adapter_bwd", c::low_rank_adapter::kBackwardSymbol, c::low_rank_adapter::kBwdNumInputs,
-       c::low_rank_adapter::kBwdNumOutputs},
-      {"activation_fwd", c::activation::kForwardSymbol, c::activation::kFwdNumInputs,
-       c::activation::kFwdNumOutputs},
-      {"activation_bwd", c::activation::kBackwardSymbol, c::activation::kBwdNumInputs,
-       c::activation::kBwdNumOutputs},
-      {"layer_norm_fwd", c::layer_norm::kForwardSymbol, c::layer_norm::kFwdNumInputs,
-       c::layer_norm::kFwdNumOutputs},
-      {"layer_norm_bwd", c::layer_norm::kBackwardSymbol, c::layer_norm::kBwdNumInputs,
-       c::layer_norm::kBwdNumOutputs},
+      MINDPET_CONTRACT_ROW(lora_linear, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(lora_linear, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(lora_linear, "bwd_weights", kBackwardWeightsSymbol, kBwdW),
+      MINDPET_CONTRACT_ROW(lora_linear, "bwd_input", kBackwardInputSymbol, kBwdX),
+      MINDPET_CONTRACT_ROW(adapter, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(adapter, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(low_rank_adapter, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(low_rank_adapter, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(activation, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(activation, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(layer_norm, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(layer_norm, "bwd", kBackwardSymbol, kBwd),
   };
+#undef MINDPET_CONTRACT_ROW
   py::dict ops;
   for (const OpRow& row : rows) {
     py::dict entry;

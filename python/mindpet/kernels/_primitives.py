@@ -20,6 +20,9 @@ from mindspore import ops
 
 from mindpet.kernels import _library, contracts
 
+# the lora_linear backward split in two (CPU only; the other backends run the one-pass backward)
+SPLIT_BACKWARD = {"cpu": ("lora_linear_bwd_weights", "lora_linear_bwd_input")}
+
 
 def _cpu_out_shape(op: contracts.OpContract) -> Callable:
     """Output shapes for ``ops.Custom``: a single-output op gives one shape (the primitive then returns a Tensor)."""
@@ -53,15 +56,30 @@ def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
 
 @functools.lru_cache(maxsize=None)
 def lora_linear_forward(impl: str, base_grads: bool = True):
-    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db."""
-    bwd = primitive(impl, "lora_linear_bwd")
+    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db.
+
+    On CPU the backward is two primitives, the weight gradients (``dA``, ``dB`` and ``g = dy B``) and
+    the input gradient (``dx`` from ``g``), so GRAPH mode drops the input one when nobody needs ``dx``
+    (as it drops the base gradients of a frozen weight)."""
     matmul_tn = ops.MatMul(transpose_a=True)
     reduce_sum = ops.ReduceSum()
     zeros_like = ops.ZerosLike()
+    split = SPLIT_BACKWARD.get(impl)
+    if split is None:
+        bwd = primitive(impl, "lora_linear_bwd")
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            return bwd(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask)
+    else:
+        bwd_weights, bwd_input = primitive(impl, split[0]), primitive(impl, split[1])
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            d_a, d_b, g = bwd_weights(dy, x, lora_b, u, mask, scale, has_mask)
+            return bwd_input(dy, weight, lora_a, g, mask, scale, has_mask), d_a, d_b
 
     def bprop(x, weight, bias, lora_a, lora_b, mask, scale, has_bias, has_mask, out, dout):
         dy = dout[0]
-        dx, d_a, d_b = bwd(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
+        dx, d_a, d_b = lora_grads(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
         if base_grads:
             d_weight = matmul_tn(dy, x)
             d_bias = reduce_sum(dy, 0) if has_bias else zeros_like(bias)

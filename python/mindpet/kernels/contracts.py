@@ -58,6 +58,14 @@ def _lora_bwd(dy, x, w, a, bb, u, mask, *attrs):
     return [list(x), list(a), list(bb)]
 
 
+def _lora_bwd_weights(dy, x, b, u, mask, *attrs):
+    return [[b[1], x[1]], list(b), [x[0], b[1]]]
+
+
+def _lora_bwd_input(dy, w, a, g, mask, *attrs):
+    return [[dy[0], w[1]]]
+
+
 def _adapter_fwd(h, wd, bd, wu, bu, *attrs):
     return [list(h), [h[0], wd[0]]]
 
@@ -93,6 +101,10 @@ def _layer_norm_bwd(dy, x, r, g, mean, rstd, *attrs):
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
+    # the backward split in two (CPU only): dA, dB and g = dy B (float32), then dx from g
+    OpContract("lora_linear_bwd_weights", "LoraLinearBackwardWeights", None, 7, 3, _lora_bwd_weights,
+               float32_outputs=(2,)),
+    OpContract("lora_linear_bwd_input", "LoraLinearBackwardInput", None, 7, 1, _lora_bwd_input),
     OpContract("adapter_fwd", "AdapterForward", "MindpetAdapter", 6, 2, _adapter_fwd),
     OpContract("adapter_bwd", "AdapterBackward", "MindpetAdapterGrad", 6, 5, _adapter_bwd),
     OpContract("low_rank_adapter_fwd", "LowRankAdapterForward", "MindpetLowRankAdapter", 8, 4, _lra_fwd),
@@ -104,7 +116,7 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = tuple(sorted({name.rsplit("_", 1)[0] for name, c in OPS.items() if c.ascend_op_type is None}))
+CPU_ONLY_OPS = ("activation", "layer_norm")
 
 
 def contract(name: str) -> OpContract:
