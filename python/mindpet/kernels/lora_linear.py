@@ -5,22 +5,22 @@ functional form for PYNATIVE code and tests. Contract: ``ops/CONTRACTS.md`` sect
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
-from mindspore.common.seed import _get_graph_seed
 
-from mindpet._eager import GradSafeCell
-from mindpet.kernels import _primitives, backend as _backend
+from mindpet._mindspore import graph_seeds
+from mindpet.kernels import _primitives
 from mindpet.kernels.composed import lora_linear_composed
+from mindpet.kernels.fused_op import FusedOp
 
 __all__ = ["LoraLinear", "lora_linear"]
 
 
-class LoraLinear(GradSafeCell):
+class LoraLinear(FusedOp):
     r"""``y = x W^T + b + s \cdot (x_d A^T) B^T``, ``x_d = x * mask``, as one fused op when available.
 
     Args:
@@ -34,27 +34,29 @@ class LoraLinear(GradSafeCell):
             ``lambda: not layer.weight.requires_grad``); PYNATIVE uses it to skip computing the base
             gradients (GRAPH mode prunes them by itself). Without it, PYNATIVE checks whether the
             ``weight`` argument is a Parameter with ``requires_grad=False``.
+        dtype: the dtype of the calls when known at construction (a layer's compute dtype): one without a
+            fused kernel (bfloat16) selects composed under ``'auto'`` and raises under ``'fused'``.
 
     Inputs: ``x [*, K]``, ``weight [N, K]``, ``bias [N]`` or None, ``lora_a [R, K]``,
     ``lora_b [N, R]``, optional ``mask [*, K]`` (overrides the drawn mask). One dtype for all
     (float32/float16 fused; bfloat16 runs composed under ``auto``). Output: ``y [*, N]``.
     """
 
+    op_name = "lora_linear"
+
     def __init__(self, scale: float, has_bias: bool = True, dropout: float = 0.0, backend: Optional[str] = None,
-                 base_frozen: Optional[Callable[[], bool]] = None):
+                 base_frozen: Optional[Callable[[], bool]] = None, dtype: Any = None):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"'dropout' must be in [0, 1), but got {dropout}.")
         self.scale = float(scale)
         self.has_bias = bool(has_bias)
         self.dropout_p = float(dropout)
-        self.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
-        self.impl = _backend.resolve(self.backend_choice, "lora_linear")
-        self.fused = self.impl != "composed"
+        self.select_backend(backend, dtype=dtype)
         if self.fused:
             self.fwd = _primitives.lora_linear_forward(self.impl, True)
             self.fwd_frozen_base = _primitives.lora_linear_forward(self.impl, False)
-        seed0, seed1 = _get_graph_seed(0, "dropout")
+        seed0, seed1 = graph_seeds("dropout")
         self.dropout = ops.Dropout(1.0 - self.dropout_p, seed0, seed1)
         self.ones_like = ops.OnesLike()
         # 1-element stand-ins for an absent bias / mask (constants, one per dtype)
@@ -85,9 +87,7 @@ class LoraLinear(GradSafeCell):
             mask = mask.reshape((-1, x_shape[-1]))
         elif self.training and self.dropout_p > 0.0:
             mask, _ = self.dropout(self.ones_like(x2d))
-        if not self.fused or x.dtype == mstype.bfloat16:
-            if self.backend_choice == "fused" and x.dtype == mstype.bfloat16:
-                raise TypeError("For 'lora_linear', the fused backend supports float32 and float16, not bfloat16.")
+        if not self.runs_fused(x.dtype):
             y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self.scale, mask)
         else:
             if weight.dtype != x.dtype or lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
@@ -123,15 +123,5 @@ def lora_linear(x, weight, bias, lora_a, lora_b, scale: float, dropout_mask=None
     dropout_mask like x or None; returns ``[*, N]``. Inside a GRAPH-mode ``construct`` hold a
     :class:`LoraLinear` instead.
     """
-    impl = _backend.resolve(backend, "lora_linear")
-    x_shape = x.shape
-    x2d = x.reshape((-1, x_shape[-1]))
-    mask = None if dropout_mask is None else dropout_mask.reshape((-1, x_shape[-1]))
-    if impl == "composed" or x.dtype == mstype.bfloat16:
-        y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, float(scale), mask)
-    else:
-        fwd = _primitives.lora_linear_forward(impl, not _base_frozen(weight, bias))
-        dummy = ops.zeros((1,), x.dtype)
-        y, _ = fwd(x2d, weight, dummy if bias is None else bias, lora_a, lora_b, dummy if mask is None else mask,
-                   float(scale), 0 if bias is None else 1, 0 if mask is None else 1)
-    return y.reshape(x_shape[:-1] + (weight.shape[0],))
+    return LoraLinear(float(scale), has_bias=bias is not None, backend=backend)(x, weight, bias, lora_a, lora_b,
+                                                                                dropout_mask)
