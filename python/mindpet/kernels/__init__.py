@@ -39,7 +39,7 @@ Use from a layer (sketch)::
 """
 from mindpet.kernels.backend import (CHOICES, ENV_VAR, FUSED_DTYPES, FusedBackendUnavailable, Selection, get_backend,
                                      resolve, select, set_backend)
-from mindpet.kernels.composed import (adapter_composed, layer_norm_composed, lora_linear_composed,
+from mindpet.kernels.composed import (adapter_composed, dense_composed, layer_norm_composed, lora_linear_composed,
                                       low_rank_adapter_composed)
 from mindpet.kernels.fused_op import FusedOp
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
@@ -50,7 +50,7 @@ from mindpet.kernels.norm import LayerNorm, layer_norm
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
     "set_backend", "FusedOp",
-    "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+    "dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
     "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
