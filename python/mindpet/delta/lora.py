@@ -18,8 +18,8 @@ from mindpet.delta._activation import (activation_shard_plan, check_activation_p
                                        resolve_activation)
 from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._strategy import apply_strategies, check_strategy
-from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
-                                       check_float_in_range, check_init, check_number,
+from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, _compiling, check_bool, check_dtype,
+                                       check_dense_input, check_float_in_range, check_init, check_number,
                                        check_positive_int)
 from mindpet.kernels import LoraLinear
 from mindpet.kernels import backend as _kernel_backend
@@ -199,8 +199,7 @@ class LoRADense(GradSafeCell):
         self.dtype_op = ops.DType()
         self.ones_like = ops.OnesLike()
         # The fused lora_linear op (holds no parameters; the layer passes its own at each call).
-        self.lora_kernel = LoraLinear(self.scaling, has_bias=has_bias, dropout=0.0, backend=choice,
-                                      base_frozen=self._base_is_frozen)
+        self.lora_kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=choice)
         self._use_fused = self.lora_kernel.fused
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
@@ -209,8 +208,12 @@ class LoRADense(GradSafeCell):
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
 
-    def _base_is_frozen(self) -> bool:
-        """Whether weight and bias are both frozen (PYNATIVE: the fused op then skips both base gradients)."""
+    def _base_frozen_eagerly(self) -> bool:
+        """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
+        gradients). Compiled: False (the graph drops unused base gradients itself, and stays correct
+        if the base is unfrozen later)."""
+        if _compiling():
+            return False
         return not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
 
     @property
@@ -232,7 +235,7 @@ class LoRADense(GradSafeCell):
         bias = self._to_compute(self.bias) if self.has_bias else None
         return self.lora_kernel(x2d, self._to_compute(self.weight), bias,
                                 self._to_compute(self.mindpet_delta_lora_a),
-                                self._to_compute(self.mindpet_delta_lora_b), mask)
+                                self._to_compute(self.mindpet_delta_lora_b), mask, self._base_frozen_eagerly())
 
     def _to_compute(self, t):
         """Cast to the compute dtype (bfloat16 on CPU: round to bfloat16, carry as float32)."""

@@ -14,14 +14,14 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 
 Use from a layer (sketch)::
 
-    # __init__: resolve once; keep the layer's own Dropout primitive (seeds, shard strategy)
-    self.lora_kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, dropout=0.0,
-                                  backend=backend, base_frozen=lambda: not self.weight.requires_grad)
+    # __init__: resolve once; the layer owns the Dropout primitive (seeds, shard strategy) and the mask
+    self.lora_kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, backend=backend)
     # construct, x2d: [M, in] in the compute dtype, weights cast to it
     mask = None
     if self.training and p > 0.0:
         mask, _ = self.lora_dropout(ones_like(x2d))      # 0 or 1/(1-p)
-    y2d = self.lora_kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask)
+    # base_frozen: True only when run eagerly with a frozen weight and bias (compiled: False)
+    y2d = self.lora_kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask, base_frozen)
 
     self.adapter_kernel = Adapter(non_linearity, backend=backend)           # y = h + adapter(h)
     y2d = self.adapter_kernel(h2d, w_down, b_down, w_up, b_up)
