@@ -2,7 +2,7 @@
 
 LoRA dropout masks are drawn in numpy and fed per step: MindSpore's CPU Dropout is not
 reproducible across instances after a few calls even with equal seeds, so equal trajectories need
-equal masks given from outside (the op's own mask drawing is tested in test_kernel_lora_linear.py).
+equal masks given from outside (the op takes its mask from the caller, as LoRADense draws it).
 """
 from __future__ import annotations
 
