@@ -108,13 +108,13 @@ constexpr int64_t kChunkElements = int64_t{1} << 16;
 void Forward(Activation act, const float* x, float* y, int64_t n) {
   const ForwardFn fn = ForwardFor(act);
   ParallelFor(n, ElementThreads(n), kChunkElements,
-              [&](Range r, int, bool) { fn(x + r.begin, y + r.begin, r.size()); });
+              [&](Range r, int64_t) { fn(x + r.begin, y + r.begin, r.size()); });
 }
 
 void Backward(Activation act, const float* dy, const float* x, float* dx, int64_t n) {
   const BackwardFn fn = BackwardFor(act);
   ParallelFor(n, ElementThreads(n), kChunkElements,
-              [&](Range r, int, bool) { fn(dy + r.begin, x + r.begin, dx + r.begin, r.size()); });
+              [&](Range r, int64_t) { fn(dy + r.begin, x + r.begin, dx + r.begin, r.size()); });
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ void ForwardF32(const AdapterDims& s, const float* h, const float* wd, const flo
   const std::vector<float> wu_aug = AppendColumn(wu, bu, s.d, s.b);  // [D, B+1]
   const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
   const int64_t tile = AdapterTile(s.d);
-  ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int, bool) {
+  ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int64_t) {
     std::vector<float> a_aug(static_cast<size_t>(tile * (s.b + 1)));
     for (int64_t t = rows.begin; t < rows.end; t += tile) {
       const int64_t tr = std::min(tile, rows.end - t);
@@ -69,20 +69,21 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
                  const float* z, Activation act, float* dh, float* dwd, float* dbd, float* dwu, float* dbu) {
   const int threads = RowThreads(s.m, 8, 2 * s.d * s.b);
   const int64_t tile = AdapterTile(s.d);
-  // Partials per slot: dWu_aug [D, B+1] (last column dbu), dWd [B, D], dbd [B].
+  // Partials per chunk: dWu_aug [D, B+1] (last column dbu), dWd [B, D], dbd [B].
   const int64_t n_wu = s.d * (s.b + 1);
   const int64_t n_wd = s.b * s.d;
-  ThreadPartials partials(threads, n_wu + n_wd + s.b);
-  partials.SetUsed(ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int slot, bool first) {
-    float* p_wu = partials.part(slot);
+  const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, tile));
+  ThreadPartials partials(static_cast<int64_t>(chunks.size()), n_wu + n_wd + s.b);
+  ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+    float* p_wu = partials.part(chunk);
     float* p_wd = p_wu + n_wu;
     float* p_bd = p_wd + n_wd;
-    if (first) std::fill(p_bd, p_bd + s.b, 0.0f);
+    std::fill(p_bd, p_bd + s.b, 0.0f);
     std::vector<float> a_aug(static_cast<size_t>(tile * (s.b + 1)));
     std::vector<float> dz(static_cast<size_t>(tile * s.b));
     for (int64_t t = rows.begin; t < rows.end; t += tile) {
       const int64_t tr = std::min(tile, rows.end - t);
-      const float beta = first && t == rows.begin ? 0.0f : 1.0f;  // the slot's first tile initialises its partials
+      const float beta = t == rows.begin ? 0.0f : 1.0f;  // the chunk's first tile initialises its partials
       const float* dy_t = dy + t * s.d;
       const float* z_t = z + t * s.b;
       for (int64_t i = 0; i < tr; ++i) {
@@ -105,7 +106,7 @@ void BackwardF32(const AdapterDims& s, const float* dy, const float* h, const fl
       std::memcpy(dh + t * s.d, dy_t, sizeof(float) * tr * s.d);
       Sgemm(false, false, tr, s.d, s.b, 1.0f, dz.data(), s.b, wd, s.d, 1.0f, dh + t * s.d, s.d);
     }
-  }));
+  });
   std::vector<float> wu_aug(static_cast<size_t>(n_wu));
   partials.ReduceInto(0, n_wu, 1.0f, wu_aug.data());
   for (int64_t i = 0; i < s.d; ++i) {

@@ -89,7 +89,7 @@ uint16_t FloatToHalf(float f) {
 }
 
 void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
-  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int, bool) {
+  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int64_t) {
     if (HasF16c()) {
       HalfToFloatF16c(src + r.begin, dst + r.begin, r.size());
     } else {
@@ -99,7 +99,7 @@ void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
 }
 
 void FloatToHalfN(const float* src, uint16_t* dst, int64_t n) {
-  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int, bool) {
+  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int64_t) {
     if (HasF16c()) {
       FloatToHalfF16c(src + r.begin, dst + r.begin, r.size());
     } else {

@@ -49,7 +49,7 @@ void ForwardF32(const NormDims& s, const float* x, const float* r, const float* 
                 float* y, float* mean, float* rstd) {
   if (s.m == 0) return;
   const int threads = NormThreads(s);
-  ParallelFor(s.m, threads, RowGrain(s.m, threads, kChunkRows), [&](Range rows, int, bool) {
+  ParallelFor(s.m, threads, RowGrain(s.m, threads, kChunkRows), [&](Range rows, int64_t) {
     std::vector<float> buf(static_cast<size_t>(r != nullptr ? s.d : 0));
     for (int64_t i = rows.begin; i < rows.end; ++i) {
       const float* row = RowSum(x + i * s.d, r != nullptr ? r + i * s.d : nullptr, s.d, buf.data());
@@ -77,12 +77,12 @@ void ForwardF32(const NormDims& s, const float* x, const float* r, const float* 
 void BackwardF32(const NormDims& s, const float* dy, const float* x, const float* r, const float* gamma,
                  const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
   const int threads = NormThreads(s);
-  ThreadPartials partials(threads, 2 * s.d);  // per slot: [dgamma | dbeta]
-  const int64_t grain = RowGrain(s.m, threads, kChunkRows);
-  partials.SetUsed(ParallelFor(s.m, threads, grain, [&](Range rows, int slot, bool first) {
-    float* p_gamma = partials.part(slot);
+  const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, kChunkRows));
+  ThreadPartials partials(static_cast<int64_t>(chunks.size()), 2 * s.d);  // per chunk: [dgamma | dbeta]
+  ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+    float* p_gamma = partials.part(chunk);
     float* p_beta = p_gamma + s.d;
-    if (first) partials.Zero(slot);
+    partials.Zero(chunk);
     std::vector<float> buf(static_cast<size_t>(2 * s.d));
     float* xhat = buf.data();
     float* g = xhat + s.d;
@@ -127,7 +127,7 @@ void BackwardF32(const NormDims& s, const float* dy, const float* x, const float
         p_beta[j] += dy_row[j];
       }
     }
-  }));
+  });
   partials.ReduceInto(0, s.d, 1.0f, dgamma);
   partials.ReduceInto(s.d, s.d, 1.0f, dbeta);
 }

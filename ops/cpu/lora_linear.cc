@@ -72,7 +72,7 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
   const int64_t tile = TileRows(d.k);
 
   if (SplitRows(d.m, threads)) {
-    ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile), [&](Range rows, int, bool) {
+    ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile), [&](Range rows, int64_t) {
       std::vector<float> scratch;
       const float* x_c = x + rows.begin * d.k;
       float* u_c = u + rows.begin * d.r;
@@ -101,7 +101,7 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
     MaskRows(x, mask, d.m, d.k, xd.data());
     Sgemm(false, true, d.m, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u, d.r);
   }
-  ParallelColumns(d.n, threads, [&](Range cols, int) {
+  ParallelColumns(d.n, threads, [&](Range cols) {
     std::vector<float> scratch;
     LowRankTerm(d, u, d.m, b, b_aug_ptr, cols.begin, cols.end, s, y, &scratch);
     Sgemm(false, true, d.m, cols.size(), d.k, 1.0f, x, d.k, w + cols.begin * d.k, d.k, 1.0f, y + cols.begin, d.n);
@@ -119,14 +119,15 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
   const int threads = ThreadsFor(d.m * d.r * (2 * d.n + d.k));
 
   if (SplitRows(d.m, threads)) {
-    // Per-slot partial sums of dA [R, K] and dB^T [R, N] (u^T dy streams dy with the long side as
+    // Per-chunk partial sums of dA [R, K] and dB^T [R, N] (u^T dy streams dy with the long side as
     // the GEMM's N: faster than dy^T u for wide ranks), reduced and scaled by s at the end.
     const int64_t da_size = d.r * d.k;
     const int64_t db_size = d.n * d.r;
     const int64_t tile = TileRows(std::max(d.n, d.k));
-    ThreadPartials partials(threads, da_size + db_size);
-    partials.SetUsed(ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile), [&](Range rows, int slot, bool first) {
-      float* da_part = partials.part(slot);
+    const std::vector<Range> chunks = PlanChunks(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile));
+    ThreadPartials partials(static_cast<int64_t>(chunks.size()), da_size + db_size);
+    ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+      float* da_part = partials.part(chunk);
       float* db_part = da_part + da_size;
       std::vector<float> xd(mask != nullptr ? static_cast<size_t>(tile * d.k) : 0);
       for (int64_t t = 0; t < rows.size(); t += tile) {
@@ -134,7 +135,7 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
         const int64_t tr = std::min(tile, rows.size() - t);
         const float* dy_t = dy + row0 * d.n;
         float* g_t = g + row0 * d.r;
-        const float beta = first && t == 0 ? 0.0f : 1.0f;  // the slot's first tile initialises its partials
+        const float beta = t == 0 ? 0.0f : 1.0f;  // the chunk's first tile initialises its partials
         // g = dy B ; dB^T += u^T dy   (the dy tile is read from cache by both)
         Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g_t, d.r);
         Sgemm(true, false, d.r, d.n, tr, 1.0f, u + row0 * d.r, d.r, dy_t, d.n, beta, db_part, d.n);
@@ -146,7 +147,7 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
         }
         Sgemm(true, false, d.r, d.k, tr, 1.0f, g_t, d.r, xd_t, d.k, beta, da_part, d.k);
       }
-    }));
+    });
     partials.ReduceInto(0, da_size, s, da);
     std::vector<float> db_t(static_cast<size_t>(db_size));  // partials hold dB^T [R, N]
     partials.ReduceInto(da_size, db_size, s, db_t.data());
@@ -165,7 +166,7 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
     MaskRows(x, mask, d.m, d.k, xd.data());
     xd_ptr = xd.data();
   }
-  ParallelFor(threads, threads, 1, [&](Range parts, int, bool) {
+  ParallelFor(threads, threads, 1, [&](Range parts, int64_t) {
     for (int64_t p = parts.begin; p < parts.end; ++p) {
       const Range ncols = SplitRange(d.n, threads, static_cast<int>(p), 16);
       if (ncols.size() > 0) {
@@ -201,10 +202,10 @@ void BackwardInputF32(const LoraDims& d, const float* dy, const float* w, const 
   if (SplitRows(d.m, threads)) {
     const int64_t tile = TileRows(d.k);
     ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile),
-                [&](Range rows, int, bool) { block(rows.begin, rows.size(), 0, d.k); });
+                [&](Range rows, int64_t) { block(rows.begin, rows.size(), 0, d.k); });
     return;
   }
-  ParallelColumns(d.k, threads, [&](Range cols, int) { block(0, d.m, cols.begin, cols.size()); });
+  ParallelColumns(d.k, threads, [&](Range cols) { block(0, d.m, cols.begin, cols.size()); });
 }
 
 // Shape and dtype checks shared by both entry points; returns an empty string when they hold.

@@ -39,7 +39,7 @@ void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const fl
   std::memcpy(lur_aug.data() + s.r * s.d, bu, sizeof(float) * s.d);
   const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
   const int64_t tile = AdapterTile(s.d);
-  ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int, bool) {
+  ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int64_t) {
     std::vector<float> a(static_cast<size_t>(tile * s.b));
     std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
     for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
@@ -81,10 +81,11 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
   // Partials: [dLur ; dbu] [R+1, D], dLul [B, R], dLdr [R, B], dbd [B], dLdl [D, R].
   const int64_t n_ur = (s.r + 1) * s.d, n_ul = s.b * s.r, n_dr = s.r * s.b, n_bd = s.b, n_dl = s.d * s.r;
   const int64_t o_ul = n_ur, o_dr = o_ul + n_ul, o_bd = o_dr + n_dr, o_dl = o_bd + n_bd;
-  ThreadPartials partials(threads, o_dl + n_dl);
-  partials.SetUsed(ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int slot, bool first) {
-    float* p = partials.part(slot);
-    if (first) std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
+  const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, tile));
+  ThreadPartials partials(static_cast<int64_t>(chunks.size()), o_dl + n_dl);
+  ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+    float* p = partials.part(chunk);
+    std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
     std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
     std::vector<float> a(static_cast<size_t>(tile * s.b));
     std::vector<float> dz(static_cast<size_t>(tile * s.b));
@@ -92,7 +93,7 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
     std::vector<float> dt(static_cast<size_t>(tile * s.r));
     for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
       const int64_t tr = std::min(tile, rows.end - t0);
-      const float beta = first && t0 == rows.begin ? 0.0f : 1.0f;  // the slot's first tile initialises its partials
+      const float beta = t0 == rows.begin ? 0.0f : 1.0f;  // the chunk's first tile initialises its partials
       const float* dy_t = dy + t0 * s.d;
       const float* h_t = h + t0 * s.d;
       const float* z_t = z + t0 * s.b;
@@ -121,7 +122,7 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
       std::memcpy(g.dh + t0 * s.d, dy_t, sizeof(float) * tr * s.d);
       Sgemm(false, true, tr, s.d, s.r, 1.0f, dt.data(), s.r, ldl, s.r, 1.0f, g.dh + t0 * s.d, s.d);
     }
-  }));
+  });
   partials.ReduceInto(0, s.r * s.d, 1.0f, g.dlur);
   partials.ReduceInto(s.r * s.d, s.d, 1.0f, g.dbu);
   partials.ReduceInto(o_ul, n_ul, 1.0f, g.dlul);

@@ -97,44 +97,27 @@ int AffinityCpus() {
 // thread that wakes after the call returned finds no chunk and never touches the body).
 struct Job {
   const ChunkBody* body;
-  int64_t n;
-  int64_t grain;
+  const std::vector<Range>* chunks;
   int threads;
-  std::atomic<int64_t> next{0};     // first unclaimed unit
-  std::atomic<int64_t> done{0};     // units finished
-  std::atomic<int> joined{0};       // pool threads that joined (at most threads - 1)
-  std::atomic<int> slots{0};        // participants that claimed a chunk
+  std::atomic<int64_t> next{0};  // first unclaimed chunk
+  std::atomic<int64_t> done{0};  // chunks finished
+  std::atomic<int> joined{0};    // pool threads that joined (at most threads - 1)
   std::mutex mutex;
   std::condition_variable finished;
 
-  // Claims the next chunk (guided: a share of what is left, at least grain); false when none left.
-  bool Claim(Range* r) {
-    int64_t begin = next.load(std::memory_order_relaxed);
-    for (;;) {
-      if (begin >= n) return false;
-      const int64_t share = (n - begin + 2 * threads - 1) / (2 * threads);
-      const int64_t size = std::min(n - begin, std::max(grain, share));
-      if (next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) {
-        *r = {begin, begin + size};
-        return true;
-      }
-    }
-  }
+  int64_t count() const { return static_cast<int64_t>(chunks->size()); }
 
   // Runs chunks until none is left.
   void Work() {
-    Range r{};
-    if (!Claim(&r)) return;
-    const int slot = slots.fetch_add(1, std::memory_order_relaxed);
-    bool first = true;
-    do {
-      (*body)(r, slot, first);
-      first = false;
-      if (done.fetch_add(r.size(), std::memory_order_acq_rel) + r.size() == n) {
+    const int64_t n = count();
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      (*body)((*chunks)[c], c);
+      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
         std::lock_guard<std::mutex> lock(mutex);
         finished.notify_all();
       }
-    } while (Claim(&r));
+    }
   }
 };
 
@@ -191,25 +174,37 @@ int MaxThreads() {
   return TeamSize(AffinityCpus(), quota, env);
 }
 
-int ParallelFor(int64_t n, int threads, int64_t grain, const ChunkBody& body) {
-  if (n <= 0) return 0;
+std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain) {
+  std::vector<Range> chunks;
+  if (n <= 0) return chunks;
   if (grain < 1) grain = 1;
-  if (threads <= 1 || n <= grain) {
-    body({0, n}, 0, true);
-    return 1;
+  if (threads <= 1 || n <= grain) return {Range{0, n}};
+  for (int64_t begin = 0; begin < n;) {
+    const int64_t share = (n - begin + 2 * threads - 1) / (2 * threads);
+    const int64_t size = std::min(n - begin, std::max(grain, share));
+    chunks.push_back({begin, begin + size});
+    begin += size;
+  }
+  return chunks;
+}
+
+void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody& body) {
+  const int64_t n = static_cast<int64_t>(chunks.size());
+  if (n == 0) return;
+  if (threads <= 1 || n == 1) {
+    for (int64_t c = 0; c < n; ++c) body(chunks[c], c);
+    return;
   }
   auto job = std::make_shared<Job>();
   job->body = &body;
-  job->n = n;
-  job->grain = grain;
+  job->chunks = &chunks;
   job->threads = threads;
-  Pool::Get().Offer(job, threads - 1);
+  Pool::Get().Offer(job, static_cast<int>(std::min<int64_t>(threads, n)) - 1);
   job->Work();
   if (job->done.load(std::memory_order_acquire) != n) {
     std::unique_lock<std::mutex> lock(job->mutex);
     job->finished.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == n; });
   }
-  return job->slots.load(std::memory_order_relaxed);
 }
 
 int64_t TileRows(int64_t width, int64_t bytes, int64_t min_rows, int64_t max_rows) {

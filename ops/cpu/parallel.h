@@ -5,8 +5,10 @@
 //  - the caller is a participant and works through the chunks itself; a pool thread that is not
 //    scheduled simply takes no chunk, and the call never waits for a thread that has no work
 //    (an OpenMP parallel region ends only when every team thread has reached its barrier);
-//  - chunks are handed out guided (large first, then smaller, down to `grain`), so a descheduled
-//    participant delays the call by at most one small chunk;
+//  - chunks are guided (large first, then smaller, down to `grain`), so a descheduled participant
+//    delays the call by at most one small chunk. The chunk boundaries depend only on (n, threads,
+//    grain), never on who runs what, so per-chunk partial sums reduced in chunk order give the same
+//    bits in every run;
 //  - idle pool threads and a caller waiting for the last chunks block on a condition variable:
 //    nothing spins;
 //  - the team size follows the CPUs the process may use (sched_getaffinity, cgroup CPU quota).
@@ -15,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace mindpet {
 namespace cpu {
@@ -42,14 +45,20 @@ int TeamSize(int affinity_cpus, int quota_cpus, int env_threads);
 // the cgroup quota and the environment (read once).
 int MaxThreads();
 
-// Body of a parallel loop: `rows` to process, the participant's `slot` in [0, threads) (stable for
-// all its chunks of this call) and `first` (this is the slot's first chunk of the call).
-using ChunkBody = std::function<void(Range rows, int slot, bool first)>;
+// Body of a parallel loop: the `rows` of chunk number `chunk` (chunks are numbered in row order).
+using ChunkBody = std::function<void(Range rows, int64_t chunk)>;
 
-// Runs `body` over [0, n) in chunks of at least `grain` units on up to `threads` participants
-// (the caller included). Returns the number of slots that ran chunks (slots 0 .. used-1; 0 when
-// n == 0). Blocks until every chunk is done.
-int ParallelFor(int64_t n, int threads, int64_t grain, const ChunkBody& body);
+// The guided chunks of [0, n) for `threads` participants: each a share 1 / (2 threads) of the rows
+// left, at least `grain` (the last may be smaller); one chunk when threads <= 1 or n <= grain.
+std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain);
+
+// Runs `body` once per chunk on up to `threads` participants (the caller included); blocks until
+// every chunk is done.
+void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody& body);
+
+inline void ParallelFor(int64_t n, int threads, int64_t grain, const ChunkBody& body) {
+  ParallelFor(PlanChunks(n, threads, grain), threads, body);
+}
 
 // Split rows (M) across threads when each thread gets at least this many rows; otherwise the
 // kernels split the output columns (so small M still uses every core and reads each weight once).
@@ -91,16 +100,15 @@ inline Range SplitRange(int64_t n, int parts, int part, int64_t align = 1) {
   return {b < n ? b : n, e < n ? e : n};
 }
 
-// Runs body(columns, slot) for `threads` near-equal column blocks of [0, n) (aligned to 16),
-// dynamically assigned. For the few-rows paths, where each block is one GEMM.
-inline void ParallelColumns(int64_t n, int threads, const std::function<void(Range cols, int slot)>& body) {
+// Runs body(columns) for `threads` near-equal column blocks of [0, n) (aligned to 16), dynamically
+// assigned. For the few-rows paths, where each block is one GEMM.
+inline void ParallelColumns(int64_t n, int threads, const std::function<void(Range cols)>& body) {
   constexpr int64_t kAlign = 16;
   const int parts = threads < 1 ? 1 : threads;
-  ParallelFor(parts, threads, 1, [&](Range blocks, int slot, bool) {
-    for (int64_t p = blocks.begin; p < blocks.end; ++p) {
-      const Range cols = SplitRange(n, parts, static_cast<int>(p), kAlign);
-      if (cols.size() > 0) body(cols, slot);
-    }
+  std::vector<Range> blocks;
+  for (int p = 0; p < parts; ++p) blocks.push_back(SplitRange(n, parts, p, kAlign));
+  ParallelFor(blocks, threads, [&](Range cols, int64_t) {
+    if (cols.size() > 0) body(cols);
   });
 }
 

@@ -1,6 +1,6 @@
-// Per-participant partial sums of weight gradients (reductions over the rows M), summed at the end.
-// Storage is not zeroed: a slot's first chunk writes its part with beta = 0 (or calls Zero), and
-// only the parts of the slots that ran (ParallelFor's return value) are summed.
+// Per-chunk partial sums of weight gradients (reductions over the rows M), summed in chunk order at
+// the end, so the result does not depend on which thread ran which chunk. Storage is not zeroed:
+// a chunk's first tile writes its part with beta = 0 (or calls Zero).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -11,13 +11,13 @@ namespace cpu {
 
 class ThreadPartials {
  public:
-  ThreadPartials(int slots, int64_t size)
-      : size_(size), buf_(new float[static_cast<size_t>(std::max(slots, 1)) * static_cast<size_t>(size)]) {}
-  float* part(int slot) { return buf_.get() + slot * size_; }
-  void Zero(int slot) { std::fill(part(slot), part(slot) + size_, 0.0f); }
-  // How many slots ran (ParallelFor's return value; 0 = no rows: the sums are zero).
-  void SetUsed(int used) { used_ = used; }
-  // out[i] = scale * sum_slot part(slot)[offset + i] for i < n.
+  // `parts` partial sums of `size` floats each (0 parts: no rows, every sum is zero).
+  ThreadPartials(int64_t parts, int64_t size)
+      : size_(size), used_(parts),
+        buf_(new float[static_cast<size_t>(std::max<int64_t>(parts, 1)) * static_cast<size_t>(size)]) {}
+  float* part(int64_t chunk) { return buf_.get() + chunk * size_; }
+  void Zero(int64_t chunk) { std::fill(part(chunk), part(chunk) + size_, 0.0f); }
+  // out[i] = scale * sum_chunk part(chunk)[offset + i] for i < n, summed in chunk order.
   void ReduceInto(int64_t offset, int64_t n, float scale, float* out) const {
     const float* buf = buf_.get();
     if (used_ == 0) {
@@ -25,7 +25,7 @@ class ThreadPartials {
       return;
     }
     for (int64_t i = 0; i < n; ++i) out[i] = buf[offset + i];
-    for (int t = 1; t < used_; ++t) {
+    for (int64_t t = 1; t < used_; ++t) {
       const float* p = buf + t * size_ + offset;
       for (int64_t i = 0; i < n; ++i) out[i] += p[i];
     }
@@ -36,7 +36,7 @@ class ThreadPartials {
 
  private:
   int64_t size_;
-  int used_ = 0;
+  int64_t used_;
   std::unique_ptr<float[]> buf_;
 };
 

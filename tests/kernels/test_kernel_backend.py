@@ -98,7 +98,7 @@ def test_op_cells_hold_no_parameters(backend):
     """The layers own every parameter: names and checkpoints cannot depend on the backend."""
     if backend == "fused" and not _library.available():
         pytest.skip("mindpet CPU kernel library not built")
-    for cell in (kernels.LoraLinear(2.0, dropout=0.1, backend=backend), kernels.Adapter("gelu", backend=backend),
+    for cell in (kernels.LoraLinear(2.0, backend=backend), kernels.Adapter("gelu", backend=backend),
                  kernels.LowRankAdapter("relu", backend=backend)):
         assert not list(cell.get_parameters())
 

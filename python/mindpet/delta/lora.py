@@ -13,13 +13,12 @@ from mindspore.common.initializer import HeUniform, Initializer, initializer
 from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
-from mindpet._mindspore import graph_seeds, invalidate_compiled_graphs
+from mindpet._mindspore import compiling, graph_seeds, invalidate_compiled_graphs
 from mindpet.delta._activation import (activation_shard_plan, check_activation_parallel,
                                        resolve_activation)
 from mindpet.delta._strategy import apply_strategies, check_strategy
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
-                                       check_float_in_range, check_init, check_number,
-                                       check_positive_int)
+                                       check_float_in_range, check_init, check_number, check_positive_int)
 from mindpet.delta.registry import register_layer
 from mindpet.kernels import LoraLinear
 from mindpet.kernels.composed import dense_composed, lora_linear_composed
@@ -185,8 +184,7 @@ class LoRADense(GradSafeCell):
         self.ones_like = ops.OnesLike()
         # The lora_linear op; it selects the backend (a bfloat16 compute dtype has no fused kernel) and
         # holds no parameters: the layer passes its own at each call.
-        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, dropout=0.0, backend=backend,
-                                 base_frozen=self._base_is_frozen, dtype=compute_dtype)
+        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
         self._merged_factors = None
@@ -194,8 +192,12 @@ class LoRADense(GradSafeCell):
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
 
-    def _base_is_frozen(self) -> bool:
-        """Whether weight and bias are both frozen (PYNATIVE: the fused op then skips both base gradients)."""
+    def _base_frozen_eagerly(self) -> bool:
+        """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
+        gradients). Compiled: False (the graph drops unused base gradients itself, and stays correct
+        if the base is unfrozen later)."""
+        if compiling():
+            return False
         return not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
 
     @property
@@ -215,7 +217,7 @@ class LoRADense(GradSafeCell):
             mask = None
             if dropout:
                 mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
-            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask)
+            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask, self._base_frozen_eagerly())
         x_d = x2d
         if dropout:
             x_d, _ = self.lora_dropout(x2d)

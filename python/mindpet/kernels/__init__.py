@@ -18,15 +18,16 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 
 Use from a layer (sketch)::
 
-    # __init__: select once (the layer's .backend reads kernel.impl); keep the layer's own primitives
-    self.kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, dropout=0.0, backend=backend,
-                             base_frozen=lambda: not self.weight.requires_grad, dtype=compute_dtype)
+    # __init__: select once (the layer's .backend reads kernel.impl); the layer owns its primitives,
+    # among them the Dropout (seeds, shard strategy) that draws the mask
+    self.kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, backend=backend, dtype=compute_dtype)
     # construct, x2d: [M, in] in the compute dtype, weights cast to it
     if self.kernel.fused:
         mask = None
         if self.training and p > 0.0:
             mask, _ = self.lora_dropout(ones_like(x2d))  # 0 or 1/(1-p)
-        y2d = self.kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask)
+        # base_frozen: True only when run eagerly with a frozen weight and bias (compiled: False)
+        y2d = self.kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask, base_frozen)
     else:  # the same op composed, through the layer's primitives (shard strategies apply)
         y2d = lora_linear_composed(x2d, weight, bias_or_None, lora_a, lora_b, scale, x_d=self.lora_dropout(x2d)[0],
                                    matmul=self.matmul, ...)
