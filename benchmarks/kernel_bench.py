@@ -3,6 +3,8 @@
     python benchmarks/kernel_bench.py              # full grid (a few minutes on 2 cores)
     python benchmarks/kernel_bench.py --quick      # M=4096 and M=16 at 1024x1024, r=16 only
     python benchmarks/kernel_bench.py --ops norm_act   # LayerNorm and exact GELU (BERT shapes)
+    python benchmarks/kernel_bench.py --load 0,2,6     # LoRA and adapter train steps under background load
+    python benchmarks/kernel_bench.py --standalone 5   # LoRADense step without input gradient, fresh processes
 
 GRAPH mode, float32, every core (OpenMP default for the fused kernels, MindSpore's default pool for
 the rest). For each shape every variant is compiled and warmed up, then the variants are timed in
@@ -11,25 +13,36 @@ interleaved repetitions (variant order rotates each repetition); a repetition ru
 repetitions and ratios of medians.
 
 Variants (``train`` = value of ``sum(y * dy)`` and its gradients w.r.t. the input and the trainable
-parameters; base weight frozen):
+parameters; ``no dx`` = the same without the input gradient, as for a layer whose input comes from
+frozen layers; base weight frozen):
   lora:    fused LoraLinear, composed LoraLinear, plain nn.Dense (frozen: gradient of x only)
   adapter / low_rank_adapter: fused vs composed (the Dense in front is the same for both).
   norm_act: LayerNorm [1024, 384] (gamma/beta trainable; plain, and with the residual add fused vs
     ``x + r`` then MindSpore LayerNorm) and exact GELU [1024, 1536]: fused vs composed (composed =
     what ``nn.LayerNorm`` and ``0.5 x (1 + erf(x / sqrt 2))`` run).
-Targets (issue): fused LoRA fwd <= 1.05x Dense fwd and train <= 1.05x frozen-Dense train at M=4096
+``--load N`` (comma-separated levels): N busy processes (``while True: pass``) started before and
+stopped after each level, so with the benchmark's own two-thread team the run queue holds N + 2
+threads on 2 cores: oversubscription (N + 2) / cores, i.e. 2x at N = 2 and 4x at N = 6 on 2 cores.
+Each level times the LoRA (M=4096, 1024x1024, r=16) and adapter (M=4096, hidden 1024, B=64) train
+steps, fused and composed interleaved. ``--standalone R``: the issue's standalone step, ``LoRADense(1024,
+1024, lora_rank=16, lora_alpha=32, lora_dropout=0, compute_dtype=float32)`` after ``freeze_delta(net,
+'lora')``, a constant [4096, 1024] input, ``ms.value_and_grad`` over the optimizer's parameters
+inside ``ms.jit`` plus SGD; R rounds, each one fresh process per backend (order alternating).
+Targets (issue): fused/composed <= 1.0 under --load 2 and 6; standalone fused/composed <= 0.85; fused LoRA fwd <= 1.05x Dense fwd and train <= 1.05x frozen-Dense train at M=4096
 (i.e. <= 0.85x composed train there); fused LoRA train <= 0.7x composed at M <= 16; fused adapter
 train <= 0.8x composed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
+import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import numpy as np
 import mindspore as ms
@@ -138,6 +151,19 @@ class TrainStep(nn.Cell):
         return value, self.grad(self.loss)(x, dy)
 
 
+class WeightsStep(nn.Cell):
+    """Loss value and gradients of the trainable parameters only: the input needs no gradient."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.loss = _Loss(net)
+        self.weights = ms.ParameterTuple(net.trainable_params())
+        self.grad = ops.GradOperation(get_by_list=True)
+
+    def construct(self, x, dy):
+        return self.loss(x, dy), self.grad(self.loss, self.weights)(x, dy)
+
+
 def _runner(cell: nn.Cell, args: Sequence[Tensor]) -> Callable[[int], float]:
     """A function timing ``n`` calls of ``cell(*args)``; returns seconds per call."""
     def run(n: int) -> float:
@@ -175,7 +201,107 @@ def bench_lora(m, k, n, r, reps, rng) -> dict:
     for name, net in nets.items():
         runners[f"fwd/{name}"] = _runner(net, (x,))
         runners[f"train/{name}"] = _runner(TrainStep(net), (x, dy))
+        if name != "dense":
+            runners[f"nodx/{name}"] = _runner(WeightsStep(net), (x, dy))
     return measure(runners, reps)
+
+
+def bench_train_pair(op: str, reps: int, rng) -> dict:
+    """Train steps (with and without the input gradient) of the issue's shapes, fused vs composed:
+    ``lora`` M=4096, 1024x1024, r=16; ``adapter`` M=4096, hidden 1024, bottleneck 64."""
+    x, dy = _inputs(4096, 1024, 1024, rng)
+    runners = {}
+    for name in ("fused", "composed"):
+        net = LoraNet(1024, 1024, 16, name) if op == "lora" else AdapterNet(1024, 64, 1, False, name)
+        runners[f"train/{name}"] = _runner(TrainStep(net), (x, dy))
+        runners[f"nodx/{name}"] = _runner(WeightsStep(net), (x, dy))
+    return measure(runners, reps)
+
+
+@contextlib.contextmanager
+def background_load(n: int) -> Iterator[None]:
+    """``n`` busy processes (one spinning Python loop each) for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(1.0 if n else 0.0)  # let the scheduler spread them
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def run_load(levels: Sequence[int], reps: int, rng) -> None:
+    """The LoRA and adapter train steps at each background-load level, fused/composed side by side."""
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nbackground load: N busy processes + this benchmark's 2 threads on {cores} cores; "
+          f"oversubscription (N + 2) / {cores}; load average at start {os.getloadavg()[0]:.2f}")
+    print(f"{'N':>3} {'over':>5} {'op':<8} | {'train F':>8} {'train C':>8} {'F/C':>10} | {'no dx F':>8} "
+          f"{'no dx C':>8} {'F/C':>10}")
+    for n in levels:
+        with background_load(n):
+            for op in ("lora", "adapter"):
+                t = bench_train_pair(op, reps, rng)
+                tr = t["train/fused"] / t["train/composed"]
+                nd = t["nodx/fused"] / t["nodx/composed"]
+                print(f"{n:>3} {(n + 2) / cores:5.1f} {op:<8} | {1e3 * t['train/fused']:8.1f} "
+                      f"{1e3 * t['train/composed']:8.1f} {_fmt_ratio(tr, 1.0 if n else None):>10} | "
+                      f"{1e3 * t['nodx/fused']:8.1f} {1e3 * t['nodx/composed']:8.1f} "
+                      f"{_fmt_ratio(nd, 1.0 if n else None):>10}")
+                sys.stdout.flush()
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+def standalone_step_seconds(backend: str, steps: int = 10) -> float:
+    """Median seconds per step of the issue's standalone LoRADense step (no input gradient)."""
+    from mindpet.delta import LoRADense  # pylint: disable=import-outside-toplevel
+    from mindpet.graph import freeze_delta  # pylint: disable=import-outside-toplevel
+
+    ms.set_seed(0)
+    net = LoRADense(1024, 1024, lora_rank=16, lora_alpha=32, lora_dropout=0.0, compute_dtype=ms.float32,
+                    backend=backend)
+    freeze_delta(net, "lora")
+    optimizer = nn.SGD(net.trainable_params(), learning_rate=1e-3)
+    x = Tensor(np.random.default_rng(0).standard_normal((4096, 1024)).astype(np.float32))
+
+    def loss_fn(inp):
+        return net(inp).sum()
+
+    grad_fn = ms.value_and_grad(loss_fn, None, optimizer.parameters)
+
+    @ms.jit
+    def step(inp):
+        loss, grads = grad_fn(inp)
+        optimizer(grads)
+        return loss
+
+    for _ in range(3):
+        step(x).asnumpy()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(x).asnumpy()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_standalone(rounds: int) -> None:
+    """``rounds`` rounds of the standalone step, one fresh process per backend (order alternating)."""
+    print(f"\nstandalone LoRADense step, no input gradient (fresh process per backend, {rounds} rounds); "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    samples: Dict[str, List[float]] = {"fused": [], "composed": []}
+    for i in range(rounds):
+        for backend in (("fused", "composed") if i % 2 == 0 else ("composed", "fused")):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--standalone-worker", backend],
+                                 check=True, capture_output=True, text=True).stdout
+            samples[backend].append(float(out.strip().splitlines()[-1]))
+        print(f"round {i}: fused {1e3 * samples['fused'][-1]:.1f} ms, composed {1e3 * samples['composed'][-1]:.1f} ms")
+        sys.stdout.flush()
+    f, c = statistics.median(samples["fused"]), statistics.median(samples["composed"])
+    ratios = [a / b for a, b in zip(samples["fused"], samples["composed"])]
+    print(f"median: fused {1e3 * f:.1f} ms, composed {1e3 * c:.1f} ms, fused/composed {_fmt_ratio(f / c, 0.85)} "
+          f"(per round {min(ratios):.2f}-{max(ratios):.2f}); load average at the end {os.getloadavg()[0]:.2f}")
 
 
 def bench_adapter(m, d, b, r, low_rank, reps, rng) -> dict:
@@ -185,6 +311,7 @@ def bench_adapter(m, d, b, r, low_rank, reps, rng) -> dict:
         net = AdapterNet(d, b, r, low_rank, name)
         runners[f"fwd/{name}"] = _runner(net, (h,))
         runners[f"train/{name}"] = _runner(TrainStep(net), (h, dy))
+        runners[f"nodx/{name}"] = _runner(WeightsStep(net), (h, dy))
     return measure(runners, reps)
 
 
@@ -216,8 +343,16 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median), >= 5")
     parser.add_argument("--quick", action="store_true", help="a small subset of the grid")
     parser.add_argument("--ops", default="lora,adapter,low_rank_adapter")
+    parser.add_argument("--load", help="background-load levels N (comma-separated busy-process counts), "
+                        "e.g. 0,2,6; runs only the load table")
+    parser.add_argument("--standalone", type=int, metavar="ROUNDS",
+                        help="runs only the standalone no-input-gradient LoRADense step, ROUNDS rounds")
+    parser.add_argument("--standalone-worker", choices=("fused", "composed"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    if args.standalone_worker:
+        print(standalone_step_seconds(args.standalone_worker))
+        return 0
     if kbackend.fused_implementation("CPU")[0] != "cpu":
         print("fused CPU kernels unavailable:", kbackend.fused_implementation("CPU")[1])
         return 1
@@ -226,7 +361,14 @@ def main(argv: Sequence[str] = None) -> int:
     ops_wanted = set(args.ops.split(","))
     print(f"mindpet kernel benchmark: GRAPH, float32, {os.cpu_count()} cpus, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'default')}, BLAS: {_library.blas_description()}, "
-          f"median of {reps} interleaved reps; times in ms, ratios of medians")
+          f"median of {reps} interleaved reps; times in ms, ratios of medians; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if args.standalone:
+        run_standalone(args.standalone)
+        return 0
+    if args.load is not None:
+        run_load([int(v) for v in args.load.split(",")], reps, rng)
+        return 0
 
     if "lora" in ops_wanted:
         ms_list = (4096, 16) if args.quick else (1, 16, 4096)
@@ -234,7 +376,7 @@ def main(argv: Sequence[str] = None) -> int:
         ranks = (16,) if args.quick else (8, 16, 64)
         print("\nlora_linear (fused F, composed C, plain frozen Dense D)")
         print(f"{'M':>5} {'in':>5} {'out':>5} {'r':>3} | {'fwd F':>8} {'fwd D':>8} {'F/D':>9} {'C/D':>5} "
-              f"{'F/C':>5} | {'train F':>8} {'train D':>8} {'F/D':>9} {'C/D':>5} {'F/C':>10}")
+              f"{'F/C':>5} | {'train F':>8} {'train D':>8} {'F/D':>9} {'C/D':>5} {'F/C':>10} | {'no dx F/C':>9}")
         for m, (k, n), r in itertools.product(ms_list, shapes, ranks):
             t = bench_lora(m, k, n, r, reps, rng)
             fwd_fd = t["fwd/fused"] / t["fwd/dense"]
@@ -245,7 +387,8 @@ def main(argv: Sequence[str] = None) -> int:
                   f"{_fmt_ratio(fwd_fd, 1.05 if big else None):>9} {t['fwd/composed'] / t['fwd/dense']:5.2f} "
                   f"{t['fwd/fused'] / t['fwd/composed']:5.2f} | {1e3 * t['train/fused']:8.3f} "
                   f"{1e3 * t['train/dense']:8.3f} {_fmt_ratio(tr_fd, 1.05 if big else None):>9} "
-                  f"{t['train/composed'] / t['train/dense']:5.2f} {_fmt_ratio(tr_fc, 0.85 if big else 0.7):>10}")
+                  f"{t['train/composed'] / t['train/dense']:5.2f} {_fmt_ratio(tr_fc, 0.85 if big else 0.7):>10} | "
+                  f"{t['nodx/fused'] / t['nodx/composed']:9.2f}")
             sys.stdout.flush()
 
     for op in ("adapter", "low_rank_adapter"):
@@ -257,14 +400,15 @@ def main(argv: Sequence[str] = None) -> int:
         # adapter: bottleneck 64 (spec default); low-rank: reduction_factor 32, low_rank_size 1
         print(f"\n{op} (fused F, composed C){'; bottleneck = hidden/32, rank 1' if low_rank else '; bottleneck 64'}")
         print(f"{'M':>5} {'hidden':>6} {'B':>4} | {'fwd F':>8} {'fwd C':>8} {'F/C':>5} | {'train F':>8} "
-              f"{'train C':>8} {'F/C':>10}")
+              f"{'train C':>8} {'F/C':>10} | {'no dx F/C':>9}")
         for m, (d,) in itertools.product(ms_list, dims):
             b = d // 32 if low_rank else 64
             t = bench_adapter(m, d, b, 1, low_rank, reps, rng)
             print(f"{m:>5} {d:>6} {b:>4} | {1e3 * t['fwd/fused']:8.3f} {1e3 * t['fwd/composed']:8.3f} "
                   f"{t['fwd/fused'] / t['fwd/composed']:5.2f} | {1e3 * t['train/fused']:8.3f} "
                   f"{1e3 * t['train/composed']:8.3f} "
-                  f"{_fmt_ratio(t['train/fused'] / t['train/composed'], None if low_rank else 0.8):>10}")
+                  f"{_fmt_ratio(t['train/fused'] / t['train/composed'], None if low_rank else 0.8):>10} | "
+                  f"{t['nodx/fused'] / t['nodx/composed']:9.2f}")
             sys.stdout.flush()
     if "norm_act" in ops_wanted:
         t = bench_norm_act(reps, rng)

@@ -1,6 +1,6 @@
 """Crash-safe writers for every file the benchmarks produce (tables, JSON, run records, plots, arrays).
 
-Each goes through the package's :func:`mindpet.graph._atomic.atomic_write`: the content is written to a
+Each goes through the package's :func:`mindpet.atomic.atomic_write`: the content is written to a
 scratch file next to the target and renamed over it only when complete, so an interrupted benchmark
 (``--resume`` reads its run records back) never leaves a truncated file under the final name. Parent
 directories are created.
@@ -13,7 +13,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from mindpet.graph._atomic import atomic_write, atomic_write_bytes
+from mindpet.atomic import atomic_write, atomic_write_bytes
 
 PathLike = Union[str, Path]
 

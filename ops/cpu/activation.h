@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "mindpet/contracts.h"
 
@@ -12,6 +13,15 @@ namespace cpu {
 using contracts::Activation;
 
 inline bool ValidActivation(int64_t code) { return code >= 0 && code < contracts::kNumActivations; }
+
+// Reads the activation code attribute `index` of an aot call into *act; "" or the violation.
+template <typename Args>
+std::string ReadActivation(const Args& args, int index, Activation* act) {
+  const int64_t code = static_cast<int64_t>(args.scalar(index));
+  if (!ValidActivation(code)) return "unknown activation code";
+  *act = static_cast<Activation>(code);
+  return {};
+}
 
 inline float Sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 

@@ -2,8 +2,8 @@
 //   forward : y = act(x)
 //   backward: dx = dy * act'(x)    (act' recomputed from x)
 // One loop per activation code, written branch-free on fast_math.h so the compiler vectorises it;
-// an AVX2+FMA copy is chosen at run time when the CPU has them. Threads (large calls only) own
-// contiguous chunks.
+// an AVX2+FMA copy is chosen at run time when the CPU has them. Participants (large calls only) take
+// dynamically scheduled chunks (parallel.h).
 #include <cstdint>
 
 #include "activation.h"
@@ -102,22 +102,19 @@ BackwardFn BackwardFor(Activation act) {
 
 int ElementThreads(int64_t n) { return n < kMinParallelElements ? 1 : MaxThreads(); }
 
+// Elements per chunk: at least 64 Ki (a chunk is a few hundred microseconds of work).
+constexpr int64_t kChunkElements = int64_t{1} << 16;
+
 void Forward(Activation act, const float* x, float* y, int64_t n) {
   const ForwardFn fn = ForwardFor(act);
-#pragma omp parallel num_threads(ElementThreads(n))
-  {
-    const Range r = SplitRange(n, NumThreads(), ThreadId(), 16);
-    if (r.size() > 0) fn(x + r.begin, y + r.begin, r.size());
-  }
+  ParallelFor(n, ElementThreads(n), kChunkElements,
+              [&](Range r, int64_t) { fn(x + r.begin, y + r.begin, r.size()); });
 }
 
 void Backward(Activation act, const float* dy, const float* x, float* dx, int64_t n) {
   const BackwardFn fn = BackwardFor(act);
-#pragma omp parallel num_threads(ElementThreads(n))
-  {
-    const Range r = SplitRange(n, NumThreads(), ThreadId(), 16);
-    if (r.size() > 0) fn(dy + r.begin, x + r.begin, dx + r.begin, r.size());
-  }
+  ParallelFor(n, ElementThreads(n), kChunkElements,
+              [&](Range r, int64_t) { fn(dy + r.begin, x + r.begin, dx + r.begin, r.size()); });
 }
 
 }  // namespace
@@ -137,11 +134,12 @@ std::string RunActivationForward(const AotArgs& args) {
   if (!mindpet::cpu::SameFloatDType(args, {ac::kFwdX, y_idx})) {
     return "x and y must share dtype float32 or float16";
   }
-  const int64_t code = static_cast<int64_t>(args.scalar(ac::kFwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  mindpet::cpu::Activation act{};
+  const std::string bad = mindpet::cpu::ReadActivation(args, ac::kFwdActivation, &act);
+  if (!bad.empty()) return bad;
   const FloatIn x(args, ac::kFwdX);
   FloatOut y(args, y_idx);
-  if (n > 0) mindpet::cpu::Forward(static_cast<mindpet::cpu::Activation>(code), x.get(), y.get(), n);
+  if (n > 0) mindpet::cpu::Forward(act, x.get(), y.get(), n);
   y.Commit();
   return {};
 }
@@ -155,11 +153,12 @@ std::string RunActivationBackward(const AotArgs& args) {
   if (!mindpet::cpu::SameFloatDType(args, {ac::kBwdDy, ac::kBwdX, dx_idx})) {
     return "dy, x and dx must share dtype float32 or float16";
   }
-  const int64_t code = static_cast<int64_t>(args.scalar(ac::kBwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
+  mindpet::cpu::Activation act{};
+  const std::string bad = mindpet::cpu::ReadActivation(args, ac::kBwdActivation, &act);
+  if (!bad.empty()) return bad;
   const FloatIn dy(args, ac::kBwdDy), x(args, ac::kBwdX);
   FloatOut dx(args, dx_idx);
-  if (n > 0) mindpet::cpu::Backward(static_cast<mindpet::cpu::Activation>(code), dy.get(), x.get(), dx.get(), n);
+  if (n > 0) mindpet::cpu::Backward(act, dy.get(), x.get(), dx.get(), n);
   dx.Commit();
   return {};
 }

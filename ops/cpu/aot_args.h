@@ -76,10 +76,15 @@ inline int KernelError(const char* kernel, const std::string& message) {
 // Returns "" on success, else the contract violation.
 using AotBody = std::string (*)(const AotArgs& args);
 
+// Counts one call of the entry point `kernel` (MindpetKernelCalls reads the count: tests use it to
+// see which kernels a compiled graph runs).
+void CountCall(const char* kernel);
+
 // Runs an aot entry point: checks the argument count, then calls `body`. A violation is reported on
 // stderr under the kernel's name and MindSpore gets 1; success gives 0.
 inline int RunAot(const char* kernel, int expected_params, int nparam, void** params, int* ndims, int64_t** shapes,
                   const char** dtypes, AotBody body) {
+  CountCall(kernel);
   if (nparam != expected_params) return KernelError(kernel, "wrong number of arguments");
   const std::string violation = body(AotArgs(nparam, params, ndims, shapes, dtypes));
   return violation.empty() ? 0 : KernelError(kernel, violation);

@@ -7,6 +7,7 @@
 // OpenMP threads themselves.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace mindpet {
 namespace cpu {
@@ -16,6 +17,9 @@ bool BlasReady();
 
 // Human-readable name of the resolved library, or why none was found.
 const char* BlasDescription();
+
+// "" when a GEMM is available, else why not (the contract-violation string of an entry point).
+inline std::string RequireBlas() { return BlasReady() ? std::string() : std::string(BlasDescription()); }
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op(X) = X^T when trans_x.
 // lda/ldb/ldc are row strides of A, B, C as stored.

@@ -2,6 +2,7 @@
 // into a float32 buffer (inputs) or computed in a float32 buffer and rounded once (outputs).
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "aot_args.h"
@@ -58,6 +59,14 @@ class FloatOut {
   uint16_t* half_ = nullptr;
   std::vector<float> buf_;
 };
+
+// Commits every output view of an entry point (float16 outputs are rounded once here).
+inline void CommitAll(std::initializer_list<FloatOut*> outs) {
+  for (FloatOut* out : outs) out->Commit();
+}
+
+// The contract violation of a call whose tensors do not share one floating dtype.
+constexpr const char* kSameFloatDTypeMessage = "all tensors must share dtype float32 or float16";
 
 // True when every listed parameter is float32, or every one is float16.
 inline bool SameFloatDType(const AotArgs& args, std::initializer_list<int> indices) {

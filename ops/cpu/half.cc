@@ -1,4 +1,5 @@
 #include "half.h"
+#include "parallel.h"
 
 #include <immintrin.h>
 
@@ -88,27 +89,23 @@ uint16_t FloatToHalf(float f) {
 }
 
 void HalfToFloatN(const uint16_t* src, float* dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t b = 0; b < n; b += 4096) {
-    const int64_t len = n - b < 4096 ? n - b : 4096;
+  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int64_t) {
     if (HasF16c()) {
-      HalfToFloatF16c(src + b, dst + b, len);
+      HalfToFloatF16c(src + r.begin, dst + r.begin, r.size());
     } else {
-      for (int64_t i = 0; i < len; ++i) dst[b + i] = HalfToFloat(src[b + i]);
+      for (int64_t i = r.begin; i < r.end; ++i) dst[i] = HalfToFloat(src[i]);
     }
-  }
+  });
 }
 
 void FloatToHalfN(const float* src, uint16_t* dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t b = 0; b < n; b += 4096) {
-    const int64_t len = n - b < 4096 ? n - b : 4096;
+  ParallelFor(n, n >= kParallelMin ? MaxThreads() : 1, kParallelMin / 4, [&](Range r, int64_t) {
     if (HasF16c()) {
-      FloatToHalfF16c(src + b, dst + b, len);
+      FloatToHalfF16c(src + r.begin, dst + r.begin, r.size());
     } else {
-      for (int64_t i = 0; i < len; ++i) dst[b + i] = FloatToHalf(src[b + i]);
+      for (int64_t i = r.begin; i < r.end; ++i) dst[i] = FloatToHalf(src[i]);
     }
-  }
+  });
 }
 
 }  // namespace cpu

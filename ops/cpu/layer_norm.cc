@@ -3,7 +3,7 @@
 //             y = (s - mean) rstd gamma + beta
 //   backward: xhat = (s - mean) rstd; g = dy gamma;
 //             dx = rstd (g - sum g / D - xhat sum(g xhat) / D); dgamma = sum_M dy xhat; dbeta = sum_M dy
-// Threads own blocks of rows; a row is read once into cache and used for every step. The row
+// Participants take row chunks (parallel.h); a row is read once into cache and used for every step. The row
 // statistics are accumulated in float64 (a constant row gets mean == its value exactly, so xhat = 0
 // even when eps is tiny). dgamma/dbeta are per-thread partial sums reduced at the end.
 #include <cmath>
@@ -25,6 +25,9 @@ struct NormDims {
   int64_t m, d;
 };
 
+// Rows per chunk (at least): a chunk is then ~0.1-1 ms of work for transformer widths.
+constexpr int64_t kChunkRows = 64;
+
 // Threads for m rows of d elements: one thread below 2^21 elements (~2 ms), e.g. for every BERT
 // shape; see kMinParallelElements in activation_op.cc for why.
 int NormThreads(const NormDims& s) {
@@ -45,9 +48,8 @@ inline const float* RowSum(const float* x_row, const float* r_row, int64_t d, fl
 void ForwardF32(const NormDims& s, const float* x, const float* r, const float* gamma, const float* beta, float eps,
                 float* y, float* mean, float* rstd) {
   if (s.m == 0) return;
-#pragma omp parallel num_threads(NormThreads(s))
-  {
-    const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
+  const int threads = NormThreads(s);
+  ParallelFor(s.m, threads, RowGrain(s.m, threads, kChunkRows), [&](Range rows, int64_t) {
     std::vector<float> buf(static_cast<size_t>(r != nullptr ? s.d : 0));
     for (int64_t i = rows.begin; i < rows.end; ++i) {
       const float* row = RowSum(x + i * s.d, r != nullptr ? r + i * s.d : nullptr, s.d, buf.data());
@@ -69,70 +71,63 @@ void ForwardF32(const NormDims& s, const float* x, const float* r, const float* 
 #pragma omp simd
       for (int64_t j = 0; j < s.d; ++j) y_row[j] = (row[j] - mu_f) * rs * gamma[j] + beta[j];
     }
-  }
+  });
 }
 
 void BackwardF32(const NormDims& s, const float* dy, const float* x, const float* r, const float* gamma,
                  const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
   const int threads = NormThreads(s);
-  ThreadPartials partials(threads, 2 * s.d);  // per thread: [dgamma | dbeta]
-  if (s.m == 0) {
-    partials.Zero(0);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const int tid = ThreadId();
-      if (tid == 0) partials.SetUsed(NumThreads());
-      const Range rows = SplitRange(s.m, NumThreads(), tid);
-      float* p_gamma = partials.part(tid);
-      float* p_beta = p_gamma + s.d;
-      partials.Zero(tid);
-      std::vector<float> buf(static_cast<size_t>(2 * s.d));
-      float* xhat = buf.data();
-      float* g = xhat + s.d;
-      const float inv_d = 1.0f / static_cast<float>(s.d);
-      for (int64_t i = rows.begin; i < rows.end; ++i) {
-        const float* dy_row = dy + i * s.d;
-        const float mu = mean[i];
-        const float rs = rstd[i];
-        float sum_g = 0.0f;
-        float sum_gx = 0.0f;
-        if (r != nullptr) {
-          const float* x_row = x + i * s.d;
-          const float* r_row = r + i * s.d;
+  const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, kChunkRows));
+  ThreadPartials partials(static_cast<int64_t>(chunks.size()), 2 * s.d);  // per chunk: [dgamma | dbeta]
+  ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+    float* p_gamma = partials.part(chunk);
+    float* p_beta = p_gamma + s.d;
+    partials.Zero(chunk);
+    std::vector<float> buf(static_cast<size_t>(2 * s.d));
+    float* xhat = buf.data();
+    float* g = xhat + s.d;
+    const float inv_d = 1.0f / static_cast<float>(s.d);
+    for (int64_t i = rows.begin; i < rows.end; ++i) {
+      const float* dy_row = dy + i * s.d;
+      const float mu = mean[i];
+      const float rs = rstd[i];
+      float sum_g = 0.0f;
+      float sum_gx = 0.0f;
+      if (r != nullptr) {
+        const float* x_row = x + i * s.d;
+        const float* r_row = r + i * s.d;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
-          for (int64_t j = 0; j < s.d; ++j) {
-            const float xh = (x_row[j] + r_row[j] - mu) * rs;
-            const float gj = dy_row[j] * gamma[j];
-            xhat[j] = xh;
-            g[j] = gj;
-            sum_g += gj;
-            sum_gx += gj * xh;
-          }
-        } else {
-          const float* x_row = x + i * s.d;
-#pragma omp simd reduction(+ : sum_g, sum_gx)
-          for (int64_t j = 0; j < s.d; ++j) {
-            const float xh = (x_row[j] - mu) * rs;
-            const float gj = dy_row[j] * gamma[j];
-            xhat[j] = xh;
-            g[j] = gj;
-            sum_g += gj;
-            sum_gx += gj * xh;
-          }
-        }
-        const float a = sum_g * inv_d;
-        const float b = sum_gx * inv_d;
-        float* dx_row = dx + i * s.d;
-#pragma omp simd
         for (int64_t j = 0; j < s.d; ++j) {
-          dx_row[j] = rs * (g[j] - a - xhat[j] * b);
-          p_gamma[j] += dy_row[j] * xhat[j];
-          p_beta[j] += dy_row[j];
+          const float xh = (x_row[j] + r_row[j] - mu) * rs;
+          const float gj = dy_row[j] * gamma[j];
+          xhat[j] = xh;
+          g[j] = gj;
+          sum_g += gj;
+          sum_gx += gj * xh;
+        }
+      } else {
+        const float* x_row = x + i * s.d;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+        for (int64_t j = 0; j < s.d; ++j) {
+          const float xh = (x_row[j] - mu) * rs;
+          const float gj = dy_row[j] * gamma[j];
+          xhat[j] = xh;
+          g[j] = gj;
+          sum_g += gj;
+          sum_gx += gj * xh;
         }
       }
+      const float a = sum_g * inv_d;
+      const float b = sum_gx * inv_d;
+      float* dx_row = dx + i * s.d;
+#pragma omp simd
+      for (int64_t j = 0; j < s.d; ++j) {
+        dx_row[j] = rs * (g[j] - a - xhat[j] * b);
+        p_gamma[j] += dy_row[j] * xhat[j];
+        p_beta[j] += dy_row[j];
+      }
     }
-  }
+  });
   partials.ReduceInto(0, s.d, 1.0f, dgamma);
   partials.ReduceInto(s.d, s.d, 1.0f, dbeta);
 }

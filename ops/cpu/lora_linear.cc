@@ -1,9 +1,12 @@
 // lora_linear on CPU (contract: ops/CONTRACTS.md section 1).
 //   forward : u = x_d A^T;  y = x W^T + b + s u B^T
-//   backward: g = dy B;  dB = s dy^T u;  dA = s g^T x_d;  dx = dy W + s (g A) * mask
-// Large M: each thread owns a block of rows; the rank-R work runs over row tiles of that block while
-// the tile is in cache, and the big GEMM (x W^T or dy W) runs once per block with beta = 1 on top of
-// the low-rank term, so y / dx are written once and read once. Small M: threads own output columns.
+//   backward, weights: g = dy B;  dB = s dy^T u;  dA = s g^T x_d
+//   backward, input  : dx = dy W + s (g A) * mask
+// Large M: participants take row chunks (parallel.h); the rank-R work runs over row tiles of a chunk
+// while the tile is in cache, and the big GEMM (x W^T or dy W) runs once per chunk with beta = 1 on
+// top of the low-rank term, so y / dx are written once and read once. Small M: participants own
+// output columns. The backward is two entry points (weights, input) so a graph that needs no dx
+// drops the input one; the one-pass LoraLinearBackward runs both.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -11,7 +14,6 @@
 
 #include "aot_args.h"
 #include "blas.h"
-#include "export.h"
 #include "float_views.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
@@ -24,9 +26,6 @@ namespace {
 struct LoraDims {
   int64_t m, k, n, r;
 };
-
-// Rows per tile of the rank-R work: a tile of dy (tile x N floats) stays within ~256 KiB of L2.
-int64_t TileRows(int64_t width) { return std::clamp<int64_t>((64 * 1024) / std::max<int64_t>(width, 1), 16, 256); }
 
 // dst[rows, cols] = x * mask (elementwise, contiguous rows).
 void MaskRows(const float* x, const float* mask, int64_t rows, int64_t cols, float* dst) {
@@ -61,41 +60,40 @@ void LowRankTerm(const LoraDims& d, const float* u_rows, int64_t rows, const flo
   Sgemm(false, true, rows, c1 - c0, r + 1, 1.0f, ua, r + 1, b_aug + c0 * (r + 1), r + 1, 0.0f, y_rows + c0, d.n);
 }
 
+// Smallest row chunk: four cache tiles (the big GEMM of a chunk packs W once per chunk).
+constexpr int64_t kTilesPerChunk = 4;
+
 void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* bias, const float* a,
                 const float* b, const float* mask, float s, float* y, float* u) {
   if (d.m == 0) return;
   const std::vector<float> b_aug = bias != nullptr ? AugmentB(b, bias, d.n, d.r) : std::vector<float>();
   const float* b_aug_ptr = bias != nullptr ? b_aug.data() : nullptr;
   const int threads = ThreadsFor(d.m * d.n * (d.k + d.r));
+  const int64_t tile = TileRows(d.k);
 
   if (SplitRows(d.m, threads)) {
-#pragma omp parallel num_threads(threads)
-    {
-      const Range rows = SplitRange(d.m, NumThreads(), ThreadId());
+    ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile), [&](Range rows, int64_t) {
       std::vector<float> scratch;
-      if (rows.size() > 0) {
-        const float* x_c = x + rows.begin * d.k;
-        float* u_c = u + rows.begin * d.r;
-        float* y_c = y + rows.begin * d.n;
-        if (mask == nullptr) {
-          Sgemm(false, true, rows.size(), d.r, d.k, 1.0f, x_c, d.k, a, d.k, 0.0f, u_c, d.r);
-        } else {
-          const int64_t tile = TileRows(d.k);
-          std::vector<float> xd(static_cast<size_t>(tile * d.k));
-          for (int64_t t = 0; t < rows.size(); t += tile) {
-            const int64_t tr = std::min(tile, rows.size() - t);
-            MaskRows(x_c + t * d.k, mask + (rows.begin + t) * d.k, tr, d.k, xd.data());
-            Sgemm(false, true, tr, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u_c + t * d.r, d.r);
-          }
+      const float* x_c = x + rows.begin * d.k;
+      float* u_c = u + rows.begin * d.r;
+      float* y_c = y + rows.begin * d.n;
+      if (mask == nullptr) {
+        Sgemm(false, true, rows.size(), d.r, d.k, 1.0f, x_c, d.k, a, d.k, 0.0f, u_c, d.r);
+      } else {
+        std::vector<float> xd(static_cast<size_t>(tile * d.k));
+        for (int64_t t = 0; t < rows.size(); t += tile) {
+          const int64_t tr = std::min(tile, rows.size() - t);
+          MaskRows(x_c + t * d.k, mask + (rows.begin + t) * d.k, tr, d.k, xd.data());
+          Sgemm(false, true, tr, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u_c + t * d.r, d.r);
         }
-        LowRankTerm(d, u_c, rows.size(), b, b_aug_ptr, 0, d.n, s, y_c, &scratch);
-        Sgemm(false, true, rows.size(), d.n, d.k, 1.0f, x_c, d.k, w, d.k, 1.0f, y_c, d.n);
       }
-    }
+      LowRankTerm(d, u_c, rows.size(), b, b_aug_ptr, 0, d.n, s, y_c, &scratch);
+      Sgemm(false, true, rows.size(), d.n, d.k, 1.0f, x_c, d.k, w, d.k, 1.0f, y_c, d.n);
+    });
     return;
   }
 
-  // Few rows: u once, then threads own column blocks of y.
+  // Few rows: u once, then participants own column blocks of y.
   if (mask == nullptr) {
     Sgemm(false, true, d.m, d.r, d.k, 1.0f, x, d.k, a, d.k, 0.0f, u, d.r);
   } else {
@@ -103,71 +101,53 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
     MaskRows(x, mask, d.m, d.k, xd.data());
     Sgemm(false, true, d.m, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u, d.r);
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const Range cols = SplitRange(d.n, NumThreads(), ThreadId(), 16);
+  ParallelColumns(d.n, threads, [&](Range cols) {
     std::vector<float> scratch;
-    if (cols.size() > 0) {
-      LowRankTerm(d, u, d.m, b, b_aug_ptr, cols.begin, cols.end, s, y, &scratch);
-      Sgemm(false, true, d.m, cols.size(), d.k, 1.0f, x, d.k, w + cols.begin * d.k, d.k, 1.0f, y + cols.begin, d.n);
-    }
-  }
+    LowRankTerm(d, u, d.m, b, b_aug_ptr, cols.begin, cols.end, s, y, &scratch);
+    Sgemm(false, true, d.m, cols.size(), d.k, 1.0f, x, d.k, w + cols.begin * d.k, d.k, 1.0f, y + cols.begin, d.n);
+  });
 }
 
-void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float* w, const float* a,
-                 const float* b, const float* u, const float* mask, float s, float* dx, float* da, float* db) {
+// g = dy B [M, R] (float32), dA = s g^T x_d [R, K], dB = s dy^T u [N, R].
+void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, const float* b, const float* u,
+                        const float* mask, float s, float* da, float* db, float* g) {
   if (d.m == 0) {
     std::fill(da, da + d.r * d.k, 0.0f);
     std::fill(db, db + d.n * d.r, 0.0f);
     return;
   }
-  const int threads = ThreadsFor(d.m * d.n * (d.k + d.r));
+  const int threads = ThreadsFor(d.m * d.r * (2 * d.n + d.k));
 
   if (SplitRows(d.m, threads)) {
-    // Per-thread partial sums of dA [R, K] and dB^T [R, N] (u^T dy streams dy with the long side as
+    // Per-chunk partial sums of dA [R, K] and dB^T [R, N] (u^T dy streams dy with the long side as
     // the GEMM's N: faster than dy^T u for wide ranks), reduced and scaled by s at the end.
     const int64_t da_size = d.r * d.k;
     const int64_t db_size = d.n * d.r;
-    ThreadPartials partials(threads, da_size + db_size);
-#pragma omp parallel num_threads(threads)
-    {
-      const int tid = ThreadId();
-      if (tid == 0) partials.SetUsed(NumThreads());
-      const Range rows = SplitRange(d.m, NumThreads(), tid);
-      float* da_part = partials.part(tid);
+    const int64_t tile = TileRows(std::max(d.n, d.k));
+    const std::vector<Range> chunks = PlanChunks(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile));
+    ThreadPartials partials(static_cast<int64_t>(chunks.size()), da_size + db_size);
+    ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+      float* da_part = partials.part(chunk);
       float* db_part = da_part + da_size;
-      if (rows.size() == 0) {
-        partials.Zero(tid);
-      } else {
-        const int64_t tile = TileRows(std::max(d.n, d.k));
-        std::vector<float> g(static_cast<size_t>(tile * d.r));
-        std::vector<float> xd(mask != nullptr ? static_cast<size_t>(tile * d.k) : 0);
-        for (int64_t t = 0; t < rows.size(); t += tile) {
-          const int64_t row0 = rows.begin + t;
-          const int64_t tr = std::min(tile, rows.size() - t);
-          const float* dy_t = dy + row0 * d.n;
-          const float* x_t = x + row0 * d.k;
-          float* dx_t = dx + row0 * d.k;
-          const float beta = t == 0 ? 0.0f : 1.0f;  // the first tile initialises the partials
-          // g = dy B ; dB^T += u^T dy   (the dy tile is read from cache by both)
-          Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g.data(), d.r);
-          Sgemm(true, false, d.r, d.n, tr, 1.0f, u + row0 * d.r, d.r, dy_t, d.n, beta, db_part, d.n);  // dB^T
-          // dx = s (g A) [* mask] ; dA += g^T x_d
-          Sgemm(false, false, tr, d.k, d.r, s, g.data(), d.r, a, d.k, 0.0f, dx_t, d.k);
-          const float* xd_t = x_t;
-          if (mask != nullptr) {
-            const float* mask_t = mask + row0 * d.k;
-            for (int64_t i = 0; i < tr * d.k; ++i) dx_t[i] *= mask_t[i];
-            MaskRows(x_t, mask_t, tr, d.k, xd.data());
-            xd_t = xd.data();
-          }
-          Sgemm(true, false, d.r, d.k, tr, 1.0f, g.data(), d.r, xd_t, d.k, beta, da_part, d.k);
+      std::vector<float> xd(mask != nullptr ? static_cast<size_t>(tile * d.k) : 0);
+      for (int64_t t = 0; t < rows.size(); t += tile) {
+        const int64_t row0 = rows.begin + t;
+        const int64_t tr = std::min(tile, rows.size() - t);
+        const float* dy_t = dy + row0 * d.n;
+        float* g_t = g + row0 * d.r;
+        const float beta = t == 0 ? 0.0f : 1.0f;  // the chunk's first tile initialises its partials
+        // g = dy B ; dB^T += u^T dy   (the dy tile is read from cache by both)
+        Sgemm(false, false, tr, d.r, d.n, 1.0f, dy_t, d.n, b, d.r, 0.0f, g_t, d.r);
+        Sgemm(true, false, d.r, d.n, tr, 1.0f, u + row0 * d.r, d.r, dy_t, d.n, beta, db_part, d.n);
+        // dA += g^T x_d
+        const float* xd_t = x + row0 * d.k;
+        if (mask != nullptr) {
+          MaskRows(xd_t, mask + row0 * d.k, tr, d.k, xd.data());
+          xd_t = xd.data();
         }
-        // dx += dy W over the whole block (one GEMM: the weight is packed once per thread)
-        Sgemm(false, false, rows.size(), d.k, d.n, 1.0f, dy + rows.begin * d.n, d.n, w, d.k, 1.0f,
-              dx + rows.begin * d.k, d.k);
+        Sgemm(true, false, d.r, d.k, tr, 1.0f, g_t, d.r, xd_t, d.k, beta, da_part, d.k);
       }
-    }
+    });
     partials.ReduceInto(0, da_size, s, da);
     std::vector<float> db_t(static_cast<size_t>(db_size));  // partials hold dB^T [R, N]
     partials.ReduceInto(da_size, db_size, s, db_t.data());
@@ -177,9 +157,8 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
     return;
   }
 
-  // Few rows: g once, then threads own column blocks of dB (over N) and of dx, dA (over K).
-  std::vector<float> g(static_cast<size_t>(d.m * d.r));
-  Sgemm(false, false, d.m, d.r, d.n, 1.0f, dy, d.n, b, d.r, 0.0f, g.data(), d.r);
+  // Few rows: g once, then participants own column blocks of dB (over N) and of dA (over K).
+  Sgemm(false, false, d.m, d.r, d.n, 1.0f, dy, d.n, b, d.r, 0.0f, g, d.r);
   std::vector<float> xd;
   const float* xd_ptr = x;
   if (mask != nullptr) {
@@ -187,28 +166,46 @@ void BackwardF32(const LoraDims& d, const float* dy, const float* x, const float
     MaskRows(x, mask, d.m, d.k, xd.data());
     xd_ptr = xd.data();
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const int nt = NumThreads();
-    const int tid = ThreadId();
-    const Range ncols = SplitRange(d.n, nt, tid, 16);
-    if (ncols.size() > 0) {
-      Sgemm(true, false, ncols.size(), d.r, d.m, s, dy + ncols.begin, d.n, u, d.r, 0.0f, db + ncols.begin * d.r, d.r);
-    }
-    const Range kcols = SplitRange(d.k, nt, tid, 16);
-    if (kcols.size() > 0) {
-      const int64_t k0 = kcols.begin;
-      const int64_t kc = kcols.size();
-      Sgemm(false, false, d.m, kc, d.r, s, g.data(), d.r, a + k0, d.k, 0.0f, dx + k0, d.k);
-      if (mask != nullptr) {
-        for (int64_t i = 0; i < d.m; ++i) {
-          for (int64_t j = k0; j < k0 + kc; ++j) dx[i * d.k + j] *= mask[i * d.k + j];
-        }
+  ParallelFor(threads, threads, 1, [&](Range parts, int64_t) {
+    for (int64_t p = parts.begin; p < parts.end; ++p) {
+      const Range ncols = SplitRange(d.n, threads, static_cast<int>(p), 16);
+      if (ncols.size() > 0) {
+        Sgemm(true, false, ncols.size(), d.r, d.m, s, dy + ncols.begin, d.n, u, d.r, 0.0f, db + ncols.begin * d.r,
+              d.r);
       }
-      Sgemm(false, false, d.m, kc, d.n, 1.0f, dy, d.n, w + k0, d.k, 1.0f, dx + k0, d.k);
-      Sgemm(true, false, d.r, kc, d.m, s, g.data(), d.r, xd_ptr + k0, d.k, 0.0f, da + k0, d.k);
+      const Range kcols = SplitRange(d.k, threads, static_cast<int>(p), 16);
+      if (kcols.size() > 0) {
+        Sgemm(true, false, d.r, kcols.size(), d.m, s, g, d.r, xd_ptr + kcols.begin, d.k, 0.0f, da + kcols.begin, d.k);
+      }
     }
+  });
+}
+
+// dx = dy W + s (g A) * mask   [M, K]
+void BackwardInputF32(const LoraDims& d, const float* dy, const float* w, const float* a, const float* g,
+                      const float* mask, float s, float* dx) {
+  if (d.m == 0) return;
+  const int threads = ThreadsFor(d.m * d.k * (d.n + d.r));
+  // dx[rows, cols] = s (g A)[rows, cols] * mask + dy[rows] W[:, cols]
+  auto block = [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+    float* dx_b = dx + r0 * d.k + c0;
+    Sgemm(false, false, rows, cols, d.r, s, g + r0 * d.r, d.r, a + c0, d.k, 0.0f, dx_b, d.k);
+    if (mask != nullptr) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* mask_row = mask + (r0 + i) * d.k + c0;
+        float* dx_row = dx_b + i * d.k;
+        for (int64_t j = 0; j < cols; ++j) dx_row[j] *= mask_row[j];
+      }
+    }
+    Sgemm(false, false, rows, cols, d.n, 1.0f, dy + r0 * d.n, d.n, w + c0, d.k, 1.0f, dx_b, d.k);
+  };
+  if (SplitRows(d.m, threads)) {
+    const int64_t tile = TileRows(d.k);
+    ParallelFor(d.m, threads, RowGrain(d.m, threads, kTilesPerChunk * tile),
+                [&](Range rows, int64_t) { block(rows.begin, rows.size(), 0, d.k); });
+    return;
   }
+  ParallelColumns(d.k, threads, [&](Range cols) { block(0, d.m, cols.begin, cols.size()); });
 }
 
 // Shape and dtype checks shared by both entry points; returns an empty string when they hold.
@@ -254,15 +251,25 @@ std::string RunLoraLinearForward(const AotArgs& args) {
   if (has_mask && (args.numel(ll::kFwdMask) != d.m * d.k || args.dtype(ll::kFwdMask) != args.dtype(ll::kFwdX))) {
     return "mask must have the shape and dtype of x";
   }
-  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
+  const std::string no_blas = mindpet::cpu::RequireBlas();
+  if (!no_blas.empty()) return no_blas;
 
   const FloatIn x(args, ll::kFwdX), w(args, ll::kFwdWeight), a(args, ll::kFwdLoraA), b(args, ll::kFwdLoraB);
   const FloatIn bias(args, ll::kFwdBias, has_bias), mask(args, ll::kFwdMask, has_mask);
   FloatOut y(args, y_idx), u(args, u_idx);
   mindpet::cpu::ForwardF32(d, x.get(), w.get(), bias.get(), a.get(), b.get(), mask.get(), s, y.get(), u.get());
-  y.Commit();
-  u.Commit();
+  mindpet::cpu::CommitAll({&y, &u});
   return {};
+}
+
+// Checks of the backward entry points: dy [M,N], u or g [M,R], the mask; "" when they hold.
+std::string CheckBackward(const AotArgs& args, const mindpet::cpu::LoraDims& d, int dy, int mr, int mask,
+                          bool has_mask) {
+  if (args.numel(dy) != d.m * d.n || args.numel(mr) != d.m * d.r) return "dy must be [M,N] and u, g [M,R]";
+  if (has_mask && (args.numel(mask) != d.m * d.k || args.dtype(mask) != args.dtype(dy))) {
+    return "mask must have the shape and dtype of x";
+  }
+  return mindpet::cpu::RequireBlas();
 }
 
 std::string RunLoraLinearBackward(const AotArgs& args) {
@@ -271,32 +278,84 @@ std::string RunLoraLinearBackward(const AotArgs& args) {
   if (!err.empty()) return err;
   const bool has_mask = args.scalar(ll::kBwdHasMask) != 0.0;
   const float s = static_cast<float>(args.scalar(ll::kBwdScale));
-  const int dx_idx = ll::kBwdNumInputs + ll::kBwdDx;
-  const int da_idx = ll::kBwdNumInputs + ll::kBwdDLoraA;
-  const int db_idx = ll::kBwdNumInputs + ll::kBwdDLoraB;
+  const int o = ll::kBwdNumInputs;
   if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdDy, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB,
-                                           ll::kBwdU, dx_idx, da_idx, db_idx})) {
-    return "all tensors must share dtype float32 or float16";
+                                           ll::kBwdU, o + ll::kBwdDx, o + ll::kBwdDLoraA, o + ll::kBwdDLoraB})) {
+    return mindpet::cpu::kSameFloatDTypeMessage;
   }
-  if (args.numel(ll::kBwdDy) != d.m * d.n || args.numel(ll::kBwdU) != d.m * d.r) {
-    return "dy must be [M,N] and u [M,R]";
-  }
-  if (has_mask && (args.numel(ll::kBwdMask) != d.m * d.k || args.dtype(ll::kBwdMask) != args.dtype(ll::kBwdX))) {
-    return "mask must have the shape and dtype of x";
-  }
-  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
+  const std::string bad = CheckBackward(args, d, ll::kBwdDy, ll::kBwdU, ll::kBwdMask, has_mask);
+  if (!bad.empty()) return bad;
 
   const FloatIn dy(args, ll::kBwdDy), x(args, ll::kBwdX), w(args, ll::kBwdWeight), a(args, ll::kBwdLoraA),
       b(args, ll::kBwdLoraB), u(args, ll::kBwdU), mask(args, ll::kBwdMask, has_mask);
-  FloatOut dx(args, dx_idx), da(args, da_idx), db(args, db_idx);
-  mindpet::cpu::BackwardF32(d, dy.get(), x.get(), w.get(), a.get(), b.get(), u.get(), mask.get(), s, dx.get(),
-                            da.get(), db.get());
-  dx.Commit();
-  da.Commit();
-  db.Commit();
+  FloatOut dx(args, o + ll::kBwdDx), da(args, o + ll::kBwdDLoraA), db(args, o + ll::kBwdDLoraB);
+  std::vector<float> g(static_cast<size_t>(d.m * d.r));
+  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask.get(), s, da.get(), db.get(),
+                                   g.data());
+  mindpet::cpu::BackwardInputF32(d, dy.get(), w.get(), a.get(), g.data(), mask.get(), s, dx.get());
+  mindpet::cpu::CommitAll({&dx, &da, &db});
+  return {};
+}
+
+std::string RunLoraLinearBackwardWeights(const AotArgs& args) {
+  const int o = ll::kBwdWNumInputs;
+  const int g_idx = o + ll::kBwdWG;
+  if (args.ndim(ll::kBwdWX) != 2 || args.ndim(ll::kBwdWLoraB) != 2) return "x and lora_b must be 2-D";
+  const mindpet::cpu::LoraDims d{args.dim(ll::kBwdWX, 0), args.dim(ll::kBwdWX, 1), args.dim(ll::kBwdWLoraB, 0),
+                                 args.dim(ll::kBwdWLoraB, 1)};
+  if (args.numel(o + ll::kBwdWDLoraA) != d.r * d.k || args.numel(o + ll::kBwdWDLoraB) != d.n * d.r ||
+      args.numel(g_idx) != d.m * d.r) {
+    return "outputs must be d_lora_a [R,K], d_lora_b [N,R], g [M,R]";
+  }
+  const bool has_mask = args.scalar(ll::kBwdWHasMask) != 0.0;
+  const float s = static_cast<float>(args.scalar(ll::kBwdWScale));
+  if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdWDy, ll::kBwdWX, ll::kBwdWLoraB, ll::kBwdWU,
+                                           o + ll::kBwdWDLoraA, o + ll::kBwdWDLoraB})) {
+    return mindpet::cpu::kSameFloatDTypeMessage;
+  }
+  if (args.dtype(g_idx) != mindpet::cpu::DType::kFloat32) return "g must be float32";
+  const std::string bad = CheckBackward(args, d, ll::kBwdWDy, ll::kBwdWU, ll::kBwdWMask, has_mask);
+  if (!bad.empty()) return bad;
+
+  const FloatIn dy(args, ll::kBwdWDy), x(args, ll::kBwdWX), b(args, ll::kBwdWLoraB), u(args, ll::kBwdWU),
+      mask(args, ll::kBwdWMask, has_mask);
+  FloatOut da(args, o + ll::kBwdWDLoraA), db(args, o + ll::kBwdWDLoraB);
+  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask.get(), s, da.get(), db.get(),
+                                   static_cast<float*>(args.data(g_idx)));
+  mindpet::cpu::CommitAll({&da, &db});
+  return {};
+}
+
+std::string RunLoraLinearBackwardInput(const AotArgs& args) {
+  const int o = ll::kBwdXNumInputs;
+  if (args.ndim(ll::kBwdXWeight) != 2 || args.ndim(ll::kBwdXLoraA) != 2 || args.ndim(ll::kBwdXDy) != 2) {
+    return "dy, weight and lora_a must be 2-D";
+  }
+  const mindpet::cpu::LoraDims d{args.dim(ll::kBwdXDy, 0), args.dim(ll::kBwdXWeight, 1),
+                                 args.dim(ll::kBwdXWeight, 0), args.dim(ll::kBwdXLoraA, 0)};
+  if (args.dim(ll::kBwdXDy, 1) != d.n || args.dim(ll::kBwdXLoraA, 1) != d.k || args.numel(o + ll::kBwdXDx) != d.m * d.k) {
+    return "shapes do not follow dy [M,N], weight [N,K], lora_a [R,K], dx [M,K]";
+  }
+  const bool has_mask = args.scalar(ll::kBwdXHasMask) != 0.0;
+  const float s = static_cast<float>(args.scalar(ll::kBwdXScale));
+  if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdXDy, ll::kBwdXWeight, ll::kBwdXLoraA, o + ll::kBwdXDx})) {
+    return mindpet::cpu::kSameFloatDTypeMessage;
+  }
+  if (args.dtype(ll::kBwdXG) != mindpet::cpu::DType::kFloat32) return "g must be float32";
+  const std::string bad = CheckBackward(args, d, ll::kBwdXDy, ll::kBwdXG, ll::kBwdXMask, has_mask);
+  if (!bad.empty()) return bad;
+
+  const FloatIn dy(args, ll::kBwdXDy), w(args, ll::kBwdXWeight), a(args, ll::kBwdXLoraA),
+      mask(args, ll::kBwdXMask, has_mask);
+  FloatOut dx(args, o + ll::kBwdXDx);
+  mindpet::cpu::BackwardInputF32(d, dy.get(), w.get(), a.get(), static_cast<const float*>(args.data(ll::kBwdXG)),
+                                 mask.get(), s, dx.get());
+  mindpet::cpu::CommitAll({&dx});
   return {};
 }
 }  // namespace
 
 MINDPET_AOT_ENTRY(LoraLinearForward, ll::kFwdNumInputs + ll::kFwdNumOutputs, RunLoraLinearForward)
 MINDPET_AOT_ENTRY(LoraLinearBackward, ll::kBwdNumInputs + ll::kBwdNumOutputs, RunLoraLinearBackward)
+MINDPET_AOT_ENTRY(LoraLinearBackwardWeights, ll::kBwdWNumInputs + ll::kBwdWNumOutputs, RunLoraLinearBackwardWeights)
+MINDPET_AOT_ENTRY(LoraLinearBackwardInput, ll::kBwdXNumInputs + ll::kBwdXNumOutputs, RunLoraLinearBackwardInput)

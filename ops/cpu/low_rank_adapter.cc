@@ -3,8 +3,8 @@
 //   forward : t = h Ldl; z = t Ldr + bd; q = act(z) Lul; y = h + q Lur + bu
 //   backward: dbu = sum dy; dLur = q^T dy; dq = dy Lur^T; dLul = act(z)^T dq; dz = (dq Lul^T) * act'(z);
 //             dbd = sum dz; dLdr = t^T dz; dt = dz Ldr^T; dLdl = h^T dt; dh = dy + dt Ldl^T
-// Threads own blocks of rows, processed in row tiles kept in cache; weight gradients are per-thread
-// partial sums. The up bias rides along as an extra row of Lur against a column of ones ([q | 1]).
+// Participants take row chunks (parallel.h), processed in row tiles kept in cache; weight gradients
+// are per-participant partial sums. The up bias rides along as an extra row of Lur against a column of ones ([q | 1]).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -13,7 +13,6 @@
 #include "activation.h"
 #include "aot_args.h"
 #include "blas.h"
-#include "export.h"
 #include "float_views.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
@@ -27,8 +26,8 @@ struct LowRankDims {
   int64_t m, d, b, r;
 };
 
-// Rows per tile: ~1 MiB of h (one core's L2), 64..512 rows.
-int64_t TileRows(int64_t d) { return std::clamp<int64_t>((256 * 1024) / std::max<int64_t>(d, 1), 64, 512); }
+// Rows per tile: ~1 MiB of h (one core's L2), 64..512 rows; a chunk is at least one tile.
+int64_t AdapterTile(int64_t d) { return TileRows(d, 1 << 20, 64, 512); }
 
 void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const float* ldr, const float* bd,
                 const float* lul, const float* lur, const float* bu, Activation act, float* y, float* t_out,
@@ -39,10 +38,8 @@ void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const fl
   std::memcpy(lur_aug.data(), lur, sizeof(float) * s.r * s.d);
   std::memcpy(lur_aug.data() + s.r * s.d, bu, sizeof(float) * s.d);
   const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
-  const int64_t tile = TileRows(s.d);
-#pragma omp parallel num_threads(threads)
-  {
-    const Range rows = SplitRange(s.m, NumThreads(), ThreadId());
+  const int64_t tile = AdapterTile(s.d);
+  ParallelFor(s.m, threads, RowGrain(s.m, threads, tile), [&](Range rows, int64_t) {
     std::vector<float> a(static_cast<size_t>(tile * s.b));
     std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
     for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
@@ -69,7 +66,7 @@ void ForwardF32(const LowRankDims& s, const float* h, const float* ldl, const fl
       Sgemm(false, false, tr, s.d, s.r + 1, 1.0f, q_aug.data(), s.r + 1, lur_aug.data(), s.d, 1.0f, y + t0 * s.d,
             s.d);
     }
-  }
+  });
 }
 
 struct LowRankGrads {
@@ -80,60 +77,52 @@ void BackwardF32(const LowRankDims& s, const float* dy, const float* h, const fl
                  const float* lul, const float* lur, const float* t, const float* z, const float* q, Activation act,
                  const LowRankGrads& g) {
   const int threads = RowThreads(s.m, 8, 2 * s.r * (s.d + s.b));
-  const int64_t tile = TileRows(s.d);
+  const int64_t tile = AdapterTile(s.d);
   // Partials: [dLur ; dbu] [R+1, D], dLul [B, R], dLdr [R, B], dbd [B], dLdl [D, R].
   const int64_t n_ur = (s.r + 1) * s.d, n_ul = s.b * s.r, n_dr = s.r * s.b, n_bd = s.b, n_dl = s.d * s.r;
   const int64_t o_ul = n_ur, o_dr = o_ul + n_ul, o_bd = o_dr + n_dr, o_dl = o_bd + n_bd;
-  ThreadPartials partials(threads, o_dl + n_dl);
-  if (s.m == 0) {
-    partials.Zero(0);
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const int tid = ThreadId();
-      if (tid == 0) partials.SetUsed(NumThreads());
-      const Range rows = SplitRange(s.m, NumThreads(), tid);
-      float* p = partials.part(tid);
-      if (rows.size() == 0) partials.Zero(tid);
-      std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
-      std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
-      std::vector<float> a(static_cast<size_t>(tile * s.b));
-      std::vector<float> dz(static_cast<size_t>(tile * s.b));
-      std::vector<float> dq(static_cast<size_t>(tile * s.r));
-      std::vector<float> dt(static_cast<size_t>(tile * s.r));
-      for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
-        const int64_t tr = std::min(tile, rows.end - t0);
-        const float beta = t0 == rows.begin ? 0.0f : 1.0f;  // the first tile initialises the partials
-        const float* dy_t = dy + t0 * s.d;
-        const float* h_t = h + t0 * s.d;
-        const float* z_t = z + t0 * s.b;
-        for (int64_t i = 0; i < tr; ++i) {
-          std::memcpy(&q_aug[i * (s.r + 1)], q + (t0 + i) * s.r, sizeof(float) * s.r);
-          q_aug[i * (s.r + 1) + s.r] = 1.0f;
-          for (int64_t j = 0; j < s.b; ++j) a[i * s.b + j] = Activate(act, z_t[i * s.b + j]);
-        }
-        // [dLur ; dbu] += [q | 1]^T dy ; dq = dy Lur^T
-        Sgemm(true, false, s.r + 1, s.d, tr, 1.0f, q_aug.data(), s.r + 1, dy_t, s.d, beta, p, s.d);
-        Sgemm(false, true, tr, s.r, s.d, 1.0f, dy_t, s.d, lur, s.d, 0.0f, dq.data(), s.r);
-        // dLul += a^T dq ; dz = (dq Lul^T) * act'(z) ; dbd += sum dz
-        Sgemm(true, false, s.b, s.r, tr, 1.0f, a.data(), s.b, dq.data(), s.r, beta, p + o_ul, s.r);
-        Sgemm(false, true, tr, s.b, s.r, 1.0f, dq.data(), s.r, lul, s.r, 0.0f, dz.data(), s.b);
-        for (int64_t i = 0; i < tr; ++i) {
-          for (int64_t j = 0; j < s.b; ++j) {
-            float& v = dz[i * s.b + j];
-            v *= ActivateGrad(act, z_t[i * s.b + j]);
-            p[o_bd + j] += v;
-          }
-        }
-        // dLdr += t^T dz ; dt = dz Ldr^T ; dLdl += h^T dt ; dh = dy + dt Ldl^T
-        Sgemm(true, false, s.r, s.b, tr, 1.0f, t + t0 * s.r, s.r, dz.data(), s.b, beta, p + o_dr, s.b);
-        Sgemm(false, true, tr, s.r, s.b, 1.0f, dz.data(), s.b, ldr, s.b, 0.0f, dt.data(), s.r);
-        Sgemm(true, false, s.d, s.r, tr, 1.0f, h_t, s.d, dt.data(), s.r, beta, p + o_dl, s.r);
-        std::memcpy(g.dh + t0 * s.d, dy_t, sizeof(float) * tr * s.d);
-        Sgemm(false, true, tr, s.d, s.r, 1.0f, dt.data(), s.r, ldl, s.r, 1.0f, g.dh + t0 * s.d, s.d);
+  const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, tile));
+  ThreadPartials partials(static_cast<int64_t>(chunks.size()), o_dl + n_dl);
+  ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
+    float* p = partials.part(chunk);
+    std::fill(p + o_bd, p + o_bd + n_bd, 0.0f);
+    std::vector<float> q_aug(static_cast<size_t>(tile * (s.r + 1)));
+    std::vector<float> a(static_cast<size_t>(tile * s.b));
+    std::vector<float> dz(static_cast<size_t>(tile * s.b));
+    std::vector<float> dq(static_cast<size_t>(tile * s.r));
+    std::vector<float> dt(static_cast<size_t>(tile * s.r));
+    for (int64_t t0 = rows.begin; t0 < rows.end; t0 += tile) {
+      const int64_t tr = std::min(tile, rows.end - t0);
+      const float beta = t0 == rows.begin ? 0.0f : 1.0f;  // the chunk's first tile initialises its partials
+      const float* dy_t = dy + t0 * s.d;
+      const float* h_t = h + t0 * s.d;
+      const float* z_t = z + t0 * s.b;
+      for (int64_t i = 0; i < tr; ++i) {
+        std::memcpy(&q_aug[i * (s.r + 1)], q + (t0 + i) * s.r, sizeof(float) * s.r);
+        q_aug[i * (s.r + 1) + s.r] = 1.0f;
+        for (int64_t j = 0; j < s.b; ++j) a[i * s.b + j] = Activate(act, z_t[i * s.b + j]);
       }
+      // [dLur ; dbu] += [q | 1]^T dy ; dq = dy Lur^T
+      Sgemm(true, false, s.r + 1, s.d, tr, 1.0f, q_aug.data(), s.r + 1, dy_t, s.d, beta, p, s.d);
+      Sgemm(false, true, tr, s.r, s.d, 1.0f, dy_t, s.d, lur, s.d, 0.0f, dq.data(), s.r);
+      // dLul += a^T dq ; dz = (dq Lul^T) * act'(z) ; dbd += sum dz
+      Sgemm(true, false, s.b, s.r, tr, 1.0f, a.data(), s.b, dq.data(), s.r, beta, p + o_ul, s.r);
+      Sgemm(false, true, tr, s.b, s.r, 1.0f, dq.data(), s.r, lul, s.r, 0.0f, dz.data(), s.b);
+      for (int64_t i = 0; i < tr; ++i) {
+        for (int64_t j = 0; j < s.b; ++j) {
+          float& v = dz[i * s.b + j];
+          v *= ActivateGrad(act, z_t[i * s.b + j]);
+          p[o_bd + j] += v;
+        }
+      }
+      // dLdr += t^T dz ; dt = dz Ldr^T ; dLdl += h^T dt ; dh = dy + dt Ldl^T
+      Sgemm(true, false, s.r, s.b, tr, 1.0f, t + t0 * s.r, s.r, dz.data(), s.b, beta, p + o_dr, s.b);
+      Sgemm(false, true, tr, s.r, s.b, 1.0f, dz.data(), s.b, ldr, s.b, 0.0f, dt.data(), s.r);
+      Sgemm(true, false, s.d, s.r, tr, 1.0f, h_t, s.d, dt.data(), s.r, beta, p + o_dl, s.r);
+      std::memcpy(g.dh + t0 * s.d, dy_t, sizeof(float) * tr * s.d);
+      Sgemm(false, true, tr, s.d, s.r, 1.0f, dt.data(), s.r, ldl, s.r, 1.0f, g.dh + t0 * s.d, s.d);
     }
-  }
+  });
   partials.ReduceInto(0, s.r * s.d, 1.0f, g.dlur);
   partials.ReduceInto(s.r * s.d, s.d, 1.0f, g.dbu);
   partials.ReduceInto(o_ul, n_ul, 1.0f, g.dlul);
@@ -175,20 +164,18 @@ std::string RunLowRankAdapterForward(const AotArgs& args) {
   if (!mindpet::cpu::SameFloatDType(args, {lra::kFwdH, lra::kFwdDownLeft, lra::kFwdDownRight, lra::kFwdBDown,
                                            lra::kFwdUpLeft, lra::kFwdUpRight, lra::kFwdBUp, o + lra::kFwdY,
                                            o + lra::kFwdT, o + lra::kFwdZ, o + lra::kFwdQ})) {
-    return "all tensors must share dtype float32 or float16";
+    return mindpet::cpu::kSameFloatDTypeMessage;
   }
-  const int64_t code = static_cast<int64_t>(args.scalar(lra::kFwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
-  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
+  mindpet::cpu::Activation act{};
+  std::string bad = mindpet::cpu::ReadActivation(args, lra::kFwdActivation, &act);
+  if (bad.empty()) bad = mindpet::cpu::RequireBlas();
+  if (!bad.empty()) return bad;
   const FloatIn h(args, lra::kFwdH), ldl(args, lra::kFwdDownLeft), ldr(args, lra::kFwdDownRight),
       bd(args, lra::kFwdBDown), lul(args, lra::kFwdUpLeft), lur(args, lra::kFwdUpRight), bu(args, lra::kFwdBUp);
   FloatOut y(args, o + lra::kFwdY), t(args, o + lra::kFwdT), z(args, o + lra::kFwdZ), q(args, o + lra::kFwdQ);
   mindpet::cpu::ForwardF32(s, h.get(), ldl.get(), ldr.get(), bd.get(), lul.get(), lur.get(), bu.get(),
-                           static_cast<mindpet::cpu::Activation>(code), y.get(), t.get(), z.get(), q.get());
-  y.Commit();
-  t.Commit();
-  z.Commit();
-  q.Commit();
+                           act, y.get(), t.get(), z.get(), q.get());
+  mindpet::cpu::CommitAll({&y, &t, &z, &q});
   return {};
 }
 
@@ -205,11 +192,12 @@ std::string RunLowRankAdapterBackward(const AotArgs& args) {
                  lra::kBwdT, lra::kBwdZ, lra::kBwdQ, o + lra::kBwdDh, o + lra::kBwdDDownLeft,
                  o + lra::kBwdDDownRight, o + lra::kBwdDBDown, o + lra::kBwdDUpLeft, o + lra::kBwdDUpRight,
                  o + lra::kBwdDBUp})) {
-    return "all tensors must share dtype float32 or float16";
+    return mindpet::cpu::kSameFloatDTypeMessage;
   }
-  const int64_t code = static_cast<int64_t>(args.scalar(lra::kBwdActivation));
-  if (!mindpet::cpu::ValidActivation(code)) return "unknown activation code";
-  if (!mindpet::cpu::BlasReady()) return mindpet::cpu::BlasDescription();
+  mindpet::cpu::Activation act{};
+  std::string bad = mindpet::cpu::ReadActivation(args, lra::kBwdActivation, &act);
+  if (bad.empty()) bad = mindpet::cpu::RequireBlas();
+  if (!bad.empty()) return bad;
   const FloatIn dy(args, lra::kBwdDy), h(args, lra::kBwdH), ldl(args, lra::kBwdDownLeft),
       ldr(args, lra::kBwdDownRight), lul(args, lra::kBwdUpLeft), lur(args, lra::kBwdUpRight), t(args, lra::kBwdT),
       z(args, lra::kBwdZ), q(args, lra::kBwdQ);
@@ -217,9 +205,9 @@ std::string RunLowRankAdapterBackward(const AotArgs& args) {
       dbd(args, o + lra::kBwdDBDown), dlul(args, o + lra::kBwdDUpLeft), dlur(args, o + lra::kBwdDUpRight),
       dbu(args, o + lra::kBwdDBUp);
   mindpet::cpu::BackwardF32(s, dy.get(), h.get(), ldl.get(), ldr.get(), lul.get(), lur.get(), t.get(), z.get(),
-                            q.get(), static_cast<mindpet::cpu::Activation>(code),
+                            q.get(), act,
                             {dh.get(), dldl.get(), dldr.get(), dbd.get(), dlul.get(), dlur.get(), dbu.get()});
-  for (FloatOut* out : {&dh, &dldl, &dldr, &dbd, &dlul, &dlur, &dbu}) out->Commit();
+  mindpet::cpu::CommitAll({&dh, &dldl, &dldr, &dbd, &dlul, &dlur, &dbu});
   return {};
 }
 }  // namespace

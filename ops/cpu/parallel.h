@@ -1,50 +1,63 @@
-// Work splitting for the CPU kernels: OpenMP threads, each calling the sequential BLAS on its part.
+// Work splitting for the CPU kernels: a small blocking thread pool with dynamically scheduled
+// chunks, each participant calling the sequential BLAS on its chunk.
+//
+// Built to degrade gracefully on an oversubscribed machine (other processes on the cores):
+//  - the caller is a participant and works through the chunks itself; a pool thread that is not
+//    scheduled simply takes no chunk, and the call never waits for a thread that has no work
+//    (an OpenMP parallel region ends only when every team thread has reached its barrier);
+//  - chunks are guided (large first, then smaller, down to `grain`), so a descheduled participant
+//    delays the call by at most one small chunk. The chunk boundaries depend only on (n, threads,
+//    grain), never on who runs what, so per-chunk partial sums reduced in chunk order give the same
+//    bits in every run;
+//  - idle pool threads and a caller waiting for the last chunks block on a condition variable:
+//    nothing spins;
+//  - the team size follows the CPUs the process may use (sched_getaffinity, cgroup CPU quota).
+// Correctness never depends on a pool thread running: with none (e.g. after fork) the caller does
+// every chunk.
 #pragma once
 #include <cstdint>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <functional>
+#include <vector>
 
 namespace mindpet {
 namespace cpu {
 
-inline int MaxThreads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-inline int ThreadId() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-inline int NumThreads() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
-// [begin, end) of part `part` of `parts` near-equal parts of [0, n), aligned to `align` elements.
+// [begin, end) of rows (or other units).
 struct Range {
   int64_t begin;
   int64_t end;
   int64_t size() const { return end - begin; }
 };
 
-inline Range SplitRange(int64_t n, int parts, int part, int64_t align = 1) {
-  const int64_t units = (n + align - 1) / align;
-  const int64_t b = units * part / parts * align;
-  const int64_t e = units * (part + 1) / parts * align;
-  return {b < n ? b : n, e < n ? e : n};
+// Whole CPUs a CPU quota of `quota_us` per `period_us` allows: floor(quota / period), at least 1;
+// 0 when there is no limit (quota <= 0 or period <= 0).
+int CpusFromQuota(int64_t quota_us, int64_t period_us);
+
+// Parses cgroup v2 `cpu.max` text ("max 100000" or "150000 100000"): as CpusFromQuota; 0 when
+// unlimited or unparsable.
+int CpusFromCpuMax(const char* text);
+
+// Team size from its inputs: `env_threads` (> 0: MINDPET_NUM_THREADS or OMP_NUM_THREADS) wins;
+// else the affinity CPUs capped by the quota CPUs (quota 0 = no limit); at least 1.
+int TeamSize(int affinity_cpus, int quota_cpus, int env_threads);
+
+// Threads a kernel call may use on this machine now: TeamSize of sched_getaffinity (per call),
+// the cgroup quota and the environment (read once).
+int MaxThreads();
+
+// Body of a parallel loop: the `rows` of chunk number `chunk` (chunks are numbered in row order).
+using ChunkBody = std::function<void(Range rows, int64_t chunk)>;
+
+// The guided chunks of [0, n) for `threads` participants: each a share 1 / (2 threads) of the rows
+// left, at least `grain` (the last may be smaller); one chunk when threads <= 1 or n <= grain.
+std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain);
+
+// Runs `body` once per chunk on up to `threads` participants (the caller included); blocks until
+// every chunk is done.
+void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody& body);
+
+inline void ParallelFor(int64_t n, int threads, int64_t grain, const ChunkBody& body) {
+  ParallelFor(PlanChunks(n, threads, grain), threads, body);
 }
 
 // Split rows (M) across threads when each thread gets at least this many rows; otherwise the
@@ -54,11 +67,50 @@ constexpr int64_t kMinRowsPerThread = 32;
 inline bool SplitRows(int64_t m, int threads) { return threads <= 1 || m >= kMinRowsPerThread * threads; }
 
 // Below this many multiply-adds (~0.4 ms on one core) a call stays on one thread: waking a team
-// saves little there, and costs milliseconds when another process holds the other cores (a
-// parallel region ends only when every thread of the team has been scheduled).
+// saves little there.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 25;
 
 inline int ThreadsFor(int64_t macs) { return macs < kMinParallelMacs ? 1 : MaxThreads(); }
+
+// Threads for row-parallel work on m rows of `macs_per_row` multiply-adds: at least `min_rows` rows
+// each, one thread for small work.
+inline int RowThreads(int64_t m, int64_t min_rows, int64_t macs_per_row) {
+  const int64_t want = (m + min_rows - 1) / min_rows;
+  const int max = ThreadsFor(m * macs_per_row);
+  return static_cast<int>(want < 1 ? 1 : (want < max ? want : max));
+}
+
+// Rows per tile of work kept in cache: a tile of `width` floats per row fills about `bytes`
+// (~256 KiB by default, half a core's L2), clamped to [min_rows, max_rows].
+int64_t TileRows(int64_t width, int64_t bytes = 256 * 1024, int64_t min_rows = 16, int64_t max_rows = 512);
+
+// Smallest row chunk of a row-parallel kernel: `min_chunk` rows, but small enough that every
+// thread gets two chunks.
+inline int64_t RowGrain(int64_t m, int threads, int64_t min_chunk) {
+  const int64_t even = m / (2 * (threads > 1 ? threads : 1));
+  const int64_t g = min_chunk < even ? min_chunk : even;
+  return g > 1 ? g : 1;
+}
+
+// Column block [begin, end) of `part` of `parts` near-equal blocks of [0, n), aligned to `align`.
+inline Range SplitRange(int64_t n, int parts, int part, int64_t align = 1) {
+  const int64_t units = (n + align - 1) / align;
+  const int64_t b = units * part / parts * align;
+  const int64_t e = units * (part + 1) / parts * align;
+  return {b < n ? b : n, e < n ? e : n};
+}
+
+// Runs body(columns) for `threads` near-equal column blocks of [0, n) (aligned to 16), dynamically
+// assigned. For the few-rows paths, where each block is one GEMM.
+inline void ParallelColumns(int64_t n, int threads, const std::function<void(Range cols)>& body) {
+  constexpr int64_t kAlign = 16;
+  const int parts = threads < 1 ? 1 : threads;
+  std::vector<Range> blocks;
+  for (int p = 0; p < parts; ++p) blocks.push_back(SplitRange(n, parts, p, kAlign));
+  ParallelFor(blocks, threads, [&](Range cols, int64_t) {
+    if (cols.size() > 0) body(cols);
+  });
+}
 
 }  // namespace cpu
 }  // namespace mindpet

@@ -1,55 +1,44 @@
-// Per-thread partial sums of weight gradients (reductions over the rows M), summed at the end.
-// Storage is not zeroed: a thread's first tile writes its part with beta = 0, and a thread
-// without rows zeroes its part (Zero). Only the parts of threads that ran are summed.
+// Per-chunk partial sums of weight gradients (reductions over the rows M), summed in chunk order at
+// the end, so the result does not depend on which thread ran which chunk. Storage is not zeroed:
+// a chunk's first tile writes its part with beta = 0 (or calls Zero).
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <memory>
-
-#include "parallel.h"
 
 namespace mindpet {
 namespace cpu {
 
 class ThreadPartials {
  public:
-  ThreadPartials(int threads, int64_t size)
-      : threads_(threads), size_(size), buf_(new float[static_cast<size_t>(threads * size)]) {}
-  float* part(int thread) { return buf_.get() + thread * size_; }
-  void Zero(int thread) { std::fill(part(thread), part(thread) + size_, 0.0f); }
-  // Called by thread 0 inside the parallel region: how many threads ran (<= threads).
-  void SetUsed(int used) { used_ = used; }
-  // out[i] = scale * sum_t part(t)[offset + i] for i < n.
+  // `parts` partial sums of `size` floats each (0 parts: no rows, every sum is zero).
+  ThreadPartials(int64_t parts, int64_t size)
+      : size_(size), used_(parts),
+        buf_(new float[static_cast<size_t>(std::max<int64_t>(parts, 1)) * static_cast<size_t>(size)]) {}
+  float* part(int64_t chunk) { return buf_.get() + chunk * size_; }
+  void Zero(int64_t chunk) { std::fill(part(chunk), part(chunk) + size_, 0.0f); }
+  // out[i] = scale * sum_chunk part(chunk)[offset + i] for i < n, summed in chunk order.
   void ReduceInto(int64_t offset, int64_t n, float scale, float* out) const {
-    const int used = used_;
     const float* buf = buf_.get();
-    const int64_t size = size_;
-    if (used == 1) {
-      for (int64_t i = 0; i < n; ++i) out[i] = scale * buf[offset + i];
+    if (used_ == 0) {
+      std::fill(out, out + n, 0.0f);
       return;
     }
-#pragma omp parallel for schedule(static) if (n * used >= (1 << 20))
-    for (int64_t i = 0; i < n; ++i) {
-      float acc = 0.0f;
-      for (int t = 0; t < used; ++t) acc += buf[t * size + offset + i];
-      out[i] = scale * acc;
+    for (int64_t i = 0; i < n; ++i) out[i] = buf[offset + i];
+    for (int64_t t = 1; t < used_; ++t) {
+      const float* p = buf + t * size_ + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] += p[i];
+    }
+    if (scale != 1.0f) {
+      for (int64_t i = 0; i < n; ++i) out[i] *= scale;
     }
   }
 
  private:
-  int threads_;
   int64_t size_;
-  int used_ = 1;
+  int64_t used_;
   std::unique_ptr<float[]> buf_;
 };
-
-// Threads for row-parallel work on m rows of `macs_per_row` multiply-adds: at least `min_rows` rows
-// each, one thread for small work.
-inline int RowThreads(int64_t m, int64_t min_rows, int64_t macs_per_row) {
-  const int64_t want = (m + min_rows - 1) / min_rows;
-  const int max = ThreadsFor(m * macs_per_row);
-  return static_cast<int>(want < 1 ? 1 : (want < max ? want : max));
-}
 
 }  // namespace cpu
 }  // namespace mindpet

@@ -1,4 +1,4 @@
-"""Cell paths of a network and in-place replacement of a sub-cell (shared by inject, merge, peft_io).
+"""Cells of a network: the "is a Cell" check, cell paths and in-place replacement (shared by every sub-package).
 
 A *path* is the dotted attribute path of a sub-cell, as in ``model.cells_and_names()``
 (``'bert.layers.0.attention.query'``); the root has no path and is never replaced.
@@ -6,9 +6,22 @@ A *path* is the dotted attribute path of a sub-cell, as in ``model.cells_and_nam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from mindspore import nn
+
+from mindpet._mindspore import child_cells
+
+
+def check_cell(model: Any, func: str, arg: str = "model") -> None:
+    """TypeError (naming ``func`` and ``arg``) unless ``model`` is a ``mindspore.nn.Cell``."""
+    if not isinstance(model, nn.Cell):
+        raise TypeError(f"For '{func}', '{arg}' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
+
+
+def is_plain_dense(cell: nn.Cell) -> bool:
+    """Whether ``cell`` computes what ``nn.Dense`` computes (an ``nn.Dense``, or a subclass keeping its ``construct``)."""
+    return isinstance(cell, nn.Dense) and type(cell).construct is nn.Dense.construct
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,7 @@ def cell_slots(model: nn.Cell) -> Dict[str, CellSlot]:
 
     def walk(parent: nn.Cell, prefix: str) -> None:
         on_stack.add(id(parent))
-        for attr, child in parent._cells.items():  # pylint: disable=protected-access
+        for attr, child in child_cells(parent).items():
             if child is None or id(child) in on_stack:
                 continue
             path = f"{prefix}{attr}"

@@ -9,16 +9,9 @@ does the same when one of its eager calls raises, then re-raises the error uncha
 """
 from __future__ import annotations
 
-from mindspore import context, nn
+from mindspore import nn
 
-
-def reset_pynative_grad_state() -> None:
-    """Drop MindSpore's half-recorded PYNATIVE autodiff graph. Private API: skipped if it is missing."""
-    try:
-        from mindspore.graph.api import _pynative_executor  # pylint: disable=import-outside-toplevel
-        _pynative_executor.clear_res()
-    except (ImportError, AttributeError, RuntimeError):
-        pass
+from mindpet._mindspore import clear_pynative_grad_state, is_pynative
 
 
 class GradSafeCell(nn.Cell):
@@ -29,10 +22,10 @@ class GradSafeCell(nn.Cell):
     """
 
     def __call__(self, *args, **kwargs):
-        if context._get_mode() != context.PYNATIVE_MODE:  # pylint: disable=protected-access
+        if not is_pynative():
             return super().__call__(*args, **kwargs)
         try:
             return super().__call__(*args, **kwargs)
         except Exception:
-            reset_pynative_grad_state()
+            clear_pynative_grad_state()
             raise

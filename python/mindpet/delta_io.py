@@ -28,10 +28,12 @@ from mindspore import Tensor, nn
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from mindpet._cells import check_cell
 from mindpet._version import __version__
-from mindpet.delta import AdapterDense, AdapterLayer, LoRADense, LowRankAdapterDense, LowRankAdapterLayer
-from mindpet.graph._atomic import atomic_write, atomic_write_bytes
-from mindpet.graph.freeze_utils import DELTA_MODES, DELTA_PREFIX
+from mindpet.delta import LoRADense
+from mindpet.delta.registry import layer_spec
+from mindpet.atomic import atomic_write, atomic_write_bytes
+from mindpet.methods import DELTA_PREFIX, method_of
 
 __all__ = ["save_delta", "load_delta", "DeltaLoadReport", "describe_delta_layers",
            "CONFIG_FILE", "TENSORS_FILE", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -45,17 +47,6 @@ _CONFIG_KEYS = ("format", "format_version", "mindpet_version", "tensors_file", "
                 "include_trainable", "methods", "target_modules", "layers", "tensors")
 _DTYPES = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16", ms.float64: "float64"}
 
-# Hyper-parameters read from each delta layer class: (method, attributes).
-_LAYER_FIELDS = {
-    LoRADense: ("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha", "lora_dropout_p")),
-    AdapterDense: ("adapter", ("in_channels", "out_channels", "has_bias", "bottleneck_size")),
-    LowRankAdapterDense: ("low_rank_adapter", ("in_channels", "out_channels", "has_bias", "reduction_factor",
-                                               "low_rank_size")),
-    AdapterLayer: ("adapter", ("hidden_size", "bottleneck_size")),
-    LowRankAdapterLayer: ("low_rank_adapter", ("hidden_size", "reduction_factor", "low_rank_size",
-                                               "bottleneck_size")),
-}
-_RENAMED = {"lora_dropout_p": "lora_dropout"}
 
 
 @dataclass(frozen=True)
@@ -88,32 +79,21 @@ class DeltaLoadReport:
 def describe_delta_layers(model: nn.Cell) -> Dict[str, Dict[str, Any]]:
     """``{path: {"method", "class", <hyper-parameters>}}`` for the delta layers of ``model``, by path.
 
+    The layers and their hyper-parameters are those of the layer registry (``mindpet.delta.registry``).
     The adapter inside an ``AdapterDense`` / ``LowRankAdapterDense`` is described by its outer layer.
     """
     layers: Dict[str, Dict[str, Any]] = {}
     for path, cell in model.cells_and_names():
-        spec = _LAYER_FIELDS.get(type(cell))
+        spec = layer_spec(type(cell))
         if spec is None or any(outer == "" or path.startswith(outer + ".") for outer in layers):
             continue
-        method, attrs = spec
-        info: Dict[str, Any] = {"method": method, "class": type(cell).__name__}
-        for attr in attrs:
-            info[_RENAMED.get(attr, attr)] = getattr(cell, attr)
-        layers[path] = info
+        layers[path] = spec.describe(cell)
     return dict(sorted(layers.items()))
 
 
 def _method_of(name: str) -> str:
-    tail = name.split(DELTA_PREFIX, 1)[1]
-    for mode in sorted(DELTA_MODES, key=len, reverse=True):
-        if tail.startswith(mode):
-            return mode
-    return tail.split("_", 1)[0]
-
-
-def _check_model(model: Any, func: str) -> None:
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For '{func}', 'model' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
+    """The method of a delta parameter name; an unregistered tag counts by its first word."""
+    return method_of(name) or name.split(DELTA_PREFIX, 1)[1].split("_", 1)[0]
 
 
 def _check_path(path: Any, func: str) -> str:
@@ -162,7 +142,7 @@ def save_delta(model: nn.Cell, path: PathLike, include_trainable: bool = False) 
             a parameter to save is not a float.
     """
     func = "save_delta"
-    _check_model(model, func)
+    check_cell(model, func)
     directory = _check_path(path, func)
     _check_bool(include_trainable, "include_trainable", func)
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -301,7 +281,7 @@ def load_delta(model: nn.Cell, path: PathLike, strict: bool = True) -> DeltaLoad
             any problem of the report. Unknown config keys (e.g. from a newer minor version) only warn.
     """
     func = "load_delta"
-    _check_model(model, func)
+    check_cell(model, func)
     directory = _check_path(path, func)
     _check_bool(strict, "strict", func)
     config_path = os.path.join(directory, CONFIG_FILE)

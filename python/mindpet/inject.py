@@ -7,17 +7,17 @@ that holds the same ``weight`` and ``bias`` Parameters, so the model's output is
 """
 from __future__ import annotations
 
-import fnmatch
 import inspect
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from mindspore import Parameter, nn
 
-from mindpet._cells import CellSlot, cell_slots, param_prefix, replace_cell, shared_paths
-from mindpet.delta import AdapterDense, LoRADense, LowRankAdapterDense
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._cells import CellSlot, cell_slots, check_cell, is_plain_dense, param_prefix, replace_cell, shared_paths
+from mindpet._patterns import check_patterns, compile_pattern
+import mindpet.delta  # noqa: F401  pylint: disable=unused-import  (registers the delta layers)
+from mindpet.delta.registry import injectable_layers
+from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["inject", "METHODS"]
 
@@ -44,37 +44,10 @@ class _Method:
                 if p.default is inspect.Parameter.empty and k not in self.defaults]
 
 
-METHODS: Dict[str, _Method] = {
-    "lora": _Method(LoRADense, {"lora_dropout": 0.0}),
-    "adapter": _Method(AdapterDense),
-    "low_rank_adapter": _Method(LowRankAdapterDense),
-}
-DELTA_LAYERS = (LoRADense, AdapterDense, LowRankAdapterDense)
-
-
-def _matcher(pattern: str, arg: str) -> Callable[[str], bool]:
-    """A predicate over paths: shell wildcards (``*`` crosses dots), or a regex after ``re:``."""
-    if pattern.startswith("re:"):
-        try:
-            regex = re.compile(pattern[3:])
-        except re.error as err:
-            raise ValueError(f"For 'inject', {arg} pattern {pattern!r} is not a valid regular expression: "
-                             f"{err}.") from err
-        return lambda path: regex.fullmatch(path) is not None
-    return lambda path: fnmatch.fnmatchcase(path, pattern)
-
-
-def _pattern_list(value: Any, arg: str) -> List[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise TypeError(f"For 'inject', '{arg}' must be a str or a non-empty list of str, but got "
-                        f"{type(value).__name__}: {value!r}.")
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item or item == "re:":
-            raise TypeError(f"For 'inject', every item of '{arg}' must be a non-empty str, but {arg}[{i}] "
-                            f"is {item!r}.")
-    return list(value)
+# From the layer registry (mindpet.delta.registry): every class registered as injectable.
+METHODS: Dict[str, _Method] = {m: _Method(spec.layer, dict(spec.inject_defaults))
+                               for m, spec in injectable_layers().items()}
+DELTA_LAYERS = tuple(method.layer for method in METHODS.values())
 
 
 def _check_kwargs(method: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -95,10 +68,6 @@ def _check_kwargs(method: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return {**spec.defaults, **kwargs}
 
 
-def _is_plain_dense(cell: nn.Cell) -> bool:
-    return isinstance(cell, nn.Dense) and type(cell).construct is nn.Dense.construct
-
-
 def _describe(slots: Dict[str, CellSlot], paths: List[str], limit: int = 5) -> str:
     shown = [f"{p!r} ({type(slots[p].cell).__name__})" for p in paths[:limit]]
     more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
@@ -108,20 +77,20 @@ def _describe(slots: Dict[str, CellSlot], paths: List[str], limit: int = 5) -> s
 def select_dense(model: nn.Cell, target_modules: Patterns, exclude_modules: Optional[Patterns] = None
                  ) -> Dict[str, CellSlot]:
     """The slots of the ``nn.Dense`` cells selected by the patterns (validated; see :func:`inject`)."""
-    targets = _pattern_list(target_modules, "target_modules")
-    excludes = [] if exclude_modules is None else _pattern_list(exclude_modules, "exclude_modules")
+    targets = check_patterns(target_modules, "target_modules", "inject")
+    excludes = [] if exclude_modules is None else check_patterns(exclude_modules, "exclude_modules", "inject")
     slots = cell_slots(model)
-    candidates = [p for p, s in slots.items() if _is_plain_dense(s.cell) or isinstance(s.cell, DELTA_LAYERS)]
+    candidates = [p for p, s in slots.items() if is_plain_dense(s.cell) or isinstance(s.cell, DELTA_LAYERS)]
 
     selected: List[str] = []
     for pattern in targets:
-        match = _matcher(pattern, "target_modules")
+        match = compile_pattern(pattern, "target_modules", "inject")
         hits = [p for p in candidates if match(p)]
         if not hits:
             others = [p for p in slots if match(p)]
             what = (f"it matches only cells that are not nn.Dense: {_describe(slots, others)}"
                     if others else "it matches no cell path")
-            dense = [p for p in candidates if _is_plain_dense(slots[p].cell)]
+            dense = [p for p in candidates if is_plain_dense(slots[p].cell)]
             example = ", ".join(repr(p) for p in dense[:3]) or "(the model has no nn.Dense)"
             raise ValueError(f"For 'inject', target_modules pattern {pattern!r} selects no nn.Dense: {what}. "
                              f"Patterns are case-sensitive shell wildcards over paths from "
@@ -130,7 +99,7 @@ def select_dense(model: nn.Cell, target_modules: Patterns, exclude_modules: Opti
         selected.extend(p for p in hits if p not in selected)
 
     for pattern in excludes:
-        match = _matcher(pattern, "exclude_modules")
+        match = compile_pattern(pattern, "exclude_modules", "inject")
         if not any(match(p) for p in selected):
             raise ValueError(f"For 'inject', exclude_modules pattern {pattern!r} matches none of the layers "
                              f"selected by target_modules ({len(selected)} layers, e.g. {selected[:3]}).")
@@ -223,8 +192,7 @@ def inject(model: nn.Cell, method: str, target_modules: Patterns, exclude_module
             removes nothing; a selected layer that is already a delta layer or is shared by two paths;
             invalid layer argument values. Everything is checked before the model is changed.
     """
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For 'inject', 'model' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
+    check_cell(model, "inject")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"For 'inject', 'method' must be one of {list(METHODS)}, but got {method!r}.")
     if not isinstance(dry_run, bool):

@@ -10,9 +10,9 @@ from typing import List, Tuple
 
 from mindspore import nn
 
-from mindpet._cells import cell_slots, param_prefix, replace_cell
+from mindpet._cells import cell_slots, check_cell, param_prefix, replace_cell
 from mindpet.delta import LoRADense
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
+from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["lora_layers", "merge_lora", "unmerge_lora", "merge_and_unload"]
 
@@ -23,8 +23,7 @@ def lora_layers(model: nn.Cell, func: str = "lora_layers") -> List[Tuple[str, Lo
     Raises:
         TypeError: ``model`` is not a Cell. ValueError: it holds no LoRADense (names ``func``).
     """
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For '{func}', 'model' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
+    check_cell(model, func)
     found = [(path, cell) for path, cell in model.cells_and_names() if isinstance(cell, LoRADense)]
     if not found:
         raise ValueError(f"For '{func}', the model has no LoRADense layer; add LoRA first, e.g. "

@@ -35,11 +35,12 @@ import numpy as np
 from mindspore import Tensor, nn
 from safetensors.numpy import save_file
 
-from mindpet._cells import cell_slots
+from mindpet._cells import cell_slots, check_cell, is_plain_dense
+from mindpet._mindspore import child_cells
 from mindpet._safetensors import read_safetensors, read_safetensors_metadata
 from mindpet.delta import LoRADense
-from mindpet.graph._atomic import atomic_write, atomic_write_bytes
-from mindpet.inject import _is_plain_dense, replace_dense
+from mindpet.atomic import atomic_write, atomic_write_bytes
+from mindpet.inject import replace_dense
 from mindpet.merge import lora_layers
 
 __all__ = ["export_peft", "import_peft", "PeftImportReport", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "tensors_sha256"]
@@ -80,8 +81,7 @@ class PeftImportReport:
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _check_args(model: Any, directory: Any, name_map: Any, func: str) -> Tuple[str, Callable[[str], str]]:
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For '{func}', 'model' must be a mindspore.nn.Cell, but got {type(model).__name__}.")
+    check_cell(model, func)
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"For '{func}', 'directory' must be a str or os.PathLike, but got "
                         f"{type(directory).__name__}.")
@@ -411,7 +411,7 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
 
 def _check_module(cell: nn.Cell, a: np.ndarray, b: np.ndarray, r: int, scaling: float) -> str:
     """Why the file's A [r, in] and B [out, r] cannot go into ``cell`` ('' if they can)."""
-    if not isinstance(cell, LoRADense) and not _is_plain_dense(cell):
+    if not isinstance(cell, LoRADense) and not is_plain_dense(cell):
         return f"a {type(cell).__name__}, not nn.Dense or LoRADense"
     expected_a, expected_b = (r, cell.in_channels), (cell.out_channels, r)
     if tuple(a.shape) != expected_a or tuple(b.shape) != expected_b:
@@ -436,7 +436,7 @@ def _apply(plan, slots, to_inject: List[str], dropout: float) -> None:
                       {"lora_rank": r, "lora_alpha": scaling * r, "lora_dropout": dropout})
     for path, (_, pair, _, _) in plan.items():
         slot = slots[path]
-        layer = slot.parent._cells[slot.attr]  # pylint: disable=protected-access  (the cell now in place)
+        layer = child_cells(slot.parent)[slot.attr]  # the cell now in place
         _set(layer.mindpet_delta_lora_a, pair["A"])
         _set(layer.mindpet_delta_lora_b, pair["B"])
 

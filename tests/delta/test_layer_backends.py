@@ -180,8 +180,8 @@ def test_fused_matches_composed_forward_and_all_gradients(mode, dtype):  # pylin
 
 @requires_fused
 def test_default_precision_float32_input_float16_compute(pynative):  # pylint: disable=unused-argument
-    """The layers' defaults: float32 input and parameters, float16 compute_dtype. LoRA runs the fused op in
-    float16; the adapters run it in the input's dtype (residual in float32, as composed adds it)."""
+    """The layers' defaults: float32 input and parameters, float16 compute_dtype. Every layer runs the fused op
+    in float16; the adapters add the residual in float32, as composed does."""
     for i, name in enumerate(NAMES):
         fused, composed = _pair(name, ms.float32, cdt=ms.float16)
         x = _x(name)
@@ -371,12 +371,31 @@ def test_unsupported_arguments_compose_under_auto_and_raise_under_fused():
         with pytest.raises(kbackend.FusedBackendUnavailable, match="no fused implementation"):
             make("fused", ms.float32, act="elu")
         assert make("fused", ms.float32, act="relu").backend == "cpu"
-    # an input dtype outside the contract: composed under auto, TypeError under fused
+    # an input dtype outside the kernel contract: cast to compute_dtype, so the fused op still runs (residual
+    # in the input's dtype) and agrees with composed
     x64 = Tensor(_x("adapter_layer").astype(np.float64))
-    auto = AdapterLayer(D, 8, compute_dtype=ms.float32)
-    assert auto(x64).dtype == ms.float64
-    with pytest.raises(TypeError, match="float32 or float16"):
-        AdapterLayer(D, 8, compute_dtype=ms.float32, backend="fused")(x64)
+    for name in ("adapter_layer", "low_rank_layer"):
+        fused, composed = _pair(name)
+        out_f, out_c = fused(x64), composed(x64)
+        assert out_f.dtype == out_c.dtype == ms.float64
+        _close(out_f.asnumpy(), out_c.asnumpy(), 1e-5, f"{name} float64 input")
+
+
+@requires_fused
+def test_adapters_honour_compute_dtype_when_fused(pynative):  # pylint: disable=unused-argument
+    """The fused adapters run in compute_dtype as the composed ones do (they used to run in the input's)."""
+    for name in ("adapter_layer", "low_rank_layer"):
+        make = MAKERS[name][0]
+        f16, f32 = make("fused", ms.float32, cdt=ms.float16), make("fused", ms.float32, cdt=ms.float32)
+        composed16 = make("composed", ms.float32, cdt=ms.float16)
+        values = _values(f16)
+        for layer in (f16, f32, composed16):
+            _set(layer, values)
+        x = Tensor(_x(name))
+        out16, out32, ref16 = f16(x).asnumpy(), f32(x).asnumpy(), composed16(x).asnumpy()
+        assert out16.dtype == np.float32
+        assert not np.array_equal(out16, out32), name  # float16 arithmetic happened
+        _close(out16, ref16, 2e-3, f"{name} fused vs composed in float16")
 
 
 @requires_fused

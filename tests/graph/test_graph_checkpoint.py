@@ -14,7 +14,7 @@ from mindspore.train import Callback, CheckpointConfig, Model
 
 from mindpet.graph import TrainableParamsCheckPoint, freeze_delta, load_pretrained_and_delta
 from mindpet.graph import ckpt_util
-from mindpet.graph._atomic import atomic_write, atomic_write_bytes
+from mindpet.atomic import atomic_write, atomic_write_bytes
 
 LORA_AND_HEAD = {f"encoder.{i}.mindpet_delta_lora_{ab}" for i in range(2) for ab in "ab"} | {"head.weight",
                                                                                              "head.bias"}

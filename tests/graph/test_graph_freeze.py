@@ -38,6 +38,9 @@ MODULE_CASES = {
                                           "low_rank.mindpet_delta_low_rank_adapter_v"]]],
                             ["encoder.1.norm.gamma"]),
     "already in target state": (["head.*"], None, HEAD, [], []),
+    # the pattern language of inject: 're:' + a regular expression matched against the full name
+    "regular expression": (["re:encoder\\.[01]\\.dense\\.(weight|bias)"], None, [],
+                           both("dense.weight") + both("dense.bias"), []),
 }
 
 

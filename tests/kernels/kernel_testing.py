@@ -67,3 +67,31 @@ def min_parallel_macs() -> int:
     fn = ctypes.CDLL(_library.load()).MindpetMinParallelMacs
     fn.restype = ctypes.c_int64
     return int(fn())
+
+
+def call_aot(symbol: str, arrays) -> tuple:
+    """Call the CPU kernel ``symbol(nparam, params, ndims, shapes, dtypes, stream, extra)`` on numpy
+    arrays (inputs, trailing scalar attributes, then outputs, filled in place); return (code, arrays)."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    from mindpet.kernels import _library  # pylint: disable=import-outside-toplevel
+    lib = ctypes.CDLL(_library.load())
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    n = len(arrays)
+    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
+    ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
+    shape_bufs = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
+    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64))
+                                                    for s in shape_bufs])
+    dtypes = (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in arrays])
+    fn = getattr(lib, symbol)
+    fn.restype = ctypes.c_int
+    return fn(n, params, ndims, shapes, dtypes, None, None), arrays
+
+
+def kernel_calls(symbol: str) -> int:
+    """How often the CPU entry point ``symbol`` has run in this process (call after a sync)."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    from mindpet.kernels import _library  # pylint: disable=import-outside-toplevel
+    fn = ctypes.CDLL(_library.load()).MindpetKernelCalls
+    fn.restype = ctypes.c_int64
+    return int(fn(symbol.encode()))

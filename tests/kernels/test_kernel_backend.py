@@ -98,6 +98,50 @@ def test_op_cells_hold_no_parameters(backend):
     """The layers own every parameter: names and checkpoints cannot depend on the backend."""
     if backend == "fused" and not _library.available():
         pytest.skip("mindpet CPU kernel library not built")
-    for cell in (kernels.LoraLinear(2.0, dropout=0.1, backend=backend), kernels.Adapter("gelu", backend=backend),
+    for cell in (kernels.LoraLinear(2.0, backend=backend), kernels.Adapter("gelu", backend=backend),
                  kernels.LowRankAdapter("relu", backend=backend)):
         assert not list(cell.get_parameters())
+
+
+@requires_fused
+def test_select_is_the_one_decider_and_its_selection_is_frozen():
+    sel = kbackend.select("auto", "lora_linear")
+    assert (sel.choice, sel.impl, sel.fused) == ("auto", "cpu", True)
+    assert kbackend.resolve("auto", "lora_linear") == sel.impl
+    with pytest.raises(AttributeError):
+        sel.impl = "composed"  # frozen
+    composed = sel.as_composed("sharded")
+    assert (composed.choice, composed.impl, composed.fused, composed.reason) == ("auto", "composed", False, "sharded")
+    assert kbackend.select("composed").impl == "composed"
+
+
+@requires_fused
+def test_a_dtype_without_fused_kernels_composes_under_auto_and_raises_under_fused():
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    sel = kbackend.select("auto", "lora_linear", dtype=ms.bfloat16)
+    assert sel.impl == "composed" and "not bfloat16" in sel.reason
+    assert kbackend.select("auto", "lora_linear", dtype=ms.float16).impl == "cpu"
+    with pytest.raises(kbackend.FusedBackendUnavailable, match="lora_linear.*not bfloat16"):
+        kbackend.select("fused", "lora_linear", dtype=ms.bfloat16)
+    assert kernels.LoraLinear(1.0, dtype=ms.bfloat16).impl == "composed"
+
+
+@requires_fused
+def test_every_fused_op_cell_holds_its_selection_and_one_dtype_rule():
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        cells = [kernels.LoraLinear(1.0, backend="fused"), kernels.Adapter("relu", backend="fused"),
+                 kernels.LowRankAdapter("relu", backend="fused"), kernels.Activation("relu", backend="fused"),
+                 kernels.LayerNorm(4, backend="fused")]
+        for cell in cells:
+            assert isinstance(cell, kernels.FusedOp)
+            assert cell.selection == kbackend.Selection("fused", "cpu") and cell.fused and cell.impl == "cpu"
+        act = kernels.Activation("relu", backend="fused")
+        with pytest.raises(TypeError, match="For 'activation', the fused backend supports float32 and float16"):
+            act(ms.Tensor(np.ones((2, 2)), ms.float64))
+        auto = kernels.Activation("relu", backend="auto")  # float64 runs composed under auto
+        assert auto(ms.Tensor(-np.ones((2, 2)), ms.float64)).asnumpy().tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)

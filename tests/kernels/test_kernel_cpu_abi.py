@@ -3,31 +3,15 @@ checks reject bad calls with a non-zero code, M = 0 gives zero weight gradients,
 results are rounded once from float32."""
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
-from mindpet.kernels import _library
-from kernel_testing import requires_fused
+from kernel_testing import call_aot, requires_fused
 
 pytestmark = requires_fused
 
 
-def _call(symbol: str, arrays) -> tuple:
-    """Call ``symbol(nparam, params, ndims, shapes, dtypes, stream, extra)``; return (code, arrays)."""
-    lib = ctypes.CDLL(_library.load())
-    arrays = [np.ascontiguousarray(a) for a in arrays]
-    n = len(arrays)
-    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
-    ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
-    shape_bufs = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
-    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(s, ctypes.POINTER(ctypes.c_int64))
-                                                    for s in shape_bufs])
-    dtypes = (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in arrays])
-    fn = getattr(lib, symbol)
-    fn.restype = ctypes.c_int
-    return fn(n, params, ndims, shapes, dtypes, None, None), arrays
+_call = call_aot
 
 
 def _lora_fwd_args(m, k, n, r, dtype=np.float32, seed=0):

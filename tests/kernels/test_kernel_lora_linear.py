@@ -115,60 +115,62 @@ def test_fused_float16_odd_shapes(mode):
 
 @requires_fused
 def test_functional_matches_cell_and_frozen_base_pynative():
-    """PYNATIVE with a frozen Parameter weight and bias: the zero-base-grad bprop still gives right
-    dx, dA, dB; a trainable bias Parameter keeps the base gradients."""
+    """PYNATIVE, base_frozen=True: the zero-base-grad bprop still gives right dx, dA, dB and zeros for
+    the base (the caller said it needs none); base_frozen=False computes the base gradients."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         inputs, cot = _inputs((6,), 16, 8, 2, np.float32)
         x, w, b, a, bb, mask = (Tensor(v) for v in inputs)
+        op = LoraLinear(0.5, backend="fused")
+        ref_value, ref_grads = _numpy_reference(*inputs, 0.5, cot, True, True)
+        names = ("x", "weight", "bias", "lora_a", "lora_b")
+        for frozen in (True, False):
+            grads = ms.grad(lambda x_, w_, b_, a_, bb_: (op(x_, w_, b_, a_, bb_, mask, frozen) * Tensor(cot)).sum(),
+                            grad_position=(0, 1, 2, 3, 4))(x, w, b, a, bb)
+            for i, name in enumerate(names):
+                want = np.zeros_like(ref_grads[i]) if frozen and name in ("weight", "bias") else ref_grads[i]
+                assert_close(grads[i].asnumpy(), want, 2e-5, f"d{name} (base_frozen={frozen})")
         weight = Parameter(w, name="w", requires_grad=False)
         b = Parameter(b, name="b", requires_grad=False)
-        op = LoraLinear(0.5, backend="fused")
-        seen = []
-        original = op.construct
-
-        def spy(*args):
-            seen.append(op._skip_base_grads)  # pylint: disable=protected-access
-            return original(*args)
-
-        op.construct = spy
-        grads = ms.grad(lambda x_, a_, b_: (op(x_, weight, b, a_, b_, mask) * Tensor(cot)).sum(),
-                        grad_position=(0, 1, 2))(x, a, bb)
-        assert seen == [True]
-        ref_value, ref_grads = _numpy_reference(*inputs, 0.5, cot, True, True)
-        for g, rg, name in zip(grads, (ref_grads[0], ref_grads[3], ref_grads[4]), ("x", "lora_a", "lora_b")):
-            assert_close(g.asnumpy(), rg, 2e-5, f"d{name}")
         y = lora_linear(x, weight, b, a, bb, 0.5, dropout_mask=mask, backend="fused")
         assert_close(y.asnumpy(), ref_value, 2e-5, "functional y")
-        b.requires_grad = True
-        seen.clear()
-        dbias = ms.grad(lambda x_: (op(x_, weight, b, a, bb, mask) * Tensor(cot)).sum(),
-                        grad_position=None, weights=[b])(x)
-        assert seen == [False]
-        assert_close(dbias[0].asnumpy(), ref_grads[2], 2e-5, "dbias")
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 
 
 @pytest.mark.parametrize("backend", ["fused", "composed"])
-def test_training_mode_draws_a_dropout_mask(mode, backend):
-    """With W = 0, b = 0, A = B = I, s = 1 the op returns x_d = x * mask: every ratio y / x is 0 or
-    1/(1-p), about p of them 0; in eval mode y == x."""
+def test_the_callers_mask_is_applied_to_the_lora_input(mode, backend):
+    """With W = 0, b = 0, A = B = I, s = 1 the op returns x * mask (the caller owns the dropout mask);
+    without a mask it returns x, in training mode too (the op draws nothing itself)."""
     if backend == "fused" and not fused_available():
         pytest.skip("mindpet CPU kernel library not built")
-    p, k = 0.25, 32
+    k = 32
     rng = np.random.default_rng(0)
-    x = Tensor((rng.random((256, k)) + 0.5).astype(np.float32))
+    x = (rng.random((256, k)) + 0.5).astype(np.float32)
+    mask = ((rng.random((256, k)) >= 0.25) / 0.75).astype(np.float32)
     eye = Tensor(np.eye(k, dtype=np.float32))
     zeros = Tensor(np.zeros((k, k), np.float32))
-    op = LoraLinear(1.0, has_bias=False, dropout=p, backend=backend)
+    op = LoraLinear(1.0, has_bias=False, backend=backend)
     op.set_train(True)
-    ratio = op(x, zeros, None, eye, eye).asnumpy() / x.asnumpy()
-    kept = np.isclose(ratio, 1.0 / (1.0 - p), rtol=1e-5)
-    assert np.all(kept | (ratio == 0.0))
-    assert abs(1.0 - kept.mean() - p) < 0.03
-    op.set_train(False)
-    np.testing.assert_allclose(op(x, zeros, None, eye, eye).asnumpy(), x.asnumpy(), rtol=1e-6)
+    np.testing.assert_allclose(op(Tensor(x), zeros, None, eye, eye, Tensor(mask)).asnumpy(), x * mask, rtol=1e-6)
+    np.testing.assert_allclose(op(Tensor(x), zeros, None, eye, eye).asnumpy(), x, rtol=1e-6)
+
+
+@requires_fused
+def test_lora_dense_unfrozen_after_a_frozen_graph_step_gets_base_gradients():
+    """GRAPH: a LoRADense compiled while its base was frozen must not bake in zero base gradients."""
+    from mindpet.delta import LoRADense  # pylint: disable=import-outside-toplevel
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(0)
+    net = LoRADense(8, 6, lora_rank=2, lora_alpha=2, lora_dropout=0.0, compute_dtype=ms.float32,
+                    lora_b_init="normal", backend="fused")
+    x = Tensor(np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32))
+    net.weight.requires_grad = False
+    net.bias.requires_grad = False
+    ms.grad(net, grad_position=None, weights=[net.mindpet_delta_lora_a])(x)
+    net.weight.requires_grad = True
+    d_weight = ms.grad(net, grad_position=None, weights=[net.weight])(x)[0].asnumpy()
+    np.testing.assert_allclose(d_weight, np.ones((6, 1)) * x.asnumpy().sum(0), rtol=1e-5, atol=1e-5)
 
 
 @requires_fused

@@ -2,7 +2,7 @@
 
 LoRA dropout masks are drawn in numpy and fed per step: MindSpore's CPU Dropout is not
 reproducible across instances after a few calls even with equal seeds, so equal trajectories need
-equal masks given from outside (the op's own mask drawing is tested in test_kernel_lora_linear.py).
+equal masks given from outside (the op takes its mask from the caller, as LoRADense draws it).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class _LoraNet(nn.Cell):
         self.lora_a = _param(rng, (r, d), d ** -0.5, "lora_a")
         self.lora_b = _param(rng, (n, r), 0.1, "lora_b")
         self.head = _param(rng, (classes, n), n ** -0.5, "head")
-        self.lora = LoraLinear(2.0, dropout=DROP, backend=backend)
+        self.lora = LoraLinear(2.0, backend=backend)
         self.relu = nn.ReLU()
 
     def construct(self, x, mask):

@@ -4,7 +4,7 @@ The source of ``python/mindpet`` is scanned for calls that write files (``open``
 ``os.open`` with write flags, ``save_checkpoint``, safetensors ``save_file``, ``np.save``, ``json.dump``,
 ``shutil.copy``, ``Path.write_text``, ...). Each must sit inside the writer callable handed to
 ``atomic_write`` - a lambda passed to it, or a nested function passed to it by name - so that a crash
-never leaves a truncated file under a final name. ``graph/_atomic.py`` is the one place that renames.
+never leaves a truncated file under a final name. ``mindpet/atomic.py`` is the one place that renames.
 """
 from __future__ import annotations
 
@@ -124,5 +124,5 @@ def test_every_package_write_is_atomic():
         tree = ast.parse(source)
         found += sum(isinstance(n, ast.Call) and is_write(n) for n in ast.walk(tree))
         offenders += [f"{path.relative_to(PACKAGE)}:{line}" for line in unsafe_writes(source)]
-    assert found >= 2, "the audit found no writer at all: it is not looking"  # ckpt_util and _atomic at least
+    assert found >= 2, "the audit found no writer at all: it is not looking"  # ckpt_util and atomic at least
     assert offenders == [], f"file writes outside atomic_write: {offenders}"

@@ -72,6 +72,48 @@ enum BwdOut : int {
   kBwdDLoraB = 2, // [N, R]
   kBwdNumOutputs = 3,
 };
+
+// The backward split in two (CPU): the weight gradients, and the input gradient from g. A GRAPH
+// whose loss needs no gradient of x drops the input op (dead code); the pair computes exactly what
+// the one-pass backward does.
+constexpr const char* kBackwardWeightsSymbol = "LoraLinearBackwardWeights";
+constexpr const char* kBackwardInputSymbol = "LoraLinearBackwardInput";
+
+// Weight-gradient inputs.
+enum BwdWIn : int {
+  kBwdWDy = 0,       // [M, N]
+  kBwdWX = 1,        // [M, K]
+  kBwdWLoraB = 2,    // [N, R]
+  kBwdWU = 3,        // [M, R] saved
+  kBwdWMask = 4,     // [M, K] or [1]
+  kBwdWScale = 5,    // attr float
+  kBwdWHasMask = 6,  // attr int 0/1
+  kBwdWNumInputs = 7,
+};
+// Weight-gradient outputs:  g = dy B;  dA = s g^T x_d;  dB = s dy^T u.
+enum BwdWOut : int {
+  kBwdWDLoraA = 0,  // [R, K]
+  kBwdWDLoraB = 1,  // [N, R]
+  kBwdWG = 2,       // [M, R] float32 whatever T: dy B (unscaled), for the input op
+  kBwdWNumOutputs = 3,
+};
+
+// Input-gradient inputs.
+enum BwdXIn : int {
+  kBwdXDy = 0,       // [M, N]
+  kBwdXWeight = 1,   // [N, K]
+  kBwdXLoraA = 2,    // [R, K]
+  kBwdXG = 3,        // [M, R] float32, from the weight-gradient op
+  kBwdXMask = 4,     // [M, K] or [1]
+  kBwdXScale = 5,    // attr float
+  kBwdXHasMask = 6,  // attr int 0/1
+  kBwdXNumInputs = 7,
+};
+// Input-gradient output:  dx = dy W + s (g A) * mask.
+enum BwdXOut : int {
+  kBwdXDx = 0,  // [M, K]
+  kBwdXNumOutputs = 1,
+};
 }  // namespace lora_linear
 
 // ---------------------------------------------------------------------------------------------

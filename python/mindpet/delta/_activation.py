@@ -21,6 +21,7 @@ from mindspore.ops.auto_generate import ClampScalar, SiLU
 from mindspore.ops.primitive import Primitive
 
 from mindpet._eager import GradSafeCell
+from mindpet._mindspore import cell_primitives
 from mindpet.delta._strategy import check_strategy
 
 ActivationType = Union[str, nn.Cell, Primitive, None]
@@ -212,11 +213,7 @@ def activation_primitives(activation) -> List[Primitive]:
         return []
     if isinstance(activation, Primitive):
         return [activation]
-    prims = [p for p in activation._primitives.values() if p is not None]  # pylint: disable=protected-access
-    for _, cell in activation.cells_and_names():
-        if cell is not activation:
-            prims += [p for p in cell._primitives.values() if p is not None]  # pylint: disable=protected-access
-    return prims
+    return [p for _, cell in activation.cells_and_names() for p in cell_primitives(cell)]
 
 
 def _is_log_softmax(activation) -> bool:

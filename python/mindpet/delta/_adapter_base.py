@@ -1,11 +1,12 @@
 """What ``AdapterLayer`` and ``LowRankAdapterLayer`` (and their Dense wrappers) share.
 
 ``AdapterBlock`` is the residual bottleneck ``y = x + bottleneck(x)`` on inputs of shape ``(*, hidden_size)``:
-the input checks, the choice between the fused op (the whole block, residual included, in the input's
-dtype) and the composed path (the bottleneck in ``compute_dtype``, the residual added in the input's
-dtype), the backend bookkeeping and the common part of ``shard``. A subclass defines what differs:
+the input checks, the dtype rule (input and parameters cast to ``compute_dtype``, where the bottleneck
+runs, fused or composed; the residual added in the input's dtype), the fused-or-composed switch read from
+the block's kernel (``self.kernel``, which selects the backend) and the common part of ``shard``. A
+subclass defines what differs:
 
-- ``bottleneck(h)``: the composed bottleneck of ``h: (N, d)`` in ``compute_dtype``;
+- ``composed(h, params, residual)``: its op composed (``mindpet.kernels.composed``) with its own primitives;
 - ``delta_parameters()``: its parameters, in the order the fused op takes them;
 - ``down_matmuls`` / ``up_matmuls``: ``(strategy argument, primitive attribute)`` of the matmuls of each
   projection, in the order of ``shard``'s arguments.
@@ -19,19 +20,15 @@ from typing import Any, Callable, Optional
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
-from mindspore.common import dtype as mstype
 
 from mindpet._eager import GradSafeCell
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (check_bool, check_dense_input, check_dtype, check_init, check_positive_int,
                                        check_str)
-from mindpet.kernels import backend as _kernel_backend
-from mindpet.kernels.activations import activation_code
 
-__all__ = ["AdapterBlock", "DenseWithDelta", "StrategyType", "build_kernel", "resolve_residual_alias"]
+__all__ = ["AdapterBlock", "DenseWithDelta", "StrategyType", "resolve_residual_alias"]
 
 StrategyType = Optional[tuple]
 
@@ -47,35 +44,14 @@ def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residen
     return strategy_residential_add
 
 
-def build_kernel(layer: nn.Cell, kernel_cls: type, op: str, activation: Any, backend: Optional[str]) -> None:
-    """Resolve the backend of an adapter-type ``layer`` and attach its fused op (``layer.delta_kernel``).
-
-    ``activation`` is the layer's resolved non-linearity; one without a fused kernel gives composed
-    under ``'auto'`` and raises ``FusedBackendUnavailable`` under ``'fused'``. The fused op (a Cell
-    without parameters) is built only when it runs, so parameters and names never depend on it.
-    """
-    choice = _kernel_backend.check_choice(backend) or _kernel_backend.get_backend()
-    layer.backend_choice = choice
-    if activation_code(activation) is None:
-        _kernel_backend.resolve(choice, op, supported=False, unsupported_reason=(
-            f"the non-linearity {type(activation).__name__} has no fused implementation (fusable: "
-            f"identity, relu, gelu, gelu_erf, sigmoid, tanh, silu)"))
-        layer.delta_kernel = None
-        layer.kernel_impl = "composed"
-    elif _kernel_backend.resolve(choice, op) == "composed":
-        layer.delta_kernel = None
-        layer.kernel_impl = "composed"
-    else:
-        layer.delta_kernel = kernel_cls(activation, backend=choice)
-        layer.kernel_impl = layer.delta_kernel.impl
-    layer.use_fused = layer.kernel_impl != "composed"
-
-
 class AdapterBlock(GradSafeCell):
     """``y = x + bottleneck(x)`` for ``x: (*, hidden_size)``, fused or composed (see the module docstring).
 
     A subclass's ``__init__`` sets ``hidden_size`` and ``compute_dtype``, its parameters and matmul
-    primitives, then calls :meth:`add_block_primitives` and :func:`build_kernel`.
+    primitives, then calls :meth:`add_block_primitives` and sets ``self.kernel``, its fused-op Cell
+    (:class:`mindpet.kernels.Adapter` / :class:`~mindpet.kernels.LowRankAdapter`: it selects the
+    backend; a non-linearity without a fused kernel gives composed under ``'auto'`` and raises
+    ``FusedBackendUnavailable`` under ``'fused'``).
     """
 
     down_matmuls: tuple = ()
@@ -101,25 +77,15 @@ class AdapterBlock(GradSafeCell):
     @property
     def backend(self) -> str:
         """The implementation that runs the adapter block: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only)."""
-        return self.kernel_impl if self.use_fused else "composed"
+        return self.kernel.impl
 
     def use_composed(self) -> None:
         """Run composed from now on (``shard`` with a strategy); compiled graphs are marked stale."""
-        if self.use_fused:
-            self.use_fused = False
-            invalidate_compiled_graphs()
+        self.kernel.use_composed("a shard strategy is set (the fused op carries none)")
 
-    def fusable_input(self, x: Tensor) -> bool:
-        """Whether the fused op takes ``x``'s dtype (float32/float16); TypeError under ``'fused'`` if not."""
-        if x.dtype == mstype.float32 or x.dtype == mstype.float16:
-            return True
-        if self.backend_choice == "fused":
-            raise TypeError("The fused adapter kernels (backend='fused') take float32 or float16 inputs; "
-                            "use backend='composed' or 'auto' for other input dtypes.")
-        return False
-
-    def bottleneck(self, h: Tensor) -> Tensor:
-        """The composed bottleneck of ``h: (N, d)`` in ``compute_dtype``; defined by each subclass."""
+    def composed(self, h: Tensor, params: tuple, residual) -> Tensor:
+        """The block's op composed with its own primitives, ``h: (N, d)`` and ``params`` in ``compute_dtype``
+        (``residual``: None, or the input in its own dtype); defined by each subclass."""
         raise NotImplementedError
 
     def delta_parameters(self) -> tuple:
@@ -150,16 +116,18 @@ class AdapterBlock(GradSafeCell):
         check_dense_input(x, self.hidden_size, "hidden_size", self.cls_name)
         x_shape = x.shape
         x2 = self.reshape(x, (-1, x_shape[-1]))
-        if self.use_fused and self.fusable_input(x):
-            # the whole block, residual included, as the fused op in the input's dtype
-            dt = x.dtype
-            params = ()
-            for param in self.delta_parameters():
-                params = params + (self.cast(param, dt),)
-            out = self.delta_kernel(x2, *params)
+        cdt = self.compute_dtype
+        h = self.cast(x2, cdt)
+        params = ()
+        for param in self.delta_parameters():
+            params = params + (self.cast(param, cdt),)
+        same_dtype = x.dtype == cdt
+        if self.kernel.fused:
+            out = self.kernel(h, *params)  # h + bottleneck(h), in compute_dtype
+            if not same_dtype:  # the residual in the input's dtype: x + (op(h) - h)
+                out = self.residual_add(x2, self.cast(out - h, x.dtype))
         else:
-            delta = self.bottleneck(self.cast(x2, self.compute_dtype))
-            out = self.residual_add(x2, self.cast(delta, x.dtype))
+            out = self.composed(h, params, None if same_dtype else x2)
         return self.reshape(out, x_shape)
 
     def shard_block(self, strategies: tuple, strategy_residual_add: StrategyType,

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 import mindspore as ms
 from mindspore import Tensor, ops
 from mindspore.common.initializer import Initializer
-from mindspore.ops import constexpr
+
+from mindpet._mindspore import compiling, initializer_names
 
 FLOAT_DTYPES = (ms.float16, ms.float32)
 FLOAT_DTYPES_WITH_BF16 = (ms.float16, ms.float32, ms.bfloat16)
@@ -98,10 +99,10 @@ def check_init(value: Any, name: str, cls_name: str, shape: tuple | None = None)
         raise TypeError(f"For '{cls_name}', '{name}' must be a Tensor, str, Initializer or number, "
                         f"but got {type(value).__name__}.")
     if isinstance(value, str):
-        from mindspore.common.initializer import _INITIALIZER_ALIAS  # pylint: disable=import-outside-toplevel
-        if value.lower() not in _INITIALIZER_ALIAS:
+        names = initializer_names()
+        if value.lower() not in names:
             raise ValueError(f"For '{cls_name}', '{name}' must be the name of an initializer "
-                             f"({sorted(_INITIALIZER_ALIAS)}), but got {value!r}.")
+                             f"({sorted(names)}), but got {value!r}.")
     if isinstance(value, Tensor) and shape is not None and tuple(value.shape) != tuple(shape):
         raise ValueError(f"For '{cls_name}', the shape of '{name}' must be {tuple(shape)}, "
                          f"but got {tuple(value.shape)}.")
@@ -146,7 +147,7 @@ def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str
     Returns ``indices``; use the returned Tensor, which (compiled) depends on the check, so that no
     consumer runs before it.
     """
-    if _compiling():
+    if compiling():
         checked = _IN_RANGE(ops.logical_and(indices >= 0, indices < upper).all(), [indices])
         return ops.depend(indices, checked)
     _check_indices_on_host(indices, upper, name, cls_name)
@@ -154,20 +155,6 @@ def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str
 
 
 _IN_RANGE = ops.Assert(8)
-
-
-@constexpr(check=False)
-def _is_none(value: Any) -> bool:
-    return value is None
-
-
-def _compiling() -> bool:
-    """True while a graph is compiled (GRAPH mode, ``ms.jit``), False when run eagerly.
-
-    The test MindSpore 2.10 uses itself (``mindspore.graph.api._run_in_jit``): a constexpr evaluated
-    while compiling sees a Python function argument as None.
-    """
-    return _is_none(_compiling)
 
 
 def _check_indices_on_host(indices: Tensor, upper: int, name: str, cls_name: str) -> None:

@@ -20,19 +20,20 @@ Initialisation: ``W_down`` uses ``HeUniform(negative_slope=sqrt(5))`` (as ``nn.D
 pre-trained model's output is unchanged.  Gradients still flow: ``dL/dW_up = act(.)^T dL/dy`` is
 non-zero at the first step, and the down projection learns as soon as ``W_up`` moves.
 
-Precision: parameters are stored in ``param_init_type``; the matmuls, bias adds and non-linearities
-run in ``compute_dtype``; the residual add runs in the input's dtype, so the output has the input's
-dtype and shape.
+Precision: parameters are stored in ``param_init_type``; the input and the parameters are cast to
+``compute_dtype``, in which the matmuls, bias adds and non-linearities run (fused or composed); the
+residual add runs in the input's dtype, so the output has the input's dtype and shape.
 
 Backends: the keyword-only argument ``backend`` (``'auto'``, ``'fused'``, ``'composed'`` or None for the
 global choice: ``mindpet.kernels.set_backend``, else ``MINDPET_KERNEL_BACKEND``, else ``'auto'``) selects
 how the adapter block runs. With a fused backend, ``x + act(x W_down^T + b_down) W_up^T + b_up`` runs as
-the fused ``adapter`` op (``ops/CONTRACTS.md``) in the input's dtype (float32 or float16; the parameters
-are cast to it), so the residual is still added in the input's dtype and a fresh adapter is still exactly
-the identity. Parameters, their names and checkpoints do not depend on the backend, and results agree
-within float rounding. Non-linearities without a fused kernel (see ``mindpet.kernels.activations``) and
-inputs of other dtypes run composed under ``'auto'`` and raise under ``'fused'``; ``shard`` with a
-strategy switches the layer to composed (the fused op carries no strategies). The implementation that
+the fused ``adapter`` op (``ops/CONTRACTS.md``) in ``compute_dtype`` (float32 or float16), as the composed
+path does; when the input has another dtype its residual is replaced by the input itself
+(``y = x + (op(h) - h)``, ``h`` the input in ``compute_dtype``), so the residual is still added in the
+input's dtype and a fresh adapter is still exactly the identity. Parameters, their names and checkpoints
+do not depend on the backend, and results agree within float rounding. Non-linearities without a fused
+kernel (see ``mindpet.kernels.activations``) run composed under ``'auto'`` and raise under ``'fused'``;
+``shard`` with a strategy switches the layer to composed (the fused op carries no strategies). The implementation that
 runs is the read-only property ``backend`` (``'composed'``, ``'cpu'`` or ``'ascend'``). In
 ``AdapterDense`` only the adapter is fused; the dense part is composed.
 
@@ -48,17 +49,17 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform
 
-from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType, build_kernel
+from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType
 from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._adapter_base import resolve_residual_alias  # noqa: F401  pylint: disable=unused-import
 from mindpet.delta._validation import check_positive_int
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import Adapter
+from mindpet.kernels.composed import adapter_composed
 
 __all__ = ["AdapterLayer", "AdapterDense", "LowRankAdapterLayer", "LowRankAdapterDense"]
 
-FusableDelta = AdapterBlock  # its former name; the shared machinery stays importable from here
-
-
+@register_layer("adapter", ("hidden_size", "bottleneck_size"))
 class AdapterLayer(AdapterBlock):
     r"""Adapter bottleneck with a residual connection.
 
@@ -73,7 +74,7 @@ class AdapterLayer(AdapterBlock):
         param_init_type: dtype of the parameters, ``mindspore.float32`` or ``mindspore.float16``.
         compute_dtype: dtype of the matmuls, ``mindspore.float16`` (default) or ``mindspore.float32``.
         backend (keyword-only): ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice); see the
-            module docstring. With a fused backend the block runs in the input's dtype.
+            module docstring. Either backend runs the block in ``compute_dtype``.
 
     Inputs:
         x: Tensor of shape ``(*, d)``.
@@ -84,8 +85,7 @@ class AdapterLayer(AdapterBlock):
     Raises:
         TypeError: ``hidden_size`` or ``bottleneck_size`` not an int; ``non_linearity`` not a str;
             ``param_init_type`` / ``compute_dtype`` not float16/float32; an input ``x`` that is not
-            float16/float32/float64/bfloat16 (GRAPH mode: at compile time); under ``backend='fused'``, an
-            input neither float32 nor float16.
+            float16/float32/float64/bfloat16 (GRAPH mode: at compile time).
         ValueError: ``hidden_size`` or ``bottleneck_size`` <= 0; unknown ``non_linearity``; unknown
             ``backend``.
         mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run (library
@@ -125,7 +125,7 @@ class AdapterLayer(AdapterBlock):
         self.matmul_down_sampler = ops.MatMul(transpose_b=True)
         self.matmul_up_sampler = ops.MatMul(transpose_b=True)
         self.add_block_primitives(non_linear)
-        build_kernel(self, Adapter, "adapter", non_linear, backend)
+        self.kernel = Adapter(non_linear, backend=backend)
 
     @staticmethod
     def check_args(cls_name: str, hidden_size: Any, bottleneck_size: Any, non_linearity: Any,
@@ -135,14 +135,14 @@ class AdapterLayer(AdapterBlock):
         check_positive_int(bottleneck_size, "bottleneck_size", cls_name)
         return AdapterBlock.check_block_args(cls_name, non_linearity, param_init_type, compute_dtype)
 
-    def bottleneck(self, h: Tensor) -> Tensor:
-        """``act(h W_down^T + b_down) W_up^T + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
-        cdt = self.compute_dtype
-        z = self.matmul_down_sampler(h, self.cast(self.mindpet_delta_adapter_down_weight, cdt))
-        z = self.bias_add_down_sampler(z, self.cast(self.mindpet_delta_adapter_down_bias, cdt))
-        z = self.non_linearity(z)
-        z = self.matmul_up_sampler(z, self.cast(self.mindpet_delta_adapter_up_weight, cdt))
-        return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_adapter_up_bias, cdt))
+    def composed(self, h: Tensor, params: tuple, residual) -> Tensor:
+        """``r + act(h W_down^T + b_down) W_up^T + b_up`` (:func:`~mindpet.kernels.composed.adapter_composed`)
+        through the layer's primitives."""
+        w_down, b_down, w_up, b_up = params
+        return adapter_composed(h, w_down, b_down, w_up, b_up, self.non_linearity, residual,
+                                matmul_down=self.matmul_down_sampler, bias_add_down=self.bias_add_down_sampler,
+                                matmul_up=self.matmul_up_sampler, bias_add_up=self.bias_add_up_sampler,
+                                residual_add=self.residual_add)
 
     def delta_parameters(self) -> tuple:
         """``(W_down, b_down, W_up, b_up)``, the fused ``adapter`` op's parameter inputs."""
@@ -178,6 +178,7 @@ class AdapterLayer(AdapterBlock):
                                 strategy_residual_add, strategy_residential_add)
 
 
+@register_layer("adapter", ("in_channels", "out_channels", "has_bias", "bottleneck_size"), injectable=True)
 class AdapterDense(DenseWithDelta):
     r"""A dense layer followed by an adapter.
 

@@ -9,19 +9,18 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import HeUniform
-from mindspore.common.seed import _get_graph_seed
-from mindspore.ops.primitive import Primitive
+from mindspore.ops import Primitive
 
 from mindpet._eager import GradSafeCell
+from mindpet._mindspore import compiling, graph_seeds, invalidate_compiled_graphs
 from mindpet.delta._activation import activation_shard_plan, resolve_activation
-from mindpet.delta._graph_cache import invalidate_compiled_graphs
 from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
-                                       check_float_in_range, check_init, check_number,
-                                       check_positive_int)
+                                       check_float_in_range, check_init, check_number, check_positive_int)
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import LoraLinear
-from mindpet.kernels import backend as _kernel_backend
+from mindpet.kernels.composed import dense_composed, lora_linear_composed
 
 Strategy = Optional[tuple]
 
@@ -41,6 +40,8 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
         param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
+@register_layer("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha",
+                         ("lora_dropout", "lora_dropout_p")), injectable=True, inject_defaults={"lora_dropout": 0.0})
 class LoRADense(GradSafeCell):
     r"""Dense layer with a LoRA branch (Hu et al., 2021), as one fused op or composed from MindSpore primitives.
 
@@ -133,13 +134,6 @@ class LoRADense(GradSafeCell):
         check_init(lora_a_init, "lora_a_init", cls, (lora_rank, in_channels))
         check_init(lora_b_init, "lora_b_init", cls, (out_channels, lora_rank))
         activation = resolve_activation(activation, "activation", cls)
-        choice = _kernel_backend.check_choice(backend) or _kernel_backend.get_backend()
-        if compute_dtype == mstype.bfloat16:  # not in the fused contract: composed (auto) or an error (fused)
-            if choice == "fused":
-                raise _kernel_backend.FusedBackendUnavailable(
-                    f"For '{cls}', backend='fused' was requested, but the fused lora_linear kernels support a "
-                    f"float32 or float16 'compute_dtype', not bfloat16; use backend='composed' or 'auto'.")
-            choice = "composed"
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -154,6 +148,7 @@ class LoRADense(GradSafeCell):
         self._emulate_bf16 = (compute_dtype == mstype.bfloat16
                               and ms.get_context("device_target") == "CPU")
         self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
+        self._round_to = mstype.bfloat16 if self._emulate_bf16 else None
 
         self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
         self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
@@ -166,7 +161,7 @@ class LoRADense(GradSafeCell):
         # One primitive per documented shard strategy.
         self.matmul = ops.MatMul(transpose_b=True)
         self.bias_add = ops.BiasAdd()
-        seed0, seed1 = _get_graph_seed(0, "dropout")
+        seed0, seed1 = graph_seeds("dropout")
         self.lora_dropout = ops.Dropout(1.0 - lora_dropout, seed0, seed1)
         self.lora_a_matmul = ops.MatMul(transpose_b=True)
         self.lora_b_matmul = ops.MatMul(transpose_b=True)
@@ -179,10 +174,9 @@ class LoRADense(GradSafeCell):
         self.shape_op = ops.Shape()
         self.dtype_op = ops.DType()
         self.ones_like = ops.OnesLike()
-        # The fused lora_linear op (holds no parameters; the layer passes its own at each call).
-        self.lora_kernel = LoraLinear(self.scaling, has_bias=has_bias, dropout=0.0, backend=choice,
-                                      base_frozen=self._base_is_frozen)
-        self._use_fused = self.lora_kernel.fused
+        # The lora_linear op; it selects the backend (a bfloat16 compute dtype has no fused kernel) and
+        # holds no parameters: the layer passes its own at each call.
+        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
         self._merged_factors = None
@@ -190,30 +184,39 @@ class LoRADense(GradSafeCell):
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
 
-    def _base_is_frozen(self) -> bool:
-        """Whether weight and bias are both frozen (PYNATIVE: the fused op then skips both base gradients)."""
+    def _base_frozen_eagerly(self) -> bool:
+        """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
+        gradients). Compiled: False (the graph drops unused base gradients itself, and stays correct
+        if the base is unfrozen later)."""
+        if compiling():
+            return False
         return not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
 
     @property
     def backend(self) -> str:
         """The implementation that runs the layer: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only)."""
-        return self.lora_kernel.impl if self._use_fused else "composed"
+        return self.kernel.impl
 
-    def _use_composed(self) -> None:
-        """Run composed from now on (after ``shard``); compiled graphs are marked stale."""
-        if self._use_fused:
-            self._use_fused = False
-            invalidate_compiled_graphs()
-
-    def _fused_lora(self, x2d):
-        """Fused path: x W^T + b + s dropout(x) A^T B^T as one op, in the compute dtype."""
-        mask = None
-        if self.training and self.lora_dropout_p > 0.0:
-            mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
+    def _lora(self, x2d):
+        """x W^T + b + s dropout(x) A^T B^T in the compute dtype: the fused op, or the same op composed
+        through the layer's own primitives (their shard strategies apply)."""
         bias = self._to_compute(self.bias) if self.has_bias else None
-        return self.lora_kernel(x2d, self._to_compute(self.weight), bias,
-                                self._to_compute(self.mindpet_delta_lora_a),
-                                self._to_compute(self.mindpet_delta_lora_b), mask)
+        weight = self._to_compute(self.weight)
+        lora_a = self._to_compute(self.mindpet_delta_lora_a)
+        lora_b = self._to_compute(self.mindpet_delta_lora_b)
+        dropout = self.training and self.lora_dropout_p > 0.0
+        if self.kernel.fused:
+            mask = None
+            if dropout:
+                mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
+            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask, self._base_frozen_eagerly())
+        x_d = x2d
+        if dropout:
+            x_d, _ = self.lora_dropout(x2d)
+        return lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self._scaling, x_d=x_d, matmul=self.matmul,
+                                    bias_add=self.bias_add, lora_a_matmul=self.lora_a_matmul,
+                                    lora_b_matmul=self.lora_b_matmul, mul=self.mul, add=self.add,
+                                    round_to=self._round_to)
 
     def _to_compute(self, t):
         """Cast to the compute dtype (bfloat16 on CPU: round to bfloat16, carry as float32)."""
@@ -227,21 +230,6 @@ class LoRADense(GradSafeCell):
             return self.cast(self.cast(t, mstype.bfloat16), mstype.float32)
         return t
 
-    def _dense(self, x2d):
-        """Frozen path: x W^T + b, shapes (n, in) -> (n, out)."""
-        out = self._round(self.matmul(x2d, self._to_compute(self.weight)))
-        if self.has_bias:
-            out = self.bias_add(out, self._to_compute(self.bias))
-        return out
-
-    def _lora_delta(self, x2d):
-        """LoRA branch: s * dropout(x) A^T B^T, shapes (n, in) -> (n, out)."""
-        if self.training and self.lora_dropout_p > 0.0:
-            x2d, _ = self.lora_dropout(x2d)
-        u = self._round(self.lora_a_matmul(x2d, self._to_compute(self.mindpet_delta_lora_a)))
-        delta = self._round(self.lora_b_matmul(u, self._to_compute(self.mindpet_delta_lora_b)))
-        return self.mul(delta, self._scaling)
-
     def construct(self, x):
         check_dense_input(x, self.in_channels, "in_channels", "LoRADense")
         x_shape = self.shape_op(x)
@@ -254,11 +242,10 @@ class LoRADense(GradSafeCell):
             if self.training:
                 raise RuntimeError("For 'LoRADense', the layer is merged (merge()) and its LoRA branch is skipped, "
                                    "so it cannot train: call unmerge() before set_train(True).")
-            out = self._dense(x2d)
-        elif self._use_fused:  # base + delta as the fused lora_linear op (same inputs and output)
-            out = self._fused_lora(x2d)
+            bias = self._to_compute(self.bias) if self.has_bias else None
+            out = dense_composed(x2d, self._to_compute(self.weight), bias, self.matmul, self.bias_add, self._round_to)
         else:
-            out = self.add(self._dense(x2d), self._lora_delta(x2d))
+            out = self._lora(x2d)
         if self.activation_flag:
             out = self.activation(out)
         out = self.cast(self._round(out), ori_dtype)
@@ -352,7 +339,7 @@ class LoRADense(GradSafeCell):
         act_pairs = activation_shard_plan(self.activation, strategy_activation, "activation",
                                           "strategy_activation", cls)
         if any(strategy is not None for _, strategy, _ in plan.values()) or strategy_activation is not None:
-            self._use_composed()
+            self.kernel.use_composed("a shard strategy is set (the fused op carries none)")
         apply_strategies([(prim, strategy) for prim, strategy, _ in plan.values()] + act_pairs)
         return self
 

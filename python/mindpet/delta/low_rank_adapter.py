@@ -31,9 +31,9 @@ Gradients still flow: ``dL/dW_up_right = (a W_up_left)^T dL/dy`` is non-zero sin
 Backends: as for the adapter (``mindpet.delta.adapter``), the keyword-only argument ``backend``
 (``'auto'``, ``'fused'``, ``'composed'`` or None for the global choice) selects how the block runs; with a
 fused backend the whole block, residual included, is the fused ``low_rank_adapter`` op
-(``ops/CONTRACTS.md``, the factors never multiplied out) in the input's dtype (float32 or float16).
-Parameters, names and checkpoints do not depend on it; non-fusable non-linearities and other input
-dtypes run composed under ``'auto'`` and raise under ``'fused'``; ``shard`` with a strategy switches the
+(``ops/CONTRACTS.md``, the factors never multiplied out) in ``compute_dtype``, the residual in the
+input's dtype. Parameters, names and checkpoints do not depend on it; non-fusable non-linearities run
+composed under ``'auto'`` and raise under ``'fused'``; ``shard`` with a strategy switches the
 layer to composed. The read-only property ``backend`` tells which implementation runs.
 """
 from __future__ import annotations
@@ -44,16 +44,20 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Initializer
 
-from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType, build_kernel
+from mindpet.delta._adapter_base import AdapterBlock, DenseWithDelta, StrategyType
 from mindpet.delta._parameters import InitType, new_parameter
 from mindpet.delta._validation import check_init, check_positive_int
+from mindpet.delta.registry import register_layer
 from mindpet.kernels import LowRankAdapter
+from mindpet.kernels.composed import low_rank_adapter_composed
+from mindpet.methods import param_prefix
 
 __all__ = ["LowRankAdapterLayer", "LowRankAdapterDense"]
 
-_PREFIX = "mindpet_delta_low_rank_adapter_"
+_PREFIX = param_prefix("low_rank_adapter")
 
 
+@register_layer("low_rank_adapter", ("hidden_size", "reduction_factor", "low_rank_size", "bottleneck_size"))
 class LowRankAdapterLayer(AdapterBlock):
     r"""Adapter bottleneck whose projections are rank-``low_rank_size`` products, with a residual.
 
@@ -70,7 +74,7 @@ class LowRankAdapterLayer(AdapterBlock):
         param_init_type: dtype of the parameters, float32 (default) or float16.
         compute_dtype: dtype of the matmuls, float16 (default) or float32.
         backend (keyword-only): ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice); see the
-            module docstring. With a fused backend the block runs in the input's dtype.
+            module docstring. Either backend runs the block in ``compute_dtype``.
 
     Inputs:
         x: Tensor of shape ``(*, d)``.
@@ -82,7 +86,7 @@ class LowRankAdapterLayer(AdapterBlock):
         TypeError: ``hidden_size``, ``reduction_factor`` or ``low_rank_size`` not an int;
             ``low_rank_w_init`` neither a str nor an Initializer; ``non_linearity`` not a str;
             a dtype not float16/float32; an input ``x`` that is not float16/float32/float64/bfloat16 (GRAPH
-            mode: at compile time); under ``backend='fused'``, an input neither float32 nor float16.
+            mode: at compile time).
         ValueError: a size <= 0; ``reduction_factor > hidden_size``; unknown ``low_rank_w_init`` name;
             unknown ``non_linearity``; unknown ``backend``.
         mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run.
@@ -132,7 +136,7 @@ class LowRankAdapterLayer(AdapterBlock):
         self.matmul_up_sampler_input = ops.MatMul()
         self.matmul_up_sampler_weight = ops.MatMul()
         self.add_block_primitives(non_linear)
-        build_kernel(self, LowRankAdapter, "low_rank_adapter", non_linear, backend)
+        self.kernel = LowRankAdapter(non_linear, backend=backend)
 
     @staticmethod
     def check_args(cls_name: str, hidden_size: Any, hidden_name: str, reduction_factor: Any, low_rank_size: Any,
@@ -150,16 +154,16 @@ class LowRankAdapterLayer(AdapterBlock):
         check_init(low_rank_w_init, "low_rank_w_init", cls_name)
         return AdapterBlock.check_block_args(cls_name, non_linearity, param_init_type, compute_dtype)
 
-    def bottleneck(self, h: Tensor) -> Tensor:
-        """``act(h W_dl W_dr + b_down) W_ul W_ur + b_up`` for ``h: (N, d)`` in ``compute_dtype``."""
-        cdt = self.compute_dtype
-        z = self.matmul_down_sampler_input(h, self.cast(self.mindpet_delta_low_rank_adapter_down_left, cdt))
-        z = self.matmul_down_sampler_weight(z, self.cast(self.mindpet_delta_low_rank_adapter_down_right, cdt))
-        z = self.bias_add_down_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_down_bias, cdt))
-        z = self.non_linearity(z)
-        z = self.matmul_up_sampler_input(z, self.cast(self.mindpet_delta_low_rank_adapter_up_left, cdt))
-        z = self.matmul_up_sampler_weight(z, self.cast(self.mindpet_delta_low_rank_adapter_up_right, cdt))
-        return self.bias_add_up_sampler(z, self.cast(self.mindpet_delta_low_rank_adapter_up_bias, cdt))
+    def composed(self, h: Tensor, params: tuple, residual) -> Tensor:
+        """``r + act(h W_dl W_dr + b_down) W_ul W_ur + b_up``
+        (:func:`~mindpet.kernels.composed.low_rank_adapter_composed`) through the layer's primitives."""
+        down_left, down_right, b_down, up_left, up_right, b_up = params
+        return low_rank_adapter_composed(
+            h, down_left, down_right, b_down, up_left, up_right, b_up, self.non_linearity, residual,
+            matmul_down_input=self.matmul_down_sampler_input, matmul_down_weight=self.matmul_down_sampler_weight,
+            bias_add_down=self.bias_add_down_sampler, matmul_up_input=self.matmul_up_sampler_input,
+            matmul_up_weight=self.matmul_up_sampler_weight, bias_add_up=self.bias_add_up_sampler,
+            residual_add=self.residual_add)
 
     def delta_parameters(self) -> tuple:
         """The six factors and biases in the order the fused ``low_rank_adapter`` op takes them."""
@@ -198,6 +202,8 @@ class LowRankAdapterLayer(AdapterBlock):
                                 strategy_residual_add, strategy_residential_add)
 
 
+@register_layer("low_rank_adapter", ("in_channels", "out_channels", "has_bias", "reduction_factor",
+                                     "low_rank_size"), injectable=True)
 class LowRankAdapterDense(DenseWithDelta):
     r"""A dense layer followed by a low-rank adapter.
 

@@ -39,7 +39,7 @@ from mindspore.train import CheckpointConfig, Model
 
 from mindpet.delta import LoRADense
 from mindpet.graph import TrainableParamsCheckPoint, freeze_delta
-from mindpet.graph._atomic import atomic_write
+from mindpet.atomic import atomic_write
 
 IN_DIM, HIDDEN, CLASSES, RANK = 16, 32, 3, 4
 

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from mindspore import Parameter, nn, save_checkpoint
 from mindspore.train import Callback, CheckpointConfig
 
-from mindpet.graph._atomic import atomic_write
+from mindpet.atomic import atomic_write
 
 _CLS = "TrainableParamsCheckPoint"
 

@@ -14,12 +14,13 @@ from typing import Dict, List, Optional, Union
 import yaml
 from mindspore import nn
 
-from mindpet.graph._patterns import (PatternSet, check_all_match, check_cell, check_pattern_list,
-                                     include_exclude_targets)
+from mindpet._mindspore import own_parameters
+from mindpet._cells import check_cell
+from mindpet._patterns import PatternSet, check_all_match, check_pattern_list, include_exclude_targets
+# DELTA_MODES (the built-in modes) stays importable from here, as before
+from mindpet.methods import (DELTA_MODES, DELTA_PREFIX, MODE_ALIASES,  # noqa: F401  pylint: disable=unused-import
+                             methods_in, registered_methods)
 
-DELTA_MODES = ("lora", "prefixtuning", "adapter", "low_rank_adapter", "bitfit", "prompttuning", "ptuning2")
-MODE_ALIASES = {"prefix": "prefixtuning"}
-DELTA_PREFIX = "mindpet_delta_"
 BITFIT_NAMES = ("bias", "beta")
 CONFIG_KEYS = ("include", "exclude")
 
@@ -56,7 +57,7 @@ def _attribute_paths(model: nn.Cell, params: Dict[str, object]) -> Dict[str, Lis
     """
     by_id = {id(param): [name, param.name] for name, param in params.items()}
     for cell_path, cell in model.cells_and_names():
-        for attr, param in cell._params.items():  # pylint: disable=protected-access
+        for attr, param in own_parameters(cell).items():
             if param is not None and id(param) in by_id:
                 by_id[id(param)].append(f"{cell_path}.{attr}" if cell_path else attr)
     return {name: by_id[id(param)] for name, param in params.items()}
@@ -82,8 +83,8 @@ def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
 def _checked_patterns(func: str, names, include, exclude):
     include = check_pattern_list(include, "include", func)
     exclude = check_pattern_list(exclude, "exclude", func)
-    inc = PatternSet(include) if include is not None else None
-    exc = PatternSet(exclude) if exclude is not None else None
+    inc = PatternSet(include, "include", func) if include is not None else None
+    exc = PatternSet(exclude, "exclude", func) if exclude is not None else None
     check_all_match(inc, names, "include", func)
     check_all_match(exc, names, "exclude", func)
     return inc, exc
@@ -94,7 +95,8 @@ def freeze_modules(model: nn.Cell, include: Optional[List[str]] = None,
     """Freeze parameters matched by ``include``, unfreeze those matched by ``exclude``.
 
     Names are the attribute paths from ``model.parameters_and_names()``, matched with
-    case-sensitive shell wildcards (``*`` crosses dots, ``?``, ``[seq]``; no wildcard = exact).
+    case-sensitive shell wildcards (``*`` crosses dots, ``?``, ``[seq]``; no wildcard = exact) or, after
+    ``re:``, regular expressions matched against the full name.
     A parameter matched by include only is frozen, by exclude only made trainable, by both or
     neither left unchanged.
 
@@ -117,8 +119,8 @@ def _normalise_mode(mode) -> str:
         raise TypeError(f"For 'freeze_delta', 'mode' must be a str, but got {type(mode).__name__}: {mode!r}.")
     key = mode.strip().lower()
     key = MODE_ALIASES.get(key, key)
-    if key not in DELTA_MODES:
-        raise ValueError(f"For 'freeze_delta', 'mode' must be one of {list(DELTA_MODES)} (case-insensitive; "
+    if key not in registered_methods():
+        raise ValueError(f"For 'freeze_delta', 'mode' must be one of {list(registered_methods())} (case-insensitive; "
                          f"'prefix' is accepted for 'prefixtuning'), but got {mode!r}.")
     return key
 
@@ -126,13 +128,13 @@ def _normalise_mode(mode) -> str:
 def is_delta_param(name: str, mode: str) -> bool:
     """Whether parameter ``name`` stays trainable under ``freeze_delta(mode=mode)``.
 
-    ``mode`` must be a canonical lower-case mode. For every mode, names containing
-    ``mindpet_delta_<mode>`` match (``adapter`` does not match ``mindpet_delta_low_rank_adapter``,
-    since that string does not contain ``mindpet_delta_adapter``). For ``bitfit`` also every
-    parameter whose last dotted component is exactly ``bias`` (Dense, Conv, ...) or ``beta``
-    (LayerNorm, BatchNorm).
+    ``mode`` must be a canonical lower-case mode. For every mode, names with a ``mindpet_delta_<mode>``
+    tag match, the tag read by :func:`mindpet.methods.methods_in` (the longest registered method: ``adapter``
+    does not match ``mindpet_delta_low_rank_adapter_*``, nor ``lora`` a registered ``mindpet_delta_lora_plus_*``).
+    For ``bitfit`` also every parameter whose last dotted component is exactly ``bias`` (Dense, Conv, ...)
+    or ``beta`` (LayerNorm, BatchNorm).
     """
-    if DELTA_PREFIX + mode in name:
+    if mode in methods_in(name):
         return True
     return mode == "bitfit" and name.rsplit(".", 1)[-1] in BITFIT_NAMES
 

@@ -8,7 +8,7 @@ from typing import Dict, List, Union
 import mindspore as ms
 from mindspore import Parameter, load_checkpoint, load_param_into_net, nn
 
-from mindpet.graph._patterns import check_cell
+from mindpet._cells import check_cell
 
 _FUNC = "load_pretrained_and_delta"
 _FORMATS = {".ckpt": "ckpt", ".safetensors": "safetensors"}

@@ -1,8 +1,12 @@
 """Fused ops of mindpet and their backends.
 
-Five ops, each with a contract (``ops/CONTRACTS.md``) and three implementations selected in
-:mod:`mindpet.kernels.backend`: ``composed`` (MindSpore primitives, :mod:`mindpet.kernels.composed`),
-``cpu`` (C++ kernels through ``ops.Custom(func_type='aot')``) and ``ascend`` (Ascend C kernels).
+Five ops, each with a contract (``ops/CONTRACTS.md``; the Python table :mod:`mindpet.kernels.contracts`)
+and three implementations, selected in one place (:func:`mindpet.kernels.backend.select`, giving a
+:class:`Selection`): ``composed`` (MindSpore primitives, one function per op in
+:mod:`mindpet.kernels.composed`, which the layers run with their own primitives), ``cpu`` (C++ kernels
+through ``ops.Custom(func_type='aot')``) and ``ascend`` (Ascend C kernels). Every op Cell is a
+:class:`FusedOp`, which holds the selection and the dtype rule (float32/float16 fused; other dtypes
+composed under ``auto``, TypeError under ``fused``).
 
 Cells for layers (GRAPH and PYNATIVE): :class:`LoraLinear`, :class:`Adapter`, :class:`LowRankAdapter`,
 :class:`Activation` (elementwise, e.g. exact GELU) and :class:`LayerNorm` (with an optional fused
@@ -14,32 +18,40 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 
 Use from a layer (sketch)::
 
-    # __init__: resolve once; keep the layer's own Dropout primitive (seeds, shard strategy)
-    self.lora_kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, dropout=0.0,
-                                  backend=backend, base_frozen=lambda: not self.weight.requires_grad)
+    # __init__: select once (the layer's .backend reads kernel.impl); the layer owns its primitives,
+    # among them the Dropout (seeds, shard strategy) that draws the mask
+    self.kernel = LoraLinear(lora_alpha / lora_rank, has_bias=has_bias, backend=backend, dtype=compute_dtype)
     # construct, x2d: [M, in] in the compute dtype, weights cast to it
-    mask = None
-    if self.training and p > 0.0:
-        mask, _ = self.lora_dropout(ones_like(x2d))      # 0 or 1/(1-p)
-    y2d = self.lora_kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask)
+    if self.kernel.fused:
+        mask = None
+        if self.training and p > 0.0:
+            mask, _ = self.lora_dropout(ones_like(x2d))  # 0 or 1/(1-p)
+        # base_frozen: True only when run eagerly with a frozen weight and bias (compiled: False)
+        y2d = self.kernel(x2d, weight, bias_or_None, lora_a, lora_b, mask, base_frozen)
+    else:  # the same op composed, through the layer's primitives (shard strategies apply)
+        y2d = lora_linear_composed(x2d, weight, bias_or_None, lora_a, lora_b, scale, x_d=self.lora_dropout(x2d)[0],
+                                   matmul=self.matmul, ...)
+    # kernel.use_composed(reason) after shard (the fused op carries no strategies)
 
-    self.adapter_kernel = Adapter(non_linearity, backend=backend)           # y = h + adapter(h)
-    y2d = self.adapter_kernel(h2d, w_down, b_down, w_up, b_up)
-    self.lra_kernel = LowRankAdapter(non_linearity, backend=backend)
-    y2d = self.lra_kernel(h2d, down_left, down_right, b_down, up_left, up_right, b_up)
+    self.kernel = Adapter(non_linearity, backend=backend)           # y = h + adapter(h)
+    y2d = self.kernel(h2d, w_down, b_down, w_up, b_up)
+    self.kernel = LowRankAdapter(non_linearity, backend=backend)
+    y2d = self.kernel(h2d, down_left, down_right, b_down, up_left, up_right, b_up)
 """
-from mindpet.kernels.backend import (CHOICES, ENV_VAR, FusedBackendUnavailable, get_backend, resolve,
-                                     set_backend)
-from mindpet.kernels.composed import (adapter_composed, layer_norm_composed, lora_linear_composed,
+from mindpet.kernels.backend import (CHOICES, ENV_VAR, FUSED_DTYPES, FusedBackendUnavailable, Selection, get_backend,
+                                     resolve, select, set_backend)
+from mindpet.kernels.composed import (adapter_composed, dense_composed, layer_norm_composed, lora_linear_composed,
                                       low_rank_adapter_composed)
+from mindpet.kernels.fused_op import FusedOp
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
 from mindpet.kernels.elementwise import Activation, activation
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
 
 __all__ = [
-    "CHOICES", "ENV_VAR", "FusedBackendUnavailable", "get_backend", "resolve", "set_backend",
-    "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+    "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
+    "set_backend", "FusedOp",
+    "dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
     "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",

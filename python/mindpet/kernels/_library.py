@@ -34,8 +34,8 @@ def _default_blas() -> Optional[Path]:
     env = os.environ.get("MINDPET_BLAS_LIBRARY")
     if env:
         return Path(env)
-    import mindspore  # pylint: disable=import-outside-toplevel
-    path = Path(mindspore.__file__).resolve().parent / "lib" / "libdnnl.so.3"
+    from mindpet._mindspore import library_dir  # pylint: disable=import-outside-toplevel
+    path = library_dir() / "libdnnl.so.3"
     return path if path.exists() else None
 
 

@@ -1,13 +1,13 @@
 """The fused ops as ``ops.Custom`` primitives, and the ``bprop`` glue shared by every fused backend.
 
-Inputs, outputs and saved tensors follow ``ops/CONTRACTS.md``: tensors first, then the attributes as
-trailing scalar arguments. The forward primitive carries a ``bprop`` that calls the backward
-primitive of the same implementation (``'cpu'``: ``ops.Custom(func_type='aot')`` on
-``libmindpet_cpu_kernels.so``; ``'ascend'``: ``mindpet.kernels.ascend.primitive``). A ``bprop``
-returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
+Inputs, outputs and saved tensors follow the contract table :mod:`mindpet.kernels.contracts`
+(``ops/CONTRACTS.md``): tensors first, then the attributes as trailing scalar arguments. The forward
+primitive carries a ``bprop`` that calls the backward primitive of the same implementation (``'cpu'``:
+``ops.Custom(func_type='aot')`` on ``libmindpet_cpu_kernels.so``; ``'ascend'``:
+``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation`` and ``layer_norm`` (:data:`CPU_ONLY_OPS`) have CPU primitives only; the saved
+``activation`` and ``layer_norm`` (``contracts.CPU_ONLY_OPS``) have CPU primitives only; the saved
 LayerNorm statistics are float32 whatever the input dtype.
 """
 from __future__ import annotations
@@ -17,68 +17,38 @@ import importlib
 from typing import Callable, Optional
 
 from mindspore import ops
-from mindspore.common import dtype as mstype
 
-from mindpet.kernels import _library
+from mindpet.kernels import _library, contracts
 
-# symbol, output shapes from input shapes, number of outputs
-_CPU_SPECS = {
-    "lora_linear_fwd": ("LoraLinearForward", lambda x, w, bias, a, b, mask, *attrs: ([x[0], w[0]], [x[0], a[0]])),
-    "lora_linear_bwd": ("LoraLinearBackward", lambda dy, x, w, a, b, u, mask, *attrs: (x, a, b)),
-    "adapter_fwd": ("AdapterForward", lambda h, wd, bd, wu, bu, *attrs: (h, [h[0], wd[0]])),
-    "adapter_bwd": ("AdapterBackward", lambda dy, h, wd, wu, z, *attrs: (h, wd, [wd[0]], wu, [wu[0]])),
-    "low_rank_adapter_fwd": ("LowRankAdapterForward",
-                             lambda h, dl, dr, bd, ul, ur, bu, *attrs: (h, [h[0], dl[1]], [h[0], dr[1]],
-                                                                         [h[0], dl[1]])),
-    "low_rank_adapter_bwd": ("LowRankAdapterBackward",
-                             lambda dy, h, dl, dr, ul, ur, t, z, q, *attrs: (h, dl, dr, [dr[1]], ul, ur, [h[1]])),
-    # single-output ops give one shape (not a tuple): the primitive then returns a Tensor
-    "activation_fwd": ("ActivationForward", lambda x, *attrs: x),
-    "activation_bwd": ("ActivationBackward", lambda dy, x, *attrs: x),
-    "layer_norm_fwd": ("LayerNormForward", lambda x, r, g, b, *attrs: (x, [x[0]], [x[0]])),
-    "layer_norm_bwd": ("LayerNormBackward", lambda dy, x, r, g, mean, rstd, *attrs: (x, g, g)),
-}
-_NUM_OUTPUTS = {"lora_linear_fwd": 2, "lora_linear_bwd": 3, "adapter_fwd": 2, "adapter_bwd": 5,
-                "low_rank_adapter_fwd": 4, "low_rank_adapter_bwd": 7, "activation_fwd": 1, "activation_bwd": 1,
-                "layer_norm_fwd": 3, "layer_norm_bwd": 3}
-OP_NAMES = tuple(_CPU_SPECS)
-# ops with a CPU kernel only: GPU and Ascend run them composed (MindSpore's native ops are fast there)
-CPU_ONLY_OPS = ("activation", "layer_norm")
+# the lora_linear backward split in two (CPU only; the other backends run the one-pass backward)
+SPLIT_BACKWARD = {"cpu": ("lora_linear_bwd_weights", "lora_linear_bwd_input")}
 
 
-def _out_dtype(name: str) -> Callable:
-    """Output dtypes from input dtypes: the dtype of the first input, except the float32 statistics.
-
-    Written without comprehensions: MindSpore may parse these functions as graph code, where a
-    comprehension cannot see the enclosing function's variables."""
-    n_out = _NUM_OUTPUTS[name]
-    if n_out == 1:
-        def single(first, *_):
-            return first
-        return single
-    if name == "layer_norm_fwd":
-        def with_stats(first, *_):
-            return (first, mstype.float32, mstype.float32)
-        return with_stats
-
-    def same(first, *_):
-        return tuple([first] * n_out)
-    return same
+def _cpu_out_shape(op: contracts.OpContract) -> Callable:
+    """Output shapes for ``ops.Custom``: a single-output op gives one shape (the primitive then returns a Tensor)."""
+    if op.num_outputs == 1:
+        return lambda *shapes: op.out_shapes(*shapes)[0]
+    return op.out_shapes
 
 
-def _cpu_primitive(name: str, bprop: Optional[Callable] = None):
-    symbol, out_shape = _CPU_SPECS[name]
-    return ops.Custom(f"{_library.load()}:{symbol}", out_shape=out_shape, out_dtype=_out_dtype(name),
-                      func_type="aot", bprop=bprop)
+def _cpu_out_dtype(op: contracts.OpContract) -> Callable:
+    """Output dtypes from input dtypes (:meth:`OpContract.out_dtypes`; one dtype for a single output)."""
+    if op.num_outputs == 1:
+        return lambda first, *_: first
+    return op.out_dtypes
+
+
+def _cpu_primitive(op: contracts.OpContract, bprop: Optional[Callable] = None):
+    return ops.Custom(f"{_library.load()}:{op.cpu_symbol}", out_shape=_cpu_out_shape(op),
+                      out_dtype=_cpu_out_dtype(op), func_type="aot", bprop=bprop)
 
 
 def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
-    """The primitive ``name`` (one of :data:`OP_NAMES`) of implementation ``impl``."""
-    if name not in _CPU_SPECS:
-        raise ValueError(f"unknown fused op {name!r}; known: {OP_NAMES}")
+    """The primitive ``name`` (one of :data:`~mindpet.kernels.contracts.OP_NAMES`) of implementation ``impl``."""
+    op = contracts.contract(name)
     if impl == "cpu":
-        return _cpu_primitive(name, bprop)
-    if impl == "ascend" and name.rsplit("_", 1)[0] not in CPU_ONLY_OPS:
+        return _cpu_primitive(op, bprop)
+    if impl == "ascend" and op.ascend_op_type is not None:
         ascend = importlib.import_module("mindpet.kernels.ascend")
         return ascend.primitive(name, bprop=bprop)
     raise ValueError(f"no fused primitive for implementation {impl!r}")
@@ -86,15 +56,30 @@ def primitive(impl: str, name: str, bprop: Optional[Callable] = None):
 
 @functools.lru_cache(maxsize=None)
 def lora_linear_forward(impl: str, base_grads: bool = True):
-    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db."""
-    bwd = primitive(impl, "lora_linear_bwd")
+    """``lora_linear`` forward with its fused backward; ``base_grads=False`` returns zero dW, db.
+
+    On CPU the backward is two primitives, the weight gradients (``dA``, ``dB`` and ``g = dy B``) and
+    the input gradient (``dx`` from ``g``), so GRAPH mode drops the input one when nobody needs ``dx``
+    (as it drops the base gradients of a frozen weight)."""
     matmul_tn = ops.MatMul(transpose_a=True)
     reduce_sum = ops.ReduceSum()
     zeros_like = ops.ZerosLike()
+    split = SPLIT_BACKWARD.get(impl)
+    if split is None:
+        bwd = primitive(impl, "lora_linear_bwd")
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            return bwd(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask)
+    else:
+        bwd_weights, bwd_input = primitive(impl, split[0]), primitive(impl, split[1])
+
+        def lora_grads(dy, x, weight, lora_a, lora_b, u, mask, scale, has_mask):
+            d_a, d_b, g = bwd_weights(dy, x, lora_b, u, mask, scale, has_mask)
+            return bwd_input(dy, weight, lora_a, g, mask, scale, has_mask), d_a, d_b
 
     def bprop(x, weight, bias, lora_a, lora_b, mask, scale, has_bias, has_mask, out, dout):
         dy = dout[0]
-        dx, d_a, d_b = bwd(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
+        dx, d_a, d_b = lora_grads(dy, x, weight, lora_a, lora_b, out[1], mask, scale, has_mask)
         if base_grads:
             d_weight = matmul_tn(dy, x)
             d_bias = reduce_sum(dy, 0) if has_bias else zeros_like(bias)

@@ -1,4 +1,4 @@
-"""Activations of the fused adapter ops: contract codes (``ops/CONTRACTS.md``) and composed versions.
+"""Activations of the fused ops: which activation has which contract code, and their composed versions.
 
 =====  ============  ==================================================  =============================
 code   name          act(z)                                              MindSpore equivalent
@@ -21,13 +21,9 @@ from mindspore.ops.auto_generate import SiLU
 from mindspore.ops.primitive import Primitive
 
 from mindpet._eager import GradSafeCell
-
-IDENTITY, RELU, GELU, GELU_ERF, SIGMOID, TANH, SILU = range(7)
-
-ACTIVATION_CODES = {
-    "identity": IDENTITY, "relu": RELU, "gelu": GELU, "gelu_erf": GELU_ERF,
-    "sigmoid": SIGMOID, "tanh": TANH, "silu": SILU,
-}
+from mindpet._mindspore import cell_primitives
+# the codes are the contract's (mindpet.kernels.contracts, ops/include/mindpet/contracts.h)
+from mindpet.kernels.contracts import ACTIVATION_CODES, GELU, GELU_ERF, IDENTITY, RELU, SIGMOID, SILU, TANH
 
 _CELL_CODES = ((nn.ReLU, RELU), (nn.Sigmoid, SIGMOID), (nn.Tanh, TANH), (nn.SiLU, SILU))
 _PRIMITIVE_CODES = ((ops.ReLU, RELU), (ops.GeLU, GELU), (ops.Sigmoid, SIGMOID), (ops.Tanh, TANH),
@@ -61,7 +57,7 @@ def activation_code(activation: Any) -> Optional[int]:
         if type(activation) is cls:  # pylint: disable=unidiomatic-typecheck
             return code
     if isinstance(activation, nn.Cell):
-        prims = [p for p in activation._primitives.values() if p is not None]  # pylint: disable=protected-access
+        prims = cell_primitives(activation)
         children = list(activation.cells())
         if len(prims) == 1 and not children:
             return _primitive_code(prims[0])

@@ -7,41 +7,37 @@ other activation runs composed under ``auto`` (and raises under ``fused``).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mindspore import nn
-from mindspore.common import dtype as mstype
 
-from mindpet._eager import GradSafeCell
-from mindpet.kernels import _primitives, backend as _backend
-from mindpet.kernels.activations import ComposedActivation, activation_code
+from mindpet.kernels import _primitives
+from mindpet.kernels.activations import ACTIVATION_CODES, ComposedActivation, activation_code
 from mindpet.kernels.composed import adapter_composed, low_rank_adapter_composed
+from mindpet.kernels.fused_op import FusedOp
 
 __all__ = ["Adapter", "LowRankAdapter", "adapter", "low_rank_adapter"]
 
 
-def _setup(cell: nn.Cell, op: str, activation: Any, backend: Optional[str]) -> None:
-    """Resolve activation code, backend and the composed activation of an adapter Cell."""
+def _setup(cell: FusedOp, activation: Any, backend: Optional[str], forward: Callable) -> None:
+    """Resolve the activation code, the backend, the composed activation and (fused) the forward primitive
+    (``forward(impl)``) of an adapter Cell."""
     code = activation_code(activation)
     cell.code = -1 if code is None else code
-    cell.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
-    cell.impl = _backend.resolve(cell.backend_choice, op, supported=code is not None,
-                                 unsupported_reason=f"the activation {activation!r} has no fused implementation")
-    cell.fused = cell.impl != "composed"
+    name = repr(activation) if isinstance(activation, str) else type(activation).__name__
+    cell.select_backend(backend, supported=code is not None, unsupported_reason=(
+        f"the activation {name} has no fused implementation (fusable: {', '.join(ACTIVATION_CODES)})"))
     if code is not None:
         cell.activation = ComposedActivation(code)
     elif isinstance(activation, str):
         cell.activation = nn.get_activation(activation)
     else:
         cell.activation = activation
+    if cell.fused:
+        cell.fwd = forward(cell.impl)
 
 
-def _check_dtype(choice: str, dtype) -> None:
-    if choice == "fused" and dtype == mstype.bfloat16:
-        raise TypeError("the fused adapter kernels support float32 and float16, not bfloat16.")
-
-
-class Adapter(GradSafeCell):
+class Adapter(FusedOp):
     r"""``y = h + act(h W_down^T + b_down) W_up^T + b_up`` as one fused op when available.
 
     Args:
@@ -52,17 +48,16 @@ class Adapter(GradSafeCell):
     Output: ``y [*, D]``.
     """
 
+    op_name = "adapter"
+
     def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
         super().__init__()
-        _setup(self, "adapter", activation, backend)
-        if self.fused:
-            self.fwd = _primitives.adapter_forward(self.impl)
+        _setup(self, activation, backend, _primitives.adapter_forward)
 
     def construct(self, h, w_down, b_down, w_up, b_up):
         h_shape = h.shape
         h2d = h.reshape((-1, h_shape[-1]))
-        if not self.fused or h.dtype == mstype.bfloat16:
-            _check_dtype(self.backend_choice, h.dtype)
+        if not self.runs_fused(h.dtype):
             y = adapter_composed(h2d, w_down, b_down, w_up, b_up, self.activation)
         else:
             if w_down.dtype != h.dtype or w_up.dtype != h.dtype:
@@ -74,7 +69,7 @@ class Adapter(GradSafeCell):
         return f"activation_code={self.code}, impl={self.impl}"
 
 
-class LowRankAdapter(GradSafeCell):
+class LowRankAdapter(FusedOp):
     r"""``y = h + act(h L_dl L_dr + b_down) L_ul L_ur + b_up`` as one fused op when available.
 
     Inputs: ``h [*, D]``, ``down_left [D, R]``, ``down_right [R, B]``, ``b_down [B]``,
@@ -82,17 +77,16 @@ class LowRankAdapter(GradSafeCell):
     Args as :class:`Adapter`.
     """
 
+    op_name = "low_rank_adapter"
+
     def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
         super().__init__()
-        _setup(self, "low_rank_adapter", activation, backend)
-        if self.fused:
-            self.fwd = _primitives.low_rank_adapter_forward(self.impl)
+        _setup(self, activation, backend, _primitives.low_rank_adapter_forward)
 
     def construct(self, h, down_left, down_right, b_down, up_left, up_right, b_up):
         h_shape = h.shape
         h2d = h.reshape((-1, h_shape[-1]))
-        if not self.fused or h.dtype == mstype.bfloat16:
-            _check_dtype(self.backend_choice, h.dtype)
+        if not self.runs_fused(h.dtype):
             y = low_rank_adapter_composed(h2d, down_left, down_right, b_down, up_left, up_right, b_up,
                                           self.activation)
         else:

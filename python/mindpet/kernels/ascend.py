@@ -18,15 +18,11 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-# contract name -> Ascend op type (OpDef class name in ascendc/op_host, OP_ADD(...)).
-OP_TYPES: dict[str, str] = {
-    "lora_linear_fwd": "MindpetLoraLinear",
-    "lora_linear_bwd": "MindpetLoraLinearGrad",
-    "adapter_fwd": "MindpetAdapter",
-    "adapter_bwd": "MindpetAdapterGrad",
-    "low_rank_adapter_fwd": "MindpetLowRankAdapter",
-    "low_rank_adapter_bwd": "MindpetLowRankAdapterGrad",
-}
+from mindpet.kernels import contracts
+
+# contract name -> Ascend op type (OpDef class name in ascendc/op_host, OP_ADD(...)), from the contract table.
+OP_TYPES: dict[str, str] = {name: op.ascend_op_type for name, op in contracts.OPS.items()
+                            if op.ascend_op_type is not None}
 
 Shape = Sequence[int]
 
@@ -76,52 +72,16 @@ def available() -> bool:
     return on_ascend() and package_installed()
 
 
-# ---- output shapes and dtypes of each op (ops/CONTRACTS.md) --------------------------------------
-
-def _lora_fwd(x: Shape, w: Shape, b: Shape, a: Shape, bb: Shape, mask: Shape, *attrs):
-    return [x[0], w[0]], [x[0], a[0]]
-
-
-def _lora_bwd(dy: Shape, x: Shape, w: Shape, a: Shape, bb: Shape, u: Shape, mask: Shape, *attrs):
-    return list(x), list(a), list(bb)
-
-
-def _adapter_fwd(h: Shape, wd: Shape, bd: Shape, wu: Shape, bu: Shape, *attrs):
-    return list(h), [h[0], wd[0]]
-
-
-def _adapter_bwd(dy: Shape, h: Shape, wd: Shape, wu: Shape, z: Shape, *attrs):
-    return list(h), list(wd), [wd[0]], list(wu), [wu[0]]
-
-
-def _lra_fwd(h: Shape, dl: Shape, dr: Shape, bd: Shape, ul: Shape, ur: Shape, bu: Shape, *attrs):
-    return list(h), [h[0], dl[1]], [h[0], dr[1]], [h[0], ul[1]]
-
-
-def _lra_bwd(dy: Shape, h: Shape, dl: Shape, dr: Shape, ul: Shape, ur: Shape, t: Shape, z: Shape,
-             q: Shape, *attrs):
-    return list(h), list(dl), list(dr), [dr[1]], list(ul), list(ur), [ur[1]]
-
-
-OUT_SHAPES: dict[str, Callable[..., tuple]] = {
-    "lora_linear_fwd": _lora_fwd,
-    "lora_linear_bwd": _lora_bwd,
-    "adapter_fwd": _adapter_fwd,
-    "adapter_bwd": _adapter_bwd,
-    "low_rank_adapter_fwd": _lra_fwd,
-    "low_rank_adapter_bwd": _lra_bwd,
-}
-
+# ---- output shapes and dtypes of each op (the contract table, mindpet.kernels.contracts) ----------
 
 def out_shape(name: str, *input_shapes: Shape) -> tuple:
     """Output shapes of contract op `name` for the given input shapes."""
-    return tuple(OUT_SHAPES[name](*input_shapes))
+    return contracts.OPS[name].out_shapes(*input_shapes)
 
 
 def out_dtype(name: str, *input_dtypes):
     """Every output has the dtype of the first input (one dtype T per call)."""
-    count = len(OUT_SHAPES[name](*([[1, 1]] * 12)))
-    return tuple([input_dtypes[0]] * count)
+    return tuple([input_dtypes[0]] * contracts.OPS[name].num_outputs)
 
 
 # ---- the empty batch (M = 0) ----------------------------------------------------------------------

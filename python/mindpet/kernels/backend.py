@@ -11,24 +11,32 @@ per-layer argument (``backend=...``), :func:`set_backend` (global), the environm
   ``mindpet.kernels.ascend.available()``).
 
 ``auto`` picks the fused implementation of the device when it is available and the op/arguments
-are supported (e.g. a fusable activation), else composed; a missing CPU library is reported by
-one warning per process. ``fused`` raises :class:`FusedBackendUnavailable` instead of falling back.
-Parameters, names, checkpoints and results do not depend on the backend.
+are supported (e.g. a fusable activation, a float32/float16 dtype), else composed; a missing CPU
+library is reported by one warning per process. ``fused`` raises :class:`FusedBackendUnavailable`
+instead of falling back. Parameters, names, checkpoints and results do not depend on the backend.
+
+:func:`select` is the one decider: it returns a frozen :class:`Selection` ``(choice, impl, reason)``.
+Every fused-op Cell (:class:`mindpet.kernels.fused_op.FusedOp`) holds one, and the delta layers read
+their kernel's (``layer.backend``); :func:`resolve` is its implementation only.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import mindspore as ms
+from mindspore.common import dtype as mstype
 
 from mindpet.kernels import _library
 
 ENV_VAR = "MINDPET_KERNEL_BACKEND"
 CHOICES = ("auto", "fused", "composed")
 IMPLEMENTATIONS = ("composed", "cpu", "ascend")
+# the dtypes every fused kernel takes (ops/CONTRACTS.md); others run composed (auto) or raise (fused)
+FUSED_DTYPES = (mstype.float32, mstype.float16)
 
 _global_choice: Optional[str] = None
 _warned: set = set()
@@ -36,6 +44,30 @@ _warned: set = set()
 
 class FusedBackendUnavailable(RuntimeError):
     """``backend='fused'`` was requested but no fused implementation can run here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which implementation runs an op, and why.
+
+    Attributes:
+        choice: ``'auto'``, ``'fused'`` or ``'composed'`` (after the precedence rules).
+        impl: ``'composed'``, ``'cpu'`` or ``'ascend'``.
+        reason: why composed runs although fused was possible in principle ('' otherwise).
+    """
+
+    choice: str
+    impl: str
+    reason: str = ""
+
+    @property
+    def fused(self) -> bool:
+        """Whether a fused implementation runs."""
+        return self.impl != "composed"
+
+    def as_composed(self, reason: str) -> "Selection":
+        """The same choice, run composed from now on (e.g. after ``shard``: the fused op carries no strategies)."""
+        return dataclasses.replace(self, impl="composed", reason=reason)
 
 
 def check_choice(choice: Optional[str], name: str = "backend") -> Optional[str]:
@@ -98,9 +130,9 @@ def fused_implementation(device: Optional[str] = None) -> tuple:
     return None, f"there are no fused kernels for device target {device!r} (composed primitives run there)"
 
 
-def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bool = True,
-            unsupported_reason: str = "", cpu_only: bool = False) -> str:
-    """The implementation (``'composed'``, ``'cpu'`` or ``'ascend'``) that runs ``op``.
+def select(choice: Optional[str] = None, op: str = "lora_linear", supported: bool = True,
+           unsupported_reason: str = "", cpu_only: bool = False, dtype: Any = None) -> Selection:
+    """The :class:`Selection` of the implementation that runs ``op``: the one place that decides.
 
     Args:
         choice: per-layer choice, or None for :func:`get_backend`.
@@ -109,24 +141,40 @@ def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bo
             gives composed and ``fused`` raises with ``unsupported_reason``).
         cpu_only: the op has a CPU kernel only (``activation``, ``layer_norm``): on Ascend ``auto``
             gives composed (MindSpore's native ops) and ``fused`` raises.
+        dtype: the dtype the op will run in, when known at construction (a layer's ``compute_dtype``):
+            one outside :data:`FUSED_DTYPES` is unsupported.
 
     Raises:
+        ValueError: an unknown choice.
         FusedBackendUnavailable: ``fused`` requested and not available or not supported.
     """
     choice = check_choice(choice) or get_backend()
     if choice == "composed":
-        return "composed"
+        return Selection(choice, "composed", "backend='composed'")
+    if supported and dtype is not None and dtype not in FUSED_DTYPES:
+        supported = False
+        unsupported_reason = f"the fused {op} kernels support float32 and float16, not {_dtype_name(dtype)}"
     impl, why = fused_implementation()
     if impl == "ascend" and cpu_only:
         impl, why = None, f"{op} has no Ascend kernel (the composed MindSpore ops run there)"
     if impl is not None and not supported:
         impl, why = None, unsupported_reason or f"these arguments of {op} have no fused implementation"
     if impl is not None:
-        return impl
+        return Selection(choice, impl)
     if choice == "fused":
         raise FusedBackendUnavailable(f"backend='fused' requested for {op}, but {why}")
     if _device_target() == "CPU" and supported and "cpu-library" not in _warned:
         _warned.add("cpu-library")
         warnings.warn(f"mindpet: fused CPU kernels unavailable, using composed MindSpore primitives: {why}",
-                      RuntimeWarning, stacklevel=2)
-    return "composed"
+                      RuntimeWarning, stacklevel=3)
+    return Selection(choice, "composed", why)
+
+
+def resolve(choice: Optional[str] = None, op: str = "lora_linear", supported: bool = True,
+            unsupported_reason: str = "", cpu_only: bool = False) -> str:
+    """The implementation (``'composed'``, ``'cpu'`` or ``'ascend'``) :func:`select` picks for ``op``."""
+    return select(choice, op, supported, unsupported_reason, cpu_only).impl
+
+
+def _dtype_name(dtype: Any) -> str:
+    return {mstype.bfloat16: "bfloat16", mstype.float64: "float64"}.get(dtype, str(dtype))

@@ -1,9 +1,12 @@
-"""Composed references of the fused ops: MindSpore primitives only, differentiated by autodiff.
+"""Composed implementations of the fused ops: MindSpore primitives only, differentiated by autodiff.
 
-These define the results every fused implementation must reproduce (``ops/CONTRACTS.md``). They
-are plain functions of tensors, usable in PYNATIVE mode and inside ``construct`` in GRAPH mode.
-Shapes: ``x``/``h`` are 2-D ``[M, *]``; every tensor of a call has one dtype. The composed
-``activation`` is :class:`~mindpet.kernels.activations.ComposedActivation`.
+One function per op. They define the results every fused implementation must reproduce
+(``ops/CONTRACTS.md``), and they are what the delta layers run when composed: a layer passes its own
+primitives (the keyword arguments after the tensors), so ``shard`` strategies set on them apply, and
+what runs on GPU or after ``shard`` is exactly what the fused kernels are tested against. Plain
+functions of tensors, usable in PYNATIVE mode and inside ``construct`` in GRAPH mode. Shapes: ``x``/``h``
+are 2-D ``[M, *]``; the tensors of a call share one dtype (a ``residual`` may have another). The
+composed ``activation`` is :class:`~mindpet.kernels.activations.ComposedActivation` or a layer's own.
 """
 from __future__ import annotations
 
@@ -12,40 +15,80 @@ from mindspore import ops
 _matmul = ops.MatMul()
 _matmul_nt = ops.MatMul(transpose_b=True)
 _bias_add = ops.BiasAdd()
+_add = ops.Add()
+_mul = ops.Mul()
+_cast = ops.Cast()
 
 
-def lora_linear_composed(x, weight, bias, lora_a, lora_b, scale: float, mask=None):
-    r"""``y = x W^T + b + s (x_d A^T) B^T`` with ``x_d = x * mask`` (``x`` when ``mask`` is None).
+def _round(t, round_to):
+    """``t`` rounded to ``round_to`` and carried in its own dtype (None: unchanged); emulates bfloat16 on CPU."""
+    if round_to is None:
+        return t
+    return _cast(_cast(t, round_to), t.dtype)
 
-    Shapes: x ``[M, K]``, weight ``[N, K]``, bias ``[N]`` or None, lora_a ``[R, K]``,
-    lora_b ``[N, R]``, mask ``[M, K]`` (values 0 or 1/(1-p)) or None; returns ``[M, N]``.
+
+def dense_composed(x, weight, bias, matmul=_matmul_nt, bias_add=_bias_add, round_to=None):
+    r"""``y = x W^T + b`` (``nn.Dense`` without activation): x ``[M, K]``, weight ``[N, K]``, bias ``[N]`` or None.
+
+    ``round_to``: None, or a dtype the matmul result is rounded to (see :func:`lora_linear_composed`).
     """
-    y = _matmul_nt(x, weight)
+    y = _round(matmul(x, weight), round_to)
     if bias is not None:
-        y = _bias_add(y, bias)
-    x_d = x if mask is None else x * mask
-    u = _matmul_nt(x_d, lora_a)
-    return y + _matmul_nt(u, lora_b) * scale
+        y = bias_add(y, bias)
+    return y
 
 
-def adapter_composed(h, w_down, b_down, w_up, b_up, activation):
-    r"""``y = h + act(h W_down^T + b_down) W_up^T + b_up``.
+def lora_linear_composed(x, weight, bias, lora_a, lora_b, scale, mask=None, x_d=None, matmul=_matmul_nt,
+                         bias_add=_bias_add, lora_a_matmul=_matmul_nt, lora_b_matmul=_matmul_nt, mul=_mul,
+                         add=_add, round_to=None):
+    r"""``y = x W^T + b + s (x_d A^T) B^T``.
 
-    Shapes: h ``[M, D]``, w_down ``[B, D]``, b_down ``[B]``, w_up ``[D, B]``, b_up ``[D]``;
-    ``activation`` is a Cell or Primitive (e.g. :class:`~mindpet.kernels.activations.ComposedActivation`).
+    Shapes: x ``[M, K]``, weight ``[N, K]``, bias ``[N]`` or None, lora_a ``[R, K]``, lora_b ``[N, R]``,
+    mask ``[M, K]`` (values 0 or 1/(1-p)) or None; returns ``[M, N]``. ``x_d`` is ``x * mask``, or the
+    given ``x_d`` (a layer's Dropout output), or ``x``. ``scale`` is a number or a 0-d Tensor.
+    ``round_to``: None, or a dtype (bfloat16) each matmul result is rounded to while the arithmetic runs in
+    the tensors' dtype (float32): how a layer emulates a bfloat16 compute dtype where MatMul lacks it.
     """
-    z = _bias_add(_matmul_nt(h, w_down), b_down)
-    return h + _bias_add(_matmul_nt(activation(z), w_up), b_up)
+    y = dense_composed(x, weight, bias, matmul, bias_add, round_to)
+    if x_d is None:
+        x_d = x if mask is None else x * mask
+    u = _round(lora_a_matmul(x_d, lora_a), round_to)
+    delta = _round(lora_b_matmul(u, lora_b), round_to)
+    return add(y, mul(delta, scale))
 
 
-def low_rank_adapter_composed(h, down_left, down_right, b_down, up_left, up_right, b_up, activation):
-    r"""``y = h + act(h L_dl L_dr + b_down) L_ul L_ur + b_up``, through the factors (never ``L_dl L_dr``).
+def _residual(h, delta, residual, residual_add):
+    """``h + delta``, or ``residual + delta`` in the residual's dtype when a residual is given."""
+    if residual is None:
+        return residual_add(h, delta)
+    return residual_add(residual, _cast(delta, residual.dtype))
 
-    Shapes: h ``[M, D]``, down_left ``[D, R]``, down_right ``[R, B]``, b_down ``[B]``,
-    up_left ``[B, R]``, up_right ``[R, D]``, b_up ``[D]``.
+
+def adapter_composed(h, w_down, b_down, w_up, b_up, activation, residual=None, matmul_down=_matmul_nt,
+                     bias_add_down=_bias_add, matmul_up=_matmul_nt, bias_add_up=_bias_add, residual_add=_add):
+    r"""``y = r + act(h W_down^T + b_down) W_up^T + b_up`` with ``r = h`` (or ``residual``).
+
+    Shapes: h ``[M, D]``, w_down ``[B, D]``, b_down ``[B]``, w_up ``[D, B]``, b_up ``[D]``; ``activation``
+    is a Cell or Primitive. ``residual``: the layer's input ``[M, D]`` in its own dtype, when ``h`` is
+    that input cast to a compute dtype: the bottleneck is cast to the residual's dtype and added there.
     """
-    z = _bias_add(_matmul(_matmul(h, down_left), down_right), b_down)
-    return h + _bias_add(_matmul(_matmul(activation(z), up_left), up_right), b_up)
+    z = bias_add_down(matmul_down(h, w_down), b_down)
+    delta = bias_add_up(matmul_up(activation(z), w_up), b_up)
+    return _residual(h, delta, residual, residual_add)
+
+
+def low_rank_adapter_composed(h, down_left, down_right, b_down, up_left, up_right, b_up, activation,
+                              residual=None, matmul_down_input=_matmul, matmul_down_weight=_matmul,
+                              bias_add_down=_bias_add, matmul_up_input=_matmul, matmul_up_weight=_matmul,
+                              bias_add_up=_bias_add, residual_add=_add):
+    r"""``y = r + act(h L_dl L_dr + b_down) L_ul L_ur + b_up``, through the factors (never ``L_dl L_dr``).
+
+    Shapes: h ``[M, D]``, down_left ``[D, R]``, down_right ``[R, B]``, b_down ``[B]``, up_left ``[B, R]``,
+    up_right ``[R, D]``, b_up ``[D]``; ``r`` and ``residual`` as in :func:`adapter_composed`.
+    """
+    z = bias_add_down(matmul_down_weight(matmul_down_input(h, down_left), down_right), b_down)
+    delta = bias_add_up(matmul_up_weight(matmul_up_input(activation(z), up_left), up_right), b_up)
+    return _residual(h, delta, residual, residual_add)
 
 
 def layer_norm_primitive(epsilon: float) -> ops.LayerNorm:
@@ -62,3 +105,7 @@ def layer_norm_composed(x, gamma, beta, norm, residual=None):
     s = x if residual is None else x + residual
     y, _, _ = norm(s, gamma, beta)
     return y
+
+
+__all__ = ["dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+           "layer_norm_primitive", "layer_norm_composed"]

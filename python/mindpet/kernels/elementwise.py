@@ -10,16 +10,15 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from mindspore import nn
-from mindspore.common import dtype as mstype
 
-from mindpet._eager import GradSafeCell
-from mindpet.kernels import _primitives, backend as _backend
+from mindpet.kernels import _primitives
 from mindpet.kernels.activations import ComposedActivation, activation_code
+from mindpet.kernels.fused_op import FusedOp
 
 __all__ = ["Activation", "activation"]
 
 
-class Activation(GradSafeCell):
+class Activation(FusedOp):
     r"""``y = act(x)`` elementwise as one fused op when available (backward ``dx = dy * act'(x)``).
 
     Args:
@@ -30,17 +29,16 @@ class Activation(GradSafeCell):
     Input: ``x`` of any shape (float32/float16 fused, bfloat16 composed). Output: ``y``, shape of ``x``.
     """
 
+    op_name = "activation"
+
     def __init__(self, activation: Any = "gelu_erf", backend: Optional[str] = None):
         super().__init__()
         if not (activation is None or isinstance(activation, (str, nn.Cell)) or callable(activation)):
             raise TypeError(f"'activation' must be None, a name, a Cell or a Primitive, but got {activation!r}.")
         code = activation_code(activation)
         self.code = -1 if code is None else code
-        self.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
-        self.impl = _backend.resolve(self.backend_choice, "activation", supported=code is not None,
-                                     unsupported_reason=f"the activation {activation!r} has no fused implementation",
-                                     cpu_only=True)
-        self.fused = self.impl != "composed"
+        self.select_backend(backend, supported=code is not None, cpu_only=True,
+                            unsupported_reason=f"the activation {activation!r} has no fused implementation")
         if code is not None:
             self.activation = ComposedActivation(code)
         elif isinstance(activation, str):
@@ -51,9 +49,7 @@ class Activation(GradSafeCell):
             self.fwd = _primitives.activation_forward(self.impl)
 
     def construct(self, x):
-        if not self.fused or x.dtype == mstype.bfloat16:
-            if self.backend_choice == "fused" and x.dtype == mstype.bfloat16:
-                raise TypeError("For 'activation', the fused backend supports float32 and float16, not bfloat16.")
+        if not self.runs_fused(x.dtype):
             return self.activation(x)
         return self.fwd(x, self.code)
 

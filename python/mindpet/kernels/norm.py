@@ -14,9 +14,9 @@ from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import initializer
 
-from mindpet._eager import GradSafeCell
 from mindpet.kernels import _primitives, backend as _backend
 from mindpet.kernels.composed import layer_norm_composed, layer_norm_primitive
+from mindpet.kernels.fused_op import FusedOp, fused_for_dtype
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -43,7 +43,7 @@ def _check_epsilon(epsilon: float) -> float:
     return float(epsilon)
 
 
-class LayerNorm(GradSafeCell):
+class LayerNorm(FusedOp):
     r"""``y = (s - mean) / sqrt(var + eps) * gamma + beta`` over the last dim, ``s = x + residual`` (or ``x``).
 
     Args:
@@ -58,6 +58,8 @@ class LayerNorm(GradSafeCell):
     bfloat16 composed.
     """
 
+    op_name = "layer_norm"
+
     def __init__(self, normalized_shape: Union[int, Sequence[int]], epsilon: float = 1e-7, gamma_init="ones",
                  beta_init="zeros", dtype=mstype.float32, backend: Optional[str] = None):
         super().__init__()
@@ -66,9 +68,7 @@ class LayerNorm(GradSafeCell):
         self.epsilon = _check_epsilon(epsilon)
         self.gamma = Parameter(initializer(gamma_init, self.normalized_shape, dtype=dtype), name="gamma")
         self.beta = Parameter(initializer(beta_init, self.normalized_shape, dtype=dtype), name="beta")
-        self.backend_choice = _backend.check_choice(backend) or _backend.get_backend()
-        self.impl = _backend.resolve(self.backend_choice, "layer_norm", cpu_only=True)
-        self.fused = self.impl != "composed"
+        self.select_backend(backend, cpu_only=True)
         self.layer_norm = layer_norm_primitive(self.epsilon)
         if self.fused:
             self.fwd = _primitives.layer_norm_forward(self.impl)
@@ -81,9 +81,7 @@ class LayerNorm(GradSafeCell):
         if gamma.dtype != x.dtype:
             gamma = ops.cast(gamma, x.dtype)
             beta = ops.cast(beta, x.dtype)
-        if not self.fused or x.dtype == mstype.bfloat16:
-            if self.backend_choice == "fused" and x.dtype == mstype.bfloat16:
-                raise TypeError("For 'layer_norm', the fused backend supports float32 and float16, not bfloat16.")
+        if not self.runs_fused(x.dtype):
             return layer_norm_composed(x, gamma, beta, self.layer_norm, residual)
         x_shape = x.shape
         x2d = x.reshape((-1, self.hidden))
@@ -107,11 +105,11 @@ def layer_norm(x, gamma, beta, epsilon: float = 1e-7, residual=None, backend: Op
     Inside a GRAPH-mode ``construct`` hold a :class:`LayerNorm` instead.
     """
     epsilon = _check_epsilon(epsilon)
-    impl = _backend.resolve(backend, "layer_norm", cpu_only=True)
-    if impl == "composed" or x.dtype == mstype.bfloat16:
+    selection = _backend.select(backend, "layer_norm", cpu_only=True)
+    if not fused_for_dtype(selection.fused, selection.choice, x.dtype, "layer_norm"):
         return layer_norm_composed(x, gamma, beta, layer_norm_primitive(epsilon), residual)
     d = x.shape[-1]
-    fwd = _primitives.layer_norm_forward(impl)
+    fwd = _primitives.layer_norm_forward(selection.impl)
     r2d = ops.zeros((1,), x.dtype) if residual is None else residual.reshape((-1, d))
     y, _, _ = fwd(x.reshape((-1, d)), r2d, gamma, beta, epsilon, 0 if residual is None else 1)
     return y.reshape(x.shape)

@@ -1,23 +1,44 @@
-"""Shell-style name patterns for freezing: validation and matching.
+"""The one pattern language of mindpet, over parameter names (freezing) and cell paths (``inject``).
 
-Patterns use :func:`fnmatch.fnmatchcase`: ``*`` matches any run of characters including dots,
-``?`` one character, ``[seq]`` / ``[!seq]`` a character set; matching is case-sensitive and a
-pattern without wildcards matches exactly one name.
+A pattern is a case-sensitive shell wildcard matched against the whole name (:func:`fnmatch.fnmatchcase`:
+``*`` matches any run of characters including dots, ``?`` one character, ``[seq]`` / ``[!seq]`` a
+character set; without wildcards it matches exactly one name), or, after the prefix ``re:``, a regular
+expression that must match the whole name.
 """
 from __future__ import annotations
 
 import re
 from fnmatch import translate
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
-from mindspore import nn
+REGEX_PREFIX = "re:"
 
 
-def check_cell(model: Any, func: str, arg: str = "model") -> None:
-    """TypeError unless ``model`` is a ``mindspore.nn.Cell``."""
-    if not isinstance(model, nn.Cell):
-        raise TypeError(f"For '{func}', '{arg}' must be a mindspore.nn.Cell, "
-                        f"but got {type(model).__name__}.")
+def compile_pattern(pattern: str, arg: str, func: str) -> Callable[[str], bool]:
+    """A predicate "``pattern`` matches the whole name"; ValueError (naming ``func`` and ``arg``) for a bad regex."""
+    if pattern.startswith(REGEX_PREFIX):
+        try:
+            regex = re.compile(pattern[len(REGEX_PREFIX):])
+        except re.error as err:
+            raise ValueError(f"For '{func}', {arg} pattern {pattern!r} is not a valid regular expression: "
+                             f"{err}.") from err
+        return lambda name: regex.fullmatch(name) is not None
+    wildcard = re.compile(translate(pattern))
+    return lambda name: wildcard.match(name) is not None
+
+
+def check_patterns(value: Any, arg: str, func: str) -> List[str]:
+    """``value`` (a str, or a non-empty list or tuple of non-empty str) as a list; TypeError naming ``arg``."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(f"For '{func}', '{arg}' must be a str or a non-empty list of str, but got "
+                        f"{type(value).__name__}: {value!r}.")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item or item == REGEX_PREFIX:
+            raise TypeError(f"For '{func}', every item of '{arg}' must be a non-empty str, but {arg}[{i}] "
+                            f"is {item!r}.")
+    return list(value)
 
 
 def check_pattern_list(value: Any, arg: str, func: str) -> Optional[List[str]]:
@@ -40,24 +61,20 @@ def check_pattern_list(value: Any, arg: str, func: str) -> Optional[List[str]]:
     return list(value)
 
 
-def _compile(pattern: str) -> "re.Pattern[str]":
-    return re.compile(translate(pattern))
-
-
 class PatternSet:
     """A compiled list of patterns that answers "does any pattern match this name"."""
 
-    def __init__(self, patterns: Sequence[str]):
+    def __init__(self, patterns: Sequence[str], arg: str = "patterns", func: str = "mindpet"):
         self.patterns = list(patterns)
-        self._compiled = [_compile(p) for p in self.patterns]
+        self._compiled = [compile_pattern(p, arg, func) for p in self.patterns]
 
     def matches(self, name: str) -> bool:
-        return any(c.match(name) for c in self._compiled)
+        return any(match(name) for match in self._compiled)
 
     def unmatched(self, names: Iterable[str]) -> List[str]:
         """The patterns that match none of ``names``, in the order given."""
         names = list(names)
-        return [p for p, c in zip(self.patterns, self._compiled) if not any(c.match(n) for n in names)]
+        return [p for p, match in zip(self.patterns, self._compiled) if not any(match(n) for n in names)]
 
 
 def check_all_match(patterns: Optional[PatternSet], names: Sequence[str], arg: str, func: str) -> None:
@@ -68,7 +85,8 @@ def check_all_match(patterns: Optional[PatternSet], names: Sequence[str], arg: s
     if missing:
         raise ValueError(f"For '{func}', these '{arg}' patterns match no parameter of the model: {missing}. "
                          f"Patterns are case-sensitive shell wildcards over names from "
-                         f"model.parameters_and_names(), e.g. '*head*' or 'encoder.layers.0.*'.")
+                         f"model.parameters_and_names(), e.g. '*head*' or 'encoder.layers.0.*', or "
+                         f"'re:<regex>' matched against the full name.")
 
 
 def include_exclude_targets(names: Sequence[str], include: Optional[PatternSet],

@@ -1,0 +1,142 @@
+"""Every MindSpore internal mindpet relies on, behind one accessor each.
+
+MindSpore has no public API for these; each accessor names the private symbol it reads, and
+``tests/test_mindspore_internals.py`` checks that every one still exists and behaves, so a MindSpore
+upgrade fails here, in one known place, instead of deep inside a layer. The symbols are looked up
+through :func:`_internal`, which tries the candidate locations of :data:`_LOCATIONS` in order: to
+support another MindSpore version, add its location of a symbol there (or, where the behaviour
+differs, branch inside the accessor on :data:`VERSION`).
+
+Accessors:
+
+- :func:`graph_seeds`: the (seed0, seed1) pair MindSpore's own ``nn.Dropout`` gives a new Dropout.
+- :func:`invalidate_compiled_graphs`: make every compiled GRAPH-mode graph recompile on next call.
+- :func:`clear_pynative_grad_state`: drop a half-recorded PYNATIVE autodiff graph after an error.
+- :func:`is_pynative`: whether the execution mode is PYNATIVE (the fast, private read of the mode).
+- :func:`compiling`: whether the caller is being compiled into a graph (GRAPH mode, ``ms.jit``).
+- :func:`initializer_names`: the names ``mindspore.common.initializer.initializer`` accepts.
+- :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
+  direct sub-cells and primitives, by attribute name.
+- :func:`library_dir`: the directory of the native libraries in MindSpore's wheel (oneDNN).
+
+``mindpet.delta._activation`` still reads ``Cell._primitives`` directly (owned elsewhere; to move here).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Tuple
+
+import mindspore as ms
+from mindspore import context, nn
+from mindspore.ops import constexpr
+
+VERSION: str = ms.__version__
+
+# symbol -> candidate (module, attribute) locations, tried in order (MindSpore 2.10 first).
+_LOCATIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "get_graph_seed": (("mindspore.common.seed", "_get_graph_seed"),),
+    "cells_compile_cache": (("mindspore.graph.api", "cells_compile_cache"),),
+    "ms_compile_cache": (("mindspore.graph.api", "ms_compile_cache"),),
+    "pynative_executor": (("mindspore.graph.api", "_pynative_executor"),),
+    "get_mode": (("mindspore.context", "_get_mode"),),
+    "initializer_alias": (("mindspore.common.initializer", "_INITIALIZER_ALIAS"),),
+}
+
+
+class MindSporeInternalsError(ImportError):
+    """A MindSpore internal mindpet relies on is missing from the installed MindSpore."""
+
+
+def _internal(symbol: str) -> Any:
+    """The object behind ``symbol`` (a key of :data:`_LOCATIONS`), from the first location that has it."""
+    for module_name, attr in _LOCATIONS[symbol]:
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            continue
+    tried = ", ".join(f"{m}.{a}" for m, a in _LOCATIONS[symbol])
+    raise MindSporeInternalsError(f"mindpet needs MindSpore's internal {symbol!r} (looked for {tried}), which "
+                                  f"MindSpore {VERSION} does not have; mindpet supports MindSpore 2.10.")
+
+
+def graph_seeds(op_name: str = "dropout") -> Tuple[int, int]:
+    """``(seed0, seed1)`` for a new random primitive, as MindSpore's own ``nn.Dropout`` draws them.
+
+    Follows ``mindspore.set_seed`` (same global seed -> same sequence of pairs); ``_get_graph_seed``.
+    """
+    seed0, seed1 = _internal("get_graph_seed")(0, op_name)
+    return int(seed0), int(seed1)
+
+
+def invalidate_compiled_graphs() -> None:
+    """Make every Cell and ``ms.jit`` function recompile on its next GRAPH-mode call.
+
+    GRAPH mode compiles a Cell once per (phase, cell, argument signature): Python attributes read in
+    ``construct`` (``LoRADense.merged``) and sub-cells are frozen into the graph, so a structural change
+    (merging LoRA, replacing a Dense by a delta layer) is invisible to the cache. The cache key does not
+    say which cells a graph contains, so every compiled graph of the process is marked stale; each is
+    recompiled once, on its next call. Parameter values (graph inputs) and PYNATIVE are unaffected.
+    Reads ``cells_compile_cache`` (the compiled phases of each Cell) and ``ms_compile_cache``
+    (those of ``ms.jit`` functions).
+    """
+    for phases in list(_internal("cells_compile_cache").values()):
+        phases.clear()
+    _internal("ms_compile_cache").clear()
+
+
+def clear_pynative_grad_state() -> None:
+    """Drop MindSpore's half-recorded PYNATIVE autodiff graph (``_pynative_executor.clear_res()``).
+
+    An exception escaping a forward that runs under ``GradOperation`` leaves the recording half-built,
+    and a later, unrelated training step then fails; MindSpore clears it itself only when a ``jit``
+    compilation fails. A failure of the clean-up itself is ignored: the original error matters more.
+    """
+    try:
+        _internal("pynative_executor").clear_res()
+    except (MindSporeInternalsError, RuntimeError):
+        pass
+
+
+def is_pynative() -> bool:
+    """Whether MindSpore runs in PYNATIVE mode (``context._get_mode()``, cheaper than ``get_context``)."""
+    return _internal("get_mode")() == context.PYNATIVE_MODE
+
+
+@constexpr(check=False)
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def compiling() -> bool:
+    """True while the caller is compiled into a graph (GRAPH mode, ``ms.jit``), False when run eagerly.
+
+    The test MindSpore 2.10 uses itself (``mindspore.graph.api._run_in_jit``): a ``constexpr`` evaluated
+    while compiling sees a Python function argument as None.
+    """
+    return _is_none(compiling)
+
+
+def initializer_names() -> FrozenSet[str]:
+    """The lower-case names ``mindspore.common.initializer.initializer`` accepts (``_INITIALIZER_ALIAS``)."""
+    return frozenset(_internal("initializer_alias"))
+
+
+def own_parameters(cell: nn.Cell) -> Dict[str, Any]:
+    """``{attribute: Parameter or None}`` of the Parameters ``cell`` holds itself (``Cell._params``)."""
+    return dict(cell._params)  # pylint: disable=protected-access
+
+
+def child_cells(cell: nn.Cell) -> Dict[str, Any]:
+    """``{attribute: Cell or None}`` of ``cell``'s direct sub-cells, in definition order (``Cell._cells``)."""
+    return dict(cell._cells)  # pylint: disable=protected-access
+
+
+def cell_primitives(cell: nn.Cell) -> List[Any]:
+    """The primitives ``cell`` holds itself (not its sub-cells'), in definition order (``Cell._primitives``)."""
+    return [p for p in cell._primitives.values() if p is not None]  # pylint: disable=protected-access
+
+
+def library_dir() -> Path:
+    """``mindspore/lib`` of the installed wheel, where its native libraries (``libdnnl.so.3``) live."""
+    return Path(ms.__file__).resolve().parent / "lib"
