@@ -1,0 +1,1 @@
+"""Small helpers that other packages (mindformers) import from ``mindpet.utils``."""
