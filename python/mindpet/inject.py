@@ -83,10 +83,10 @@ def _unknown_class_error(slots: Dict[str, CellSlot], paths: List[str]) -> ValueE
     cell = slots[paths[0]].cell
     return ValueError(
         f"For 'inject', target_modules select {_describe(slots, paths)}: a Cell of class {type(cell).__name__} "
-        f"holding a 2-D 'weight', but {not_covered_reason(cell)}. If it computes activation(x W^T + b) (weight [out, in]) or activation(x W + b) "
-        f"(weight [in, out]), register the class once with {registration_hint(cell)} (see "
-        f"mindpet.linear_adapters), then inject again; otherwise exclude it (exclude_modules) or narrow "
-        f"target_modules.")
+        f"holding a 2-D Parameter, but {not_covered_reason(cell)}. If it computes activation(x W^T + b) (weight "
+        f"[out, in]) or activation(x W + b) (weight [in, out]), register the class once with "
+        f"{registration_hint(cell)} (see mindpet.linear_adapters), then inject again; otherwise exclude it "
+        f"(exclude_modules) or narrow target_modules.")
 
 
 def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Optional[Patterns] = None
@@ -95,7 +95,7 @@ def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Opt
     targets = check_patterns(target_modules, "target_modules", "inject")
     excludes = [] if exclude_modules is None else check_patterns(exclude_modules, "exclude_modules", "inject")
     slots = cell_slots(model)
-    # Linear-like: registered, already a delta layer, or holding a 2-D 'weight' (an unknown class: an error below)
+    # Linear-like: registered, already a delta layer, or looking so (an unknown class: an error below)
     candidates = [p for p, s in slots.items()
                   if isinstance(s.cell, DELTA_LAYERS) or linear_adapter(s.cell) is not None or looks_linear(s.cell)]
 

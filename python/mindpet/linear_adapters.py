@@ -24,6 +24,8 @@ from mindspore import Parameter, nn
 from mindspore.common import dtype as mstype
 from mindspore.ops import Primitive
 
+from mindpet._mindspore import child_cells, own_parameters
+
 __all__ = ["LinearView", "LinearAdapter", "register_linear", "unregister_linear", "linear_adapter",
            "DENSE", "MINDFORMERS_LINEAR"]
 
@@ -226,15 +228,22 @@ def not_covered_reason(cell: nn.Cell) -> str:
 
 
 def registration_hint(cell: nn.Cell) -> str:
-    """The call that registers ``cell``'s class, for error messages."""
-    return (f"mindpet.register_linear({type(cell).__name__}, weight='weight', bias='bias', "
-            f"transpose_b=<True if the weight is [out, in], False if [in, out]>)")
+    """The call that registers ``cell``'s class, with the names of its own 2-D and 1-D Parameters (error messages)."""
+    own = {name: p for name, p in own_parameters(cell).items() if p is not None}
+    weight = next((n for n, p in own.items() if len(p.shape) == 2), "weight")
+    bias = next((n for n, p in own.items() if len(p.shape) == 1), None)
+    return (f"mindpet.register_linear({type(cell).__name__}, weight={weight!r}, bias={bias!r}, "
+            f"transpose_b=<True if {weight!r} is [out, in], False if [in, out]>)")
 
 
 def looks_linear(cell: nn.Cell) -> bool:
-    """Whether ``cell`` holds a 2-D Parameter named ``weight`` itself (a Linear-like Cell, registered or not)."""
-    weight = getattr(cell, "weight", None)
-    return isinstance(weight, Parameter) and len(weight.shape) == 2
+    """Whether ``cell`` may be Linear-like, registered or not: it holds a 2-D Parameter itself and its
+    sub-cells (an activation, say) hold none. Containers and norms do not look so."""
+    own = [p for p in own_parameters(cell).values() if p is not None]
+    if not any(len(p.shape) == 2 for p in own):
+        return False
+    return not any(child is not None and any(True for _ in child.get_parameters())
+                   for child in child_cells(cell).values())
 
 
 register_linear(nn.Dense, DENSE)

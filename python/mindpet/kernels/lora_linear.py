@@ -32,8 +32,8 @@ class LoraLinear(FusedOp):
             ``[K, N]`` (``x W``, computed as laid out, never through a transposed copy): no fused kernel, so
             composed under ``'auto'`` and ``FusedBackendUnavailable`` under ``'fused'``.
 
-    Inputs: ``x [*, K]``, ``weight [N, K]`` (``[K, N]`` with ``transpose_b=False``), ``bias [N]`` or None, ``lora_a [R, K]``,
-    ``lora_b [N, R]``, ``mask [*, K]`` or None, ``base_frozen`` (Python bool, default False). One
+    Inputs: ``x [*, K]``, ``weight [N, K]`` (``[K, N]`` with ``transpose_b=False``), ``bias [N]`` or None,
+    ``lora_a [R, K]``, ``lora_b [N, R]``, ``mask [*, K]`` or None, ``base_frozen`` (Python bool, default False). One
     dtype for all (float32/float16 fused; bfloat16 runs composed under ``auto``). Output: ``y [*, N]``.
 
     The caller owns the dropout: it draws ``mask`` (0 or ``1/(1-p)``, e.g. its ``ops.Dropout`` applied to
