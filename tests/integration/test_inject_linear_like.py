@@ -6,6 +6,7 @@ Each model is ``down(up(x))`` with ``up``: bias and ReLU, ``down``: no bias, no 
 ``mindformers_standin.py`` under mindformers' own module and class name, so the built-in registration
 (by full name) is what covers it. Values are checked against float64 numpy.
 """
+import copy
 import json
 
 import numpy as np
@@ -436,6 +437,8 @@ def test_mindformers_get_pet_model_pattern_on_an_in_out_linear(pynative):
     assert isinstance(layer, LoRADense) and layer.transpose_b is False and layer.backend == "composed"
     np.testing.assert_allclose(net(Tensor(x)).asnumpy(), before, rtol=1e-6, atol=1e-6)
     layer.lora_dropout.dropout.shard(((2, 1),))  # mindformers' parallel code reaches the primitive so
+    assert layer.lora_dropout.dropout is layer.lora_dropout
+    assert copy.deepcopy(layer).lora_dropout.dropout is not None  # the alias survives a deep copy
     rng = np.random.default_rng(5)
     a = rng.standard_normal((RANK, CIN)).astype(np.float32)
     b = rng.standard_normal((HID, RANK)).astype(np.float32)

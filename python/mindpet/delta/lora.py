@@ -48,6 +48,16 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
         param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
+class Dropout(ops.Dropout):
+    """``ops.Dropout``, also reachable as ``.dropout``: mindformers' parallel code shards LoRA's dropout as
+    ``layer.lora_dropout.dropout.shard(...)`` (mindpet 1.0.4 held an ``nn.Dropout`` there). The class keeps
+    the name ``Dropout``, by which MindSpore finds the operator; a deep copy keeps the alias."""
+
+    @property
+    def dropout(self) -> "Dropout":
+        return self
+
+
 @register_layer("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha",
                          ("lora_dropout", "lora_dropout_p")), injectable=True, inject_defaults={"lora_dropout": 0.0})
 class LoRADense(GradSafeCell):
@@ -182,10 +192,7 @@ class LoRADense(GradSafeCell):
         self.transpose_b = transpose_b
         self.bias_add = ops.BiasAdd()
         seed0, seed1 = graph_seeds("dropout")
-        self.lora_dropout = ops.Dropout(1.0 - lora_dropout, seed0, seed1)
-        # mindformers' parallel code shards the primitive as 'layer.lora_dropout.dropout' (the 1.0.4 layer held
-        # an nn.Dropout there): the same primitive under that name.
-        self.lora_dropout.dropout = self.lora_dropout
+        self.lora_dropout = Dropout(1.0 - lora_dropout, seed0, seed1)
         self.lora_a_matmul = ops.MatMul(transpose_b=True)
         self.lora_b_matmul = ops.MatMul(transpose_b=True)
         self.mul = ops.Mul()
