@@ -18,7 +18,7 @@ from mindspore import Parameter, nn
 from mindpet._cells import CellSlot, cell_slots, check_cell, param_prefix, replace_cell, shared_paths
 from mindpet._patterns import check_patterns, compile_pattern
 import mindpet.delta  # noqa: F401  pylint: disable=unused-import  (registers the delta layers)
-from mindpet.delta.registry import injectable_layers
+from mindpet.delta.registry import injectable_layers, layer_specs
 from mindpet._mindspore import invalidate_compiled_graphs
 from mindpet.linear_adapters import linear_adapter, looks_linear, not_covered_reason, registration_hint
 
@@ -53,6 +53,8 @@ class _Method:
 METHODS: Dict[str, _Method] = {m: _Method(spec.layer, dict(spec.inject_defaults))
                                for m, spec in injectable_layers().items()}
 DELTA_LAYERS = tuple(method.layer for method in METHODS.values())
+ALL_DELTA_LAYERS = tuple(spec.layer for spec in layer_specs())
+NON_INJECTABLE_LAYERS = tuple(layer for layer in ALL_DELTA_LAYERS if layer not in DELTA_LAYERS)
 
 
 def _check_kwargs(method: str, kwargs: Dict[str, Any], dry_run: bool = False) -> Dict[str, Any]:
@@ -95,9 +97,12 @@ def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Opt
     targets = check_patterns(target_modules, "target_modules", "inject")
     excludes = [] if exclude_modules is None else check_patterns(exclude_modules, "exclude_modules", "inject")
     slots = cell_slots(model)
-    # Linear-like: registered, already a delta layer, or looking so (an unknown class: an error below)
+    # Linear-like: registered, already a delta layer, or looking so (an unknown class: an error below); never
+    # a delta layer's own parts (an AdapterDense's adapter holds 2-D Parameters)
+    inside_delta = tuple(p + "." for p, s in slots.items() if isinstance(s.cell, ALL_DELTA_LAYERS))
     candidates = [p for p, s in slots.items()
-                  if isinstance(s.cell, DELTA_LAYERS) or linear_adapter(s.cell) is not None or looks_linear(s.cell)]
+                  if not p.startswith(inside_delta) and not isinstance(s.cell, NON_INJECTABLE_LAYERS)
+                  and (isinstance(s.cell, DELTA_LAYERS) or linear_adapter(s.cell) is not None or looks_linear(s.cell))]
 
     selected: List[str] = []
     for pattern in targets:

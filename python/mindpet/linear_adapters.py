@@ -238,7 +238,10 @@ def registration_hint(cell: nn.Cell) -> str:
 
 def looks_linear(cell: nn.Cell) -> bool:
     """Whether ``cell`` may be Linear-like, registered or not: it holds a 2-D Parameter itself and its
-    sub-cells (an activation, say) hold none. Containers and norms do not look so."""
+    sub-cells (an activation, say) hold none. Containers and norms do not look so, nor MindSpore's own
+    cells (``nn.Dense`` is its only Linear-like one; ``nn.Embedding``'s table is 2-D)."""
+    if type(cell).__module__.split(".")[0] == "mindspore":
+        return False
     own = [p for p in own_parameters(cell).values() if p is not None]
     if not any(len(p.shape) == 2 for p in own):
         return False

@@ -60,8 +60,9 @@ def _base_cell(layer: LoRADense, path: str) -> nn.Cell:
             return original
     if not layer.transpose_b:
         raise ValueError(f"For 'merge_and_unload', the LoRADense at {path!r} has a [in, out] weight "
-                         f"(transpose_b=False) and no cell of its own class to return to (it was not built by "
-                         f"mindpet.inject from that cell); nn.Dense would need a transposed copy of the weight. "
+                         f"(transpose_b=False) and no cell of its own class to return to (built directly or by "
+                         f"mindformers, or by mindpet.inject with a cast copy of the weight); nn.Dense would need "
+                         f"a transposed copy of the weight. "
                          f"Use mindpet.merge_lora(model) instead (the layer then computes as the plain layer).")
     return _to_dense(layer)
 

@@ -450,3 +450,23 @@ def test_mindformers_get_pet_model_pattern_on_an_in_out_linear(pynative):
     assert mindpet.merge_lora(net) == ["wq"]  # was a numpy broadcasting ValueError
     np.testing.assert_allclose(f64(layer.weight), w.T, rtol=0, atol=1e-6)
     np.testing.assert_allclose(net(Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mindspore_cells_and_delta_layer_parts_are_not_taken_for_unknown_linear_classes(pynative):
+    """'*' selects the Linear-like cells only: an nn.Embedding (2-D table) and an injected adapter's own parts
+    (2-D Parameters) are neither replaced nor reported as unregistered classes."""
+
+    class Model(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, CIN)
+            self.net = Net("dense")
+
+        def construct(self, ids):
+            return self.net(self.embed(ids))
+
+    model = Model()
+    mindpet.inject(model, "adapter", "net.up", bottleneck_size=2)
+    assert mindpet.inject(model, "lora", "*", exclude_modules="net.up", lora_rank=RANK, lora_alpha=ALPHA) == [
+        "net.down"]
+    assert isinstance(model.embed, nn.Embedding) and isinstance(model.net.up, AdapterDense)
