@@ -7,7 +7,7 @@ other activation runs composed under ``auto`` (and raises under ``fused``).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from mindspore import nn
 
@@ -19,8 +19,9 @@ from mindpet.kernels.fused_op import FusedOp
 __all__ = ["Adapter", "LowRankAdapter", "adapter", "low_rank_adapter"]
 
 
-def _setup(cell: FusedOp, activation: Any, backend: Optional[str]) -> None:
-    """Resolve the activation code, the backend and the composed activation of an adapter Cell."""
+def _setup(cell: FusedOp, activation: Any, backend: Optional[str], forward: Callable) -> None:
+    """Resolve the activation code, the backend, the composed activation and (fused) the forward primitive
+    (``forward(impl)``) of an adapter Cell."""
     code = activation_code(activation)
     cell.code = -1 if code is None else code
     name = repr(activation) if isinstance(activation, str) else type(activation).__name__
@@ -32,6 +33,8 @@ def _setup(cell: FusedOp, activation: Any, backend: Optional[str]) -> None:
         cell.activation = nn.get_activation(activation)
     else:
         cell.activation = activation
+    if cell.fused:
+        cell.fwd = forward(cell.impl)
 
 
 class Adapter(FusedOp):
@@ -49,9 +52,7 @@ class Adapter(FusedOp):
 
     def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
         super().__init__()
-        _setup(self, activation, backend)
-        if self.fused:
-            self.fwd = _primitives.adapter_forward(self.impl)
+        _setup(self, activation, backend, _primitives.adapter_forward)
 
     def construct(self, h, w_down, b_down, w_up, b_up):
         h_shape = h.shape
@@ -80,9 +81,7 @@ class LowRankAdapter(FusedOp):
 
     def __init__(self, activation: Any = "gelu", backend: Optional[str] = None):
         super().__init__()
-        _setup(self, activation, backend)
-        if self.fused:
-            self.fwd = _primitives.low_rank_adapter_forward(self.impl)
+        _setup(self, activation, backend, _primitives.low_rank_adapter_forward)
 
     def construct(self, h, down_left, down_right, b_down, up_left, up_right, b_up):
         h_shape = h.shape
