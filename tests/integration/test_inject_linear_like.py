@@ -17,6 +17,7 @@ from mindspore import Parameter, Tensor, nn, ops
 import mindpet
 from mindpet.delta import AdapterDense, LoRADense, LowRankAdapterDense
 from mindpet.graph import freeze_delta
+from mindpet.inject import replaced_cell
 from mindpet.kernels import FusedBackendUnavailable
 from mindpet.linear_adapters import LinearAdapter, linear_adapter, unregister_linear
 
@@ -196,7 +197,8 @@ def test_merge_unmerge_and_unload_against_float64(pynative, kind):
         np.testing.assert_allclose(getattr(net, name).weight.asnumpy(), original, rtol=0, atol=1e-6)
 
     cells = {n: getattr(net, n) for n in ("up", "down")}
-    originals = {n: c.__dict__["_mindpet_replaced"] for n, c in cells.items()}
+    originals = {n: replaced_cell(c) for n, c in cells.items()}
+    assert all(isinstance(c, (nn.Dense, MindformersLinear)) for c in originals.values())
     mindpet.merge_and_unload(net)
     for name in ("up", "down"):  # the very cell inject replaced, holding the merged Parameter
         assert getattr(net, name) is originals[name]
