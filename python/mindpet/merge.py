@@ -1,8 +1,9 @@
 """Merge LoRA into the pre-trained weights for inference, undo it, or unload LoRA entirely.
 
 For every :class:`LoRADense` of a model, merging sets ``W' = W + (lora_alpha / lora_rank) B A``
-(``W: [out, in]``, ``B: [out, r]``, ``A: [r, in]``), after which the layer computes
-``activation(x W'^T + b)`` at the cost of an ``nn.Dense``. See :meth:`LoRADense.merge` for the numerics.
+(``W: [out, in]``, ``B: [out, r]``, ``A: [r, in]``; ``W'^T = W^T + s (B A)^T`` in place for a
+``[in, out]`` weight, ``transpose_b=False``), after which the layer computes ``activation(x W'^T + b)``
+(``x W' + b``) at the cost of the layer it replaced. See :meth:`LoRADense.merge` for the numerics.
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import List, Tuple
 
 from mindspore import nn
 
-from mindpet._cells import cell_slots, check_cell, param_prefix, replace_cell
+from mindpet._cells import cell_slots, check_cell, param_prefix
 from mindpet.delta import LoRADense
+from mindpet.inject import replaced_cell, swap_cell
+from mindpet.linear_adapters import linear_adapter
 from mindpet._mindspore import invalidate_compiled_graphs
 
 __all__ = ["lora_layers", "merge_lora", "unmerge_lora", "merge_and_unload"]
@@ -45,6 +48,25 @@ def unmerge_lora(model: nn.Cell) -> List[str]:
     return [path for path, layer in lora_layers(model, "unmerge_lora") if layer.unmerge()]
 
 
+def _base_cell(layer: LoRADense, path: str) -> nn.Cell:
+    """The cell that takes the place of a merged ``layer``: the cell it replaced (``inject``), if that still
+    holds the layer's weight and bias Parameters; else an ``nn.Dense`` holding them (``[out, in]`` only)."""
+    original = replaced_cell(layer)
+    if original is not None:
+        adapter = linear_adapter(original)
+        view = adapter.view(original) if adapter is not None else None
+        if view is not None and view.weight is layer.weight and view.bias is (layer.bias if layer.has_bias else None):
+            original.set_train(bool(layer.training))
+            return original
+    if not layer.transpose_b:
+        raise ValueError(f"For 'merge_and_unload', the LoRADense at {path!r} has a [in, out] weight "
+                         f"(transpose_b=False) and no cell of its own class to return to (built directly or by "
+                         f"mindformers, or by mindpet.inject with a cast copy of the weight); nn.Dense would need "
+                         f"a transposed copy of the weight. "
+                         f"Use mindpet.merge_lora(model) instead (the layer then computes as the plain layer).")
+    return _to_dense(layer)
+
+
 def _to_dense(layer: LoRADense) -> nn.Dense:
     """An ``nn.Dense`` holding the merged weight Parameter and the bias of a merged ``layer``."""
     dense = nn.Dense(layer.in_channels, layer.out_channels, weight_init="zeros", bias_init="zeros",
@@ -57,26 +79,31 @@ def _to_dense(layer: LoRADense) -> nn.Dense:
 
 
 def merge_and_unload(model: nn.Cell) -> nn.Cell:
-    """Replace every LoRADense of ``model`` by a plain ``nn.Dense`` holding ``W + s B A``; return ``model``.
+    """Replace every LoRADense of ``model`` by the plain layer it replaced, holding ``W + s B A``; return ``model``.
 
-    The Dense takes over the merged ``weight`` and the ``bias`` Parameters (names and ``requires_grad``
-    kept), ``has_bias`` and ``activation``; the LoRA parameters are dropped. The Dense computes in its
-    weight's dtype (``nn.Dense`` semantics), not in the LoRA layer's ``compute_dtype``. The result is an
-    ordinary model: it trains and saves like the pre-trained one. Compiled graphs are invalidated.
+    A layer built by :func:`mindpet.inject` gives back the very cell it replaced (an ``nn.Dense``, a
+    mindformers ``Linear``, a registered class), which holds the same ``weight`` and ``bias`` Parameter
+    objects, now merged (names and ``requires_grad`` kept). Any other LoRADense (built directly, or by
+    ``inject`` with a cast copy of the weight) becomes an ``nn.Dense`` taking over the merged ``weight`` and
+    the ``bias`` Parameters, ``has_bias`` and ``activation``, computing in its weight's dtype (``nn.Dense``
+    semantics). The LoRA parameters are dropped. The result is an ordinary model: it trains and saves like
+    the pre-trained one. Compiled graphs are invalidated.
 
     Raises:
         TypeError: ``model`` is not a Cell. ValueError: ``model`` holds no LoRADense, or is itself one
-            (the root cannot be replaced in place: use ``merge()``).
+            (the root cannot be replaced in place: use ``merge()``); a LoRADense with a ``[in, out]``
+            weight that has no cell of its own to return to (checked for every layer before any change).
     """
     layers = lora_layers(model, "merge_and_unload")
     if layers[0][0] == "":
         raise ValueError("For 'merge_and_unload', 'model' is itself a LoRADense and cannot be replaced in "
                          "place; call model.merge() instead.")
+    bases = {path: _base_cell(layer, path) for path, layer in layers}  # any error before anything changes
     slots = cell_slots(model)
     for path, layer in layers:
         layer.merge()
-        dense, prefix = _to_dense(layer), param_prefix(layer, path)
+        base, prefix = bases[path], param_prefix(layer, path)
         for slot in [s for s in slots.values() if s.cell is layer]:  # every path of a shared layer
-            replace_cell(slot, dense, prefix)
+            swap_cell(slot, base, prefix, (layer.weight, layer.bias))
     invalidate_compiled_graphs()
     return model

@@ -35,12 +35,13 @@ import numpy as np
 from mindspore import Tensor, nn
 from safetensors.numpy import save_file
 
-from mindpet._cells import cell_slots, check_cell, is_plain_dense
+from mindpet._cells import cell_slots, check_cell
 from mindpet._mindspore import child_cells
 from mindpet._safetensors import read_safetensors, read_safetensors_metadata
 from mindpet.delta import LoRADense
 from mindpet.atomic import atomic_write, atomic_write_bytes
-from mindpet.inject import replace_dense
+from mindpet.inject import replace_linear
+from mindpet.linear_adapters import linear_adapter
 from mindpet.merge import lora_layers
 
 __all__ = ["export_peft", "import_peft", "PeftImportReport", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "tensors_sha256"]
@@ -61,7 +62,8 @@ class PeftImportReport:
 
     Attributes:
         loaded_modules: paths whose LoRA A and B were set from the file.
-        injected_modules: the subset that was a plain ``nn.Dense`` and received a new ``LoRADense``.
+        injected_modules: the subset that was a plain Linear-like cell (``nn.Dense``, mindformers' ``Linear``,
+            a registered class) and received a new ``LoRADense``.
         missing_keys: file keys the model expects but the file lacks (a LoRA layer of the model the file
             does not cover, or half of a pair).
         unexpected_keys: file keys that are not LoRA weights of a module of the model.
@@ -318,8 +320,12 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
 
     - a :class:`LoRADense`: its rank must equal the module's ``r`` (``rank_pattern`` applied) and its scale
       ``lora_alpha / lora_rank`` the module's PEFT scaling; or
-    - a plain ``nn.Dense``: a LoRADense with that rank and scaling (``lora_dropout`` from the config,
-      computing in the weight's dtype) replaces it, as :func:`mindpet.inject` does.
+    - a plain Linear-like cell (``nn.Dense``, mindformers' ``Linear``, a class registered with
+      :func:`mindpet.register_linear`; either weight layout): a LoRADense with that rank and scaling
+      (``lora_dropout`` from the config) replaces it, as :func:`mindpet.inject` does.
+
+    PEFT's ``lora_A [r, in]`` and ``lora_B [out, r]`` are LoRADense's A and B whatever the layout of the base
+    weight (``[out, in]`` or ``[in, out]``), on export and import alike.
 
     Then A and B are set (cast to the parameters' dtype). Everything is checked before the model changes,
     including, for files written by :func:`export_peft`, the SHA-256 of the config and of the tensors
@@ -411,9 +417,19 @@ def import_peft(model: nn.Cell, directory: PathLike, name_map: NameMap = None, s
 
 def _check_module(cell: nn.Cell, a: np.ndarray, b: np.ndarray, r: int, scaling: float) -> str:
     """Why the file's A [r, in] and B [out, r] cannot go into ``cell`` ('' if they can)."""
-    if not isinstance(cell, LoRADense) and not is_plain_dense(cell):
-        return f"a {type(cell).__name__}, not nn.Dense or LoRADense"
-    expected_a, expected_b = (r, cell.in_channels), (cell.out_channels, r)
+    if isinstance(cell, LoRADense):
+        in_channels, out_channels = cell.in_channels, cell.out_channels
+    else:
+        adapter = linear_adapter(cell)
+        if adapter is None:
+            return (f"a {type(cell).__name__}, not a LoRADense or a Linear-like cell (nn.Dense, mindformers' Linear "
+                    f"or a class registered with mindpet.register_linear)")
+        try:
+            view = adapter.view(cell)
+        except ValueError as err:
+            return str(err)
+        in_channels, out_channels = view.in_channels, view.out_channels
+    expected_a, expected_b = (r, in_channels), (out_channels, r)
     if tuple(a.shape) != expected_a or tuple(b.shape) != expected_b:
         return (f"lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)} in the file, expected {expected_a} / "
                 f"{expected_b} (r={r})")
@@ -432,7 +448,7 @@ def _apply(plan, slots, to_inject: List[str], dropout: float) -> None:
         _, _, r, scaling = plan[path]
         groups.setdefault((r, scaling), []).append(path)
     for (r, scaling), paths in groups.items():
-        replace_dense("lora", {p: slots[p] for p in paths},
+        replace_linear("lora", {p: slots[p] for p in paths},
                       {"lora_rank": r, "lora_alpha": scaling * r, "lora_dropout": dropout})
     for path, (_, pair, _, _) in plan.items():
         slot = slots[path]

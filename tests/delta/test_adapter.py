@@ -58,9 +58,11 @@ def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(AdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "bottleneck_size", "non_linearity", "param_init_type",
-                                    "compute_dtype", "backend"]
+                                    "compute_dtype", "backend", "transpose_b"]
     check_backend_kw(sig)
+    assert sig.parameters["transpose_b"].kind is inspect.Parameter.KEYWORD_ONLY
     d = {k: v.default for k, v in sig.parameters.items()}
+    assert d["transpose_b"] is True
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)
     assert (d["bottleneck_size"], d["non_linearity"]) == (64, "gelu")
     assert d["param_init_type"] == ms.float32 and d["compute_dtype"] == ms.float16

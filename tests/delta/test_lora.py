@@ -68,13 +68,15 @@ def _x(shape, seed=2):
 # ----------------------------------------------------------------------------- signature, names, inits
 def test_signature_defaults_match_spec():
     sig = inspect.signature(LoRADense)
-    # the spec's arguments in order, then the keyword-only kernel backend choice
+    # the spec's arguments in order, then the keyword-only kernel backend choice and weight layout
     assert list(sig.parameters) == [
         "in_channels", "out_channels", "lora_rank", "lora_alpha", "lora_dropout", "lora_a_init",
         "lora_b_init", "param_init_type", "compute_dtype", "weight_init", "bias_init", "has_bias", "activation",
-        "backend"]
+        "backend", "transpose_b"]
     assert sig.parameters["backend"].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["backend"].default is None
+    assert sig.parameters["transpose_b"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["transpose_b"].default is True
     d = {k: v.default for k, v in sig.parameters.items()}
     assert isinstance(d["lora_a_init"], HeUniform) and d["lora_a_init"].negative_slope == pytest.approx(math.sqrt(5))
     assert d["lora_b_init"] == "zero" and d["weight_init"] == "normal" and d["bias_init"] == "zeros"

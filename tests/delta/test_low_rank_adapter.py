@@ -62,9 +62,11 @@ def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(LowRankAdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "reduction_factor", "low_rank_size", "low_rank_w_init",
-                                    "non_linearity", "param_init_type", "compute_dtype", "backend"]
+                                    "non_linearity", "param_init_type", "compute_dtype", "backend", "transpose_b"]
     check_backend_kw(sig)
+    assert sig.parameters["transpose_b"].kind is inspect.Parameter.KEYWORD_ONLY
     d = {k: v.default for k, v in sig.parameters.items()}
+    assert d["transpose_b"] is True
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)
     assert (d["reduction_factor"], d["low_rank_size"], d["low_rank_w_init"], d["non_linearity"]) == \
         (1, 1, "xavier_uniform", "gelu")

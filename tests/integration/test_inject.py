@@ -123,10 +123,10 @@ def test_patterns_exclude_sorted_and_skip_non_dense_matches(pynative):
 
 
 @pytest.mark.parametrize("args, kwargs, error, words", [
-    (("lora", ["*query", "*Qry*"]), {"lora_rank": 2, "lora_alpha": 4}, ValueError, ["'*Qry*'", "selects no nn.Dense"]),
+    (("lora", ["*query", "*Qry*"]), {"lora_rank": 2, "lora_alpha": 4}, ValueError, ["'*Qry*'", "selects no Linear-like cell"]),
     (("lora", ["*Query"]), {"lora_rank": 2, "lora_alpha": 4}, ValueError, ["'*Query'"]),
     (("LoRA", ["*query"]), {}, ValueError, ["'method'", "'lora'", "'adapter'", "'low_rank_adapter'"]),
-    (("lora", ["*attention"]), {"lora_rank": 2, "lora_alpha": 4}, ValueError, ["not nn.Dense", "BertAttention"]),
+    (("lora", ["*attention"]), {"lora_rank": 2, "lora_alpha": 4}, ValueError, ["not Linear-like", "BertAttention"]),
     (("lora", ["*query"]), {"exclude_modules": ["*nope*"], "lora_rank": 2, "lora_alpha": 4}, ValueError,
      ["exclude_modules", "'*nope*'"]),
     (("lora", ["*query"]), {"exclude_modules": "*", "lora_rank": 2, "lora_alpha": 4}, ValueError,

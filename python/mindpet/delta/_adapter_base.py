@@ -150,8 +150,9 @@ class AdapterBlock(GradSafeCell):
 class DenseWithDelta(GradSafeCell):
     """The frozen dense part shared by ``AdapterDense`` and ``LowRankAdapterDense``.
 
-    ``hidden = activation(x W^T + b)`` with ``weight: (out_channels, in_channels)`` and
-    ``bias: (out_channels,)``, named as in ``nn.Dense`` and computed in ``compute_dtype``; ``hidden`` is
+    ``hidden = activation(x W^T + b)`` with ``weight: (out_channels, in_channels)`` (or ``x W`` with
+    ``weight: (in_channels, out_channels)`` when ``transpose_b`` is False) and ``bias: (out_channels,)``,
+    named as in ``nn.Dense`` and computed in ``compute_dtype``; ``hidden`` is
     cast back to the input dtype and passed to the delta layer (an :class:`AdapterBlock`, held in the
     attribute named ``delta_attr``).
     """
@@ -160,27 +161,31 @@ class DenseWithDelta(GradSafeCell):
 
     @staticmethod
     def check_dense_args(cls_name: str, in_channels: Any, out_channels: Any, weight_init: Any, bias_init: Any,
-                         has_bias: Any, activation: Any):
-        """Validate the ``nn.Dense`` arguments; return the resolved activation (or None)."""
+                         has_bias: Any, activation: Any, transpose_b: Any = True):
+        """Validate the ``nn.Dense`` arguments (and the weight layout); return the resolved activation (or None)."""
         check_positive_int(in_channels, "in_channels", cls_name)
         check_positive_int(out_channels, "out_channels", cls_name)
         check_bool(has_bias, "has_bias", cls_name)
-        check_init(weight_init, "weight_init", cls_name, (out_channels, in_channels))
+        check_bool(transpose_b, "transpose_b", cls_name)
+        shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
+        check_init(weight_init, "weight_init", cls_name, shape)
         check_init(bias_init, "bias_init", cls_name, (out_channels,))
         return resolve_activation(activation, "activation", cls_name, allow_none=True)
 
     def build_dense(self, in_channels: int, out_channels: int, weight_init: InitType, bias_init: InitType,
                     has_bias: bool, activation, param_init_type: ms.dtype.Type,
-                    compute_dtype: ms.dtype.Type, make_delta: Callable[[], nn.Cell]) -> None:
+                    compute_dtype: ms.dtype.Type, make_delta: Callable[[], nn.Cell], transpose_b: bool = True) -> None:
         """Create the dense parameters and primitives, then the delta layer from ``make_delta()``."""
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.has_bias = has_bias
         self.compute_dtype = compute_dtype
         self.param_init_type = param_init_type
-        self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.transpose_b = transpose_b
+        shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
+        self.weight = new_parameter(weight_init, shape, param_init_type, "weight")
         self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
-        self.matmul = ops.MatMul(transpose_b=True)
+        self.matmul = ops.MatMul(transpose_b=transpose_b)
         self.bias_add = ops.BiasAdd()
         self.activation = activation
         self.activation_flag = activation is not None
@@ -189,7 +194,7 @@ class DenseWithDelta(GradSafeCell):
         setattr(self, self.delta_attr, make_delta())
 
     def dense(self, x2: Tensor) -> Tensor:
-        """``activation(x W^T + b)`` for ``x2: (N, in)`` in ``compute_dtype``."""
+        """``activation(x W^T + b)`` (``x W + b`` if not ``transpose_b``) for ``x2: (N, in)`` in ``compute_dtype``."""
         h = self.matmul(self.cast(x2, self.compute_dtype), self.cast(self.weight, self.compute_dtype))
         if self.has_bias:
             h = self.bias_add(h, self.cast(self.bias, self.compute_dtype))

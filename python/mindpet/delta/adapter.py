@@ -196,6 +196,8 @@ class AdapterDense(DenseWithDelta):
         non_linearity: the adapter's activation name. Default: ``'gelu'``.
         param_init_type: dtype of all parameters (float32 default, or float16).
         compute_dtype: dtype of the matmuls (float16 default, or float32).
+        transpose_b (keyword-only): the layout of ``weight``: True (default) ``(out_channels, in_channels)``;
+            False ``(in_channels, out_channels)`` (``x W``, e.g. a mindformers ``Linear`` built so).
         backend (keyword-only): backend of the adapter (see ``AdapterLayer``); the dense part is composed.
 
     Inputs:
@@ -228,10 +230,11 @@ class AdapterDense(DenseWithDelta):
                  param_init_type: ms.dtype.Type = ms.float32,
                  compute_dtype: ms.dtype.Type = ms.float16,
                  *,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None,
+                 transpose_b: bool = True):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
-                                    activation)
+                                    activation, transpose_b)
         AdapterLayer.check_args(cls_name, out_channels, bottleneck_size, non_linearity, param_init_type,
                                 compute_dtype)
         super().__init__()
@@ -239,7 +242,8 @@ class AdapterDense(DenseWithDelta):
         self.build_dense(in_channels, out_channels, weight_init, bias_init, has_bias, act, param_init_type,
                          compute_dtype,
                          lambda: AdapterLayer(out_channels, bottleneck_size, non_linearity, param_init_type,
-                                              compute_dtype, backend=backend))
+                                              compute_dtype, backend=backend),
+                         transpose_b)
 
     def shard(self,
               strategy_matmul_org: StrategyType = None,

@@ -40,6 +40,16 @@ def _assign(param: Parameter, value: np.ndarray) -> None:
         param.set_data(Tensor(value.astype(np.float32)).astype(param.dtype))
 
 
+class Dropout(ops.Dropout):
+    """``ops.Dropout``, also reachable as ``.dropout``: mindformers' parallel code shards LoRA's dropout as
+    ``layer.lora_dropout.dropout.shard(...)`` (mindpet 1.0.4 held an ``nn.Dropout`` there). The class keeps
+    the name ``Dropout``, by which MindSpore finds the operator; a deep copy keeps the alias."""
+
+    @property
+    def dropout(self) -> "Dropout":
+        return self
+
+
 @register_layer("lora", ("in_channels", "out_channels", "has_bias", "lora_rank", "lora_alpha",
                          ("lora_dropout", "lora_dropout_p")), injectable=True, inject_defaults={"lora_dropout": 0.0})
 class LoRADense(GradSafeCell):
@@ -49,11 +59,13 @@ class LoRADense(GradSafeCell):
         y = \mathrm{activation}\big(X W^T + b + s \cdot \mathrm{dropout}(X) A^T B^T\big),
         \qquad s = \mathrm{lora\_alpha} / \mathrm{lora\_rank}
 
-    Shapes: ``X`` (*, in_channels); ``weight`` W (out_channels, in_channels); ``bias`` b
-    (out_channels,); ``mindpet_delta_lora_a`` A (lora_rank, in_channels); ``mindpet_delta_lora_b`` B
-    (out_channels, lora_rank); ``y`` (*, out_channels). ``weight``/``bias`` carry the names of
-    ``nn.Dense``, so a pre-trained Dense checkpoint loads unchanged; with the default ``lora_b_init``
-    (zeros) the layer starts equal to that Dense. Dropout acts only in training mode (``set_train()``).
+    Shapes: ``X`` (*, in_channels); ``weight`` W (out_channels, in_channels), or (in_channels,
+    out_channels) with ``transpose_b=False`` (then the layer computes ``X W``, the weight used as laid out);
+    ``bias`` b (out_channels,); ``mindpet_delta_lora_a`` A (lora_rank, in_channels); ``mindpet_delta_lora_b``
+    B (out_channels, lora_rank) in either layout; ``y`` (*, out_channels). ``weight``/``bias`` carry the
+    names of ``nn.Dense``, so a pre-trained Dense checkpoint loads unchanged; with the default
+    ``lora_b_init`` (zeros) the layer starts equal to that Dense. Dropout acts only in training mode
+    (``set_train()``).
 
     Precision: parameters are stored in ``param_init_type``; the input and parameters are cast to
     ``compute_dtype``, in which the matmuls, bias add, scaling, sum and activation run; the output is
@@ -84,6 +96,12 @@ class LoRADense(GradSafeCell):
             ``compute_dtype`` has no fused kernel: ``'auto'`` runs composed, ``'fused'`` raises.
             :meth:`shard` switches the layer to composed (the fused op carries no strategies).
             The implementation that runs is the read-only property :attr:`backend`.
+        transpose_b (keyword-only): the layout of ``weight``: True (default) ``(out_channels,
+            in_channels)`` as ``nn.Dense``; False ``(in_channels, out_channels)``, as a mindformers ``Linear``
+            built with ``transpose_b=False``. The fused kernels take the first layout only, so False runs
+            composed (``'fused'`` raises). Assigning a ``matmul`` primitive (``layer.matmul =
+            ops.MatMul(transpose_b=...)``, as mindformers' ``get_pet_model`` does together with the replaced
+            Linear's ``weight``) sets the layout from the primitive's ``transpose_b``.
 
     Raises:
         TypeError: ``in_channels``, ``out_channels`` or ``lora_rank`` not an int (bool included);
@@ -96,7 +114,8 @@ class LoRADense(GradSafeCell):
             initializer or activation name; an input whose last dimension is not ``in_channels``;
             an unknown ``backend``.
         mindpet.kernels.FusedBackendUnavailable: ``backend='fused'`` where no fused kernel can run
-            (library not built, no kernels for the device, or a bfloat16 ``compute_dtype``).
+            (library not built, no kernels for the device, a bfloat16 ``compute_dtype``, or
+            ``transpose_b=False``).
     """
 
     def __init__(self,
@@ -114,7 +133,8 @@ class LoRADense(GradSafeCell):
                  has_bias: bool = True,
                  activation: Union[str, nn.Cell, Primitive, None] = None,
                  *,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None,
+                 transpose_b: bool = True):
         super().__init__()
         cls = self.cls_name
         # Validate every argument before building anything.
@@ -128,7 +148,9 @@ class LoRADense(GradSafeCell):
         check_dtype(param_init_type, "param_init_type", cls, FLOAT_DTYPES_WITH_BF16)
         check_dtype(compute_dtype, "compute_dtype", cls, FLOAT_DTYPES_WITH_BF16)
         check_bool(has_bias, "has_bias", cls)
-        check_init(weight_init, "weight_init", cls, (out_channels, in_channels))
+        check_bool(transpose_b, "transpose_b", cls)
+        weight_shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
+        check_init(weight_init, "weight_init", cls, weight_shape)
         if has_bias:
             check_init(bias_init, "bias_init", cls, (out_channels,))
         check_init(lora_a_init, "lora_a_init", cls, (lora_rank, in_channels))
@@ -150,7 +172,7 @@ class LoRADense(GradSafeCell):
         self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
         self._round_to = mstype.bfloat16 if self._emulate_bf16 else None
 
-        self.weight = new_parameter(weight_init, (out_channels, in_channels), param_init_type, "weight")
+        self.weight = new_parameter(weight_init, weight_shape, param_init_type, "weight")
         self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
         self.mindpet_delta_lora_a = new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
                                                   "mindpet_delta_lora_a")
@@ -159,10 +181,10 @@ class LoRADense(GradSafeCell):
         self._scaling = Tensor(self.scaling, self._op_dtype)
 
         # One primitive per documented shard strategy.
-        self.matmul = ops.MatMul(transpose_b=True)
+        self.transpose_b = transpose_b
         self.bias_add = ops.BiasAdd()
         seed0, seed1 = graph_seeds("dropout")
-        self.lora_dropout = ops.Dropout(1.0 - lora_dropout, seed0, seed1)
+        self.lora_dropout = Dropout(1.0 - lora_dropout, seed0, seed1)
         self.lora_a_matmul = ops.MatMul(transpose_b=True)
         self.lora_b_matmul = ops.MatMul(transpose_b=True)
         self.mul = ops.Mul()
@@ -174,15 +196,37 @@ class LoRADense(GradSafeCell):
         self.shape_op = ops.Shape()
         self.dtype_op = ops.DType()
         self.ones_like = ops.OnesLike()
-        # The lora_linear op; it selects the backend (a bfloat16 compute dtype has no fused kernel) and
-        # holds no parameters: the layer passes its own at each call.
-        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype)
+        # The lora_linear op; it selects the backend (a bfloat16 compute dtype or the [in, out] layout has no
+        # fused kernel) and holds no parameters: the layer passes its own at each call.
+        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype,
+                                 transpose_b=transpose_b)
+        self.matmul = ops.MatMul(transpose_b=transpose_b)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
         self._merged_factors = None
         # A new Cell has phase 'train' but training False: in GRAPH mode a first (eval) call would be
         # cached under the 'train' key and reused after set_train(True), silently without dropout.
         self.set_train(False)
+
+    def __setattr__(self, name, value):
+        # The layout follows an assigned MatMul (mindformers' get_pet_model hands over the replaced Linear's
+        # 'matmul' and 'weight'): one layout for the base matmul, the kernel selection and merge().
+        if name == "matmul" and isinstance(value, ops.MatMul) and "kernel" in self.__dict__.get("_cells", {}):
+            self._set_layout(bool(value.attrs.get("transpose_b", False)))
+        super().__setattr__(name, value)
+
+    def _set_layout(self, transpose_b: bool) -> None:
+        """Switch the weight layout (``transpose_b``): the kernel is selected again for it (FusedBackendUnavailable
+        under ``backend='fused'`` for ``False``); compiled graphs are marked stale."""
+        if transpose_b == self.transpose_b:
+            return
+        if self.merged:
+            raise RuntimeError(f"For '{self.cls_name}', the weight layout cannot change while the layer is merged; "
+                               f"call unmerge() first.")
+        self.kernel = LoraLinear(self.scaling, has_bias=self.has_bias, backend=self.kernel.choice,
+                                 dtype=self.compute_dtype, transpose_b=transpose_b)
+        self.transpose_b = transpose_b
+        invalidate_compiled_graphs()
 
     def _base_frozen_eagerly(self) -> bool:
         """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
@@ -259,7 +303,8 @@ class LoRADense(GradSafeCell):
         .. math::
             W \leftarrow W + s\,B A, \qquad s = \mathrm{lora\_alpha} / \mathrm{lora\_rank}
 
-        ``B A`` is computed in float64 and the sum rounded to the weight's dtype. While merged,
+        (``W^T += s (B A)^T`` for a ``transpose_b=False`` weight, in place: no transposed copy of ``W`` is
+        kept). ``B A`` is computed in float64 and the sum rounded to the weight's dtype. While merged,
         the layer computes ``activation(x W^T + b)`` without the LoRA branch (A and B are not read, so
         changing them has no effect until ``unmerge()``), and calling it in training mode raises
         RuntimeError (the skipped branch would get no gradient). Compiled GRAPH-mode graphs are marked
@@ -273,11 +318,15 @@ class LoRADense(GradSafeCell):
             return False
         a = _as_float64(self.mindpet_delta_lora_a)
         b = _as_float64(self.mindpet_delta_lora_b)
-        _assign(self.weight, _as_float64(self.weight) + self.scaling * (b @ a))
+        _assign(self.weight, _as_float64(self.weight) + self.scaling * self._laid_out(b @ a))
         self._merged_factors = (a, b)
         self.merged = True
         invalidate_compiled_graphs()
         return True
+
+    def _laid_out(self, update: np.ndarray) -> np.ndarray:
+        """An ``[out, in]`` update in the weight's layout (a view of the host array)."""
+        return update if self.transpose_b else update.T
 
     def unmerge(self) -> bool:
         r"""Undo :meth:`merge`: :math:`W \leftarrow W - s\,B_0 A_0`, and run the LoRA branch again.
@@ -293,7 +342,7 @@ class LoRADense(GradSafeCell):
         if not self.merged:
             return False
         a, b = self._merged_factors
-        _assign(self.weight, _as_float64(self.weight) - self.scaling * (b @ a))
+        _assign(self.weight, _as_float64(self.weight) - self.scaling * self._laid_out(b @ a))
         self._merged_factors = None
         self.merged = False
         invalidate_compiled_graphs()
@@ -313,7 +362,8 @@ class LoRADense(GradSafeCell):
         Setting any strategy switches the layer to the composed backend (the fused op carries no
         strategies); calling it with every strategy None changes nothing. Each strategy is a tuple
         with one tuple of ints per input (see ``Primitive.shard``); None
-        keeps the default (data parallel). Both matmuls of W and of A, B use ``transpose_b=True``.
+        keeps the default (data parallel). The matmuls of A and B use ``transpose_b=True``, the one of W the
+        layer's ``transpose_b``.
         ``strategy_activation`` has one entry per input of the activation, which runs on 2-D data:
         ``((n, c),)`` (PReLU: ``((n, c), (1,))`` for data and weight); every activation name has
         primitives to carry it. Without activation it has no effect (entries of 2 dims are accepted).
@@ -347,6 +397,8 @@ class LoRADense(GradSafeCell):
         s = (f"in_channels={self.in_channels}, out_channels={self.out_channels}, lora_rank={self.lora_rank}, "
              f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout_p}, has_bias={self.has_bias}, "
              f"compute_dtype={self.compute_dtype}")
+        if not self.transpose_b:
+            s += ", transpose_b=False"
         if self.activation_flag:
             s += f", activation={self.activation}"
         return s + f", backend={self.backend}"

@@ -223,6 +223,8 @@ class LowRankAdapterDense(DenseWithDelta):
         non_linearity: the adapter's activation name. Default: ``'gelu'``.
         param_init_type: dtype of all parameters (float32 default, or float16).
         compute_dtype: dtype of the matmuls (float16 default, or float32).
+        transpose_b (keyword-only): the layout of ``weight``: True (default) ``(out_channels, in_channels)``;
+            False ``(in_channels, out_channels)`` (``x W``, e.g. a mindformers ``Linear`` built so).
         backend (keyword-only): backend of the low-rank adapter (see ``LowRankAdapterLayer``); the dense
             part is composed.
 
@@ -259,10 +261,11 @@ class LowRankAdapterDense(DenseWithDelta):
                  param_init_type: ms.dtype.Type = ms.float32,
                  compute_dtype: ms.dtype.Type = ms.float16,
                  *,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None,
+                 transpose_b: bool = True):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
-                                    activation)
+                                    activation, transpose_b)
         LowRankAdapterLayer.check_args(cls_name, out_channels, "out_channels", reduction_factor, low_rank_size,
                                        low_rank_w_init, non_linearity, param_init_type, compute_dtype)
         super().__init__()
@@ -272,7 +275,8 @@ class LowRankAdapterDense(DenseWithDelta):
                          compute_dtype,
                          lambda: LowRankAdapterLayer(out_channels, reduction_factor, low_rank_size, low_rank_w_init,
                                                      non_linearity, param_init_type, compute_dtype,
-                                                     backend=backend))
+                                                     backend=backend),
+                         transpose_b)
 
     def apply_delta(self, hidden: Tensor) -> Tensor:
         return self.low_rank_adapter(hidden)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-from mindspore import Parameter, Tensor
+from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 
 from mindpet.kernels import _primitives
@@ -28,9 +28,12 @@ class LoraLinear(FusedOp):
             :mod:`mindpet.kernels.backend`.
         dtype: the dtype of the calls when known at construction (a layer's compute dtype): one without a
             fused kernel (bfloat16) selects composed under ``'auto'`` and raises under ``'fused'``.
+        transpose_b: the weight's layout: True ``[N, K]`` (``x W^T``, the fused kernels' layout), False
+            ``[K, N]`` (``x W``, computed as laid out, never through a transposed copy): no fused kernel, so
+            composed under ``'auto'`` and ``FusedBackendUnavailable`` under ``'fused'``.
 
-    Inputs: ``x [*, K]``, ``weight [N, K]``, ``bias [N]`` or None, ``lora_a [R, K]``,
-    ``lora_b [N, R]``, ``mask [*, K]`` or None, ``base_frozen`` (Python bool, default False). One
+    Inputs: ``x [*, K]``, ``weight [N, K]`` (``[K, N]`` with ``transpose_b=False``), ``bias [N]`` or None,
+    ``lora_a [R, K]``, ``lora_b [N, R]``, ``mask [*, K]`` or None, ``base_frozen`` (Python bool, default False). One
     dtype for all (float32/float16 fused; bfloat16 runs composed under ``auto``). Output: ``y [*, N]``.
 
     The caller owns the dropout: it draws ``mask`` (0 or ``1/(1-p)``, e.g. its ``ops.Dropout`` applied to
@@ -43,11 +46,16 @@ class LoraLinear(FusedOp):
 
     op_name = "lora_linear"
 
-    def __init__(self, scale: float, has_bias: bool = True, backend: Optional[str] = None, dtype: Any = None):
+    def __init__(self, scale: float, has_bias: bool = True, backend: Optional[str] = None, dtype: Any = None,
+                 transpose_b: bool = True):
         super().__init__()
         self.scale = float(scale)
         self.has_bias = bool(has_bias)
-        self.select_backend(backend, dtype=dtype)
+        self.transpose_b = bool(transpose_b)
+        self.matmul = ops.MatMul(transpose_b=self.transpose_b)
+        self.select_backend(backend, supported=self.transpose_b, dtype=dtype, unsupported_reason=(
+            "the fused lora_linear kernels take the weight as [out, in] (transpose_b=True), and this weight is "
+            "[in, out] (transpose_b=False)"))
         if self.fused:
             self.fwd = _primitives.lora_linear_forward(self.impl, True)
             self.fwd_frozen_base = _primitives.lora_linear_forward(self.impl, False)
@@ -61,7 +69,7 @@ class LoraLinear(FusedOp):
         if mask is not None:
             mask = mask.reshape((-1, x_shape[-1]))
         if not self.runs_fused(x.dtype):
-            y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self.scale, mask)
+            y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self.scale, mask, matmul=self.matmul)
         else:
             if weight.dtype != x.dtype or lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
                 raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
@@ -75,10 +83,12 @@ class LoraLinear(FusedOp):
                                             has_mask)
             else:
                 y, _ = self.fwd(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias, has_mask)
-        return y.reshape(x_shape[:-1] + (weight.shape[0],))
+        out_channels = weight.shape[0] if self.transpose_b else weight.shape[1]
+        return y.reshape(x_shape[:-1] + (out_channels,))
 
     def extend_repr(self) -> str:
-        return f"scale={self.scale}, has_bias={self.has_bias}, impl={self.impl}"
+        layout = "" if self.transpose_b else ", transpose_b=False"
+        return f"scale={self.scale}, has_bias={self.has_bias}{layout}, impl={self.impl}"
 
 
 def _base_frozen(weight, bias) -> bool:
