@@ -298,7 +298,7 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
     from mindspore import nn
     from tqdm import tqdm
     from mindpet.graph import freeze_delta
-    from mindpet.utils.memory import release_free_heap
+    from mindpet.utils.memory import release_free_heap, release_graph_memory
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
@@ -350,6 +350,7 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
                 release_free_heap()
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         net.set_train(False)
+        release_graph_memory()  # issue 15: the eval graph below reuses the training graph's cached memory
         steady = seconds[1:] or seconds
         result.update({
             "learning_rate": profile.learning_rate(method), "train_steps": profile.steps,

@@ -9,8 +9,8 @@ next-token cross-entropy, Adam). One worker per framework (``benchmarks.peer.lm_
 the same single core with one thread; only one is busy at a time. Every phase of the job (import, read,
 build, first forward, first step) is one request to each worker, which reports its RSS after and its
 peak RSS during the phase (``VmHWM`` reset at the start). The first forward's logits of both sides are
-compared. Then the LoRA step and the forward are timed in interleaved repetitions (the side that goes
-first alternates). Prints the per-phase table, the medians, ratios and the issue's target verdicts;
+compared. Then the LoRA step is timed in interleaved repetitions (the side that goes first alternates),
+then the forward likewise (a job trains, then evaluates). Prints the per-phase table, the medians, ratios and the issue's target verdicts;
 writes ``<output-dir>/peer_lm.json`` and ``peer_lm.md`` (worker logs in ``<output-dir>/peer_logs/``).
 
 Exit status: 0; 1 when a worker fails or the logits differ; 2 when the ``peer`` extra or the model/data
@@ -43,7 +43,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=LOGIT_TOLERANCE,
                         help="logit check: max |ours - PEFT| <= tolerance x max(1, max |logit|)")
     parser.add_argument("--no-release-heap", action="store_true",
-                        help="ours without mindpet.utils.memory.release_free_heap() (to measure what it saves)")
+                        help="ours without mindpet.utils.memory.release_free_heap() / release_graph_memory() "
+                             "(to measure what they save)")
+    parser.add_argument("--no-share-block-graph", action="store_true",
+                        help="ours with 30 inlined decoder blocks instead of one shared block graph")
     parser.add_argument("--gguf", type=Path, help="a LLaMA GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--synthetic-batch", action="store_true", help="random token ids instead of BBC text")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -94,25 +97,23 @@ def run(args: argparse.Namespace, setup: LMSetup, log: Callable[[str], None] = p
                                np.load(Path(setup.logits_dir) / "theirs.npy"), args.tolerance)
         log(f"peer-lm logits: max |ours - PEFT| = {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}): "
             f"{'same model' if check['ok'] else 'DIFFERENT'}")
-        steps = {side: {"rss_mb": 0.0, "peak_mb": 0.0, "cpu_s": 0.0, "wall_s": 0.0} for side in SIDES}
-        for rep in range(args.reps):
-            order = SIDES if rep % 2 == 0 else SIDES[::-1]
-            for case in ("step", "forward"):
-                for side in order:
+        for case, phase in (("step", "steps"), ("forward", "forwards")):  # training, then evaluation
+            for side in SIDES:
+                report[side]["phases"][phase] = {"rss_mb": 0.0, "peak_mb": 0.0, "cpu_s": 0.0, "wall_s": 0.0}
+            for rep in range(args.reps):
+                for side in (SIDES if rep % 2 == 0 else SIDES[::-1]):
                     time.sleep(args.settle)
                     reply = workers[side].request({"cmd": "time", "case": case, "iters": args.iters})
                     report[side]["times"][case]["wall"] += reply["wall"]
                     report[side]["times"][case]["cpu"] += reply["cpu"]
-                    s = steps[side]
-                    s["rss_mb"], s["peak_mb"] = reply["rss_mb"], max(s["peak_mb"], reply["peak_mb"])
-                    s["cpu_s"] += reply["cpu_s"]
-                    s["wall_s"] += reply["wall_s"]
-            log(f"peer-lm rep {rep + 1}/{args.reps}: step CPU s ours {report['ours']['times']['step']['cpu'][-1]:.2f}"
-                f" / PEFT {report['theirs']['times']['step']['cpu'][-1]:.2f} (load {_load()})")
-        infos = {}
-        for side in SIDES:
-            report[side]["phases"]["steps"] = steps[side]
-            infos[side] = workers[side].request({"cmd": "info"})["info"]
+                    p = report[side]["phases"][phase]
+                    p["rss_mb"], p["peak_mb"] = reply["rss_mb"], max(p["peak_mb"], reply["peak_mb"])
+                    p["cpu_s"] += reply["cpu_s"]
+                    p["wall_s"] += reply["wall_s"]
+                log(f"peer-lm {case} rep {rep + 1}/{args.reps}: CPU s ours "
+                    f"{report['ours']['times'][case]['cpu'][-1]:.2f} / PEFT {report['theirs']['times'][case]['cpu'][-1]:.2f}"
+                    f" (load {_load()})")
+        infos = {side: workers[side].request({"cmd": "info"})["info"] for side in SIDES}
     finally:
         for worker in workers.values():
             worker.close()
@@ -150,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logits_dir = output_dir / "peer_lm_logits"
     logits_dir.mkdir(exist_ok=True)
     setup = LMSetup(gguf_path=str(Path(gguf).resolve()), batch_path=str(batch_path.resolve()),
-                    logits_dir=str(logits_dir.resolve()), seed=args.seed, release_heap=not args.no_release_heap)
+                    logits_dir=str(logits_dir.resolve()), seed=args.seed, release_heap=not args.no_release_heap,
+                    share_block_graph=not args.no_share_block_graph)
     print(f"peer-lm: {Path(gguf).name}, batch {batch.shape[0]} x {batch.shape[1]} ({batch_name}), "
           f"{args.reps} repetitions; output {output_dir}")
     try:

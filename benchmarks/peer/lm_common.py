@@ -23,7 +23,8 @@ PHASE_LABELS = {
     "build": "model built, weights loaded, LoRA set, frozen",
     "forward": "first forward (eval; compiles ours) + logits",
     "first_step": "first LoRA step (compiles ours)",
-    "steps": "timed steps and forwards",
+    "steps": "timed LoRA steps",
+    "forwards": "timed forwards (eval)",
 }
 CASES = ("step", "forward")
 TARGETS = {"peak": 1.0, "peak_stretch": 0.8, "step_cpu": 1.0, "step_over_forward": 2.2}
@@ -45,6 +46,8 @@ class LMSetup:
     lr: float = 2e-3
     release_heap: bool = True
     """Ours: ``mindpet.utils.memory.release_free_heap()`` after loading and after the first step."""
+    share_block_graph: bool = True
+    """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph)."""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -86,7 +89,8 @@ def hf_name(gguf_name: str) -> str:
     if gguf_name in fixed:
         return fixed[gguf_name]
     parts = gguf_name.split(".")
-    if len(parts) != 4 or parts[0] != "blk" or parts[2] not in _HF_LAYER or parts[3] != "weight":
+    if len(parts) != 4 or parts[0] != "blk" or not parts[1].isdigit() or parts[2] not in _HF_LAYER \
+            or parts[3] != "weight":
         raise ValueError(f"not a LLaMA GGUF tensor name: {gguf_name!r}")
     return f"model.layers.{int(parts[1])}.{_HF_LAYER[parts[2]]}.weight"
 
@@ -137,7 +141,7 @@ def verdicts(summary: Mapping) -> list[str]:
 def markdown(report: Mapping[str, Mapping]) -> str:
     """Per-phase RSS (after / peak during) side by side, step and forward times, ratios and verdicts."""
     lines = ["| phase | ours RSS after / peak during (MiB) | PEFT RSS after / peak during (MiB) |", "|---|---|---|"]
-    for phase in PHASES + ("steps",):
+    for phase in PHASES + ("steps", "forwards"):
         cells = []
         for side in SIDES:
             p = report[side]["phases"].get(phase)

@@ -4,7 +4,8 @@ mindpet's ``LoRADense`` on q and v, ``freeze_delta(net, 'lora')``, ``nn.TrainOne
 The flow a user should follow (README, "Memory"): the dequantised weights are dropped once loaded, and
 ``mindpet.utils.memory.release_free_heap()`` returns the freed heap after loading and after the first step.
 The forward (eval) is the network itself in inference mode (one compiled graph), the step the training
-graph (a second one), as in the LM suite."""
+graph (a second one), as in the LM suite; when the job switches from one to the other,
+``release_graph_memory()`` drops the runtime memory MindSpore keeps cached for the other."""
 from __future__ import annotations
 
 import gc
@@ -20,7 +21,7 @@ class OursLM:
 
     def __init__(self, setup: LMSetup, threads: int | None) -> None:
         self.setup, self.threads = setup, threads
-        self.tensors = self.net = self.step_cell = None
+        self.tensors = self.net = self.step_cell = self._graph = None
         self.batch = np.load(setup.batch_path).astype(np.int32)
 
     def phase_import(self) -> None:
@@ -58,7 +59,7 @@ class OursLM:
                              lora_dropout=s.lora_dropout, has_bias=False, param_init_type=ms.float32,
                              compute_dtype=ms.float32)
 
-        net = LlamaLM(config, factory)
+        net = LlamaLM(config, factory, share_block_graph=s.share_block_graph)
         load_gguf_weights(net, self.tensors, hf_layout=False)
         self.tensors = None  # the float32 weights now live in the network only
         params = {p.name: p for p in net.get_parameters()}
@@ -77,15 +78,25 @@ class OursLM:
         if s.release_heap:
             release_free_heap()
 
+    def _switch(self, graph: str) -> None:
+        """Release the other graph's cached runtime memory when the job switches between its two graphs."""
+        from mindpet.utils.memory import release_graph_memory
+
+        if self.setup.release_heap and self._graph not in (None, graph):
+            release_graph_memory()
+        self._graph = graph
+
     def _forward(self) -> np.ndarray:
         import mindspore as ms
 
+        self._switch("forward")
         self.net.set_train(False)
         return self.net(ms.Tensor(self.batch)).asnumpy()
 
     def _step(self) -> float:
         import mindspore as ms
 
+        self._switch("step")
         self.net.set_train(True)
         self.step_cell.set_train(True)
         return float(self.step_cell(ms.Tensor(self.batch)).asnumpy())

@@ -8,6 +8,11 @@ Delta tuning exists to save memory, so a job should measure it and give back wha
   later big blocks come from the heap), and the resident size stays high. Call it after the weights are
   loaded (and their numpy copies dropped) and after the first training step (graph compiled and run).
   Measured on SmolLM2-135M LoRA (CPU, GRAPH): ~230 MB returned after the compile.
+- :func:`release_graph_memory` also drops the runtime memory MindSpore keeps cached for every compiled
+  graph it has run (``mindspore.ms_memory_recycle()``), then the free heap. A graph re-acquires its
+  memory at its next run, so call it when switching between graphs, e.g. after training and before
+  evaluating (the job then peaks at the larger graph, not at the sum), not between steps. Measured on
+  SmolLM2-135M LoRA: the evaluation after training no longer adds its ~1.1 GB on top of the training graph.
 - :func:`rss_bytes` / :func:`peak_rss_bytes` read ``VmRSS`` / ``VmHWM`` from ``/proc/self/status``;
   :func:`reset_peak_rss` restarts the peak (``VmHWM``) so it can be measured per phase.
 
@@ -21,7 +26,7 @@ import functools
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["release_free_heap", "rss_bytes", "peak_rss_bytes", "reset_peak_rss"]
+__all__ = ["release_free_heap", "release_graph_memory", "rss_bytes", "peak_rss_bytes", "reset_peak_rss"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -49,6 +54,18 @@ def release_free_heap() -> bool:
     """
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def release_graph_memory() -> bool:
+    """Free the runtime memory MindSpore caches for the graphs it has run (``mindspore.ms_memory_recycle``),
+    then :func:`release_free_heap`. Nothing is recomputed and no result changes; the next run of a graph
+    allocates its memory again (a little slower). Returns what :func:`release_free_heap` returns."""
+    import sys
+
+    ms = sys.modules.get("mindspore")  # nothing to recycle when MindSpore was never imported
+    if ms is not None:
+        ms.ms_memory_recycle()
+    return release_free_heap()
 
 
 def _status_kib(key: str) -> Optional[int]:
