@@ -14,6 +14,8 @@ Cases:
   (MindSpore's documented way to compile a repeated block once), trained by ``nn.TrainOneStepCell`` and by
   ``value_and_grad`` inside one ``@jit`` function, and with ``policy="front"`` (compiled once, inlined by
   the front end); reports the cost or the error.
+- ``shared_dropout``: four blocks with ``nn.Dropout(p=0.5)``, inlined and under ``lazy_inline(policy="front")``:
+  whether every block draws the same mask (with the shared graph it does: the first block's seeds).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import subprocess
 import sys
 from typing import Sequence
 
-CASES = ("transpose", "cast", "blocks", "lazy_inline")
+CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout")
 
 
 def _mib(key: str) -> float:
@@ -183,12 +185,45 @@ def case_lazy_inline(form: str) -> dict:
         return {"form": form, "ok": False, "error": str(err).strip().splitlines()[0][:200]}
 
 
+def case_shared_dropout(policy: str) -> dict:
+    """Four blocks each applying ``nn.Dropout(p=0.5)`` to the same ones: do they draw the same mask?"""
+    import numpy as np
+    ms = _ms()
+    from mindspore import Tensor, nn, ops
+
+    class Block(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(p=0.5)
+
+        def construct(self, x):
+            return self.drop(x)
+
+    if policy == "front":
+        Block.__init__ = ms.lazy_inline(Block.__init__, policy="front", attrs=[])
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.CellList([Block() for _ in range(4)])
+
+        def construct(self, x):
+            return ops.stack([block(x) for block in self.blocks])
+
+    net = Net()
+    net.set_train(True)
+    out = net(Tensor(np.ones((4, 64), np.float32))).asnumpy()
+    return {"policy": policy, "identical_masks": bool(all(np.array_equal(out[0], o) for o in out[1:]))}
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
     if name in ("transpose", "cast"):
         return case_head(arg)
     if name == "blocks":
         return case_blocks(int(arg))
+    if name == "shared_dropout":
+        return case_shared_dropout(arg)
     return case_lazy_inline(arg)
 
 
@@ -196,7 +231,8 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "cast": [("cast", "cast"), ("cast", "reshape")],
         "blocks": [("blocks", "4"), ("blocks", "8")],
         "lazy_inline": [("lazy_inline", "train_one_step_cell"), ("lazy_inline", "value_and_grad_jit"),
-                        ("lazy_inline", "train_one_step_cell_front")]}
+                        ("lazy_inline", "train_one_step_cell_front")],
+        "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -185,11 +185,18 @@ class SharedLlamaBlock(LlamaBlock):
     default policy (a sub-graph kept as a call) fails on CPU in MindSpore 2.10 for a training step;
     ``"front"`` works. Blocks share the graph when their projections are of the same kinds and sizes
     (``graph_key``), whatever their layer index. No prefix keys/values (lazy_inline needs a construct
-    without default arguments)."""
+    without default arguments). No dropout inside the block: the shared graph gives every layer the same
+    dropout mask (the primitives' seeds are the first block's), so such a block raises ValueError."""
 
     @ms.lazy_inline(policy="front", attrs=["graph_key"])
     def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
         super().__init__(config, layer, dense_factory)
+        for name, cell in self.cells_and_names():
+            rate = getattr(cell, "lora_dropout_p", None) if not isinstance(cell, nn.Dropout) else cell.p
+            if rate:  # one graph for all blocks: every block would draw the same dropout mask
+                raise ValueError(f"SharedLlamaBlock: {name or 'the block'} has dropout {rate}; in a shared block "
+                                 "graph every layer would draw the same dropout mask (measured on MindSpore "
+                                 "2.10): use dropout 0 or unshared blocks")
         self.graph_key = repr(config) + repr(self)  # the sub-cells' kinds and settings, not the layer index
 
     def construct(self, x, cos, sin, mask_bias):

@@ -45,8 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-release-heap", action="store_true",
                         help="ours without mindpet.utils.memory.release_free_heap() / release_graph_memory() "
                              "(to measure what they save)")
-    parser.add_argument("--no-share-block-graph", action="store_true",
-                        help="ours with 30 inlined decoder blocks instead of one shared block graph")
+    parser.add_argument("--share-block-graph", action="store_true",
+                        help="ours with one shared decoder-block graph instead of 30 inlined blocks; sets the "
+                             "LoRA dropout to 0 on both sides (a shared graph draws one mask for every layer)")
     parser.add_argument("--gguf", type=Path, help="a LLaMA GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--synthetic-batch", action="store_true", help="random token ids instead of BBC text")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logits_dir.mkdir(exist_ok=True)
     setup = LMSetup(gguf_path=str(Path(gguf).resolve()), batch_path=str(batch_path.resolve()),
                     logits_dir=str(logits_dir.resolve()), seed=args.seed, release_heap=not args.no_release_heap,
-                    share_block_graph=not args.no_share_block_graph)
+                    share_block_graph=args.share_block_graph, lora_dropout=0.0 if args.share_block_graph else 0.05)
     print(f"peer-lm: {Path(gguf).name}, batch {batch.shape[0]} x {batch.shape[1]} ({batch_name}), "
           f"{args.reps} repetitions; output {output_dir}")
     try:

@@ -46,8 +46,9 @@ class LMSetup:
     lr: float = 2e-3
     release_heap: bool = True
     """Ours: ``mindpet.utils.memory.release_free_heap()`` after loading and after the first step."""
-    share_block_graph: bool = True
-    """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph)."""
+    share_block_graph: bool = False
+    """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; needs
+    ``lora_dropout=0``: a shared graph would give every layer the same dropout mask)."""
 
     def to_json(self) -> dict:
         d = asdict(self)

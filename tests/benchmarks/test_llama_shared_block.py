@@ -54,3 +54,17 @@ def test_block_structure_decides_the_graph_key_and_prefix_is_refused():
     assert net.layers[0].graph_key != net.layers[1].graph_key  # different blocks: not one graph
     with pytest.raises(ValueError, match="share_block_graph does not support prefix"):
         LlamaLM(pre.config, share_block_graph=True, prefix_tokens=2)
+
+
+def test_shared_blocks_with_dropout_are_refused():
+    # One shared graph gives every layer the first block's dropout seeds: identical masks in every layer.
+    pre = synthetic_model()
+
+    def lora_with_dropout(*, role, layer, in_channels, out_channels):
+        if role not in ("q", "v"):
+            return default_dense(role=role, layer=layer, in_channels=in_channels, out_channels=out_channels)
+        return LoRADense(in_channels, out_channels, lora_rank=4, lora_alpha=8, lora_dropout=0.05, has_bias=False)
+
+    with pytest.raises(ValueError, match="same dropout mask"):
+        LlamaLM(pre.config, lora_with_dropout, share_block_graph=True)
+    assert LlamaLM(pre.config, lora_with_dropout).layers[0].attention.q_proj.lora_dropout_p == 0.05
