@@ -159,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.run_one:  # a worker: one method, one seed (the first of --seeds)
         run_profile = replace(profile, seed=seeds[0])
         pretrained, data = _load(args.model, run_profile)
-        result = run_method(args.run_one, pretrained, data, run_profile, progress)
+        result = run_method(args.run_one, pretrained, data, run_profile, progress, release_weights=True)
         _record(result, _request(args.run_one, args.model, run_profile), data, run_path(out, args.run_one, seeds[0]))
         return 0
 

@@ -41,6 +41,13 @@ TOOLS: Tuple[Tool, ...] = (
          "MiniLM train step with its LayerNorms and exact GELU fused vs composed"),
     Tool("step_probe", "[label] | --ab N",
          "the OpenMP wait-policy probe: forward and step times of the plain and LoRA MiniLM under each policy"),
+    Tool("peer.lm", "[--reps 3] [--core C] [--output-dir results]",
+         "the LM job (SmolLM2-135M LoRA q,v r=8, batch 1 x 256, Adam) against PyTorch + PEFT: peak RSS per phase "
+         "and step/forward CPU time side by side (needs the `peer` extra)"),
+    Tool("lm_memory_probe", "[--share-block-graph] [--no-release-heap] [--steps 2]",
+         "our side of the LM job alone, phase by phase: RSS and peak per phase, to measure one memory lever at a time"),
+    Tool("ms_memory_repro", "[--cases transpose,cast,blocks,lazy_inline,shared_dropout]",
+         "plain-MindSpore reproductions (no mindpet) of the training-graph memory costs that are MindSpore's own"),
 )
 
 

@@ -80,13 +80,15 @@ def _rss_mb() -> tuple[float, float]:
 
 
 def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profile, progress: bool = True,
-               pynative: bool = False) -> dict:
+               pynative: bool = False, release_weights: bool = False) -> dict:
     """Build, freeze, (train,) evaluate one method; a JSON-ready dictionary. GRAPH mode unless ``pynative``
-    (GRAPH is what the benchmark and its tiny synthetic test use; PYNATIVE is for debugging)."""
+    (GRAPH is what the benchmark and its tiny synthetic test use; PYNATIVE is for debugging).
+    ``release_weights``: empty ``pretrained.tensors`` once loaded into the network (a worker's last use)."""
     import mindspore as ms
     from mindspore import nn
     from tqdm import tqdm
     from mindpet.graph import freeze_delta
+    from mindpet.utils.memory import release_free_heap, release_graph_memory
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
@@ -94,6 +96,9 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
     ms.set_seed(profile.seed)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     net = build(method, pretrained, data, profile)
+    if release_weights:  # issue 15: else the float32 weights exist twice for the whole run (~580 MB)
+        pretrained.tensors.clear()
+        release_free_heap()
     total = sum(int(np.prod(p.shape)) for p in net.get_parameters())
     if method != "zero_shot":
         freeze_delta(net, FREEZE_MODE[method])
@@ -131,8 +136,11 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
             seconds.append(time.perf_counter() - t)
             cpu_seconds.append(time.process_time() - c)
             losses.append(loss)
+            if step == 0:  # issue 15: return the heap the graph compile freed (~230 MB)
+                release_free_heap()
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         net.set_train(False)
+        release_graph_memory()  # issue 15: the eval graph below reuses the training graph's cached memory
         steady = seconds[1:] or seconds
         result.update({
             "learning_rate": profile.learning_rate(method), "train_steps": profile.steps,

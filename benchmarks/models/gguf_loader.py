@@ -110,13 +110,17 @@ def read_config(reader) -> GGUFConfig:
 
 
 def dequantized_tensors(reader) -> Dict[str, np.ndarray]:
-    """Every tensor dequantised to float32, shaped ``(out, in)`` (GGUF lists dimensions innermost first)."""
+    """Every tensor dequantised to float32, shaped ``(out, in)`` (GGUF lists dimensions innermost first).
+
+    Each array owns its memory: a float32 tensor is copied out of the reader's memory map, so dropping
+    the dictionary and the reader (after loading them into a model) frees both."""
     from gguf.quants import dequantize
     out = {}
     for tensor in reader.tensors:
         array = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         want = tuple(int(d) for d in reversed(tensor.shape))
-        out[tensor.name] = np.ascontiguousarray(array.reshape(want))
+        array = array.reshape(want)
+        out[tensor.name] = array.copy() if np.may_share_memory(array, tensor.data) else np.ascontiguousarray(array)
     return out
 
 

@@ -179,6 +179,31 @@ class LlamaBlock(nn.Cell):
         return x + self.mlp(self.post_attention_norm(x))
 
 
+class SharedLlamaBlock(LlamaBlock):
+    """A :class:`LlamaBlock` whose graph MindSpore compiles once for every block of the same structure
+    (``mindspore.lazy_inline`` with ``policy="front"``: one sub-graph, inlined by the front end). The
+    default policy (a sub-graph kept as a call) fails on CPU in MindSpore 2.10 for a training step;
+    ``"front"`` works. Blocks share the graph when their projections are of the same kinds and sizes
+    (``graph_key``), whatever their layer index. No prefix keys/values (lazy_inline needs a construct
+    without default arguments). No dropout inside the block: the shared graph gives every layer the same
+    dropout mask (the primitives' seeds are the first block's), so such a block raises ValueError."""
+
+    @ms.lazy_inline(policy="front", attrs=["graph_key"])
+    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
+        super().__init__(config, layer, dense_factory)
+        for name, cell in self.cells_and_names():
+            rate = getattr(cell, "lora_dropout_p", None) if not isinstance(cell, nn.Dropout) else cell.p
+            if rate:  # one graph for all blocks: every block would draw the same dropout mask
+                raise ValueError(f"SharedLlamaBlock: {name or 'the block'} has dropout {rate}; in a shared block "
+                                 "graph every layer would draw the same dropout mask (measured on MindSpore "
+                                 "2.10): use dropout 0 or unshared blocks")
+        self.graph_key = repr(config) + repr(self)  # the sub-cells' kinds and settings, not the layer index
+
+    def construct(self, x, cos, sin, mask_bias):
+        x = x + self.attention(self.input_norm(x), cos, sin, mask_bias)
+        return x + self.mlp(self.post_attention_norm(x))
+
+
 class LlamaLM(nn.Cell):
     """``construct(input_ids (batch, seq) int32) -> logits (batch, seq, vocab)`` float32.
 
@@ -190,17 +215,23 @@ class LlamaLM(nn.Cell):
             real tokens, as Lester et al. recommend).
         prefix_tokens: trainable prefix length per layer (``PrefixEncoder``); 0 = none.
         prefix_reparameterize, prefix_mid_dim: passed to ``PrefixEncoder``.
+        share_block_graph: build :class:`SharedLlamaBlock` layers (one compiled block graph; not with a
+            prefix).
     """
 
     def __init__(self, config: LlamaConfig, dense_factory: DenseFactory = default_dense, *, prompt_tokens: int = 0,
                  prompt_init: Optional[np.ndarray] = None, prefix_tokens: int = 0,
-                 prefix_reparameterize: bool = False, prefix_mid_dim: int = 512) -> None:
+                 prefix_reparameterize: bool = False, prefix_mid_dim: int = 512,
+                 share_block_graph: bool = False) -> None:
         super().__init__()
         if prompt_tokens and prefix_tokens:
             raise ValueError("use prompt tuning or prefix tuning, not both")
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
-        self.layers = nn.CellList([LlamaBlock(config, i, dense_factory) for i in range(config.num_layers)])
+        if share_block_graph and prefix_tokens:
+            raise ValueError("share_block_graph does not support prefix tuning")
+        block = SharedLlamaBlock if share_block_graph else LlamaBlock
+        self.layers = nn.CellList([block(config, i, dense_factory) for i in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_eps)
         self.lm_head = None if config.tie_embeddings else nn.Dense(config.hidden_size, config.vocab_size,
                                                                     has_bias=False)
@@ -213,6 +244,10 @@ class LlamaLM(nn.Cell):
         if prefix_tokens:
             self.prefix = PrefixEncoder(config.num_layers, config.num_kv_heads, config.head_dim, prefix_tokens,
                                         mid_dim=prefix_mid_dim, reparameterize=prefix_reparameterize)
+        # Tied head: MatMul with transpose_b on the (frozen) table itself. Transposing a frozen Parameter
+        # inside the graph (ops.transpose(table)) is constant-folded and its copies held: ~4x the table's
+        # 113 MB at compile and ~2x at run time (see README, "Memory").
+        self.tied_head = ops.MatMul(transpose_b=True)
         cos, sin = rotary_tables(config)
         self.cos, self.sin = Tensor(cos), Tensor(sin)
         self.positions = Tensor(np.arange(config.max_positions, dtype=np.int32))
@@ -232,7 +267,9 @@ class LlamaLM(nn.Cell):
     def logits(self, hidden: Tensor) -> Tensor:
         hidden = self.norm(hidden)
         if self.lm_head is None:
-            return ops.matmul(hidden, ops.transpose(self.embed_tokens.embedding_table, (1, 0)))
+            b, length, h = hidden.shape
+            logits = self.tied_head(ops.reshape(hidden, (b * length, h)), self.embed_tokens.embedding_table)
+            return ops.reshape(logits, (b, length, self.config.vocab_size))
         return self.lm_head(hidden)
 
     def construct(self, input_ids: Tensor) -> Tensor:

@@ -111,11 +111,12 @@ class WorkerError(RuntimeError):
 class Worker:
     """A ``benchmarks.peer.worker`` process and its request/reply line protocol."""
 
-    def __init__(self, side: str, threads: int, cores: Sequence[int], log_path: Path) -> None:
+    def __init__(self, side: str, threads: int, cores: Sequence[int], log_path: Path,
+                 module: str = "benchmarks.peer.worker") -> None:
         self.side, self.log_path = side, Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
-        cmd = [sys.executable, "-m", "benchmarks.peer.worker", "--side", side, "--threads", str(threads),
+        cmd = [sys.executable, "-m", module, "--side", side, "--threads", str(threads),
                "--cores", ",".join(str(c) for c in cores)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
                                      stderr=self._log, text=True, env=worker_env(threads))

@@ -1,0 +1,266 @@
+"""Plain-MindSpore reproductions (no mindpet) of the memory costs issue 15 traced to MindSpore 2.10 itself (CPU,
+GRAPH mode): each case runs in its own process and reports the peak RSS (``VmHWM``) its training graph
+adds at compile + first step, against the size of the weights involved.
+
+    python -m benchmarks.ms_memory_repro [--cases transpose,cast,blocks,lazy_inline] [--json out.json]
+
+Cases:
+- ``transpose``: a frozen (requires_grad=False) 49152 x 576 float32 table (113 MB, SmolLM2's tied
+  embedding) used as ``matmul(h, transpose(table))`` in a training step (one trainable Dense before it),
+  against ``MatMul(transpose_b=True)(h, table)``; also ``cast`` to its own dtype and ``reshape``.
+- ``blocks``: a stack of N frozen LLaMA-like decoder blocks (hidden 576, 9 heads, SwiGLU 1536, 256 tokens,
+  one trainable Dense in front): the peak added per block at N = 4 and N = 8 (weights: 14 MB per block).
+- ``lazy_inline``: the same 8-block stack with ``@mindspore.lazy_inline`` on the block's ``__init__``
+  (MindSpore's documented way to compile a repeated block once), trained by ``nn.TrainOneStepCell`` and by
+  ``value_and_grad`` inside one ``@jit`` function, and with ``policy="front"`` (compiled once, inlined by
+  the front end); reports the cost or the error.
+- ``shared_dropout``: four blocks with ``nn.Dropout(p=0.5)``, inlined and under ``lazy_inline(policy="front")``:
+  whether every block draws the same mask (with the shared graph it does: the first block's seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Sequence
+
+CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout")
+
+
+def _mib(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")
+
+
+def _step_cost(step, *inputs) -> dict:
+    """Peak RSS added by the first call (compile + run) and by the second call, in MiB."""
+    base = _mib("VmRSS")
+    _reset_peak()
+    step(*inputs)
+    first = _mib("VmHWM") - base
+    after_first = _mib("VmRSS") - base
+    _reset_peak()
+    step(*inputs)
+    return {"first_call_peak_mib": round(first, 1), "after_first_mib": round(after_first, 1),
+            "second_call_peak_mib": round(_mib("VmHWM") - base, 1)}
+
+
+def _ms():
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(0)
+    return ms
+
+
+def case_head(variant: str) -> dict:
+    """A frozen table used by the output projection in one of four ways; one trainable Dense before it."""
+    import numpy as np
+    ms = _ms()
+    from mindspore import Parameter, Tensor, nn, ops
+
+    vocab, hidden, tokens = 49152, 576, 256
+
+    class Head(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Dense(hidden, hidden)
+            table = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32) * 0.02
+            self.table = Parameter(Tensor(table), name="table", requires_grad=False)
+            self.matmul_tb = ops.MatMul(transpose_b=True)
+
+        def construct(self, x):
+            h = self.proj(x)
+            if variant == "transpose":
+                logits = ops.matmul(h, ops.transpose(self.table, (1, 0)))
+            elif variant == "cast":
+                logits = self.matmul_tb(h, ops.cast(self.table, ms.float32))
+            elif variant == "reshape":
+                logits = self.matmul_tb(h, ops.reshape(self.table, (vocab, hidden)))
+            else:
+                logits = self.matmul_tb(h, self.table)
+            return ops.logsumexp(logits, -1).mean()
+
+    net = Head()
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-3))
+    x = Tensor(np.random.default_rng(1).standard_normal((tokens, hidden)).astype(np.float32))
+    return {"variant": variant, "weights_mib": round(vocab * hidden * 4 / 2 ** 20, 1), **_step_cost(step, x)}
+
+
+def _block_stack(n: int, lazy: bool, policy=None):
+    import numpy as np
+    ms = _ms()
+    from mindspore import Tensor, nn, ops
+
+    hidden, heads, ffn, tokens = 576, 9, 1536, 256
+    d = hidden // heads
+
+    class RMSNorm(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.weight = ms.Parameter(Tensor(np.ones(hidden, np.float32)), requires_grad=False)
+
+        def construct(self, x):
+            return x * ops.rsqrt(ops.mean(x * x, -1, keep_dims=True) + 1e-5) * self.weight
+
+    class Block(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = RMSNorm(), RMSNorm()
+            dense = lambda i, o: nn.Dense(i, o, has_bias=False)  # noqa: E731
+            self.q, self.k, self.v, self.o = dense(hidden, hidden), dense(hidden, hidden), dense(hidden, hidden), \
+                dense(hidden, hidden)
+            self.gate, self.up, self.down = dense(hidden, ffn), dense(hidden, ffn), dense(ffn, hidden)
+            for p in self.get_parameters():
+                p.requires_grad = False
+
+        def construct(self, x, bias):
+            h = self.n1(x)
+            split = lambda t: ops.transpose(ops.reshape(t, (1, tokens, heads, d)), (0, 2, 1, 3))  # noqa: E731
+            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+            s = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / d ** 0.5) + bias, -1)
+            c = ops.reshape(ops.transpose(ops.matmul(s, v), (0, 2, 1, 3)), (1, tokens, hidden))
+            x = x + self.o(c)
+            h = self.n2(x)
+            g = self.gate(h)
+            return x + self.down(g * ops.sigmoid(g) * self.up(h))
+
+    if lazy:
+        Block.__init__ = ms.lazy_inline(Block.__init__, policy=policy)
+
+    class Stack(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Dense(hidden, hidden)
+            self.blocks = nn.CellList([Block() for _ in range(n)])
+
+        def construct(self, x, bias):
+            x = self.inp(x)
+            for block in self.blocks:
+                x = block(x, bias)
+            return (x * x).mean()
+
+    causal = np.triu(np.full((tokens, tokens), -1e9, np.float32), 1)
+    x = Tensor(np.random.default_rng(0).standard_normal((1, tokens, hidden)).astype(np.float32))
+    return Stack(), x, Tensor(causal)
+
+
+def case_blocks(n: int) -> dict:
+    from mindspore import nn
+
+    net, x, bias = _block_stack(n, lazy=False)
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-3))
+    return {"blocks": n, "weights_mib_per_block": round((4 * 576 * 576 + 3 * 576 * 1536) * 4 / 2 ** 20, 1),
+            **_step_cost(step, x, bias)}
+
+
+def case_lazy_inline(form: str) -> dict:
+    import mindspore as ms
+    from mindspore import nn
+
+    net, x, bias = _block_stack(8, lazy=True, policy="front" if form.endswith("_front") else None)
+    optimizer = nn.Adam(net.trainable_params(), 1e-3)
+    if form.startswith("train_one_step_cell"):
+        step = nn.TrainOneStepCell(net, optimizer)
+    else:
+        grad_fn = ms.value_and_grad(net, None, optimizer.parameters)
+
+        @ms.jit
+        def step(x, bias):
+            loss, grads = grad_fn(x, bias)
+            optimizer(grads)
+            return loss
+    try:
+        return {"form": form, "ok": True, **_step_cost(step, x, bias)}
+    except RuntimeError as err:
+        return {"form": form, "ok": False, "error": str(err).strip().splitlines()[0][:200]}
+
+
+def case_shared_dropout(policy: str) -> dict:
+    """Four blocks each applying ``nn.Dropout(p=0.5)`` to the same ones: do they draw the same mask?"""
+    import numpy as np
+    ms = _ms()
+    from mindspore import Tensor, nn, ops
+
+    class Block(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(p=0.5)
+
+        def construct(self, x):
+            return self.drop(x)
+
+    if policy == "front":
+        Block.__init__ = ms.lazy_inline(Block.__init__, policy="front", attrs=[])
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.CellList([Block() for _ in range(4)])
+
+        def construct(self, x):
+            return ops.stack([block(x) for block in self.blocks])
+
+    net = Net()
+    net.set_train(True)
+    out = net(Tensor(np.ones((4, 64), np.float32))).asnumpy()
+    return {"policy": policy, "identical_masks": bool(all(np.array_equal(out[0], o) for o in out[1:]))}
+
+
+def run_case(name: str, arg: str) -> dict:
+    """One case in this process."""
+    if name in ("transpose", "cast"):
+        return case_head(arg)
+    if name == "blocks":
+        return case_blocks(int(arg))
+    if name == "shared_dropout":
+        return case_shared_dropout(arg)
+    return case_lazy_inline(arg)
+
+
+PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
+        "cast": [("cast", "cast"), ("cast", "reshape")],
+        "blocks": [("blocks", "4"), ("blocks", "8")],
+        "lazy_inline": [("lazy_inline", "train_one_step_cell"), ("lazy_inline", "value_and_grad_jit"),
+                        ("lazy_inline", "train_one_step_cell_front")],
+        "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print("RESULT " + json.dumps(run_case(*args.one)), flush=True)
+        return 0
+    results = []
+    for case in (c.strip() for c in args.cases.split(",") if c.strip()):
+        if case not in PLAN:
+            parser.error(f"unknown case {case!r}; known: {CASES}")
+        for name, arg in PLAN[case]:
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.ms_memory_repro", "--one", name, arg],
+                                  capture_output=True, text=True, check=False)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            result = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr.strip().splitlines()[-1:]}
+            result["case"] = name
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
