@@ -2,6 +2,7 @@
 
 A MindSpore upgrade that moves or changes one of them fails here, by name, first.
 """
+import ctypes
 import re
 from pathlib import Path
 
@@ -121,8 +122,15 @@ def test_cell_internals_list_own_parameters_children_and_primitives():
     assert len(prims) == 1 and isinstance(prims[0], ops.ReLU)
 
 
-def test_library_dir_holds_onednn():
-    assert (_mindspore.library_dir() / "libdnnl.so.3").is_file()
+def test_library_dir_holds_onednn_with_its_gemm():
+    path = _mindspore.onednn_library()
+    assert path is not None and path.parent == _mindspore.library_dir()
+    assert ctypes.CDLL(str(path)).dnnl_sgemm  # the symbol the CPU kernels resolve
+
+
+def test_onednn_library_is_none_without_a_known_name(monkeypatch):
+    monkeypatch.setattr(_mindspore, "_ONEDNN_NAMES", ("libdnnl.so.0-no-such",))
+    assert _mindspore.onednn_library() is None
 
 
 def test_activation_names_are_accepted_by_get_activation():

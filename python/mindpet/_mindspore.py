@@ -21,7 +21,8 @@ Accessors:
 - :func:`activation_names`: the names ``mindspore.nn.get_activation`` accepts.
 - :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
   direct sub-cells and primitives, by attribute name.
-- :func:`library_dir`: the directory of the native libraries in MindSpore's wheel (oneDNN).
+- :func:`library_dir`, :func:`onednn_library`: the directory of the native libraries in MindSpore's
+  wheel, and its oneDNN library (``dnnl_sgemm``, the GEMM of the CPU kernels).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import importlib
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import context, nn
@@ -39,12 +40,16 @@ from mindpet._version import MINDSPORE_REQUIREMENT
 
 VERSION: str = ms.__version__
 
-# symbol -> candidate (module, attribute) locations, tried in order (MindSpore 2.10 first).
+# symbol -> candidate (module, attribute) locations, tried in order (MindSpore 2.10 first). MindSpore 2.9
+# and 2.10 have every symbol at the first location; mindspore.common.api is where MindSpore 2.8 and
+# older keep the graph caches (2.9 and 2.10 keep it as a deprecated alias of mindspore.graph.api).
 _LOCATIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "get_graph_seed": (("mindspore.common.seed", "_get_graph_seed"),),
-    "cells_compile_cache": (("mindspore.graph.api", "cells_compile_cache"),),
-    "ms_compile_cache": (("mindspore.graph.api", "ms_compile_cache"),),
-    "pynative_executor": (("mindspore.graph.api", "_pynative_executor"),),
+    "cells_compile_cache": (("mindspore.graph.api", "cells_compile_cache"),
+                            ("mindspore.common.api", "cells_compile_cache")),
+    "ms_compile_cache": (("mindspore.graph.api", "ms_compile_cache"), ("mindspore.common.api", "ms_compile_cache")),
+    "pynative_executor": (("mindspore.graph.api", "_pynative_executor"),
+                          ("mindspore.common.api", "_pynative_executor")),
     "get_mode": (("mindspore.context", "_get_mode"),),
     "initializer_alias": (("mindspore.common.initializer", "_INITIALIZER_ALIAS"),),
     "activation_table": (("mindspore.nn.layer.activation", "_activation"),),
@@ -171,6 +176,19 @@ def cell_primitives(cell: nn.Cell) -> List[Any]:
 def library_dir() -> Path:
     """``mindspore/lib`` of the installed wheel, where its native libraries (``libdnnl.so.3``) live."""
     return Path(ms.__file__).resolve().parent / "lib"
+
+
+# oneDNN in MindSpore's wheel: 3.x in 2.9 and 2.10, 2.x in 2.8 (dnnl_sgemm has the same C signature in both).
+_ONEDNN_NAMES = ("libdnnl.so.3", "libdnnl.so.2")
+
+
+def onednn_library() -> Optional[Path]:
+    """The oneDNN shared library in MindSpore's wheel (the first of :data:`_ONEDNN_NAMES`), or None."""
+    for name in _ONEDNN_NAMES:
+        path = library_dir() / name
+        if path.is_file():
+            return path
+    return None
 
 
 warn_if_unsupported()
