@@ -178,7 +178,7 @@ def library_dir() -> Path:
     return Path(ms.__file__).resolve().parent / "lib"
 
 
-# oneDNN in MindSpore's wheel: 3.x in 2.9 and 2.10, 2.x in 2.8 (dnnl_sgemm has the same C signature in both).
+# oneDNN in MindSpore's wheel: 3.x in 2.9 and 2.10, 2.x in 2.7 and 2.8 (dnnl_sgemm has one C signature in both).
 _ONEDNN_NAMES = ("libdnnl.so.3", "libdnnl.so.2")
 
 
