@@ -42,7 +42,7 @@ COMPAT_TESTS = $(shell sed -e 's/\#.*//' tests/compat_subset.txt)
 .PHONY: test-compat
 
 $(COMPAT_VENV)/installed: setup.py pyproject.toml
-	@echo "== make test-compat: venv $(COMPAT_VENV) with MindSpore $(COMPAT_MINDSPORE) and the package (once: a 780 MB wheel and the native build, about 6 minutes)"
+	@echo "== make test-compat: venv $(COMPAT_VENV) with MindSpore $(COMPAT_MINDSPORE) and the package (once: a 780 MB wheel and the native build, 2-6 minutes)"
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --progress-bar on -e ".[test]" "mindspore==$(COMPAT_MINDSPORE)"
 	@touch $@
