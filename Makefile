@@ -51,3 +51,23 @@ $(STAMPS)/peer: $(BUILD_INPUTS)
 
 bench-peer: setup-peer setup-assets
 	$(PYTHON) -m benchmarks.peer
+
+# MindSpore compatibility (README, "MindSpore versions"): `make test-compat` runs the fast subset listed in
+# tests/compat_subset.txt on the other supported MindSpore release, in its own venv under .make/. The venv
+# is created and the package installed into it once (editable: it runs the tree's Python sources and the
+# native libraries `make setup` builds there, which do not depend on the MindSpore release), and again only
+# when setup.py or pyproject.toml change; a second run only runs the subset.
+COMPAT_MINDSPORE ?= 2.9.0
+COMPAT_VENV := .make/venv-mindspore-$(COMPAT_MINDSPORE)
+COMPAT_TESTS = $(shell sed -e 's/\#.*//' tests/compat_subset.txt)
+.PHONY: test-compat
+
+$(COMPAT_VENV)/installed: setup.py pyproject.toml
+	@echo "== make test-compat: venv $(COMPAT_VENV) with MindSpore $(COMPAT_MINDSPORE) and the package (once: a 780 MB wheel and the native build, 2-6 minutes)"
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --progress-bar on -e ".[test]" "mindspore==$(COMPAT_MINDSPORE)"
+	@touch $@
+
+test-compat: $(COMPAT_VENV)/installed
+	@echo "== make test-compat: the $(words $(COMPAT_TESTS)) entries of tests/compat_subset.txt on MindSpore $(COMPAT_MINDSPORE)"
+	@$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)

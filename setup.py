@@ -23,6 +23,12 @@ def read_version() -> str:
     return re.search(r'__version__\s*=\s*"([^"]+)"', text).group(1)
 
 
+def read_mindspore_requirement() -> str:
+    """The supported MindSpore releases, e.g. ``mindspore>=2.9,<2.11`` (``MINDSPORE_REQUIREMENT``)."""
+    text = (ROOT / "python" / "mindpet" / "_version.py").read_text(encoding="utf-8")
+    return re.search(r'MINDSPORE_REQUIREMENT\s*=\s*"([^"]+)"', text).group(1)
+
+
 class CMakeExtension(Extension):
     """An extension whose sources are built by the top-level CMakeLists.txt."""
 
@@ -78,9 +84,11 @@ setup(
     packages=find_packages(where="python"),
     ext_modules=[CMakeExtension("mindpet._native")],
     cmdclass={"build_ext": CMakeBuild},
-    # MindSpore 2.10.0 is compiled against NumPy 1.x: with NumPy 2 the first PyNative call of a process
-    # fails with SystemError and bfloat16 tensors cannot cross to numpy.
-    install_requires=["mindspore==2.10.0", "numpy>=1.22,<2", "pyyaml", "safetensors"],
+    # MindSpore: a range of releases (2.9 and 2.10; python/mindpet/_version.py), not one pin; pip picks
+    # the newest in range unless told otherwise (`make test-compat` installs 2.9.0 beside it).
+    # NumPy 1.x: MindSpore 2.9 requires it; 2.10 allows NumPy 2 but is compiled against 1.x (with NumPy 2
+    # the first PyNative call of a process fails with SystemError, bfloat16 tensors cannot cross to numpy).
+    install_requires=[read_mindspore_requirement(), "numpy>=1.22,<2", "pyyaml", "safetensors"],
     extras_require={
         "test": ["pytest", "hypothesis", "pyyaml", "tokenizers", "tqdm", "safetensors", "gguf==0.19.0"],
         "bench": ["tokenizers", "tqdm", "matplotlib", "psutil", "safetensors", "gguf==0.19.0"],

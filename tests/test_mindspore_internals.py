@@ -2,6 +2,10 @@
 
 A MindSpore upgrade that moves or changes one of them fails here, by name, first.
 """
+import ctypes
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import mindspore as ms
@@ -118,5 +122,46 @@ def test_cell_internals_list_own_parameters_children_and_primitives():
     assert len(prims) == 1 and isinstance(prims[0], ops.ReLU)
 
 
-def test_library_dir_holds_onednn():
-    assert (_mindspore.library_dir() / "libdnnl.so.3").is_file()
+def test_library_dir_holds_onednn_with_its_gemm():
+    path = _mindspore.onednn_library()
+    assert path is not None and path.parent == _mindspore.library_dir()
+    assert ctypes.CDLL(str(path)).dnnl_sgemm  # the symbol the CPU kernels resolve
+
+
+def test_onednn_library_is_none_without_a_known_name(monkeypatch):
+    monkeypatch.setattr(_mindspore, "_ONEDNN_NAMES", ("libdnnl.so.0-no-such",))
+    assert _mindspore.onednn_library() is None
+
+
+def test_activation_names_are_accepted_by_get_activation():
+    names = _mindspore.activation_names()
+    assert names == sorted(names)
+    assert {"relu", "gelu", "tanh", "sigmoid", "softmax", "logsoftmax"} <= set(names)
+    for name in ("relu", "gelu", "tanh"):
+        assert isinstance(nn.get_activation(name), nn.Cell)
+
+
+@pytest.mark.parametrize("version, ok", [("2.9.0", True), ("2.10.0", True), ("2.10.1rc1", True), ("2.8.0", False),
+                                         ("2.7.1.post1", False), ("2.11.0", False), ("3.0.0", False)])
+def test_supported_releases_follow_the_requirement(version, ok):
+    assert _mindspore.supported(version) is ok
+
+
+def test_the_installed_mindspore_is_supported_and_others_warn():
+    from mindpet._version import MINDSPORE_REQUIREMENT  # pylint: disable=import-outside-toplevel
+    assert _mindspore.supported(), f"MindSpore {ms.__version__} is outside {MINDSPORE_REQUIREMENT}"
+    expected = f"tested with {re.escape(MINDSPORE_REQUIREMENT)}, but MindSpore 2\\.7\\.0 is installed"
+    with pytest.warns(UserWarning, match=expected):
+        _mindspore.warn_if_unsupported("2.7.0")
+
+
+def test_compat_subset_names_existing_tests():
+    """``make test-compat`` runs tests/compat_subset.txt on the other MindSpore release: every entry exists."""
+    root = Path(__file__).resolve().parent.parent
+    lines = [line.split("#")[0].strip() for line in (root / "tests" / "compat_subset.txt").read_text().splitlines()]
+    entries = [line for line in lines if line]
+    assert len(entries) >= 10
+    for entry in entries:
+        path, _, test = entry.partition("::")
+        source = (root / path).read_text(encoding="utf-8")
+        assert not test or re.search(rf"^def {re.escape(test)}\(", source, re.M), entry

@@ -7,6 +7,9 @@ through :func:`_internal`, which tries the candidate locations of :data:`_LOCATI
 support another MindSpore version, add its location of a symbol there (or, where the behaviour
 differs, branch inside the accessor on :data:`VERSION`).
 
+Supported releases: ``mindpet._version.MINDSPORE_REQUIREMENT`` (MindSpore 2.9 and 2.10, where every
+location below is the same); importing mindpet under another release warns once (:func:`supported`).
+
 Accessors:
 
 - :func:`graph_seeds`: the (seed0, seed1) pair MindSpore's own ``nn.Dropout`` gives a new Dropout.
@@ -15,33 +18,61 @@ Accessors:
 - :func:`is_pynative`: whether the execution mode is PYNATIVE (the fast, private read of the mode).
 - :func:`compiling`: whether the caller is being compiled into a graph (GRAPH mode, ``ms.jit``).
 - :func:`initializer_names`: the names ``mindspore.common.initializer.initializer`` accepts.
+- :func:`activation_names`: the names ``mindspore.nn.get_activation`` accepts.
 - :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
   direct sub-cells and primitives, by attribute name.
-- :func:`library_dir`: the directory of the native libraries in MindSpore's wheel (oneDNN).
-
-``mindpet.delta._activation`` still reads ``Cell._primitives`` directly (owned elsewhere; to move here).
+- :func:`library_dir`, :func:`onednn_library`: the directory of the native libraries in MindSpore's
+  wheel, and its oneDNN library (``dnnl_sgemm``, the GEMM of the CPU kernels).
 """
 from __future__ import annotations
 
 import importlib
+import re
+import warnings
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import context, nn
 from mindspore.ops import constexpr
 
+from mindpet._version import MINDSPORE_REQUIREMENT
+
 VERSION: str = ms.__version__
 
-# symbol -> candidate (module, attribute) locations, tried in order (MindSpore 2.10 first).
+# symbol -> candidate (module, attribute) locations, tried in order (MindSpore 2.10 first). MindSpore 2.9
+# and 2.10 have every symbol at the first location; mindspore.common.api is where MindSpore 2.8 and
+# older keep the graph caches (2.9 and 2.10 keep it as a deprecated alias of mindspore.graph.api).
 _LOCATIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "get_graph_seed": (("mindspore.common.seed", "_get_graph_seed"),),
-    "cells_compile_cache": (("mindspore.graph.api", "cells_compile_cache"),),
-    "ms_compile_cache": (("mindspore.graph.api", "ms_compile_cache"),),
-    "pynative_executor": (("mindspore.graph.api", "_pynative_executor"),),
+    "cells_compile_cache": (("mindspore.graph.api", "cells_compile_cache"),
+                            ("mindspore.common.api", "cells_compile_cache")),
+    "ms_compile_cache": (("mindspore.graph.api", "ms_compile_cache"), ("mindspore.common.api", "ms_compile_cache")),
+    "pynative_executor": (("mindspore.graph.api", "_pynative_executor"),
+                          ("mindspore.common.api", "_pynative_executor")),
     "get_mode": (("mindspore.context", "_get_mode"),),
     "initializer_alias": (("mindspore.common.initializer", "_INITIALIZER_ALIAS"),),
+    "activation_table": (("mindspore.nn.layer.activation", "_activation"),),
 }
+
+
+def _release(version: str) -> Tuple[int, int]:
+    """``(major, minor)`` of a version string: ``'2.10.0rc1'`` -> ``(2, 10)``."""
+    major, minor = re.match(r"(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor)
+
+
+def supported(version: str = VERSION) -> bool:
+    """Whether MindSpore ``version`` is in :data:`MINDSPORE_REQUIREMENT` (``>=lowest,<beyond``, by release)."""
+    lowest, beyond = re.search(r">=\s*([\d.]+)\s*,\s*<\s*([\d.]+)", MINDSPORE_REQUIREMENT).groups()
+    return _release(lowest) <= _release(version) < _release(beyond)
+
+
+def warn_if_unsupported(version: str = VERSION) -> None:
+    """Warn (once per import of mindpet) that MindSpore ``version`` is outside the supported releases."""
+    if not supported(version):
+        warnings.warn(f"mindpet is tested with {MINDSPORE_REQUIREMENT}, but MindSpore {version} is installed; "
+                      "a missing MindSpore internal will raise MindSporeInternalsError naming it.", stacklevel=2)
 
 
 class MindSporeInternalsError(ImportError):
@@ -57,7 +88,7 @@ def _internal(symbol: str) -> Any:
             continue
     tried = ", ".join(f"{m}.{a}" for m, a in _LOCATIONS[symbol])
     raise MindSporeInternalsError(f"mindpet needs MindSpore's internal {symbol!r} (looked for {tried}), which "
-                                  f"MindSpore {VERSION} does not have; mindpet supports MindSpore 2.10.")
+                                  f"MindSpore {VERSION} does not have; mindpet supports {MINDSPORE_REQUIREMENT}.")
 
 
 def graph_seeds(op_name: str = "dropout") -> Tuple[int, int]:
@@ -122,6 +153,11 @@ def initializer_names() -> FrozenSet[str]:
     return frozenset(_internal("initializer_alias"))
 
 
+def activation_names() -> List[str]:
+    """The names ``mindspore.nn.get_activation`` accepts, sorted (keys of ``nn.layer.activation._activation``)."""
+    return sorted(_internal("activation_table"))
+
+
 def own_parameters(cell: nn.Cell) -> Dict[str, Any]:
     """``{attribute: Parameter or None}`` of the Parameters ``cell`` holds itself (``Cell._params``)."""
     return dict(cell._params)  # pylint: disable=protected-access
@@ -140,3 +176,19 @@ def cell_primitives(cell: nn.Cell) -> List[Any]:
 def library_dir() -> Path:
     """``mindspore/lib`` of the installed wheel, where its native libraries (``libdnnl.so.3``) live."""
     return Path(ms.__file__).resolve().parent / "lib"
+
+
+# oneDNN in MindSpore's wheel: 3.x in 2.9 and 2.10, 2.x in 2.7 and 2.8 (dnnl_sgemm has one C signature in both).
+_ONEDNN_NAMES = ("libdnnl.so.3", "libdnnl.so.2")
+
+
+def onednn_library() -> Optional[Path]:
+    """The oneDNN shared library in MindSpore's wheel (the first of :data:`_ONEDNN_NAMES`), or None."""
+    for name in _ONEDNN_NAMES:
+        path = library_dir() / name
+        if path.is_file():
+            return path
+    return None
+
+
+warn_if_unsupported()

@@ -21,7 +21,7 @@ from mindspore.ops.auto_generate import ClampScalar, SiLU
 from mindspore.ops.primitive import Primitive
 
 from mindpet._eager import GradSafeCell
-from mindpet._mindspore import cell_primitives
+from mindpet._mindspore import activation_names, cell_primitives
 from mindpet.delta._strategy import check_strategy
 
 ActivationType = Union[str, nn.Cell, Primitive, None]
@@ -170,11 +170,6 @@ _UNUSABLE_NAMES = {
 }
 
 
-def _activation_names() -> List[str]:
-    from mindspore.nn.layer.activation import _activation  # pylint: disable=import-outside-toplevel
-    return sorted(_activation)
-
-
 def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bool = True):
     """Return the activation as a Cell or Primitive (or None).
 
@@ -186,7 +181,7 @@ def resolve_activation(activation: Any, name: str, cls_name: str, allow_none: bo
     if activation is None and allow_none:
         return None
     if isinstance(activation, str):
-        names = _activation_names()
+        names = activation_names()
         # MindSpore's names are case-sensitive (e.g. 'logsoftmaxExt'); also accept any case ('ReLU').
         key = activation if activation in names else activation.lower()
         if key not in names:

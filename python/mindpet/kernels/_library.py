@@ -1,8 +1,9 @@
 """Locating and loading the CPU kernel library ``mindpet/lib/libmindpet_cpu_kernels.so``.
 
 The library resolves its GEMM at run time (never linked): :func:`load` points it at MindSpore's own
-oneDNN (``mindspore/lib/libdnnl.so.3``, ``dnnl_sgemm``) unless ``MINDPET_BLAS_LIBRARY`` names another
-library exporting ``dnnl_sgemm`` or ``cblas_sgemm`` (e.g. scipy-openblas32's).
+oneDNN (``mindspore/lib/libdnnl.so.3``, ``dnnl_sgemm``; ``mindpet._mindspore.onednn_library``) unless
+``MINDPET_BLAS_LIBRARY`` names another library exporting ``dnnl_sgemm`` or ``cblas_sgemm`` (e.g.
+scipy-openblas32's).
 """
 from __future__ import annotations
 
@@ -34,9 +35,8 @@ def _default_blas() -> Optional[Path]:
     env = os.environ.get("MINDPET_BLAS_LIBRARY")
     if env:
         return Path(env)
-    from mindpet._mindspore import library_dir  # pylint: disable=import-outside-toplevel
-    path = library_dir() / "libdnnl.so.3"
-    return path if path.exists() else None
+    from mindpet._mindspore import onednn_library  # pylint: disable=import-outside-toplevel
+    return onednn_library()
 
 
 def load() -> str:
