@@ -14,11 +14,11 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindpet.delta import AdapterDense, AdapterLayer, LoRADense, LowRankAdapterDense, LowRankAdapterLayer
-from mindpet.delta._activation import (_PRIMITIVE_FORMS, _UNUSABLE_NAMES, _activation_names, activation_primitives,
-                                       resolve_activation)
+from mindpet._mindspore import activation_names
+from mindpet.delta._activation import _PRIMITIVE_FORMS, _UNUSABLE_NAMES, activation_primitives, resolve_activation
 
 def usable_names():
-    return [n for n in _activation_names() if n not in _UNUSABLE_NAMES and n != "threshold"]
+    return [n for n in activation_names() if n not in _UNUSABLE_NAMES and n != "threshold"]
 
 
 # (layer, strategy argument, build(activation name) -> (layer, the activation the argument reaches))
