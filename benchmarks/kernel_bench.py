@@ -20,7 +20,7 @@ frozen layers; base weight frozen):
   norm_act: LayerNorm [1024, 384] (gamma/beta trainable; plain, and with the residual add fused vs
     ``x + r`` then MindSpore LayerNorm) and exact GELU [1024, 1536]: fused vs composed (composed =
     what ``nn.LayerNorm`` and ``0.5 x (1 + erf(x / sqrt 2))`` run).
-``--load N`` (comma-separated levels): N busy processes (``while True: pass``) started before and
+``--load N`` (comma-separated levels): N busy processes (a spinning Python loop) started before and
 stopped after each level, so with the benchmark's own two-thread team the run queue holds N + 2
 threads on 2 cores: oversubscription (N + 2) / cores, i.e. 2x at N = 2 and 4x at N = 6 on 2 cores.
 Each level times the LoRA (M=4096, 1024x1024, r=16) and adapter (M=4096, hidden 1024, B=64) train
@@ -265,7 +265,9 @@ def bench_train_pair(op: str, reps: int, rng, baseline_lib: str = None) -> dict:
 @contextlib.contextmanager
 def background_load(n: int) -> Iterator[None]:
     """``n`` busy processes (one spinning Python loop each) for the duration of the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    # each spins until it is stopped or its parent (this benchmark) is gone
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
     try:
         time.sleep(1.0 if n else 0.0)  # let the scheduler spread them
         yield

@@ -174,11 +174,23 @@ int MaxThreads() {
   return TeamSize(AffinityCpus(), quota, env);
 }
 
+// Whether the environment variable `name` is set to `value`.
+static bool EnvIs(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
 std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain) {
   std::vector<Range> chunks;
   if (n <= 0) return chunks;
   if (grain < 1) grain = 1;
   if (threads <= 1 || n <= grain) return {Range{0, n}};
+  static const bool guided = EnvIs("MINDPET_CPU_CHUNKS", "guided");
+  if (!guided) {  // one near-equal block per thread, at least `grain` rows each
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n / grain));
+    for (int64_t p = 0; p < parts; ++p) chunks.push_back({n * p / parts, n * (p + 1) / parts});
+    return chunks;
+  }
   for (int64_t begin = 0; begin < n;) {
     const int64_t share = (n - begin + 2 * threads - 1) / (2 * threads);
     const int64_t size = std::min(n - begin, std::max(grain, share));
@@ -193,6 +205,15 @@ void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody&
   if (n == 0) return;
   if (threads <= 1 || n == 1) {
     for (int64_t c = 0; c < n; ++c) body(chunks[c], c);
+    return;
+  }
+  static const bool use_pool = EnvIs("MINDPET_CPU_THREADS_BACKEND", "pool");
+  if (!use_pool) {
+    std::atomic<int64_t> next{0};
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, n)))
+    {
+      for (int64_t c = next.fetch_add(1); c < n; c = next.fetch_add(1)) body(chunks[c], c);
+    }
     return;
   }
   auto job = std::make_shared<Job>();

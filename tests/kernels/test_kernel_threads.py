@@ -110,10 +110,13 @@ print("ok")
 """
 
 
-def test_results_are_exact_with_more_participants_than_cores():
-    """Eight participants on this machine's cores: the dynamically scheduled chunks and the
+@pytest.mark.parametrize("scheduling", [{}, {"MINDPET_CPU_CHUNKS": "guided"},
+                                        {"MINDPET_CPU_CHUNKS": "guided", "MINDPET_CPU_THREADS_BACKEND": "pool"}],
+                         ids=["openmp-blocks", "openmp-guided", "pool-guided"])
+def test_results_are_exact_with_more_participants_than_cores(scheduling):
+    """Eight participants on this machine's cores, under each scheduling: the chunks and the
     per-chunk partial sums give the float64 results, bit-identical from call to call."""
-    env = dict(os.environ, MINDPET_NUM_THREADS="8")
+    env = dict(os.environ, MINDPET_NUM_THREADS="8", **scheduling)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "tests", "kernels"), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", _OVERSUBSCRIBED], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
