@@ -16,6 +16,13 @@
 
 #include "export.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#else
+inline int omp_get_num_threads() { return 1; }
+inline int omp_get_thread_num() { return 0; }
+#endif
+
 namespace mindpet {
 namespace cpu {
 
@@ -208,11 +215,11 @@ void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody&
     return;
   }
   static const bool use_pool = EnvIs("MINDPET_CPU_THREADS_BACKEND", "pool");
-  if (!use_pool) {
-    std::atomic<int64_t> next{0};
+  if (!use_pool) {  // OpenMP, chunks dealt round-robin by thread number (static, as before the pool)
 #pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, n)))
     {
-      for (int64_t c = next.fetch_add(1); c < n; c = next.fetch_add(1)) body(chunks[c], c);
+      const int64_t step = omp_get_num_threads();
+      for (int64_t c = omp_get_thread_num(); c < n; c += step) body(chunks[c], c);
     }
     return;
   }
