@@ -2,6 +2,7 @@
 #include "parallel.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -42,6 +43,28 @@ int CpusFromCpuMax(const char* text) {
   const long long q = std::strtoll(quota, &end, 10);
   if (end == quota || *end != '\0') return 0;
   return CpusFromQuota(q, period);
+}
+
+int CpusInList(const char* text) {
+  if (text == nullptr) return 0;
+  int count = 0;
+  const char* p = text;
+  while (*p != '\0' && *p != '\n') {
+    char* end = nullptr;
+    const long first = std::strtol(p, &end, 10);
+    if (end == p || first < 0) return 0;
+    long last = first;
+    p = end;
+    if (*p == '-') {
+      last = std::strtol(p + 1, &end, 10);
+      if (end == p + 1 || last < first) return 0;
+      p = end;
+    }
+    count += static_cast<int>(last - first + 1);
+    if (*p == ',') ++p;
+    else if (*p != '\0' && *p != '\n') return 0;
+  }
+  return count;
 }
 
 int TeamSize(int affinity_cpus, int quota_cpus, int env_threads) {
@@ -90,14 +113,19 @@ int EnvThreads() {
   return 0;
 }
 
+// CPUs this process may use: the cgroup's cpuset (cpuset.cpus.effective, v2 or v1), else the
+// online CPUs. Not sched_getaffinity: MindSpore binds its threads (the kernels' callers) to single
+// cores, and a thread's mask would then say 1.
 int AffinityCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) {
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw > 0 ? static_cast<int>(hw) : 1;
+  char buf[512];
+  if (ReadFirstLine({"/sys/fs/cgroup/cpuset.cpus.effective", "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+                     "/sys/fs/cgroup/cpuset/cpuset.cpus"},
+                    buf, sizeof buf)) {
+    const int n = CpusInList(buf);
+    if (n > 0) return n;
   }
-  return CPU_COUNT(&set);
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
 // One call of ParallelFor, shared by its participants (pool threads hold it by shared_ptr, so a
@@ -176,9 +204,10 @@ class Pool {
 }  // namespace
 
 int MaxThreads() {
+  static const int cpus = AffinityCpus();
   static const int quota = QuotaCpus();
   static const int env = EnvThreads();
-  return TeamSize(AffinityCpus(), quota, env);
+  return TeamSize(cpus, quota, env);
 }
 
 // Whether the environment variable `name` is set to `value`.
@@ -251,4 +280,5 @@ MINDPET_AOT_EXPORT int MindpetCpusFromCpuMax(const char* text) { return mindpet:
 MINDPET_AOT_EXPORT int MindpetTeamSize(int affinity_cpus, int quota_cpus, int env_threads) {
   return mindpet::cpu::TeamSize(affinity_cpus, quota_cpus, env_threads);
 }
+MINDPET_AOT_EXPORT int MindpetCpusInList(const char* text) { return mindpet::cpu::CpusInList(text); }
 MINDPET_AOT_EXPORT int MindpetMaxThreads() { return mindpet::cpu::MaxThreads(); }

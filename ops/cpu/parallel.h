@@ -4,7 +4,7 @@
 // Default: an OpenMP team (the one MindSpore's own CPU operators use), one near-equal block of rows
 // per thread, each block's weight-gradient partial sums kept apart and reduced in block order, so
 // results do not depend on which thread ran which block. The team size follows the CPUs the process
-// may use (sched_getaffinity, cgroup CPU quota) unless MINDPET_NUM_THREADS / OMP_NUM_THREADS say.
+// may use (cgroup cpuset, cgroup CPU quota) unless MINDPET_NUM_THREADS / OMP_NUM_THREADS say.
 //
 // Two alternatives, opt-in through the environment (read once), measured slower than the default
 // under background load on the 2-core development machine (benchmarks/RESULTS.md, "Oversubscribed
@@ -36,12 +36,15 @@ int CpusFromQuota(int64_t quota_us, int64_t period_us);
 // unlimited or unparsable.
 int CpusFromCpuMax(const char* text);
 
+// CPUs of a cpuset list ("0-3,6"): 4 + 1 = 5; 0 when unparsable.
+int CpusInList(const char* text);
+
 // Team size from its inputs: `env_threads` (> 0: MINDPET_NUM_THREADS or OMP_NUM_THREADS) wins;
 // else the affinity CPUs capped by the quota CPUs (quota 0 = no limit); at least 1.
 int TeamSize(int affinity_cpus, int quota_cpus, int env_threads);
 
-// Threads a kernel call may use on this machine now: TeamSize of sched_getaffinity (per call),
-// the cgroup quota and the environment (read once).
+// Threads a kernel call may use: TeamSize of the cgroup's cpuset (else the online CPUs), the cgroup
+// quota and the environment (all read once).
 int MaxThreads();
 
 // Body of a parallel loop: the `rows` of chunk number `chunk` (chunks are numbered in row order).

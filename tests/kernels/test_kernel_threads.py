@@ -60,13 +60,23 @@ def _max_threads_in_child(env_updates: dict, cpus=None) -> int:
     return int(out.stdout.strip())
 
 
-def test_max_threads_follows_affinity_and_environment():
+@pytest.mark.parametrize("text, cpus", [("0-1\n", 2), ("0", 1), ("0-3,6", 5), ("0,2,4-5", 4), ("", 0),
+                                        ("3-1", 0), ("a-b", 0)])
+def test_cpuset_lists_are_counted(text, cpus):
+    fn = _lib().MindpetCpusInList
+    fn.argtypes = [ctypes.c_char_p]
+    assert fn(text.encode()) == cpus
+
+
+def test_max_threads_follows_the_environment_not_a_thread_binding():
+    """MindSpore binds its threads to single cores; the team size must not shrink with that mask."""
     one_cpu = [sorted(os.sched_getaffinity(0))[0]]
-    assert _max_threads_in_child({}, one_cpu) == 1
+    default = _max_threads_in_child({})
+    assert default == _max_threads_in_child({}, one_cpu)
+    assert 1 <= default <= os.cpu_count()
     assert _max_threads_in_child({"MINDPET_NUM_THREADS": "3"}, one_cpu) == 3
     assert _max_threads_in_child({"OMP_NUM_THREADS": "2"}) == 2
     assert _max_threads_in_child({"MINDPET_NUM_THREADS": "5", "OMP_NUM_THREADS": "2"}) == 5
-    assert _max_threads_in_child({}) <= len(os.sched_getaffinity(0))
 
 
 _OVERSUBSCRIBED = r"""
