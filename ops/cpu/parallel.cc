@@ -102,14 +102,18 @@ int QuotaCpus() {
   return 0;
 }
 
-// MINDPET_NUM_THREADS, else OMP_NUM_THREADS (its first entry); 0 when neither is a positive int.
+// MINDPET_NUM_THREADS, else the OpenMP runtime's thread count (OMP_NUM_THREADS as parsed when the
+// process started: MindSpore later sets OMP_NUM_THREADS=1 in its own environment, so getenv would
+// say 1); 0 when neither limits.
 int EnvThreads() {
-  for (const char* name : {"MINDPET_NUM_THREADS", "OMP_NUM_THREADS"}) {
-    if (const char* v = std::getenv(name)) {
-      const long n = std::strtol(v, nullptr, 10);
-      if (n > 0) return static_cast<int>(std::min<long>(n, 256));
-    }
+  if (const char* v = std::getenv("MINDPET_NUM_THREADS")) {
+    const long n = std::strtol(v, nullptr, 10);
+    if (n > 0) return static_cast<int>(std::min<long>(n, 256));
   }
+#ifdef _OPENMP
+  static const int omp_threads = omp_get_max_threads();
+  if (omp_threads < std::max(1u, std::thread::hardware_concurrency())) return omp_threads;
+#endif
   return 0;
 }
 
