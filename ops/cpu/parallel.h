@@ -6,9 +6,8 @@
 // results do not depend on which thread ran which block. The team size follows the CPUs the process
 // may use (cgroup cpuset, cgroup CPU quota) unless MINDPET_NUM_THREADS / OMP_NUM_THREADS say.
 //
-// Two alternatives, opt-in through the environment (read once), measured slower than the default
-// under background load on the 2-core development machine (benchmarks/RESULTS.md, "Oversubscribed
-// machine"): MINDPET_CPU_CHUNKS=guided (chunks of a shrinking share of the rows left, so a
+// Two alternatives, opt-in through the environment (read once); their comparison in
+// benchmarks/RESULTS.md was made while a bug kept every kernel on one thread, so it is not settled: MINDPET_CPU_CHUNKS=guided (chunks of a shrinking share of the rows left, so a
 // descheduled thread delays the call by one small chunk) and MINDPET_CPU_THREADS_BACKEND=pool (a
 // blocking pool: the caller works through the chunks itself and never waits for a pool thread that
 // has not started; idle threads sleep on a condition variable). Correctness never depends on the
