@@ -20,7 +20,7 @@ frozen layers; base weight frozen):
   norm_act: LayerNorm [1024, 384] (gamma/beta trainable; plain, and with the residual add fused vs
     ``x + r`` then MindSpore LayerNorm) and exact GELU [1024, 1536]: fused vs composed (composed =
     what ``nn.LayerNorm`` and ``0.5 x (1 + erf(x / sqrt 2))`` run).
-``--load N`` (comma-separated levels): N busy processes (``while True: pass``) started before and
+``--load N`` (comma-separated levels): N busy processes (a spinning Python loop) started before and
 stopped after each level, so with the benchmark's own two-thread team the run queue holds N + 2
 threads on 2 cores: oversubscription (N + 2) / cores, i.e. 2x at N = 2 and 4x at N = 6 on 2 cores.
 Each level times the LoRA (M=4096, 1024x1024, r=16) and adapter (M=4096, hidden 1024, B=64) train
@@ -206,13 +206,57 @@ def bench_lora(m, k, n, r, reps, rng) -> dict:
     return measure(runners, reps)
 
 
-def bench_train_pair(op: str, reps: int, rng) -> dict:
-    """Train steps (with and without the input gradient) of the issue's shapes, fused vs composed:
+class BaselineNet(nn.Cell):
+    """The LoRA or adapter op of LoraNet / AdapterNet run by another build of the CPU kernel library
+    (its one-pass backward), to compare two builds side by side in one process."""
+
+    def __init__(self, op, lib, net):
+        super().__init__()
+        import ctypes  # pylint: disable=import-outside-toplevel
+        from mindpet.kernels import _primitives  # pylint: disable=import-outside-toplevel
+        ctypes.CDLL(lib).MindpetSetBlasLibrary(str(_library._default_blas()).encode())  # pylint: disable=protected-access
+
+        def custom(name, bprop=None):
+            symbol, out_shape = _primitives._CPU_SPECS[name]  # pylint: disable=protected-access
+            return ops.Custom(f"{lib}:{symbol}", out_shape=out_shape, out_dtype=_primitives._out_dtype(name),  # pylint: disable=protected-access
+                              func_type="aot", bprop=bprop)
+        zeros_like = ops.ZerosLike()
+        self.net, self.lora = net, op == "lora"
+        self.absent = Tensor(np.zeros(1, np.float32))
+        if self.lora:
+            bwd = custom("lora_linear_bwd")
+
+            def bprop(x, w, bias, a, b, mask, scale, has_bias, has_mask, out, dout):
+                dx, d_a, d_b = bwd(dout[0], x, w, a, b, out[1], mask, scale, has_mask)
+                return dx, zeros_like(w), zeros_like(bias), d_a, d_b, zeros_like(mask), scale * 0, has_bias * 0, \
+                    has_mask * 0
+            self.fwd = custom("lora_linear_fwd", bprop)
+        else:
+            bwd = custom("adapter_bwd")
+
+            def bprop(h, w_down, b_down, w_up, b_up, activation, out, dout):
+                dh, d_wd, d_bd, d_wu, d_bu = bwd(dout[0], h, w_down, w_up, out[1], activation)
+                return dh, d_wd, d_bd, d_wu, d_bu, activation * 0
+            self.fwd = custom("adapter_fwd", bprop)
+
+    def construct(self, x):
+        n = self.net
+        if self.lora:
+            return self.fwd(x, n.weight, n.bias, n.lora_a, n.lora_b, self.absent, 2.0, 1, 0)[0]
+        return self.fwd(x, n.p[0], n.p[1], n.p[2], n.p[3], 2)[0]
+
+
+def bench_train_pair(op: str, reps: int, rng, baseline_lib: str = None) -> dict:
+    """Train steps (with and without the input gradient) of the issue's shapes, fused vs composed
+    (and ``baseline``: the fused op from another build, when ``baseline_lib`` is given):
     ``lora`` M=4096, 1024x1024, r=16; ``adapter`` M=4096, hidden 1024, bottleneck 64."""
     x, dy = _inputs(4096, 1024, 1024, rng)
     runners = {}
-    for name in ("fused", "composed"):
-        net = LoraNet(1024, 1024, 16, name) if op == "lora" else AdapterNet(1024, 64, 1, False, name)
+    for name in ("fused", "composed") + (("baseline",) if baseline_lib else ()):
+        backend = "fused" if name == "baseline" else name
+        net = LoraNet(1024, 1024, 16, backend) if op == "lora" else AdapterNet(1024, 64, 1, False, backend)
+        if name == "baseline":
+            net = BaselineNet(op, baseline_lib, net)
         runners[f"train/{name}"] = _runner(TrainStep(net), (x, dy))
         runners[f"nodx/{name}"] = _runner(WeightsStep(net), (x, dy))
     return measure(runners, reps)
@@ -221,7 +265,9 @@ def bench_train_pair(op: str, reps: int, rng) -> dict:
 @contextlib.contextmanager
 def background_load(n: int) -> Iterator[None]:
     """``n`` busy processes (one spinning Python loop each) for the duration of the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    # each spins until it is stopped or its parent (this benchmark) is gone
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
     try:
         time.sleep(1.0 if n else 0.0)  # let the scheduler spread them
         yield
@@ -232,23 +278,25 @@ def background_load(n: int) -> Iterator[None]:
             proc.wait()
 
 
-def run_load(levels: Sequence[int], reps: int, rng) -> None:
+def run_load(levels: Sequence[int], reps: int, rng, ops_wanted=("lora", "adapter"), baseline_lib=None) -> None:
     """The LoRA and adapter train steps at each background-load level, fused/composed side by side."""
     cores = len(os.sched_getaffinity(0))
     print(f"\nbackground load: N busy processes + this benchmark's 2 threads on {cores} cores; "
           f"oversubscription (N + 2) / {cores}; load average at start {os.getloadavg()[0]:.2f}")
     print(f"{'N':>3} {'over':>5} {'op':<8} | {'train F':>8} {'train C':>8} {'F/C':>10} | {'no dx F':>8} "
-          f"{'no dx C':>8} {'F/C':>10}")
+          f"{'no dx C':>8} {'F/C':>10}" + (f" | {'base/C':>6} {'no dx base/C':>12}" if baseline_lib else ""))
     for n in levels:
         with background_load(n):
-            for op in ("lora", "adapter"):
-                t = bench_train_pair(op, reps, rng)
+            for op in [o for o in ("lora", "adapter") if o in ops_wanted]:
+                t = bench_train_pair(op, reps, rng, baseline_lib)
                 tr = t["train/fused"] / t["train/composed"]
                 nd = t["nodx/fused"] / t["nodx/composed"]
                 print(f"{n:>3} {(n + 2) / cores:5.1f} {op:<8} | {1e3 * t['train/fused']:8.1f} "
                       f"{1e3 * t['train/composed']:8.1f} {_fmt_ratio(tr, 1.0 if n else None):>10} | "
                       f"{1e3 * t['nodx/fused']:8.1f} {1e3 * t['nodx/composed']:8.1f} "
-                      f"{_fmt_ratio(nd, 1.0 if n else None):>10}")
+                      f"{_fmt_ratio(nd, 1.0 if n else None):>10}" +
+                      (f" | {t['train/baseline'] / t['train/composed']:6.2f} "
+                       f"{t['nodx/baseline'] / t['nodx/composed']:12.2f}" if baseline_lib else ""))
                 sys.stdout.flush()
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
@@ -345,6 +393,8 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--ops", default="lora,adapter,low_rank_adapter")
     parser.add_argument("--load", help="background-load levels N (comma-separated busy-process counts), "
                         "e.g. 0,2,6; runs only the load table")
+    parser.add_argument("--baseline-lib", help="with --load: also time the fused ops of this other build of "
+                        "libmindpet_cpu_kernels.so (one-pass backward), side by side")
     parser.add_argument("--standalone", type=int, metavar="ROUNDS",
                         help="runs only the standalone no-input-gradient LoRADense step, ROUNDS rounds")
     parser.add_argument("--standalone-worker", choices=("fused", "composed"), help=argparse.SUPPRESS)
@@ -367,7 +417,7 @@ def main(argv: Sequence[str] = None) -> int:
         run_standalone(args.standalone)
         return 0
     if args.load is not None:
-        run_load([int(v) for v in args.load.split(",")], reps, rng)
+        run_load([int(v) for v in args.load.split(",")], reps, rng, ops_wanted, args.baseline_lib)
         return 0
 
     if "lora" in ops_wanted:

@@ -2,6 +2,7 @@
 #include "parallel.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +16,13 @@
 #include <vector>
 
 #include "export.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+inline int omp_get_num_threads() { return 1; }
+inline int omp_get_thread_num() { return 0; }
+#endif
 
 namespace mindpet {
 namespace cpu {
@@ -35,6 +43,28 @@ int CpusFromCpuMax(const char* text) {
   const long long q = std::strtoll(quota, &end, 10);
   if (end == quota || *end != '\0') return 0;
   return CpusFromQuota(q, period);
+}
+
+int CpusInList(const char* text) {
+  if (text == nullptr) return 0;
+  int count = 0;
+  const char* p = text;
+  while (*p != '\0' && *p != '\n') {
+    char* end = nullptr;
+    const long first = std::strtol(p, &end, 10);
+    if (end == p || first < 0) return 0;
+    long last = first;
+    p = end;
+    if (*p == '-') {
+      last = std::strtol(p + 1, &end, 10);
+      if (end == p + 1 || last < first) return 0;
+      p = end;
+    }
+    count += static_cast<int>(last - first + 1);
+    if (*p == ',') ++p;
+    else if (*p != '\0' && *p != '\n') return 0;
+  }
+  return count;
 }
 
 int TeamSize(int affinity_cpus, int quota_cpus, int env_threads) {
@@ -72,25 +102,34 @@ int QuotaCpus() {
   return 0;
 }
 
-// MINDPET_NUM_THREADS, else OMP_NUM_THREADS (its first entry); 0 when neither is a positive int.
+// MINDPET_NUM_THREADS, else the OpenMP runtime's thread count (OMP_NUM_THREADS as parsed when the
+// process started: MindSpore later sets OMP_NUM_THREADS=1 in its own environment, so getenv would
+// say 1); 0 when neither limits.
 int EnvThreads() {
-  for (const char* name : {"MINDPET_NUM_THREADS", "OMP_NUM_THREADS"}) {
-    if (const char* v = std::getenv(name)) {
-      const long n = std::strtol(v, nullptr, 10);
-      if (n > 0) return static_cast<int>(std::min<long>(n, 256));
-    }
+  if (const char* v = std::getenv("MINDPET_NUM_THREADS")) {
+    const long n = std::strtol(v, nullptr, 10);
+    if (n > 0) return static_cast<int>(std::min<long>(n, 256));
   }
+#ifdef _OPENMP
+  static const int omp_threads = omp_get_max_threads();
+  if (omp_threads < std::max(1u, std::thread::hardware_concurrency())) return omp_threads;
+#endif
   return 0;
 }
 
+// CPUs this process may use: the cgroup's cpuset (cpuset.cpus.effective, v2 or v1), else the
+// online CPUs. Not sched_getaffinity: MindSpore binds its threads (the kernels' callers) to single
+// cores, and a thread's mask would then say 1.
 int AffinityCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) {
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw > 0 ? static_cast<int>(hw) : 1;
+  char buf[512];
+  if (ReadFirstLine({"/sys/fs/cgroup/cpuset.cpus.effective", "/sys/fs/cgroup/cpuset/cpuset.effective_cpus",
+                     "/sys/fs/cgroup/cpuset/cpuset.cpus"},
+                    buf, sizeof buf)) {
+    const int n = CpusInList(buf);
+    if (n > 0) return n;
   }
-  return CPU_COUNT(&set);
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
 // One call of ParallelFor, shared by its participants (pool threads hold it by shared_ptr, so a
@@ -169,9 +208,16 @@ class Pool {
 }  // namespace
 
 int MaxThreads() {
+  static const int cpus = AffinityCpus();
   static const int quota = QuotaCpus();
   static const int env = EnvThreads();
-  return TeamSize(AffinityCpus(), quota, env);
+  return TeamSize(cpus, quota, env);
+}
+
+// Whether the environment variable `name` is set to `value`.
+static bool EnvIs(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
 }
 
 std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain) {
@@ -179,6 +225,12 @@ std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain) {
   if (n <= 0) return chunks;
   if (grain < 1) grain = 1;
   if (threads <= 1 || n <= grain) return {Range{0, n}};
+  static const bool guided = EnvIs("MINDPET_CPU_CHUNKS", "guided");
+  if (!guided) {  // one near-equal block per thread, at least `grain` rows each
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, n / grain));
+    for (int64_t p = 0; p < parts; ++p) chunks.push_back({n * p / parts, n * (p + 1) / parts});
+    return chunks;
+  }
   for (int64_t begin = 0; begin < n;) {
     const int64_t share = (n - begin + 2 * threads - 1) / (2 * threads);
     const int64_t size = std::min(n - begin, std::max(grain, share));
@@ -193,6 +245,15 @@ void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody&
   if (n == 0) return;
   if (threads <= 1 || n == 1) {
     for (int64_t c = 0; c < n; ++c) body(chunks[c], c);
+    return;
+  }
+  static const bool use_pool = EnvIs("MINDPET_CPU_THREADS_BACKEND", "pool");
+  if (!use_pool) {  // OpenMP, chunks dealt round-robin by thread number (static, as before the pool)
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, n)))
+    {
+      const int64_t step = omp_get_num_threads();
+      for (int64_t c = omp_get_thread_num(); c < n; c += step) body(chunks[c], c);
+    }
     return;
   }
   auto job = std::make_shared<Job>();
@@ -223,4 +284,5 @@ MINDPET_AOT_EXPORT int MindpetCpusFromCpuMax(const char* text) { return mindpet:
 MINDPET_AOT_EXPORT int MindpetTeamSize(int affinity_cpus, int quota_cpus, int env_threads) {
   return mindpet::cpu::TeamSize(affinity_cpus, quota_cpus, env_threads);
 }
+MINDPET_AOT_EXPORT int MindpetCpusInList(const char* text) { return mindpet::cpu::CpusInList(text); }
 MINDPET_AOT_EXPORT int MindpetMaxThreads() { return mindpet::cpu::MaxThreads(); }

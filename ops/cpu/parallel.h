@@ -1,19 +1,17 @@
-// Work splitting for the CPU kernels: a small blocking thread pool with dynamically scheduled
-// chunks, each participant calling the sequential BLAS on its chunk.
+// Work splitting for the CPU kernels: row chunks planned up front, taken by a team of threads,
+// each participant calling the sequential BLAS on its chunk.
 //
-// Built to degrade gracefully on an oversubscribed machine (other processes on the cores):
-//  - the caller is a participant and works through the chunks itself; a pool thread that is not
-//    scheduled simply takes no chunk, and the call never waits for a thread that has no work
-//    (an OpenMP parallel region ends only when every team thread has reached its barrier);
-//  - chunks are guided (large first, then smaller, down to `grain`), so a descheduled participant
-//    delays the call by at most one small chunk. The chunk boundaries depend only on (n, threads,
-//    grain), never on who runs what, so per-chunk partial sums reduced in chunk order give the same
-//    bits in every run;
-//  - idle pool threads and a caller waiting for the last chunks block on a condition variable:
-//    nothing spins;
-//  - the team size follows the CPUs the process may use (sched_getaffinity, cgroup CPU quota).
-// Correctness never depends on a pool thread running: with none (e.g. after fork) the caller does
-// every chunk.
+// Default: an OpenMP team (the one MindSpore's own CPU operators use), one near-equal block of rows
+// per thread, each block's weight-gradient partial sums kept apart and reduced in block order, so
+// results do not depend on which thread ran which block. The team size follows the CPUs the process
+// may use (cgroup cpuset, cgroup CPU quota) unless MINDPET_NUM_THREADS / OMP_NUM_THREADS say.
+//
+// Two alternatives, opt-in through the environment (read once); their comparison in
+// benchmarks/RESULTS.md was made while a bug kept every kernel on one thread, so it is not settled: MINDPET_CPU_CHUNKS=guided (chunks of a shrinking share of the rows left, so a
+// descheduled thread delays the call by one small chunk) and MINDPET_CPU_THREADS_BACKEND=pool (a
+// blocking pool: the caller works through the chunks itself and never waits for a pool thread that
+// has not started; idle threads sleep on a condition variable). Correctness never depends on the
+// choice: the tests run all three.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -37,23 +35,27 @@ int CpusFromQuota(int64_t quota_us, int64_t period_us);
 // unlimited or unparsable.
 int CpusFromCpuMax(const char* text);
 
+// CPUs of a cpuset list ("0-3,6"): 4 + 1 = 5; 0 when unparsable.
+int CpusInList(const char* text);
+
 // Team size from its inputs: `env_threads` (> 0: MINDPET_NUM_THREADS or OMP_NUM_THREADS) wins;
 // else the affinity CPUs capped by the quota CPUs (quota 0 = no limit); at least 1.
 int TeamSize(int affinity_cpus, int quota_cpus, int env_threads);
 
-// Threads a kernel call may use on this machine now: TeamSize of sched_getaffinity (per call),
-// the cgroup quota and the environment (read once).
+// Threads a kernel call may use: TeamSize of the cgroup's cpuset (else the online CPUs), the cgroup
+// quota and the environment (all read once).
 int MaxThreads();
 
 // Body of a parallel loop: the `rows` of chunk number `chunk` (chunks are numbered in row order).
 using ChunkBody = std::function<void(Range rows, int64_t chunk)>;
 
-// The guided chunks of [0, n) for `threads` participants: each a share 1 / (2 threads) of the rows
-// left, at least `grain` (the last may be smaller); one chunk when threads <= 1 or n <= grain.
+// The chunks of [0, n) for `threads` participants: one near-equal block per thread of at least
+// `grain` rows (guided: each a share 1 / (2 threads) of the rows left, at least `grain`); one chunk
+// when threads <= 1 or n <= grain.
 std::vector<Range> PlanChunks(int64_t n, int threads, int64_t grain);
 
-// Runs `body` once per chunk on up to `threads` participants (the caller included); blocks until
-// every chunk is done.
+// Runs `body` once per chunk on up to `threads` participants (the caller included), each taking the
+// next chunk not yet taken; blocks until every chunk is done.
 void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody& body);
 
 inline void ParallelFor(int64_t n, int threads, int64_t grain, const ChunkBody& body) {

@@ -60,13 +60,23 @@ def _max_threads_in_child(env_updates: dict, cpus=None) -> int:
     return int(out.stdout.strip())
 
 
-def test_max_threads_follows_affinity_and_environment():
+@pytest.mark.parametrize("text, cpus", [("0-1\n", 2), ("0", 1), ("0-3,6", 5), ("0,2,4-5", 4), ("", 0),
+                                        ("3-1", 0), ("a-b", 0)])
+def test_cpuset_lists_are_counted(text, cpus):
+    fn = _lib().MindpetCpusInList
+    fn.argtypes = [ctypes.c_char_p]
+    assert fn(text.encode()) == cpus
+
+
+def test_max_threads_follows_the_start_time_cpus_and_the_environment():
+    """The process's CPUs when the OpenMP runtime starts (one CPU -> one thread), the environment
+    first; MindSpore's later OMP_NUM_THREADS=1 / thread binding cannot shrink it (see parallel.cc)."""
     one_cpu = [sorted(os.sched_getaffinity(0))[0]]
     assert _max_threads_in_child({}, one_cpu) == 1
+    assert 1 <= _max_threads_in_child({}) <= os.cpu_count()
     assert _max_threads_in_child({"MINDPET_NUM_THREADS": "3"}, one_cpu) == 3
     assert _max_threads_in_child({"OMP_NUM_THREADS": "2"}) == 2
     assert _max_threads_in_child({"MINDPET_NUM_THREADS": "5", "OMP_NUM_THREADS": "2"}) == 5
-    assert _max_threads_in_child({}) <= len(os.sched_getaffinity(0))
 
 
 _OVERSUBSCRIBED = r"""
@@ -110,10 +120,13 @@ print("ok")
 """
 
 
-def test_results_are_exact_with_more_participants_than_cores():
-    """Eight participants on this machine's cores: the dynamically scheduled chunks and the
+@pytest.mark.parametrize("scheduling", [{}, {"MINDPET_CPU_CHUNKS": "guided"},
+                                        {"MINDPET_CPU_CHUNKS": "guided", "MINDPET_CPU_THREADS_BACKEND": "pool"}],
+                         ids=["openmp-blocks", "openmp-guided", "pool-guided"])
+def test_results_are_exact_with_more_participants_than_cores(scheduling):
+    """Eight participants on this machine's cores, under each scheduling: the chunks and the
     per-chunk partial sums give the float64 results, bit-identical from call to call."""
-    env = dict(os.environ, MINDPET_NUM_THREADS="8")
+    env = dict(os.environ, MINDPET_NUM_THREADS="8", **scheduling)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "tests", "kernels"), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", _OVERSUBSCRIBED], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
