@@ -1,10 +1,10 @@
 """Kernel micro-benchmark: fused vs composed vs plain ``nn.Dense``, measured side by side in one run.
 
-    python benchmarks/kernel_bench.py              # full grid (a few minutes on 2 cores)
-    python benchmarks/kernel_bench.py --quick      # M=4096 and M=16 at 1024x1024, r=16 only
-    python benchmarks/kernel_bench.py --ops norm_act   # LayerNorm and exact GELU (BERT shapes)
-    python benchmarks/kernel_bench.py --load 0,2,6     # LoRA and adapter train steps under background load
-    python benchmarks/kernel_bench.py --standalone 5   # LoRADense step without input gradient, fresh processes
+    python -m benchmarks.kernel_bench              # full grid (a few minutes on 2 cores)
+    python -m benchmarks.kernel_bench --quick      # M=4096 and M=16 at 1024x1024, r=16 only
+    python -m benchmarks.kernel_bench --ops norm_act   # LayerNorm and exact GELU (BERT shapes)
+    python -m benchmarks.kernel_bench --load 0,2,6     # LoRA and adapter train steps under background load
+    python -m benchmarks.kernel_bench --standalone 5   # LoRADense step without input gradient, fresh processes
 
 GRAPH mode, float32, every core (OpenMP default for the fused kernels, MindSpore's default pool for
 the rest). For each shape every variant is compiled and warmed up, then the variants are timed in
