@@ -115,6 +115,11 @@ def test_auditor_flags_plain_writes_and_accepts_atomic_ones():
     assert unsafe_writes(accepted) == []
 
 
+# Writes to a kernel control file, not to a file a user keeps: mindpet.utils.memory.reset_peak_rss writes "5" to
+# /proc/self/clear_refs (restarts VmHWM). Listed by module and exact source line, so any other write still fails.
+KERNEL_CONTROL_WRITES = {("utils/memory.py", '_CLEAR_REFS.write_text("5", encoding="ascii")')}
+
+
 def test_every_package_write_is_atomic():
     modules = sorted(PACKAGE.rglob("*.py"))
     assert any(p.name == "ckpt_util.py" for p in modules)
@@ -123,6 +128,8 @@ def test_every_package_write_is_atomic():
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source)
         found += sum(isinstance(n, ast.Call) and is_write(n) for n in ast.walk(tree))
-        offenders += [f"{path.relative_to(PACKAGE)}:{line}" for line in unsafe_writes(source)]
+        lines = source.splitlines()
+        offenders += [f"{path.relative_to(PACKAGE)}:{line}" for line in unsafe_writes(source)
+                      if (str(path.relative_to(PACKAGE)), lines[line - 1].strip()) not in KERNEL_CONTROL_WRITES]
     assert found >= 2, "the audit found no writer at all: it is not looking"  # ckpt_util and atomic at least
     assert offenders == [], f"file writes outside atomic_write: {offenders}"

@@ -78,7 +78,7 @@ OUTPUT_DTYPES = (mstype.float16, mstype.float32, mstype.bfloat16)
 EMBEDDING_SIGMA = 0.01  # MindSpore's 'normal' initializer, as in 1.0.4
 
 
-class _PrefixEmbedding(nn.Cell):
+class _PrefixEmbedding(GradSafeCell):
     """The embedding table of the prefix positions, ``embedding_table: (pre_seq_len, D)``."""
 
     def __init__(self, pre_seq_len: int, width: int, param_dtype) -> None:
