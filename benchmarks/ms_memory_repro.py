@@ -25,33 +25,22 @@ import subprocess
 import sys
 from typing import Sequence
 
+from benchmarks.lib.procfs import reset_peak, status_mib
+
 CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout")
-
-
-def _mib(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-        refs.write("5")
 
 
 def _step_cost(step, *inputs) -> dict:
     """Peak RSS added by the first call (compile + run) and by the second call, in MiB."""
-    base = _mib("VmRSS")
-    _reset_peak()
+    base = status_mib("VmRSS")
+    reset_peak()
     step(*inputs)
-    first = _mib("VmHWM") - base
-    after_first = _mib("VmRSS") - base
-    _reset_peak()
+    first = status_mib("VmHWM") - base
+    after_first = status_mib("VmRSS") - base
+    reset_peak()
     step(*inputs)
     return {"first_call_peak_mib": round(first, 1), "after_first_mib": round(after_first, 1),
-            "second_call_peak_mib": round(_mib("VmHWM") - base, 1)}
+            "second_call_peak_mib": round(status_mib("VmHWM") - base, 1)}
 
 
 def _ms():

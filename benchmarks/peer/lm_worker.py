@@ -18,31 +18,18 @@ import time
 import traceback
 from typing import Callable, Sequence
 
+from benchmarks.lib.procfs import reset_peak, status_mib
 from benchmarks.peer.lm_common import PHASES, LMSetup
 from benchmarks.peer.worker import time_calls
 
 
-def _status_mb(key: str) -> float:
-    """``VmRSS`` / ``VmHWM`` of this process in MiB (without importing mindpet, i.e. MindSpore)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-        refs.write("5")
-
-
 def measured(fn: Callable[[], object]) -> dict:
     """Run ``fn`` with the peak RSS reset first: its RSS after, peak during, CPU and wall seconds."""
-    _reset_peak()
+    reset_peak()
     c0, t0 = time.process_time(), time.perf_counter()
     fn()
     return {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0,
-            "rss_mb": _status_mb("VmRSS"), "peak_mb": max(_status_mb("VmHWM"), _status_mb("VmRSS"))}
+            "rss_mb": status_mib("VmRSS"), "peak_mb": max(status_mib("VmHWM"), status_mib("VmRSS"))}
 
 
 def make_side(side: str, setup: LMSetup, threads: int | None):
