@@ -47,6 +47,11 @@ def _cells():
     return TokenNLL, MeanLoss
 
 
+def mean_loss_cell():
+    """The Cell class wrapping a language model into its mean next-token cross-entropy (batch x (seq - 1))."""
+    return _cells()[1]
+
+
 def learning_rates(peak: float, steps: int, warmup_fraction: float) -> list:
     warmup = max(1, int(round(warmup_fraction * steps)))
     return [peak * (s + 1) / warmup if s < warmup else peak * (steps - s) / max(1, steps - warmup)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lib.lm_training import mean_loss_cell
 from benchmarks.peer.lm_common import LMSetup, lora_weights
 
 
@@ -72,7 +73,7 @@ class OursLM:
         freeze_delta(net, "lora")
         self.trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params())
         self.net = net
-        self.step_cell = nn.TrainOneStepCell(_mean_loss_cell()(net),
+        self.step_cell = nn.TrainOneStepCell(mean_loss_cell()(net),
                                              nn.Adam(net.trainable_params(), learning_rate=s.lr))
         gc.collect()
         if s.release_heap:
@@ -120,22 +121,3 @@ class OursLM:
 
         return {"framework": f"MindSpore {ms.__version__} (GRAPH, CPU) + mindpet",
                 "lora_trainable_parameters": self.trainable, "first_step_loss": self.first_loss}
-
-
-def _mean_loss_cell():
-    from mindspore import nn, ops
-
-    class MeanNextTokenLoss(nn.Cell):
-        """Mean next-token cross-entropy of a language model over batch x (seq - 1) predictions."""
-
-        def __init__(self, network):
-            super().__init__(auto_prefix=False)
-            self.network = network
-
-        def construct(self, input_ids):
-            logits = self.network(input_ids)[:, :-1]
-            logp = ops.log_softmax(logits, -1)
-            nll = -ops.gather_elements(logp, 2, ops.expand_dims(input_ids[:, 1:], -1)).sum()
-            return nll / (input_ids.shape[0] * (input_ids.shape[1] - 1))
-
-    return MeanNextTokenLoss
