@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from benchmarks.lib.procfs import reset_peak, status_mib
 from benchmarks.peer.lm_common import PHASES, LMSetup
-from benchmarks.peer.worker import time_calls
+from benchmarks.peer.worker import serve_on_stdio, time_calls
 
 
 def measured(fn: Callable[[], object]) -> dict:
@@ -81,18 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cores", default=None)
     args = parser.parse_args(argv)
-    if args.cores:
-        os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-
-    def reply(message: dict) -> None:
-        protocol.write(json.dumps(message) + "\n")
-        protocol.flush()
-
-    serve(args.side, args.threads, sys.stdin, reply)
-    return 0
+    return serve_on_stdio(serve, args.side, args.threads, args.cores)
 
 
 if __name__ == "__main__":

@@ -93,10 +93,11 @@ def serve(side: str, threads: int | None, requests, reply) -> None:
             reply({"ok": False, "error": traceback.format_exc()})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.cores:
-        os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+def serve_on_stdio(serve_fn, side: str, threads: int | None, cores: str | None) -> int:
+    """Pin to ``cores`` ("0,1"), then ``serve_fn(side, threads, stdin, reply)`` with JSON lines on the real
+    stdout; anything else printed to stdout (MindSpore, PyTorch) goes to stderr instead."""
+    if cores:
+        os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -105,8 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    serve(args.side, args.threads, sys.stdin, reply)
+    serve_fn(side, threads, sys.stdin, reply)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return serve_on_stdio(serve, args.side, args.threads, args.cores)
 
 
 if __name__ == "__main__":
