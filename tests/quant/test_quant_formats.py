@@ -2,6 +2,8 @@
 ``gguf`` package's own quantiser for the GGUF formats, error bounds, idempotence and errors."""
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -173,6 +175,20 @@ def test_large_tensor_is_quantized_vectorised():
     w = np.random.default_rng(0).standard_normal((49152, 576)).astype(np.float32)
     q = quantize(w, "nf4")
     assert q.codes.shape == (49152, 288)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantizing_makes_no_float32_copy(fmt):
+    w = np.random.default_rng(0).standard_normal((8192, 1024)).astype(np.float16)
+    tracemalloc.start()
+    try:
+        q = quantize(w, fmt)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the result (<= 8.5 bits/weight) plus row-chunk scratch; a float32 copy alone would be 1.0
+    assert peak < 0.6 * 4 * w.size, peak / (4 * w.size)
+    assert q.shape == w.shape
 
 
 def test_take_rows_permutes_without_dequantising():

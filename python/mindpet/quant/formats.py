@@ -184,9 +184,12 @@ def _check_weight(weight) -> np.ndarray:
         raise ValueError(f"'weight' must be 2-D [out_channels, in_channels], but got shape {list(weight.shape)}.")
     if weight.shape[0] < 1:
         raise ValueError(f"'weight' must have at least one row, but got shape {list(weight.shape)}.")
-    if not np.isfinite(weight).all():
-        raise ValueError("'weight' must be finite, but it contains NaN or Inf.")
     return weight
+
+
+def _check_finite(chunk: np.ndarray) -> None:
+    if not np.isfinite(chunk).all():
+        raise ValueError("'weight' must be finite, but it contains NaN or Inf.")
 
 
 def _inverse(d: np.ndarray) -> np.ndarray:
@@ -221,19 +224,22 @@ def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
-    """Quantise a float weight ``[N, K]`` (computation in float32) to ``format``; see the module doc.
+_CHUNK_ELEMENTS = 1 << 18  # rows are quantised in chunks of about this many weights (bounded scratch memory)
 
-    Raises:
-        TypeError: ``weight`` is not a floating numpy array, or ``format`` not a str.
-        ValueError: ``weight`` not 2-D or not finite, unknown ``format``, K not a multiple of the group size
-            (named ``in_channels``), or scales beyond float16's range.
-    """
-    spec = format_spec(format)
-    w = _check_weight(weight)
-    n, k = w.shape
-    group = _check_group(format, k)
-    blocks = w.astype(np.float32, copy=False).reshape(n, k // group, group)
+
+def _nearest_nf4(x: np.ndarray) -> np.ndarray:
+    """Index of the nearest NF4 value: the number of midpoints between neighbours that ``x`` exceeds
+    (15 vectorised comparisons; ~10x faster than a binary search per element)."""
+    codes = np.zeros(x.shape, dtype=np.uint8)
+    above = np.empty(x.shape, dtype=bool)
+    for midpoint in _NF4_MIDPOINTS:
+        np.greater(x, midpoint, out=above)
+        codes += above
+    return codes
+
+
+def _quantize_blocks(blocks: np.ndarray, format: str):
+    """float32 blocks [R, K // G, G] -> (integer codes [R, K // G, G], float16 scales, float16 offsets or None)."""
     offsets = None
     if format in ("int8", "nf4"):
         absmax = np.abs(blocks).max(axis=2)
@@ -243,7 +249,7 @@ def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
         if format == "int8":
             codes = np.clip(_round_half_away(x), -127, 127).astype(np.int8)
         else:
-            codes = np.searchsorted(_NF4_MIDPOINTS, x, side="left").astype(np.uint8)
+            codes = _nearest_nf4(x)
     elif format == "q8_0":
         d = np.abs(blocks).max(axis=2) / np.float32(127)
         codes = _round_half_away(blocks * _inverse(d)[..., None]).astype(np.int8)
@@ -260,10 +266,37 @@ def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
                            15).astype(np.uint8)
         scales = _to_float16(d, "scales")
         offsets = _to_float16(low, "offsets")
-    codes = codes.reshape(n, k)
-    if spec.bits == 4:
-        codes = _pack_nibbles(codes)
-    return QuantizedTensor(format, (n, k), np.ascontiguousarray(codes), np.ascontiguousarray(scales), offsets)
+    return codes, scales, offsets
+
+
+def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
+    """Quantise a float weight ``[N, K]`` (computation in float32) to ``format``; see the module doc.
+
+    Rows are processed in chunks of about 2^18 weights, so the scratch memory beyond the result is a few MB
+    whatever the size of the weight (no float32 copy of a float16/float64 weight is made).
+
+    Raises:
+        TypeError: ``weight`` is not a floating numpy array, or ``format`` not a str.
+        ValueError: ``weight`` not 2-D or not finite, unknown ``format``, K not a multiple of the group size
+            (named ``in_channels``), or scales beyond float16's range.
+    """
+    spec = format_spec(format)
+    w = _check_weight(weight)
+    n, k = w.shape
+    group = _check_group(format, k)
+    codes = np.empty((n, k if spec.bits == 8 else k // 2), dtype=np.int8 if spec.bits == 8 else np.uint8)
+    scales = np.empty((n, k // group), dtype=np.float16)
+    offsets = np.empty((n, k // group), dtype=np.float16) if spec.has_offsets else None
+    rows = max(1, _CHUNK_ELEMENTS // k)
+    for r in range(0, n, rows):
+        blocks = w[r:r + rows].astype(np.float32, copy=False).reshape(-1, k // group, group)
+        _check_finite(blocks)
+        chunk_codes, scales[r:r + rows], chunk_offsets = _quantize_blocks(blocks, format)
+        chunk_codes = chunk_codes.reshape(-1, k)
+        codes[r:r + rows] = chunk_codes if spec.bits == 8 else _pack_nibbles(chunk_codes)
+        if offsets is not None:
+            offsets[r:r + rows] = chunk_offsets
+    return QuantizedTensor(format, (n, k), codes, scales, offsets)
 
 
 def dequantize(q: QuantizedTensor, dtype=np.float32) -> np.ndarray:
