@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mindpet.quant import FORMATS, QuantizedTensor, dequantize, format_spec, quantize
+from mindpet.quant import FORMATS, QuantizedTensor, dequantize, format_spec, quantize, requantize
 
 NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
        -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
@@ -189,6 +189,23 @@ def test_quantizing_makes_no_float32_copy(fmt):
     # the result (<= 8.5 bits/weight) plus row-chunk scratch; a float32 copy alone would be 1.0
     assert peak < 0.6 * 4 * w.size, peak / (4 * w.size)
     assert q.shape == w.shape
+
+
+def test_requantize_keeps_the_first_error_and_adds_the_second():
+    w = _weight((6, 128), seed=5)
+    q41 = quantize(w, "q4_1")
+    assert requantize(q41, "q4_1") is q41
+    q8 = requantize(q41, "q8_0")
+    assert q8.format == "q8_0"
+    step = np.repeat(q8.scales.astype(np.float64), 32, axis=1)
+    # q8_0 of the q4_1 weight: within half a q8_0 step (+ float16 rounding of d) of the q4_1 weight ...
+    assert np.all(np.abs(dequantize(q8, np.float64) - dequantize(q41, np.float64)) <= step * (0.5 + 127 * 2 ** -11))
+    # ... and no closer to the float weight than q4_1 allows
+    assert np.abs(dequantize(q8, np.float64) - w).max() > 0.5 * np.abs(dequantize(q41, np.float64) - w).max()
+    with pytest.raises(TypeError, match="'q' must be a QuantizedTensor"):
+        requantize(w, "q8_0")
+    with pytest.raises(ValueError, match="'format'"):
+        requantize(q41, "q2_k")
 
 
 def test_take_rows_permutes_without_dequantising():

@@ -154,3 +154,17 @@ def test_reading_makes_no_float32_copy(smollm2_reader, name):
     assert isinstance(q, QuantizedTensor)
     # the result (<= 8.5 bits/weight) plus one byte per weight of repacking scratch; float32 would be 32 bits
     assert peak < 0.6 * float32_bytes, (peak, float32_bytes)
+
+
+def test_reencoding_the_whole_file_holds_one_tensor_in_float32_at_a_time(smollm2_reader):
+    quantised = [t for t in smollm2_reader.tensors if t.tensor_type.name.startswith("Q")]
+    float32_bytes = sum(4 * int(np.prod(t.shape)) for t in quantised)
+    tracemalloc.start()
+    try:
+        out = read_gguf_quantized(smollm2_reader, format="q8_0")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert {out[t.name].format for t in quantised} == {"q8_0"}
+    # the q8_0 result is 8.5/32 of float32; the largest re-encoded (Q4_1) tensor adds < 1 %
+    assert peak < 0.35 * float32_bytes, peak / float32_bytes
