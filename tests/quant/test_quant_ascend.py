@@ -103,6 +103,8 @@ def test_nf4_is_refused_with_a_suggestion():
         to_weight_quant_matmul(quantize(_weight((2, 64)), "nf4"))
     with pytest.raises(TypeError, match="'q' must be a QuantizedTensor"):
         to_weight_quant_matmul(np.zeros((2, 64)))
+    with pytest.raises(ValueError, match=r"k and n in \[1, 65535\], but the weight is 65536 x 32"):
+        to_weight_quant_matmul(quantize(np.zeros((65536, 32), np.float32), "q8_0"))
     with pytest.raises(ValueError, match="out_channels, which must be even"):
         to_weight_quant_matmul(quantize(_weight((3, 64)), "q4_0"), transpose_weight=False)
 

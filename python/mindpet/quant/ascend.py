@@ -48,6 +48,7 @@ from mindpet.quant.formats import QuantizedTensor, unpack_nibbles
 
 _MAPPABLE = ("int8", "q8_0", "q4_0", "q4_1")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_MAX_DIM = 65535  # CANN: k and n in [1, 65535]
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +93,8 @@ def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] 
 
     Raises:
         TypeError: ``q`` is not a QuantizedTensor.
-        ValueError: ``q.format`` is ``nf4`` (not affine), or a q4_1 offset ``8 + m / d`` overflows float16.
+        ValueError: ``q.format`` is ``nf4`` (not affine), N or K above 65535, or a q4_1 offset ``8 + m / d``
+            overflows float16.
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"'q' must be a QuantizedTensor, but got {type(q).__name__}.")
@@ -101,6 +103,8 @@ def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] 
                          f"which (w + offset) * scale cannot express. Quantise the weight as 'q4_0' or 'int8' "
                          f"instead (or requantize(q, 'q4_0'), which adds q4_0's error to nf4's).")
     n, k = q.shape
+    if max(n, k) > _MAX_DIM:
+        raise ValueError(f"WeightQuantBatchMatmul takes k and n in [1, {_MAX_DIM}], but the weight is {n} x {k}.")
     if q.bits == 8:
         codes = q.codes.astype(np.int16)
     else:

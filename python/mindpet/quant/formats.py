@@ -54,7 +54,7 @@ for _table in (_Q4_0_LUT, _Q4_1_LUT):
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FormatSpec:
     """Static description of a format: ``bits``, ``group_size`` (``None`` = per output channel, G = K),
     ``lut`` (float32 [16] for 4-bit formats, else ``None``) and ``has_offsets``."""
