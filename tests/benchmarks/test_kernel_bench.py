@@ -5,6 +5,7 @@ started without ``env`` inherited it and ran the fused kernels on one thread whi
 operators kept their own pool: the fresh-process standalone comparison was biased against fused
 (issue #19 part 2, benchmarks/RESULTS.md).
 """
+# pylint: disable=redefined-outer-name,unused-argument,protected-access
 import ctypes
 import os
 
@@ -33,13 +34,13 @@ def mindspore_style_omp_setting(monkeypatch):
         _LIBC.setenv(b"OMP_NUM_THREADS", original, 1)
 
 
-def test_standalone_workers_do_not_inherit_mindspores_omp_num_threads(mindspore_style_omp_setting):  # pylint: disable=redefined-outer-name,unused-argument
+def test_standalone_workers_do_not_inherit_mindspores_omp_num_threads(mindspore_style_omp_setting):
     result = kernel_bench.run_standalone_worker("composed", steps=1, warmup=1)
     assert result["backend"] == "composed" and result["seconds"] > 0
     assert result["omp_num_threads"] is None  # was "1": the fused kernels then ran single-threaded
 
 
-@pytest.mark.skipif(not kernel_bench._library.available(), reason="mindpet CPU kernel library not built")  # pylint: disable=protected-access
-def test_a_fused_standalone_worker_gets_the_kernel_team_of_the_benchmark_process(mindspore_style_omp_setting):  # pylint: disable=redefined-outer-name,unused-argument
+@pytest.mark.skipif(not kernel_bench._library.available(), reason="mindpet CPU kernel library not built")
+def test_a_fused_standalone_worker_gets_the_kernel_team_of_the_benchmark_process(mindspore_style_omp_setting):
     result = kernel_bench.run_standalone_worker("fused", steps=1, warmup=1)
     assert result["fused_threads"] == kernel_bench.fused_threads()

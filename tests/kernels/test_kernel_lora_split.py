@@ -169,7 +169,8 @@ def test_standalone_lora_dense_step_runs_no_input_gradient_op():
     freeze_delta(net, "lora")
     optimizer = nn.SGD(net.trainable_params(), learning_rate=1e-3)
     x = Tensor(np.random.default_rng(2).standard_normal((37, 40)).astype(np.float32))
-    a0, b0 = net.mindpet_delta_lora_a.asnumpy().astype(np.float64), net.mindpet_delta_lora_b.asnumpy().astype(np.float64)
+    a0 = net.mindpet_delta_lora_a.asnumpy().astype(np.float64)
+    b0 = net.mindpet_delta_lora_b.asnumpy().astype(np.float64)
 
     def loss_fn(inp):
         return net(inp).sum()
