@@ -27,7 +27,9 @@ Each level times the LoRA (M=4096, 1024x1024, r=16) and adapter (M=4096, hidden 
 steps, fused and composed interleaved. ``--standalone R``: the issue's standalone step, ``LoRADense(1024,
 1024, lora_rank=16, lora_alpha=32, lora_dropout=0, compute_dtype=float32)`` after ``freeze_delta(net,
 'lora')``, a constant [4096, 1024] input, ``ms.value_and_grad`` over the optimizer's parameters
-inside ``ms.jit`` plus SGD; R rounds, each one fresh process per backend (order alternating).
+inside ``ms.jit`` plus SGD; R rounds, each one fresh process per backend (order alternating), started
+with the benchmark's own environment (``os.environ``: without the ``OMP_NUM_THREADS=1`` that ``import
+mindspore`` puts into the C environment, which would hold the fused kernels to one thread).
 Targets (issue): fused/composed <= 1.0 under --load 2 and 6; standalone fused/composed <= 0.85; fused LoRA fwd <= 1.05x Dense fwd and train <= 1.05x frozen-Dense train at M=4096
 (i.e. <= 0.85x composed train there); fused LoRA train <= 0.7x composed at M <= 16; fused adapter
 train <= 0.8x composed.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -301,7 +304,7 @@ def run_load(levels: Sequence[int], reps: int, rng, ops_wanted=("lora", "adapter
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
-def standalone_step_seconds(backend: str, steps: int = 10) -> float:
+def standalone_step_seconds(backend: str, steps: int = 10, warmup: int = 3) -> float:
     """Median seconds per step of the issue's standalone LoRADense step (no input gradient)."""
     from mindpet.delta import LoRADense  # pylint: disable=import-outside-toplevel
     from mindpet.graph import freeze_delta  # pylint: disable=import-outside-toplevel
@@ -324,7 +327,7 @@ def standalone_step_seconds(backend: str, steps: int = 10) -> float:
         optimizer(grads)
         return loss
 
-    for _ in range(3):
+    for _ in range(warmup):
         step(x).asnumpy()
     times = []
     for _ in range(steps):
@@ -334,6 +337,33 @@ def standalone_step_seconds(backend: str, steps: int = 10) -> float:
     return statistics.median(times)
 
 
+def fused_threads() -> int:
+    """Threads a fused CPU kernel call of this process may use (the kernels' team size, ops/cpu/parallel.h)."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    return int(ctypes.CDLL(_library.load()).MindpetMaxThreads())
+
+
+def standalone_worker(backend: str, steps: int = 10, warmup: int = 3) -> dict:
+    """One worker's result: median step seconds, ``OMP_NUM_THREADS`` as the worker started, and the fused
+    kernels' team size (fused backend only)."""
+    started_with = os.environ.get("OMP_NUM_THREADS")  # os.environ: read at interpreter start
+    seconds = standalone_step_seconds(backend, steps, warmup)
+    return {"backend": backend, "seconds": seconds, "omp_num_threads": started_with,
+            "fused_threads": fused_threads() if backend == "fused" else None}
+
+
+def run_standalone_worker(backend: str, steps: int = 10, warmup: int = 3) -> dict:
+    """:func:`standalone_worker` in a fresh process started with this process's ``os.environ``.
+
+    ``os.environ`` is the environment the benchmark was started with: ``import mindspore`` then sets
+    ``OMP_NUM_THREADS=1`` in the C environment only, and a child started without ``env`` inherits it, which
+    limits its fused kernels to one thread (MindSpore's own operators ignore the variable)."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--standalone-worker", backend,
+                          "--standalone-steps", str(steps), "--standalone-warmup", str(warmup)],
+                         env=dict(os.environ), check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run_standalone(rounds: int) -> None:
     """``rounds`` rounds of the standalone step, one fresh process per backend (order alternating)."""
     print(f"\nstandalone LoRADense step, no input gradient (fresh process per backend, {rounds} rounds); "
@@ -341,10 +371,12 @@ def run_standalone(rounds: int) -> None:
     samples: Dict[str, List[float]] = {"fused": [], "composed": []}
     for i in range(rounds):
         for backend in (("fused", "composed") if i % 2 == 0 else ("composed", "fused")):
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--standalone-worker", backend],
-                                 check=True, capture_output=True, text=True).stdout
-            samples[backend].append(float(out.strip().splitlines()[-1]))
-        print(f"round {i}: fused {1e3 * samples['fused'][-1]:.1f} ms, composed {1e3 * samples['composed'][-1]:.1f} ms")
+            result = run_standalone_worker(backend)
+            samples[backend].append(result["seconds"])
+            if backend == "fused":
+                team = result["fused_threads"]
+        print(f"round {i}: fused {1e3 * samples['fused'][-1]:.1f} ms ({team} threads), "
+              f"composed {1e3 * samples['composed'][-1]:.1f} ms")
         sys.stdout.flush()
     f, c = statistics.median(samples["fused"]), statistics.median(samples["composed"])
     ratios = [a / b for a, b in zip(samples["fused"], samples["composed"])]
@@ -398,10 +430,12 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--standalone", type=int, metavar="ROUNDS",
                         help="runs only the standalone no-input-gradient LoRADense step, ROUNDS rounds")
     parser.add_argument("--standalone-worker", choices=("fused", "composed"), help=argparse.SUPPRESS)
+    parser.add_argument("--standalone-steps", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--standalone-warmup", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     if args.standalone_worker:
-        print(standalone_step_seconds(args.standalone_worker))
+        print(json.dumps(standalone_worker(args.standalone_worker, args.standalone_steps, args.standalone_warmup)))
         return 0
     if kbackend.fused_implementation("CPU")[0] != "cpu":
         print("fused CPU kernels unavailable:", kbackend.fused_implementation("CPU")[1])

@@ -154,3 +154,41 @@ def test_graph_drops_the_input_op_when_no_input_gradient_is_asked():
     _, (dx, (da, _)) = _graph_step("fused", 0)(x, cot)
     assert_close(dx.asnumpy(), ref_dx.asnumpy(), 2e-5, "dx")
     assert kernel_calls("LoraLinearBackwardInput") == input0 + 1
+
+
+def test_standalone_lora_dense_step_runs_no_input_gradient_op():
+    """The issue's standalone form (#19): LoRADense after freeze_delta, a constant input, value_and_grad over the
+    optimizer's parameters inside ms.jit, SGD. Each step runs the weight op once and never the input op, and its
+    gradients match float64 numpy (loss = sum(y), so dy = 1)."""
+    from mindpet.delta import LoRADense  # pylint: disable=import-outside-toplevel
+    from mindpet.graph import freeze_delta  # pylint: disable=import-outside-toplevel
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(0)
+    net = LoRADense(40, 24, lora_rank=3, lora_alpha=6, lora_dropout=0.0, lora_b_init="normal",
+                    compute_dtype=ms.float32, backend="fused")
+    freeze_delta(net, "lora")
+    optimizer = nn.SGD(net.trainable_params(), learning_rate=1e-3)
+    x = Tensor(np.random.default_rng(2).standard_normal((37, 40)).astype(np.float32))
+    a0 = net.mindpet_delta_lora_a.asnumpy().astype(np.float64)
+    b0 = net.mindpet_delta_lora_b.asnumpy().astype(np.float64)
+
+    def loss_fn(inp):
+        return net(inp).sum()
+
+    grad_fn = ms.value_and_grad(loss_fn, None, optimizer.parameters)
+
+    @ms.jit
+    def step(inp):
+        loss, grads = grad_fn(inp)
+        optimizer(grads)
+        return loss, grads
+
+    weights0, input0 = kernel_calls("LoraLinearBackwardWeights"), kernel_calls("LoraLinearBackwardInput")
+    _, grads = step(x)
+    grads = {p.name: g.asnumpy() for p, g in zip(optimizer.parameters, grads)}
+    xs, dy = x.asnumpy().astype(np.float64), np.ones((37, 24))
+    assert_close(grads["mindpet_delta_lora_a"], 2.0 * (dy @ b0).T @ xs, 2e-5, "dA")
+    assert_close(grads["mindpet_delta_lora_b"], 2.0 * dy.T @ (xs @ a0.T), 2e-5, "dB")
+    step(x)[0].asnumpy()
+    assert kernel_calls("LoraLinearBackwardWeights") == weights0 + 2
+    assert kernel_calls("LoraLinearBackwardInput") == input0
