@@ -51,12 +51,12 @@ int64_t PanelRows(int64_t m, int64_t k) {
   return rows / 4 * 4;
 }
 
-// Columns of W per input-gradient block: ~kPanelFloats floats (4x for many rows), a multiple of 16,
-// in [16, 1024].
+// Columns of W per input-gradient block: ~kPanelFloats floats (4x for many rows), a multiple of 32
+// (the dequantiser's fast runs), in [32, 1024].
 int64_t BlockCols(int64_t m, int64_t n) {
   const int64_t target = m >= 256 ? 4 * kPanelFloats : kPanelFloats;
-  const int64_t cols = std::max<int64_t>(16, std::min<int64_t>(1024, target / std::max<int64_t>(n, 1)));
-  return cols / 16 * 16;
+  const int64_t cols = std::max<int64_t>(32, std::min<int64_t>(1024, target / std::max<int64_t>(n, 1)));
+  return cols / 32 * 32;
 }
 
 // Runs body(first, count) over runs of `units` units of `unit` each, one run per chunk of

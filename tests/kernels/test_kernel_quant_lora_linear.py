@@ -341,3 +341,52 @@ def test_input_gradient_never_holds_a_float32_copy_of_the_weight():
     assert 0 < _workspace_bytes() <= (os.cpu_count() or 1) * 1024 * 1024 < n * k * 4 // 16
     w = numpy_dequantize(codes, scales, None, lut, 8, k)
     assert_close(arrays[-1], dy.astype(np.float64) @ w, 2e-5, "dx")
+
+
+_PORTABLE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+import test_kernel_quant_lora_linear as t
+t.check_aot_against_numpy()
+print("ok")
+"""
+
+
+def check_aot_against_numpy():
+    """Forward and input gradient through the aot entry points, every path of the dequantiser: 4-bit and
+    8-bit, groups aligned to the vector runs (32) and not (40, 24 odd-aligned blocks), offsets on and off."""
+    rng = np.random.default_rng(5)
+    for bits, group, k, lut, with_off in ((4, 32, 128, NF4, True), (4, 40, 120, Q4_0, False),
+                                          (8, 24, 72, None, True), (8, 64, 128, None, False)):
+        n, m = 600, 3  # N = 600: blocks of 96 columns in the input gradient (not aligned to every group)
+        codes, scales, offsets, lut_in = quantized_weight(n, k, bits, group, lut if lut is not None else Q4_0,
+                                                          with_off, rng)
+        w = numpy_dequantize(codes, scales, offsets, lut_in, bits, group)
+        off_in = offsets if with_off else ABSENT16
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        dy = rng.standard_normal((m, n)).astype(np.float32)
+        absent = np.zeros(1, np.float32)
+        attrs = [np.array(1.0, np.float32)] + [np.array(v, np.int64) for v in (group, bits, int(with_off))]
+        fwd = [x, codes, scales, off_in, lut_in, absent, absent, absent, absent] + attrs + \
+            [np.array(v, np.int64) for v in (0, 0, 0)] + [np.zeros((m, n), np.float32), np.zeros((m, 1), np.float32)]
+        code, arrays = call_aot("QuantLoraLinearForward", fwd)
+        assert code == 0
+        assert_close(arrays[-2], x.astype(np.float64) @ w.T, 2e-5, f"y bits={bits} G={group}")
+        bwd = [dy, x, codes, scales, off_in, lut_in, absent, absent, absent] + attrs + \
+            [np.array(v, np.int64) for v in (0, 0)] + [np.zeros((m, k), np.float32)]
+        code, arrays = call_aot("QuantLoraLinearBackwardInput", bwd)
+        assert code == 0
+        assert_close(arrays[-1], dy.astype(np.float64) @ w, 2e-5, f"dx bits={bits} G={group}")
+
+
+@requires_fused
+@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+def test_every_dequantiser_path_matches_numpy(portable):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, MINDPET_DEQUANT_PORTABLE="1" if portable else "0")
+    out = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT.format(tests=tests)], env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
