@@ -4,6 +4,7 @@ the float32 fused ``LoraLinear`` and against the composed dequantise + matmul, s
     python -m benchmarks.quant_bench               # M in {1, 16, 256, 4096} x {1024x1024, SmolLM2 576->1536}
     python -m benchmarks.quant_bench --quick       # M in {16, 256} at 1024x1024 only
     python -m benchmarks.quant_bench --m 256 --shapes 1024x1024 --reps 9
+    python -m benchmarks.quant_bench --clock cpu   # process CPU time instead of wall time (a loaded machine)
 
 GRAPH mode, float32 activations, rank 16, every core. Per shape (K = in, N = out) the variants are
 compiled, warmed up, then timed in interleaved repetitions (``kernel_bench.measure``: median of
@@ -20,13 +21,14 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import Dict, List, Tuple
+import time
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
-from benchmarks.kernel_bench import LoraNet, TrainStep, _runner, measure
+from benchmarks.kernel_bench import LoraNet, TrainStep, measure
 from mindpet.kernels import QuantLoraLinear
 
 NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -73,14 +75,27 @@ def _net(variant: str, k: int, n: int) -> nn.Cell:
     return QuantNet(k, n, RANK, fmt, "composed" if how == "composed" else "fused")
 
 
-def bench_shape(m: int, k: int, n: int, reps: int, rng) -> Dict[str, float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _runner(cell: nn.Cell, args, clock) -> Callable[[int], float]:
+    """A function timing ``n`` calls of ``cell(*args)`` on ``clock``; returns seconds per call."""
+    def run(n: int) -> float:
+        start = clock()
+        for _ in range(n):
+            cell(*args)
+        return (clock() - start) / n
+    return run
+
+
+def bench_shape(m: int, k: int, n: int, reps: int, rng, clock=time.perf_counter) -> Dict[str, float]:
     x = Tensor(rng.standard_normal((m, k)).astype(np.float32))
     dy = Tensor(rng.standard_normal((m, n)).astype(np.float32))
     runners = {}
     for variant in VARIANTS:
         net = _net(variant, k, n)
-        runners[f"fwd/{variant}"] = _runner(net, (x,))
-        runners[f"train/{variant}"] = _runner(TrainStep(net), (x, dy))
+        runners[f"fwd/{variant}"] = _runner(net, (x,), clock)
+        runners[f"train/{variant}"] = _runner(TrainStep(net), (x, dy), clock)
     return measure(runners, reps)
 
 
@@ -92,16 +107,16 @@ def _commit() -> str:
         return "?"
 
 
-def run(grid: List[Tuple[str, int]], reps: int) -> None:
+def run(grid: List[Tuple[str, int]], reps: int, clock: str = "wall") -> None:
     rng = np.random.default_rng(0)
     print(f"quant_bench: commit {_commit()}, {len(os.sched_getaffinity(0))} cores, load average at start "
-          f"{os.getloadavg()[0]:.2f}; ratios of medians of {reps} interleaved repetitions")
+          f"{os.getloadavg()[0]:.2f}; ratios of medians of {reps} interleaved repetitions, {clock} clock")
     quant = [v for v in VARIANTS if v != "f32"]
     header = " ".join(f"{v + '/f32':>10}" for v in quant[:3]) + f" {'q4_0 F/C':>9}"
     print(f"{'shape KxN':<10} {'M':>5} {'kind':<6} {'f32 ms':>8} {header}")
     for shape, m in grid:
         k, n = SHAPES[shape]
-        t = bench_shape(m, k, n, reps, rng)
+        t = bench_shape(m, k, n, reps, rng, CLOCKS[clock])
         for kind in ("fwd", "train"):
             base = t[f"{kind}/f32"]
             ratios = " ".join(f"{t[f'{kind}/{v}'] / base:10.2f}" for v in quant[:3])
@@ -117,6 +132,8 @@ def main(argv=None) -> None:
     parser.add_argument("--m", default=None, help="comma-separated row counts (default 1,16,256,4096)")
     parser.add_argument("--shapes", default=None, help=f"comma-separated, of {sorted(SHAPES)}")
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (all threads: less sensitive to other load)")
     args = parser.parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     ms_list = [16, 256] if args.quick else [1, 16, 256, 4096]
@@ -128,7 +145,7 @@ def main(argv=None) -> None:
         unknown = set(shapes) - set(SHAPES)
         if unknown:
             parser.error(f"--shapes: unknown {sorted(unknown)}; known {sorted(SHAPES)}")
-    run([(s, m) for s in shapes for m in ms_list], args.reps)
+    run([(s, m) for s in shapes for m in ms_list], args.reps, args.clock)
 
 
 if __name__ == "__main__":
