@@ -59,7 +59,7 @@ int64_t BlockCols(int64_t m, int64_t n) {
   return cols / 32 * 32;
 }
 
-// Runs body(first, count) over runs of `units` units of `unit` each, one run per chunk of
+// Runs body(begin, end) over runs of `units` units of `unit` each, one run per chunk of
 // parallel.h's plan (the participants take them dynamically).
 template <typename Body>
 void ParallelUnits(int64_t total, int64_t unit, int threads, Body body) {
@@ -93,6 +93,69 @@ void LowRankInput(const QuantDims& d, const float* x, const float* a, const floa
   });
 }
 
+// Many rows (>= kManyRowsPerThread per thread): the GEMMs want their whole output width (a panel of
+// a few hundred output columns costs ~25 % at M = 4096), so participants take row chunks and walk
+// slices of the reduction dimension instead, each chunk dequantising W once more (~1 % of its GEMM).
+constexpr int64_t kManyRowsPerThread = 1024;
+constexpr int64_t kSliceFloats = 256 * 1024;  // 1 MiB of float32: a core's L2
+
+inline bool ManyRows(int64_t m, int threads) { return m >= kManyRowsPerThread * std::max(threads, 1); }
+
+// y[rows] = s u B^T + bias, then += sum over k-slices x[rows, slice] W[:, slice]^T.
+void ForwardManyRows(const QuantDims& d, const QuantWeight& q, const float* x, const float* bias, const float* b,
+                     float s, float* y, const float* u, int threads) {
+  const int64_t kb = std::max<int64_t>(32, kSliceFloats / std::max<int64_t>(d.n, 1) / 32 * 32);
+  ParallelFor(d.m, threads, RowGrain(d.m, threads, kManyRowsPerThread), [&](Range rows, int64_t) {
+    Workspace slice(std::min(kb, d.k) * d.n);
+    float* y_c = y + rows.begin * d.n;
+    float beta = 0.0f;
+    if (b != nullptr) {
+      Sgemm(false, true, rows.size(), d.n, d.r, s, u + rows.begin * d.r, d.r, b, d.r, 0.0f, y_c, d.n);
+      beta = 1.0f;
+    }
+    if (bias != nullptr) {
+      for (int64_t i = 0; i < rows.size(); ++i) {
+        float* y_row = y_c + i * d.n;
+        for (int64_t j = 0; j < d.n; ++j) y_row[j] = (beta == 0.0f ? 0.0f : y_row[j]) + bias[j];
+      }
+      beta = 1.0f;
+    }
+    for (int64_t k0 = 0; k0 < d.k; k0 += kb) {
+      const int64_t cols = std::min(kb, d.k - k0);
+      DequantizeTile(q, 0, d.n, k0, cols, slice.data(), cols);
+      Sgemm(false, true, rows.size(), d.n, cols, 1.0f, x + rows.begin * d.k + k0, d.k, slice.data(), cols, beta,
+            y_c, d.n);
+      beta = 1.0f;
+    }
+  });
+}
+
+// dx[rows] = s (g A) * mask, then += sum over n-slices dy[rows, slice] W[slice, :].
+void BackwardInputManyRows(const QuantDims& d, const QuantWeight& q, const float* dy, const float* a,
+                           const float* g, const float* mask, float s, float* dx, int threads) {
+  const int64_t nb = std::max<int64_t>(4, kSliceFloats / std::max<int64_t>(d.k, 1) / 4 * 4);
+  ParallelFor(d.m, threads, RowGrain(d.m, threads, kManyRowsPerThread), [&](Range rows, int64_t) {
+    Workspace slice(std::min(nb, d.n) * d.k);
+    float* dx_c = dx + rows.begin * d.k;
+    float beta = 0.0f;
+    if (a != nullptr) {
+      Sgemm(false, false, rows.size(), d.k, d.r, s, g + rows.begin * d.r, d.r, a, d.k, 0.0f, dx_c, d.k);
+      if (mask != nullptr) {
+        const float* m_c = mask + rows.begin * d.k;
+        for (int64_t i = 0; i < rows.size() * d.k; ++i) dx_c[i] *= m_c[i];
+      }
+      beta = 1.0f;
+    }
+    for (int64_t n0 = 0; n0 < d.n; n0 += nb) {
+      const int64_t rows_w = std::min(nb, d.n - n0);
+      DequantizeTile(q, n0, rows_w, 0, d.k, slice.data(), d.k);
+      Sgemm(false, false, rows.size(), d.k, rows_w, 1.0f, dy + rows.begin * d.n + n0, d.n, slice.data(), d.k, beta,
+            dx_c, d.k);
+      beta = 1.0f;
+    }
+  });
+}
+
 void ForwardF32(const QuantDims& d, const QuantWeight& q, const float* x, const float* bias, const float* a,
                 const float* b, const float* mask, float s, float* y, float* u) {
   QuantWorkspace().Reset();
@@ -102,8 +165,12 @@ void ForwardF32(const QuantDims& d, const QuantWeight& q, const float* x, const 
   } else {
     std::fill(u, u + d.m, 0.0f);  // [M, 1], never read
   }
-  const int64_t nb = PanelRows(d.m, d.k);
   const int threads = ThreadsFor(d.m * d.n * (d.k + d.r) + d.n * d.k);
+  if (ManyRows(d.m, threads)) {
+    ForwardManyRows(d, q, x, bias, a != nullptr ? b : nullptr, s, y, u, threads);
+    return;
+  }
+  const int64_t nb = PanelRows(d.m, d.k);
   ParallelUnits(d.n, nb, threads, [&](int64_t n0, int64_t n1) {
     Workspace panel(std::min(nb, n1 - n0) * d.k);
     for (int64_t p0 = n0; p0 < n1; p0 += nb) {
@@ -136,8 +203,12 @@ void BackwardInputF32(const QuantDims& d, const QuantWeight& q, const float* dy,
                       const float* mask, float s, float* dx) {
   QuantWorkspace().Reset();
   if (d.m == 0) return;
-  const int64_t kb = BlockCols(d.m, d.n);
   const int threads = ThreadsFor(d.m * d.k * (d.n + d.r) + d.n * d.k);
+  if (ManyRows(d.m, threads)) {
+    BackwardInputManyRows(d, q, dy, a, g, mask, s, dx, threads);
+    return;
+  }
+  const int64_t kb = BlockCols(d.m, d.n);
   ParallelUnits(d.k, kb, threads, [&](int64_t k0, int64_t k1) {
     Workspace block(std::min(kb, k1 - k0) * d.n);
     for (int64_t c0 = k0; c0 < k1; c0 += kb) {
