@@ -278,6 +278,27 @@ def test_codes_of_the_wrong_dtype_is_a_type_error(mode, backend):
         _call(op8, codes=np.zeros((37, 96), np.uint8))
 
 
+@pytest.mark.parametrize("backend", ["composed", pytest.param("fused", marks=requires_fused)])
+def test_scales_offsets_and_lut_are_checked(mode, backend):
+    inputs, _, _ = _problem("nf4_g64_offsets_r1", np.float32)
+    x, codes, scales, offsets, lut, bias, a, b, _ = inputs
+
+    def call(**bad):
+        args = dict(scales=scales, offsets=offsets, lut=lut)
+        args.update(bad)
+        op = QuantLoraLinear(4, 64, True, False, True, backend=backend)
+        return op(Tensor(x), Tensor(codes), Tensor(args["scales"]), Tensor(args["offsets"]), Tensor(args["lut"]), None,
+                  Tensor(a), Tensor(b))
+    with pytest.raises(TypeError, match="'scales' must be float16"):
+        call(scales=scales.astype(np.float32))
+    with pytest.raises(ValueError, match="'scales' must be"):
+        call(scales=scales[:, :1])
+    with pytest.raises(ValueError, match="'offsets' must have the shape of 'scales'"):
+        call(offsets=ABSENT16)
+    with pytest.raises(ValueError, match=r"'lut' must be a float32 \[16\] tensor"):
+        call(lut=np.zeros(1, np.float32))
+
+
 def test_codes_of_the_wrong_width_is_a_value_error():
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     op = QuantLoraLinear(4, 32, False, True, True, backend="composed")

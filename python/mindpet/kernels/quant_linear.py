@@ -45,7 +45,7 @@ def ascend_quant_matmul(bits: int, group_size: int, has_offsets: bool):
     return None if factory is None else factory(bits, group_size, has_offsets)
 
 
-def _check_call(x, codes, scales, bits, group_size):
+def _check_call(x, codes, scales, offsets, lut, bits, group_size, has_offsets):
     """Shape and dtype checks of one call (compile time in GRAPH mode)."""
     k = x.shape[-1]
     if k % group_size != 0:
@@ -63,9 +63,20 @@ def _check_call(x, codes, scales, bits, group_size):
         if codes.shape[1] != k:
             raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels] = [N, {k}] for bits=8, "
                              f"but got {codes.shape}.")
+    if scales.dtype != mstype.float16:
+        raise TypeError(f"For 'quant_lora_linear', 'scales' must be float16, but got {scales.dtype}.")
     if scales.shape[0] != codes.shape[0] or scales.shape[1] * group_size != k:
         raise ValueError(f"For 'quant_lora_linear', 'scales' must be [N, in_channels // group_size] = "
                          f"[{codes.shape[0]}, {k // group_size}], but got {scales.shape}.")
+    if has_offsets:
+        if offsets.dtype != mstype.float16:
+            raise TypeError(f"For 'quant_lora_linear', 'offsets' must be float16, but got {offsets.dtype}.")
+        if offsets.shape != scales.shape:
+            raise ValueError(f"For 'quant_lora_linear', 'offsets' must have the shape of 'scales' {scales.shape}, "
+                             f"but got {offsets.shape}.")
+    if bits == 4 and (lut.dtype != mstype.float32 or lut.shape != (16,)):
+        raise ValueError(f"For 'quant_lora_linear', 'lut' must be a float32 [16] tensor for bits=4, but got "
+                         f"{lut.dtype} {lut.shape}.")
 
 
 class QuantLoraLinear(FusedOp):
@@ -120,7 +131,7 @@ class QuantLoraLinear(FusedOp):
         x2d = x.reshape((-1, x_shape[-1]))
         if mask is not None:
             mask = mask.reshape((-1, x_shape[-1]))
-        _check_call(x2d, codes, scales, self.bits, self.group_size)
+        _check_call(x2d, codes, scales, offsets, lut, self.bits, self.group_size, self.has_offsets)
         bias = bias if self.has_bias else None
         if not self.runs_fused(x.dtype):
             if self.on_ascend:
