@@ -380,9 +380,12 @@ def check_aot_against_numpy():
     """Forward and input gradient through the aot entry points, every path of the dequantiser: 4-bit and
     8-bit, groups aligned to the vector runs (32) and not (40, 24 odd-aligned blocks), offsets on and off."""
     rng = np.random.default_rng(5)
-    for bits, group, k, lut, with_off in ((4, 32, 128, NF4, True), (4, 40, 120, Q4_0, False),
-                                          (8, 24, 72, None, True), (8, 64, 128, None, False)):
-        n, m = 600, 3  # N = 600: blocks of 96 columns in the input gradient (not aligned to every group)
+    # N = 600: blocks of 96 columns in the input gradient (not aligned to every group); M = 600 runs the
+    # panels on several threads, M = 2100 the row chunks walking slices of W
+    for bits, group, k, lut, with_off, m in ((4, 32, 128, NF4, True, 3), (4, 32, 128, NF4, True, 600),
+                                             (4, 32, 128, NF4, True, 2100), (4, 40, 120, Q4_0, False, 3),
+                                             (8, 24, 72, None, True, 3), (8, 64, 128, None, False, 2100)):
+        n = 600
         codes, scales, offsets, lut_in = quantized_weight(n, k, bits, group, lut if lut is not None else Q4_0,
                                                           with_off, rng)
         w = numpy_dequantize(codes, scales, offsets, lut_in, bits, group)
@@ -404,12 +407,14 @@ def check_aot_against_numpy():
 
 
 @requires_fused
-@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
-def test_every_dequantiser_path_matches_numpy(portable):
+@pytest.mark.parametrize("env", [{}, {"MINDPET_DEQUANT_PORTABLE": "1"}, {"MINDPET_CPU_CHUNKS": "guided"},
+                                 {"MINDPET_CPU_THREADS_BACKEND": "pool"}], ids=["simd", "portable", "guided", "pool"])
+def test_every_dequantiser_path_matches_numpy(env):
+    """Both dequantisers, and the kernels under each thread scheduling of parallel.h."""
     import subprocess  # pylint: disable=import-outside-toplevel
     import sys  # pylint: disable=import-outside-toplevel
     tests = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, MINDPET_DEQUANT_PORTABLE="1" if portable else "0")
+    env = dict(os.environ, **env)
     out = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT.format(tests=tests)], env=env, capture_output=True,
                          text=True, timeout=600, check=False)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
