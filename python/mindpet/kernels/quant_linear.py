@@ -33,7 +33,10 @@ def ascend_quant_matmul(bits: int, group_size: int, has_offsets: bool):
 
     Expected interface: a Cell (or None for a format it cannot map, e.g. NF4's lookup table) called as
     ``(x [M, K], codes, scales, offsets) -> x deq(W)^T [M, N]`` (``ops.WeightQuantBatchMatmul``); the bias
-    and the LoRA term are added by :class:`QuantLoraLinear` with composed ops.
+    and the LoRA term are added by :class:`QuantLoraLinear` with composed ops. ``mindpet.quant.ascend`` as
+    merged provides ``WeightQuantLinear(q, bias)`` instead, which re-encodes the weight on the host once
+    (int4 codes ``c - 8``, transposed scales, q4_1's offsets): a layer holds that Cell for its base on Ascend
+    and adds LoRA composed; without ``weight_quant_matmul`` this Cell runs composed there.
     """
     if ms.get_context("device_target") != "Ascend":
         return None
