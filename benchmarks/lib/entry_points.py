@@ -35,6 +35,9 @@ TOOLS: Tuple[Tool, ...] = (
          "`peer` extra: `make bench-peer`)"),
     Tool("kernel_bench", "[--quick] [--ops norm_act]",
          "the fused kernels against their composed references and `nn.Dense`, forward and train step"),
+    Tool("quant_bench", "[--quick] [--m 1,16,256,4096] [--shapes 1024x1024,576x1536]",
+         "LoRA on a quantised base (q4_0, nf4, q8_0): fused `QuantLoraLinear` forward and train step against the "
+         "float32 fused LoRA and the composed dequantise + matmul"),
     Tool("merge_bench", "[--quick]",
          "forward time of merged and unmerged `LoRADense` relative to `nn.Dense` (layer and MiniLM-sized model)"),
     Tool("norm_act_step", "",
