@@ -47,6 +47,7 @@ from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_a
 from mindpet.kernels.elementwise import Activation, activation
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
+from mindpet.kernels.attention import Attention, attention_composed
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -55,4 +56,5 @@ __all__ = [
     "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
+    "Attention", "attention_composed",
 ]

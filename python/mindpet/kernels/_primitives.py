@@ -138,3 +138,17 @@ def layer_norm_forward(impl: str):
         return dx, d_residual, d_gamma, d_beta, epsilon * 0, has_residual * 0
 
     return primitive(impl, "layer_norm_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def attention_forward(impl: str):
+    """``attention`` core forward with its fused backward (dq, dk, dv; zeros for cos, sin and the attributes)."""
+    bwd = primitive(impl, "attention_bwd")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(q, k, v, cos, sin, num_heads, num_kv_heads, scale, causal, rotary, out, dout):
+        dq, dk, dv = bwd(dout[0], q, k, v, cos, sin, out[0], out[1], num_heads, num_kv_heads, scale, causal, rotary)
+        return (dq, dk, dv, zeros_like(cos), zeros_like(sin), num_heads * 0, num_kv_heads * 0, scale * 0, causal * 0,
+                rotary * 0)
+
+    return primitive(impl, "attention_fwd", bprop)

@@ -98,6 +98,15 @@ def _layer_norm_bwd(dy, x, r, g, mean, rstd, *attrs):
     return [list(x), list(g), list(g)]
 
 
+def _attention_fwd(q, k, v, cos, sin, *attrs):
+    length, head_dim = cos[0], cos[1]  # cos [L, D]; q [B*L, NH*D]
+    return [list(q), [q[0] // length, q[1] // head_dim, length]]
+
+
+def _attention_bwd(dout, q, k, v, cos, sin, out, lse, *attrs):
+    return [list(q), list(k), list(v)]
+
+
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -113,10 +122,12 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("activation_bwd", "ActivationBackward", None, 3, 1, _activation_bwd),
     OpContract("layer_norm_fwd", "LayerNormForward", None, 6, 3, _layer_norm_fwd, float32_outputs=(1, 2)),
     OpContract("layer_norm_bwd", "LayerNormBackward", None, 7, 3, _layer_norm_bwd),
+    OpContract("attention_fwd", "AttentionForward", None, 10, 2, _attention_fwd, float32_outputs=(1,)),
+    OpContract("attention_bwd", "AttentionBackward", None, 13, 3, _attention_bwd),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm")
+CPU_ONLY_OPS = ("activation", "layer_norm", "attention")
 
 
 def contract(name: str) -> OpContract:
