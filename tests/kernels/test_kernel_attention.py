@@ -225,3 +225,10 @@ def test_abi_rejects_inconsistent_calls():
     bwd_in = [dout] + flat + [cos, sin, out, lse] + attrs
     assert call_aot("AttentionBackward", bwd_in + grads)[0] == 0
     assert call_aot("AttentionBackward", bwd_in[:7] + [lse[:, :2]] + attrs + grads)[0] != 0
+
+
+@pytest.mark.parametrize("backend", ["composed", pytest.param("fused", marks=requires_fused)])
+def test_inconsistent_shapes_raise_in_graph_mode_too(backend):
+    (q, k, v), _, _, _ = _inputs(1, 4, 4, 2, 8, False)
+    with pytest.raises(ValueError, match="'k' must be \\[B, L, num_kv_heads \\* head_dim\\] = \\(1, 4, 16\\)"):
+        Attention(4, 8, 2, backend=backend)(Tensor(q), Tensor(k[..., :-2]), Tensor(v))
