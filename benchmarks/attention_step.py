@@ -1,6 +1,6 @@
 """LLaMA LoRA train step with the attention core fused vs composed, measured side by side (interleaved).
 
-    python -m benchmarks.attention_step [--layers 4] [--seq 256] [--reps 5] [--steps-per-rep 2] [--threads 1]
+    python -m benchmarks.attention_step [--layers 4] [--seq 256] [--reps 5] [--steps-per-rep 2] [--threads 1] [--core-only]
 
 A LLaMA of SmolLM2-135M's block shape (hidden 576, 9 heads, 3 KV heads, head_dim 64, SwiGLU 1536;
 random weights, vocabulary 8192, ``--layers`` blocks), LoRA r = 8 on q and v (dropout 0), batch 1 x
@@ -9,7 +9,9 @@ random weights, vocabulary 8192, ``--layers`` blocks), LoRA r = 8 on q and v (dr
 ``fused`` the fused CPU kernel (``mindpet.kernels.Attention``); both get the same weights and must give
 the same first loss. Each is compiled and warmed up, then they run in interleaved repetitions (order
 rotating); the table shows median CPU seconds (``time.process_time``, all threads) and wall seconds per
-step and the ratio. ``--threads``: MindSpore's and mindpet's CPU threads (MINDPET_NUM_THREADS)."""
+step and the ratio. ``--threads``: MindSpore's and mindpet's CPU threads (MINDPET_NUM_THREADS).
+``--core-only``: the attention core alone (``mindpet.kernels.Attention``, batch 1 x ``--seq``, SmolLM2's
+heads), forward and forward + backward (dq, dk, dv), interleaved the same way."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +50,58 @@ def build_step(config, backend: str, params=None):
     return step, net
 
 
+def _interleaved(cells: dict, args, *inputs) -> dict:
+    """Median CPU seconds per call of each cell, interleaved reps (order rotating)."""
+    samples = {key: [] for key in cells}
+    keys = list(cells)
+    for rep in range(args.reps):
+        for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:
+            c0 = time.process_time()
+            for _ in range(args.steps_per_rep):
+                out = cells[key](*inputs)
+                (out[0] if isinstance(out, tuple) else out).asnumpy()
+            samples[key].append((time.process_time() - c0) / args.steps_per_rep)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def core_only(args) -> int:
+    """The attention core alone, fused vs composed, forward and forward + backward."""
+    from mindspore import Tensor, nn, ops
+    from mindpet.kernels import Attention
+
+    heads, kv_heads, head_dim, length = 9, 3, 64, args.seq
+    rng = np.random.default_rng(0)
+    q = Tensor(rng.standard_normal((1, length, heads * head_dim)).astype(np.float32))
+    k = Tensor(rng.standard_normal((1, length, kv_heads * head_dim)).astype(np.float32))
+    v = Tensor(rng.standard_normal((1, length, kv_heads * head_dim)).astype(np.float32))
+    angles = rng.standard_normal((length, head_dim)).astype(np.float32)
+    cos, sin = Tensor(np.cos(angles)), Tensor(np.sin(angles))
+
+    class Grads(nn.Cell):
+        def __init__(self, op):
+            super().__init__()
+            self.op = op
+            self.grad = ops.GradOperation(get_all=True)
+
+        def construct(self, *inputs):
+            return self.grad(self.op)(*inputs)
+
+    cells = {}
+    for backend in ("composed", "fused"):
+        op = Attention(heads, head_dim, kv_heads, backend=backend)
+        cells[f"{backend} forward"] = op
+        cells[f"{backend} forward+backward"] = Grads(op)
+    for cell in cells.values():
+        cell(q, k, v, cos, sin)
+    times = _interleaved(cells, args, q, k, v, cos, sin)
+    print(f"attention core, batch 1 x {length}, 9 heads, 3 KV heads, head_dim 64, {args.threads} thread(s); "
+          f"median CPU ms of {args.reps} interleaved reps x {args.steps_per_rep} calls")
+    for part in ("forward", "forward+backward"):
+        c, f = times[f"composed {part}"], times[f"fused {part}"]
+        print(f"{part:<17} | composed {c * 1e3:8.2f} | fused {f * 1e3:8.2f} | fused/composed {f / c:.2f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attention_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=4)
@@ -55,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
     parser.add_argument("--steps-per-rep", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--core-only", action="store_true", help="time the attention core alone")
     args = parser.parse_args(argv)
     os.environ["MINDPET_NUM_THREADS"] = str(args.threads)
     import mindspore as ms
@@ -64,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     configure_threads(args.threads)
+    if args.core_only:
+        return core_only(args)
     config = LlamaConfig(vocab_size=8192, hidden_size=576, intermediate_size=1536, num_layers=args.layers,
                          num_heads=9, num_kv_heads=3, max_positions=args.seq)
     ids = Tensor(np.random.default_rng(0).integers(0, config.vocab_size, (1, args.seq)).astype(np.int32))
