@@ -2,7 +2,7 @@
 GRAPH mode): each case runs in its own process and reports the peak RSS (``VmHWM``) its training graph
 adds at compile + first step, against the size of the weights involved.
 
-    python -m benchmarks.ms_memory_repro [--cases transpose,cast,blocks,lazy_inline] [--json out.json]
+    python -m benchmarks.ms_memory_repro [--cases transpose,cast,blocks,lazy_inline,index_tables] [--json out.json]
 
 Cases:
 - ``transpose``: a frozen (requires_grad=False) 49152 x 576 float32 table (113 MB, SmolLM2's tied
@@ -16,6 +16,12 @@ Cases:
   the front end); reports the cost or the error.
 - ``shared_dropout``: four blocks with ``nn.Dropout(p=0.5)``, inlined and under ``lazy_inline(policy="front")``:
   whether every block draws the same mask (with the shared graph it does: the first block's seeds).
+- ``index_tables``: one op after a trainable Dense on a [1, 256, 576] activation, trained by SGD: nothing,
+  a same-shape Mul (x * x), a Transpose to heads (1, 9, 256, 64), a broadcasting Mul / Add with a frozen
+  [576] vector, and a small attention core (3 head transposes, two batch matmuls, softmax, a broadcast
+  [256, 256] mask add, the transpose back). MindSpore 2.10's CPU Transpose and broadcasting elementwise
+  kernels build per-element ``size_t`` index tables at their first launch and keep them for the life of
+  the graph (forward and backward): the RSS left after the first step, against the ``none`` variant.
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ from typing import Sequence
 
 from benchmarks.lib.procfs import reset_peak, status_mib
 
-CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout")
+CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables")
+INDEX_VARIANTS = ("none", "mul_same_shape", "transpose", "mul_broadcast", "add_broadcast", "attention_core")
 
 
 def _step_cost(step, *inputs) -> dict:
@@ -205,6 +212,47 @@ def case_shared_dropout(policy: str) -> dict:
     return {"policy": policy, "identical_masks": bool(all(np.array_equal(out[0], o) for o in out[1:]))}
 
 
+def case_index_tables(variant: str) -> dict:
+    """One op (``INDEX_VARIANTS``) on a [1, 256, 576] activation in a training step; see the module docstring."""
+    import numpy as np
+    ms = _ms()
+    from mindspore import Parameter, Tensor, nn, ops
+
+    tokens, hidden, heads = 256, 576, 9
+    d = hidden // heads
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Dense(hidden, hidden)
+            self.w = Parameter(Tensor(np.full(hidden, 0.5, np.float32)), name="w", requires_grad=False)
+            self.mask = Tensor(np.triu(np.full((tokens, tokens), -1e9, np.float32), 1))
+
+        def construct(self, x):
+            x = self.inp(x)
+            split = lambda t: ops.transpose(ops.reshape(t, (1, tokens, heads, d)), (0, 2, 1, 3))  # noqa: E731
+            if variant == "mul_same_shape":
+                y = x * x
+            elif variant == "transpose":
+                y = split(x)
+            elif variant == "mul_broadcast":
+                y = x * self.w
+            elif variant == "add_broadcast":
+                y = x + self.w
+            elif variant == "attention_core":
+                q, k, v = split(x), split(x * 0.5), split(x * 2.0)
+                p = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / d ** 0.5) + self.mask, -1)
+                y = ops.reshape(ops.transpose(ops.matmul(p, v), (0, 2, 1, 3)), (1, tokens, hidden))
+            else:
+                y = x
+            return (y * y).mean()
+
+    net = Net()
+    step = nn.TrainOneStepCell(net, nn.SGD(net.trainable_params(), 1e-3))
+    x = Tensor(np.random.default_rng(0).standard_normal((1, tokens, hidden)).astype(np.float32))
+    return {"variant": variant, "activation_mib": round(tokens * hidden * 4 / 2 ** 20, 2), **_step_cost(step, x)}
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
     if name in ("transpose", "cast"):
@@ -213,6 +261,8 @@ def run_case(name: str, arg: str) -> dict:
         return case_blocks(int(arg))
     if name == "shared_dropout":
         return case_shared_dropout(arg)
+    if name == "index_tables":
+        return case_index_tables(arg)
     return case_lazy_inline(arg)
 
 
@@ -221,7 +271,8 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "blocks": [("blocks", "4"), ("blocks", "8")],
         "lazy_inline": [("lazy_inline", "train_one_step_cell"), ("lazy_inline", "value_and_grad_jit"),
                         ("lazy_inline", "train_one_step_cell_front")],
-        "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")]}
+        "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")],
+        "index_tables": [("index_tables", v) for v in INDEX_VARIANTS]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

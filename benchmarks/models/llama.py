@@ -37,6 +37,7 @@ from mindspore.common.initializer import Normal
 
 from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
 from mindpet.delta.prompt_tuning import PromptTuning, prepend_prompt
+from mindpet.kernels import Attention
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 DenseFactory = Callable[..., nn.Cell]
@@ -55,6 +56,10 @@ class LlamaConfig:
     rms_eps: float = 1e-5
     tie_embeddings: bool = True
     max_positions: int = 2048
+    attention_backend: Optional[str] = None
+    """Backend of the attention core without prefix keys/values (:class:`mindpet.kernels.Attention`):
+    None (the global choice), ``'auto'``, ``'fused'`` or ``'composed'`` (the MindSpore ops of
+    :class:`LlamaAttention`)."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
@@ -118,6 +123,11 @@ class LlamaAttention(nn.Cell):
         self.k_proj = dense_factory(role="k", layer=layer, in_channels=h, out_channels=self.kv_heads * d)
         self.v_proj = dense_factory(role="v", layer=layer, in_channels=h, out_channels=self.kv_heads * d)
         self.o_proj = dense_factory(role="o", layer=layer, in_channels=self.heads * d, out_channels=h)
+        # rotary + causal GQA core in one fused op per direction (no transposes/broadcasts, whose MindSpore
+        # CPU kernels keep per-element index tables for the graph's life; no [L, L] tensors kept)
+        self.core = Attention(self.heads, d, self.kv_heads, scale=self.scale, causal=True,
+                              backend=config.attention_backend)
+        self.fused_core = self.core.fused
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         b, length, _ = x.shape
@@ -139,7 +149,11 @@ class LlamaAttention(nn.Cell):
 
     def construct(self, x: Tensor, cos: Tensor, sin: Tensor, mask_bias: Tensor, prefix_key=None,
                   prefix_value=None) -> Tensor:
+        """``mask_bias``: the causal mask (what :class:`LlamaLM` passes); without prefix keys/values and with
+        a fused core the mask is the core's own causal one."""
         b, length, _ = x.shape
+        if prefix_key is None and self.fused_core:
+            return self.o_proj(self.core(self.q_proj(x), self.k_proj(x), self.v_proj(x), cos, sin))
         q = self._heads(self.q_proj(x), self.heads)
         q = q * cos + rotate_half(q) * sin
         k, v = self.key_values(x, cos, sin)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +49,9 @@ class LMSetup:
     share_block_graph: bool = False
     """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; needs
     ``lora_dropout=0``: a shared graph would give every layer the same dropout mask)."""
+    attention_backend: Optional[str] = None
+    """Ours: the backend of the LLaMA attention core (``LlamaConfig.attention_backend``; None: the global
+    choice, i.e. the fused CPU kernel)."""
 
     def to_json(self) -> dict:
         d = asdict(self)

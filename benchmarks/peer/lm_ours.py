@@ -8,6 +8,7 @@ graph (a second one), as in the LM suite; when the job switches from one to the 
 ``release_graph_memory()`` drops the runtime memory MindSpore keeps cached for the other."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class OursLM:
         from benchmarks.models.llama import LlamaConfig, LlamaLM, default_dense, load_gguf_weights
 
         s = self.setup
-        config = LlamaConfig.from_gguf(self.gconfig, max_positions=self.batch.shape[1])
+        config = dataclasses.replace(LlamaConfig.from_gguf(self.gconfig, max_positions=self.batch.shape[1]),
+                                     attention_backend=s.attention_backend)
 
         def factory(*, role, layer, in_channels, out_channels):
             if role not in s.targets:

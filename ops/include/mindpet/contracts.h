@@ -353,6 +353,61 @@ enum BwdXOut : int {
   kBwdXNumOutputs = 1,
 };
 }  // namespace quant_lora_linear
+// 9. attention (the attention core), in the projections' row layout, no transposes:
+//    q [B*L, NH*D], k and v [B*L, NKV*D], cos and sin [L, D] (rotary tables; they also give L and D);
+//    query head h uses kv head h / (NH / NKV). qr, kr = rot(q), rot(k) (x cos + rotate_half(x) sin, or x
+//    when rotary == 0); s = scale qr kr^T (+ causal mask); lse = logsumexp_j s; out = softmax(s) v.
+//    lse is float32 whatever T is. Composed on GPU and Ascend (no Ascend C kernel).
+// ---------------------------------------------------------------------------------------------
+namespace attention {
+constexpr const char* kForwardSymbol = "AttentionForward";
+constexpr const char* kBackwardSymbol = "AttentionBackward";
+
+enum FwdIn : int {
+  kFwdQ = 0,           // [B*L, NH*D]
+  kFwdK = 1,           // [B*L, NKV*D]
+  kFwdV = 2,           // [B*L, NKV*D]
+  kFwdCos = 3,         // [L, D]
+  kFwdSin = 4,         // [L, D]
+  kFwdNumHeads = 5,    // attr int NH
+  kFwdNumKvHeads = 6,  // attr int NKV (divides NH)
+  kFwdScale = 7,       // attr float
+  kFwdCausal = 8,      // attr int 0/1: key j visible to query i only when j <= i
+  kFwdRotary = 9,      // attr int 0/1: 0 -> cos/sin are not read (their shape still gives L and D)
+  kFwdNumInputs = 10,
+};
+enum FwdOut : int {
+  kFwdOut = 0,  // [B*L, NH*D]
+  kFwdLse = 1,  // [B, NH, L] float32 (saved)
+  kFwdNumOutputs = 2,
+};
+
+enum BwdIn : int {
+  kBwdDout = 0,        // [B*L, NH*D]
+  kBwdQ = 1,           // [B*L, NH*D]
+  kBwdK = 2,           // [B*L, NKV*D]
+  kBwdV = 3,           // [B*L, NKV*D]
+  kBwdCos = 4,         // [L, D]
+  kBwdSin = 5,         // [L, D]
+  kBwdOut = 6,         // [B*L, NH*D] the forward output (saved)
+  kBwdLse = 7,         // [B, NH, L] float32 (saved)
+  kBwdNumHeads = 8,    // attr int
+  kBwdNumKvHeads = 9,  // attr int
+  kBwdScale = 10,      // attr float
+  kBwdCausal = 11,     // attr int 0/1
+  kBwdRotary = 12,     // attr int 0/1
+  kBwdNumInputs = 13,
+};
+// p = exp(scale qr kr^T - lse) (masked: 0); delta = rowsum(dout * out); dv = sum_group p^T dout;
+// ds = p (dout v^T - delta); dqr = scale ds kr; dkr = sum_group scale ds^T qr;
+// dq = dqr cos + rotate_half^T(dqr sin), rotate_half^T([y1, y2]) = [y2, -y1]; dk likewise.
+enum BwdOut : int {
+  kBwdDq = 0,  // [B*L, NH*D]
+  kBwdDk = 1,  // [B*L, NKV*D]
+  kBwdDv = 2,  // [B*L, NKV*D]
+  kBwdNumOutputs = 3,
+};
+}  // namespace attention
 
 }  // namespace contracts
 }  // namespace mindpet

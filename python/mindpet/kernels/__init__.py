@@ -49,6 +49,7 @@ from mindpet.kernels.elementwise import Activation, activation
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.quant_linear import QuantLoraLinear
+from mindpet.kernels.attention import Attention, attention_composed
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -58,4 +59,5 @@ __all__ = [
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
     "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
+    "Attention", "attention_composed",
 ]

@@ -167,3 +167,17 @@ def quant_lora_linear_forward(impl: str, has_lora: bool = True):
                 has_lora_attr * 0, has_mask * 0)
 
     return primitive(impl, "quant_lora_linear_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def attention_forward(impl: str):
+    """``attention`` core forward with its fused backward (dq, dk, dv; zeros for cos, sin and the attributes)."""
+    bwd = primitive(impl, "attention_bwd")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(q, k, v, cos, sin, num_heads, num_kv_heads, scale, causal, rotary, out, dout):
+        dq, dk, dv = bwd(dout[0], q, k, v, cos, sin, out[0], out[1], num_heads, num_kv_heads, scale, causal, rotary)
+        return (dq, dk, dv, zeros_like(cos), zeros_like(sin), num_heads * 0, num_kv_heads * 0, scale * 0, causal * 0,
+                rotary * 0)
+
+    return primitive(impl, "attention_fwd", bprop)

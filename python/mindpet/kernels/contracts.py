@@ -107,6 +107,15 @@ def _quant_lora_bwd_input(dy, x, *rest):
     return [list(x)]
 
 
+def _attention_fwd(q, k, v, cos, sin, *attrs):
+    length, head_dim = cos[0], cos[1]  # cos [L, D]; q [B*L, NH*D]
+    return [list(q), [q[0] // length, q[1] // head_dim, length]]
+
+
+def _attention_bwd(dout, q, k, v, cos, sin, out, lse, *attrs):
+    return [list(q), list(k), list(v)]
+
+
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -126,10 +135,12 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     # lora_linear_bwd_weights, its input gradient the op below
     OpContract("quant_lora_linear_fwd", "QuantLoraLinearForward", None, 16, 2, _quant_lora_fwd),
     OpContract("quant_lora_linear_bwd_input", "QuantLoraLinearBackwardInput", None, 15, 1, _quant_lora_bwd_input),
+    OpContract("attention_fwd", "AttentionForward", None, 10, 2, _attention_fwd, float32_outputs=(1,)),
+    OpContract("attention_bwd", "AttentionBackward", None, 13, 3, _attention_bwd),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear")
+CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear", "attention")
 
 
 def contract(name: str) -> OpContract:

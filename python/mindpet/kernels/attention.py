@@ -1,0 +1,159 @@
+"""The ``attention`` core (``ops/CONTRACTS.md`` 9): rotary, grouped-query scaled-dot-product attention with an
+optional causal mask, in the projections' own layout (no transposes).
+
+For batch ``b``, query head ``h`` (kv head ``g = h // (NH / NKV)``), rows ``i``/``j`` of the sequence:
+``qr = rot(q_bh)``, ``kr = rot(k_bg)`` with ``rot(x) = x cos + rotate_half(x) sin`` (``rotate_half(x) =
+[-x2, x1]``, the HF/LLaMA convention; or ``x`` without rotary), ``s_ij = scale qr_i . kr_j`` (``-inf`` for
+``j > i`` when causal), ``out_bh = softmax_j(s) v_bg``.
+
+:class:`Attention` runs the fused CPU kernel (one op per direction; the backward recomputes the
+probabilities from q, k and the saved row log-sum-exp, flash-attention style, so neither the ``[L, L]``
+scores nor MindSpore's transposes and broadcasts and their per-element index tables are kept) or the
+composed reference :func:`attention_composed` (MindSpore ops, as a LLaMA attention writes it; GPU, Ascend,
+bfloat16, ``backend='composed'``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from mindspore import ops
+
+from mindpet.kernels import _primitives
+from mindpet.kernels.fused_op import FusedOp
+
+__all__ = ["Attention", "attention_composed"]
+
+MASK_VALUE = -1e9
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"'{name}' must be an int, but got {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"'{name}' must be >= 1, but got {value}.")
+    return value
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return ops.concat((-x[..., half:], x[..., :half]), -1)
+
+
+def attention_composed(q, k, v, cos, sin, num_heads: int, num_kv_heads: int, scale: float, causal: bool):
+    """The reference, composed of MindSpore ops: q ``[B, L, NH*D]``, k and v ``[B, L, NKV*D]``, cos and sin
+    ``[L, D]`` or None (no rotary); returns ``[B, L, NH*D]`` (see the module docstring)."""
+    b, length, width = q.shape
+    head_dim = width // num_heads
+    groups = num_heads // num_kv_heads
+
+    def heads(x, n):
+        return ops.transpose(ops.reshape(x, (b, length, n, head_dim)), (0, 2, 1, 3))
+
+    def repeat_kv(x):
+        if groups == 1:
+            return x
+        x = ops.broadcast_to(ops.expand_dims(x, 2), (b, num_kv_heads, groups, length, head_dim))
+        return ops.reshape(x, (b, num_heads, length, head_dim))
+
+    qh, kh, vh = heads(q, num_heads), heads(k, num_kv_heads), heads(v, num_kv_heads)
+    if cos is not None:
+        qh = qh * cos + _rotate_half(qh) * sin
+        kh = kh * cos + _rotate_half(kh) * sin
+    kh, vh = repeat_kv(kh), repeat_kv(vh)
+    scores = ops.matmul(qh, ops.transpose(kh, (0, 1, 3, 2))) * scale
+    if causal:
+        pos = ops.arange(length)
+        visible = ops.expand_dims(pos, 0) <= ops.expand_dims(pos, 1)
+        bias = ops.select(visible, ops.zeros((length, length), scores.dtype),
+                          ops.fill(scores.dtype, (length, length), MASK_VALUE))
+        scores = scores + bias
+    context = ops.matmul(ops.softmax(scores, axis=-1), vh)
+    return ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (b, length, width))
+
+
+class Attention(FusedOp):
+    r"""``softmax(scale rot(q) rot(k)^T + mask) v`` per head, grouped-query, in the projections' layout.
+
+    Args:
+        num_heads: query heads ``NH``.
+        head_dim: ``D`` (even when rotary is used).
+        num_kv_heads: key/value heads ``NKV`` (divides ``NH``; default ``NH``); query head ``h`` uses kv head
+            ``h // (NH / NKV)``.
+        scale: the score scale (default ``1 / sqrt(D)``).
+        causal: key ``j`` is visible to query ``i`` only when ``j <= i``.
+        backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice).
+
+    Inputs: q ``[B, L, NH*D]``, k and v ``[B, L, NKV*D]``, optional cos and sin ``[L, D]`` (rotary tables;
+    both or neither; their gradients are zero). Output ``[B, L, NH*D]`` in the dtype of q (cos and sin are
+    cast to it). float32/float16 fused on CPU (float32 accumulation), other dtypes and devices composed.
+    """
+
+    op_name = "attention"
+
+    def __init__(self, num_heads: int, head_dim: int, num_kv_heads: Optional[int] = None,
+                 scale: Optional[float] = None, causal: bool = True, backend: Optional[str] = None):
+        super().__init__()
+        self.num_heads = _positive_int(num_heads, "num_heads")
+        self.head_dim = _positive_int(head_dim, "head_dim")
+        self.num_kv_heads = self.num_heads if num_kv_heads is None else _positive_int(num_kv_heads, "num_kv_heads")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"'num_heads' ({self.num_heads}) must be a multiple of 'num_kv_heads' "
+                             f"({self.num_kv_heads}).")
+        if scale is None:
+            scale = 1.0 / math.sqrt(self.head_dim)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"'scale' must be a float, but got {type(scale).__name__}.")
+        self.scale = float(scale)
+        if not isinstance(causal, bool):
+            raise TypeError(f"'causal' must be a bool, but got {type(causal).__name__}.")
+        self.causal = causal
+        self.select_backend(backend, cpu_only=True)
+        if self.fused:
+            self.fwd = _primitives.attention_forward(self.impl)
+
+    def _check(self, q, k, v, cos, sin):
+        """TypeError/ValueError naming the argument (shapes are static: checked when the graph is built)."""
+        if len(q.shape) != 3 or q.shape[2] != self.num_heads * self.head_dim:
+            raise ValueError(f"For 'Attention', 'q' must be [B, L, num_heads * head_dim] = [B, L, "
+                             f"{self.num_heads * self.head_dim}], but got {q.shape}.")
+        kv_shape = (q.shape[0], q.shape[1], self.num_kv_heads * self.head_dim)
+        if k.shape != kv_shape:
+            raise ValueError(f"For 'Attention', 'k' must be [B, L, num_kv_heads * head_dim] = {kv_shape}, "
+                             f"but got {k.shape}.")
+        if v.shape != kv_shape:
+            raise ValueError(f"For 'Attention', 'v' must be [B, L, num_kv_heads * head_dim] = {kv_shape}, "
+                             f"but got {v.shape}.")
+        if k.dtype != q.dtype or v.dtype != q.dtype:
+            raise TypeError("For 'Attention', 'q', 'k' and 'v' must share one dtype.")
+        if (cos is None) != (sin is None):
+            raise ValueError("For 'Attention', give both 'cos' and 'sin' (rotary) or neither.")
+        if cos is not None:
+            table = (q.shape[1], self.head_dim)
+            if cos.shape != table:
+                raise ValueError(f"For 'Attention', 'cos' must be [L, head_dim] = {table}, but got {cos.shape}.")
+            if sin.shape != table:
+                raise ValueError(f"For 'Attention', 'sin' must be [L, head_dim] = {table}, but got {sin.shape}.")
+            if self.head_dim % 2:
+                raise ValueError(f"For 'Attention', rotary needs an even 'head_dim', but got {self.head_dim}.")
+
+    def construct(self, q, k, v, cos=None, sin=None):
+        self._check(q, k, v, cos, sin)
+        if cos is not None and cos.dtype != q.dtype:
+            cos = ops.cast(cos, q.dtype)
+            sin = ops.cast(sin, q.dtype)
+        if not self.runs_fused(q.dtype):
+            return attention_composed(q, k, v, cos, sin, self.num_heads, self.num_kv_heads, self.scale, self.causal)
+        b, length, width = q.shape
+        rotary = 1
+        if cos is None:  # shape carriers only: the kernel reads L and D from them, not their values
+            rotary = 0
+            cos = ops.zeros((length, self.head_dim), q.dtype)
+            sin = cos
+        out, _ = self.fwd(q.reshape((b * length, width)), k.reshape((b * length, -1)), v.reshape((b * length, -1)),
+                          cos, sin, self.num_heads, self.num_kv_heads, self.scale, 1 if self.causal else 0, rotary)
+        return out.reshape((b, length, width))
+
+    def extend_repr(self) -> str:
+        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, num_kv_heads={self.num_kv_heads}, "
+                f"scale={self.scale}, causal={self.causal}, impl={self.impl}")
