@@ -40,6 +40,8 @@ inline void Bind(py::module_& m) {
       MINDPET_CONTRACT_ROW(activation, "bwd", kBackwardSymbol, kBwd),
       MINDPET_CONTRACT_ROW(layer_norm, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(layer_norm, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(quant_lora_linear, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(quant_lora_linear, "bwd_input", kBackwardInputSymbol, kBwdX),
   };
 #undef MINDPET_CONTRACT_ROW
   py::dict ops;

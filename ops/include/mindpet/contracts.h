@@ -290,5 +290,69 @@ enum BwdOut : int {
 };
 }  // namespace layer_norm
 
+// ---------------------------------------------------------------------------------------------
+// 6. quant_lora_linear:  y = x deq(W)^T + b + s (x_d A^T) B^T,  x_d = x * mask,  W [N, K] stored
+//    quantised (codes, float16 scales and offsets per group of G consecutive k, a float32 lut for
+//    4-bit codes; the layout of ops/CONTRACTS.md section 6). M rows, K = in, N = out, R = rank.
+//    The weight gradients are lora_linear's kBackwardWeightsSymbol op (it needs no W); the input
+//    gradient is its own op, so GRAPH mode drops it when x needs no gradient.
+// ---------------------------------------------------------------------------------------------
+namespace quant_lora_linear {
+constexpr const char* kForwardSymbol = "QuantLoraLinearForward";
+constexpr const char* kBackwardInputSymbol = "QuantLoraLinearBackwardInput";
+
+// Forward inputs.
+enum FwdIn : int {
+  kFwdX = 0,            // [M, K]  T
+  kFwdCodes = 1,        // int8 [N, K] (bits 8) / uint8 [N, K / 2] (bits 4: k even low nibble, k odd high)
+  kFwdScales = 2,       // float16 [N, K / G]
+  kFwdOffsets = 3,      // float16 [N, K / G] (or [1] when has_offsets == 0)
+  kFwdLut = 4,          // float32 [16] (bits 4; [1] when bits == 8)
+  kFwdBias = 5,         // [N] T (or [1] when has_bias == 0)
+  kFwdLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
+  kFwdLoraB = 7,        // [N, R] T (or [1] when has_lora == 0)
+  kFwdMask = 8,         // [M, K] T (or [1] when has_mask == 0)
+  kFwdScale = 9,        // attr float: s
+  kFwdGroupSize = 10,   // attr int: G (K % G == 0)
+  kFwdBits = 11,        // attr int: 4 or 8
+  kFwdHasOffsets = 12,  // attr int 0/1
+  kFwdHasBias = 13,     // attr int 0/1
+  kFwdHasLora = 14,     // attr int 0/1
+  kFwdHasMask = 15,     // attr int 0/1
+  kFwdNumInputs = 16,
+};
+// Forward outputs (index into params = kFwdNumInputs + output).
+enum FwdOut : int {
+  kFwdY = 0,  // [M, N]  x deq(W)^T + b + s u B^T
+  kFwdU = 1,  // [M, R]  x_d A^T (saved, unscaled); [M, 1] of zeros when has_lora == 0
+  kFwdNumOutputs = 2,
+};
+
+// Input-gradient inputs.
+enum BwdXIn : int {
+  kBwdXDy = 0,           // [M, N]  T
+  kBwdXX = 1,            // [M, K]  T: the forward's x, for its shape only (never read)
+  kBwdXCodes = 2,        // as kFwdCodes
+  kBwdXScales = 3,       // as kFwdScales
+  kBwdXOffsets = 4,      // as kFwdOffsets
+  kBwdXLut = 5,          // as kFwdLut
+  kBwdXLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
+  kBwdXG = 7,            // [M, R] float32: dy B from lora_linear's weights op (or [1] when has_lora == 0)
+  kBwdXMask = 8,         // [M, K] T (or [1])
+  kBwdXScale = 9,        // attr float
+  kBwdXGroupSize = 10,   // attr int
+  kBwdXBits = 11,        // attr int
+  kBwdXHasOffsets = 12,  // attr int 0/1
+  kBwdXHasLora = 13,     // attr int 0/1
+  kBwdXHasMask = 14,     // attr int 0/1
+  kBwdXNumInputs = 15,
+};
+// Input-gradient output:  dx = dy deq(W) + s (g A) * mask.
+enum BwdXOut : int {
+  kBwdXDx = 0,  // [M, K]
+  kBwdXNumOutputs = 1,
+};
+}  // namespace quant_lora_linear
+
 }  // namespace contracts
 }  // namespace mindpet

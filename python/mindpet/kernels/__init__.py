@@ -13,7 +13,8 @@ Cells for layers (GRAPH and PYNATIVE): :class:`LoraLinear`, :class:`Adapter`, :c
 residual add; CPU kernels only, composed elsewhere). All but :class:`LayerNorm` hold no parameters: a layer keeps its own parameters and passes them (cast to one dtype) at
 each call, so parameter names and checkpoints do not depend on the backend. Functions (PYNATIVE
 only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`activation`,
-:func:`layer_norm`. :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
+:func:`layer_norm`. :class:`QuantLoraLinear` runs ``lora_linear`` on a quantised frozen base weight
+(CPU kernels; composed elsewhere). :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
 ``gamma``/``beta`` under the same names.
 
 Use from a layer (sketch)::
@@ -40,13 +41,14 @@ Use from a layer (sketch)::
 """
 from mindpet.kernels.backend import (CHOICES, ENV_VAR, FUSED_DTYPES, FusedBackendUnavailable, Selection, get_backend,
                                      resolve, select, set_backend)
-from mindpet.kernels.composed import (adapter_composed, dense_composed, layer_norm_composed, lora_linear_composed,
-                                      low_rank_adapter_composed)
+from mindpet.kernels.composed import (adapter_composed, dense_composed, dequantize_composed, layer_norm_composed,
+                                      lora_linear_composed, low_rank_adapter_composed, quant_lora_linear_composed)
 from mindpet.kernels.fused_op import FusedOp
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
 from mindpet.kernels.elementwise import Activation, activation
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
+from mindpet.kernels.quant_linear import QuantLoraLinear
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -55,4 +57,5 @@ __all__ = [
     "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
+    "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
 ]

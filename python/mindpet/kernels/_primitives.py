@@ -7,8 +7,8 @@ primitive carries a ``bprop`` that calls the backward primitive of the same impl
 ``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation`` and ``layer_norm`` (``contracts.CPU_ONLY_OPS``) have CPU primitives only; the saved
-LayerNorm statistics are float32 whatever the input dtype.
+``activation``, ``layer_norm`` and ``quant_lora_linear`` (``contracts.CPU_ONLY_OPS``) have CPU primitives
+only; the saved LayerNorm statistics are float32 whatever the input dtype.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import functools
 import importlib
 from typing import Callable, Optional
 
-from mindspore import ops
+import numpy as np
+from mindspore import Tensor, ops
 
 from mindpet.kernels import _library, contracts
 
@@ -138,3 +139,31 @@ def layer_norm_forward(impl: str):
         return dx, d_residual, d_gamma, d_beta, epsilon * 0, has_residual * 0
 
     return primitive(impl, "layer_norm_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def quant_lora_linear_forward(impl: str, has_lora: bool = True):
+    """``quant_lora_linear`` forward (``ops/CONTRACTS.md`` section 6) with its backward.
+
+    The backward is lora_linear's weights op (``dA``, ``dB`` and ``g = dy B``; it needs no W), skipped
+    without LoRA, and the input op ``dx = dy deq(W) + s (g A) * mask``, which GRAPH mode drops when
+    nobody needs ``dx``. The quantised tensors and the bias get zero gradients (never trainable)."""
+    zeros_like = ops.ZerosLike()
+    bwd_input = primitive(impl, "quant_lora_linear_bwd_input")
+    bwd_weights = primitive(impl, "lora_linear_bwd_weights") if has_lora else None
+    no_g = Tensor(np.zeros(1, np.float32))
+
+    def bprop(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask, scale, group_size, bits, has_offsets,
+              has_bias, has_lora_attr, has_mask, out, dout):
+        dy = dout[0]
+        if has_lora:
+            d_a, d_b, g = bwd_weights(dy, x, lora_b, out[1], mask, scale, has_mask)
+        else:
+            d_a, d_b, g = zeros_like(lora_a), zeros_like(lora_b), no_g
+        dx = bwd_input(dy, x, codes, scales, offsets, lut, lora_a, g, mask, scale, group_size, bits, has_offsets,
+                       has_lora_attr, has_mask)
+        return (dx, zeros_like(codes), zeros_like(scales), zeros_like(offsets), zeros_like(lut), zeros_like(bias),
+                d_a, d_b, zeros_like(mask), scale * 0, group_size * 0, bits * 0, has_offsets * 0, has_bias * 0,
+                has_lora_attr * 0, has_mask * 0)
+
+    return primitive(impl, "quant_lora_linear_fwd", bprop)

@@ -11,6 +11,7 @@ composed ``activation`` is :class:`~mindpet.kernels.activations.ComposedActivati
 from __future__ import annotations
 
 from mindspore import ops
+from mindspore.common import dtype as mstype
 
 _matmul = ops.MatMul()
 _matmul_nt = ops.MatMul(transpose_b=True)
@@ -107,5 +108,43 @@ def layer_norm_composed(x, gamma, beta, norm, residual=None):
     return y
 
 
-__all__ = ["dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+def dequantize_composed(codes, scales, offsets, lut, bits: int, group_size: int, dtype):
+    r"""``W [N, K]`` in ``dtype`` from the unified quantised layout (``ops/CONTRACTS.md`` section 6), MindSpore ops only.
+
+    ``v = codes`` (bits 8, int8 ``[N, K]``) or ``v = lut[nibble]`` (bits 4, uint8 ``[N, K // 2]``: element
+    ``2j`` in the low nibble of byte ``j``, ``2j + 1`` in the high one); ``W = v * scales + offsets`` per group
+    of ``group_size`` consecutive k (scales, offsets float16 ``[N, K // G]``; ``offsets``/``lut`` None or a
+    1-element stand-in when absent), computed in float32 and cast to ``dtype`` once. No gradient flows
+    into the quantised tensors (``stop_gradient``): they are never trainable.
+    """
+    n = codes.shape[0]
+    if bits == 4:
+        c = _cast(codes, mstype.int32)
+        nibbles = ops.stack((c % 16, c // 16), axis=-1).reshape((n, -1))  # [N, K]
+        v = ops.gather(lut, nibbles, 0)
+    else:
+        v = _cast(codes, mstype.float32)
+    k = v.shape[1]
+    groups = k // group_size
+    w = v.reshape((n, groups, group_size)) * _cast(scales, mstype.float32).reshape((n, groups, 1))
+    if offsets is not None and offsets.size > 1:
+        w = w + _cast(offsets, mstype.float32).reshape((n, groups, 1))
+    return ops.stop_gradient(_cast(w.reshape((n, k)), dtype))
+
+
+def quant_lora_linear_composed(x, codes, scales, offsets, lut, bias, lora_a, lora_b, scale, bits: int,
+                               group_size: int, mask=None):
+    r"""``y = x deq(W)^T + b + s (x_d A^T) B^T``: :func:`dequantize_composed`, then :func:`lora_linear_composed`.
+
+    Shapes: x ``[M, K]``, the quantised W as in :func:`dequantize_composed`, bias ``[N]`` or None, lora_a
+    ``[R, K]`` / lora_b ``[N, R]`` (both None: no LoRA term), mask like x or None. The reference of the fused
+    op and the GPU path; it materialises the dequantised ``W`` in the dtype of ``x``.
+    """
+    weight = dequantize_composed(codes, scales, offsets, lut, bits, group_size, x.dtype)
+    if lora_a is None:
+        return dense_composed(x, weight, bias)
+    return lora_linear_composed(x, weight, bias, lora_a, lora_b, scale, mask)
+
+
+__all__ = ["dequantize_composed", "quant_lora_linear_composed", "dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
            "layer_norm_primitive", "layer_norm_composed"]

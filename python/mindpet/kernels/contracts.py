@@ -1,6 +1,6 @@
 """The fused-op contracts on the Python side: one table for every backend (``ops/CONTRACTS.md``).
 
-Per contract op (``lora_linear_fwd``, ..., ``layer_norm_bwd``): the CPU kernel's aot symbol, the Ascend
+Per contract op (``lora_linear_fwd``, ..., ``quant_lora_linear_bwd_input``): the CPU kernel's aot symbol, the Ascend
 op type (None for the CPU-only ops), the number of inputs (tensors, then the scalar attributes), the
 number of outputs, the output shapes as a function of the input shapes, and the outputs that are
 float32 whatever the input dtype. The activation codes of the ``activation`` attribute are here too.
@@ -98,6 +98,15 @@ def _layer_norm_bwd(dy, x, r, g, mean, rstd, *attrs):
     return [list(x), list(g), list(g)]
 
 
+def _quant_lora_fwd(x, codes, scales, offsets, lut, bias, a, bb, mask, *attrs):
+    # u is [M, R], or [M, 1] when has_lora is 0 (lora_a is then the 1-element stand-in)
+    return [[x[0], codes[0]], [x[0], a[0]]]
+
+
+def _quant_lora_bwd_input(dy, x, *rest):
+    return [list(x)]
+
+
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -113,10 +122,14 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("activation_bwd", "ActivationBackward", None, 3, 1, _activation_bwd),
     OpContract("layer_norm_fwd", "LayerNormForward", None, 6, 3, _layer_norm_fwd, float32_outputs=(1, 2)),
     OpContract("layer_norm_bwd", "LayerNormBackward", None, 7, 3, _layer_norm_bwd),
+    # y = x deq(W)^T + b + s (x_d A^T) B^T on a quantised W (CPU only); its weight gradients are
+    # lora_linear_bwd_weights, its input gradient the op below
+    OpContract("quant_lora_linear_fwd", "QuantLoraLinearForward", None, 16, 2, _quant_lora_fwd),
+    OpContract("quant_lora_linear_bwd_input", "QuantLoraLinearBackwardInput", None, 15, 1, _quant_lora_bwd_input),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm")
+CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear")
 
 
 def contract(name: str) -> OpContract:

@@ -1,0 +1,158 @@
+"""``quant_lora_linear``: ``y = x deq(W)^T + b + s (x_d A^T) B^T`` on a quantised frozen base weight.
+
+``W [N, K]`` is stored in the unified quantised layout (``ops/CONTRACTS.md`` section 6): ``codes`` (int8
+``[N, K]`` for 8 bits, uint8 ``[N, K // 2]`` for 4 bits, element ``2j`` in the low nibble of byte ``j``),
+float16 ``scales`` and optional ``offsets`` ``[N, K // G]`` per group of ``G`` consecutive k, and a float32
+``lut [16]`` giving the value of each 4-bit code. :class:`QuantLoraLinear` is the Cell a layer holds
+(GRAPH- and PYNATIVE-safe). Implementations: the fused CPU kernels (dequantising tile by tile, never the
+whole matrix), the composed MindSpore ops (dequantise, then matmul: the reference, and the GPU path), and
+on Ascend the hook :func:`ascend_quant_matmul` (``mindpet.quant.ascend``, ``ops.WeightQuantBatchMatmul``).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, ops
+from mindspore.common import dtype as mstype
+
+from mindpet.kernels import _primitives
+from mindpet.kernels.composed import quant_lora_linear_composed
+from mindpet.kernels.fused_op import FusedOp
+
+__all__ = ["QuantLoraLinear", "ascend_quant_matmul"]
+
+BITS = (4, 8)
+
+
+def ascend_quant_matmul(bits: int, group_size: int, has_offsets: bool):
+    """The Ascend hook: ``mindpet.quant.ascend.weight_quant_matmul(bits, group_size, has_offsets)`` when the device
+    target is Ascend and that module is installed, else None.
+
+    Expected interface: a Cell (or None for a format it cannot map, e.g. NF4's lookup table) called as
+    ``(x [M, K], codes, scales, offsets) -> x deq(W)^T [M, N]`` (``ops.WeightQuantBatchMatmul``); the bias
+    and the LoRA term are added by :class:`QuantLoraLinear` with composed ops.
+    """
+    if ms.get_context("device_target") != "Ascend":
+        return None
+    try:
+        module = importlib.import_module("mindpet.quant.ascend")
+    except ImportError:
+        return None
+    factory = getattr(module, "weight_quant_matmul", None)
+    return None if factory is None else factory(bits, group_size, has_offsets)
+
+
+def _check_call(x, codes, scales, bits, group_size):
+    """Shape and dtype checks of one call (compile time in GRAPH mode)."""
+    k = x.shape[-1]
+    if k % group_size != 0:
+        raise ValueError(f"For 'quant_lora_linear', in_channels ({k}) must be a multiple of group_size "
+                         f"({group_size}).")
+    if bits == 4:
+        if codes.dtype != mstype.uint8:
+            raise TypeError(f"For 'quant_lora_linear', 'codes' must be uint8 for bits=4, but got {codes.dtype}.")
+        if codes.shape[1] * 2 != k:
+            raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels // 2] = [N, {k // 2}] for "
+                             f"bits=4, but got {codes.shape}.")
+    else:
+        if codes.dtype != mstype.int8:
+            raise TypeError(f"For 'quant_lora_linear', 'codes' must be int8 for bits=8, but got {codes.dtype}.")
+        if codes.shape[1] != k:
+            raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels] = [N, {k}] for bits=8, "
+                             f"but got {codes.shape}.")
+    if scales.shape[0] != codes.shape[0] or scales.shape[1] * group_size != k:
+        raise ValueError(f"For 'quant_lora_linear', 'scales' must be [N, in_channels // group_size] = "
+                         f"[{codes.shape[0]}, {k // group_size}], but got {scales.shape}.")
+
+
+class QuantLoraLinear(FusedOp):
+    r"""``y = x deq(W)^T + b + s (x_d A^T) B^T``, ``x_d = x * mask``, on a quantised frozen ``W``.
+
+    Args:
+        bits: 4 (uint8 codes, two per byte, looked up in ``lut``) or 8 (int8 codes).
+        group_size: ``G``, the k-run sharing one scale (and offset); ``in_channels % G == 0``.
+        has_offsets: whether ``offsets`` are added (else a 1-element float16 stand-in is passed).
+        has_bias: whether ``bias`` is added (``construct`` then takes a bias tensor, else None).
+        has_lora: whether the LoRA term is added (``lora_a``/``lora_b`` tensors, else None).
+        scale: ``s = lora_alpha / lora_rank``.
+        backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (see :mod:`mindpet.kernels.backend`); the fused
+            kernels run on CPU only (``auto`` is composed elsewhere, or the Ascend hook).
+        dtype: the dtype of the calls when known at construction (bfloat16: composed).
+
+    Inputs: ``x [*, K]`` (float32/float16), ``codes``, ``scales [N, K // G]`` float16, ``offsets [N, K // G]``
+    float16 (1-element when absent), ``lut [16]`` float32 (1-element for bits 8), ``bias [N]`` or None,
+    ``lora_a [R, K]``, ``lora_b [N, R]`` or None, ``mask`` like x or None; bias, LoRA and mask share x's dtype.
+    Output ``y [*, N]``. Gradients: ``x``, ``lora_a``, ``lora_b``; zeros for the quantised tensors and the
+    bias (never trainable).
+    """
+
+    op_name = "quant_lora_linear"
+
+    def __init__(self, bits: int, group_size: int, has_offsets: bool, has_bias: bool, has_lora: bool,
+                 scale: float = 1.0, backend: Optional[str] = None, dtype: Any = None):
+        super().__init__()
+        if isinstance(bits, bool) or bits not in BITS:
+            raise ValueError(f"For 'QuantLoraLinear', 'bits' must be 4 or 8, but got {bits!r}.")
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise ValueError(f"For 'QuantLoraLinear', 'group_size' must be a positive int, but got {group_size!r}.")
+        self.bits = int(bits)
+        self.group_size = int(group_size)
+        self.has_offsets = bool(has_offsets)
+        self.has_bias = bool(has_bias)
+        self.has_lora = bool(has_lora)
+        self.scale = float(scale)
+        self.select_backend(backend, cpu_only=True, dtype=dtype)
+        if self.fused:
+            self.fwd = _primitives.quant_lora_linear_forward(self.impl, self.has_lora)
+        self.ascend_matmul = None if self.fused else ascend_quant_matmul(self.bits, self.group_size,
+                                                                         self.has_offsets)
+        self.on_ascend = self.ascend_matmul is not None
+        self.matmul_nt = ops.MatMul(transpose_b=True)
+        # 1-element stand-ins for an absent bias / LoRA / mask (constants, one per dtype)
+        self._absent32 = Tensor(np.zeros(1, np.float32))
+        self._absent16 = Tensor(np.zeros(1, np.float16))
+
+    def construct(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask=None):
+        x_shape = x.shape
+        x2d = x.reshape((-1, x_shape[-1]))
+        if mask is not None:
+            mask = mask.reshape((-1, x_shape[-1]))
+        _check_call(x2d, codes, scales, self.bits, self.group_size)
+        bias = bias if self.has_bias else None
+        if not self.runs_fused(x.dtype):
+            if self.on_ascend:
+                y = self._ascend(x2d, codes, scales, offsets, bias, lora_a, lora_b, mask)
+            else:
+                y = quant_lora_linear_composed(x2d, codes, scales, offsets if self.has_offsets else None, lut, bias,
+                                               lora_a if self.has_lora else None, lora_b, self.scale, self.bits,
+                                               self.group_size, mask)
+        else:
+            if self.has_lora and (lora_a.dtype != x.dtype or lora_b.dtype != x.dtype):
+                raise TypeError("For 'quant_lora_linear', x, lora_a, lora_b (and bias, mask) must share one dtype.")
+            dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
+            bias_in = dummy if bias is None else bias
+            a_in = lora_a if self.has_lora else dummy
+            b_in = lora_b if self.has_lora else dummy
+            mask_in = dummy if mask is None else mask
+            has_mask = 0 if mask is None else 1
+            y, _ = self.fwd(x2d, codes, scales, offsets, lut, bias_in, a_in, b_in, mask_in, self.scale,
+                            self.group_size, self.bits, 1 if self.has_offsets else 0, 1 if self.has_bias else 0,
+                            1 if self.has_lora else 0, has_mask)
+        return y.reshape(x_shape[:-1] + (codes.shape[0],))
+
+    def _ascend(self, x2d, codes, scales, offsets, bias, lora_a, lora_b, mask):
+        """Ascend: ``x deq(W)^T`` by the platform's weight-quant matmul, bias and LoRA composed."""
+        y = self.ascend_matmul(x2d, codes, scales, offsets)
+        if bias is not None:
+            y = y + bias
+        if self.has_lora:
+            x_d = x2d if mask is None else x2d * mask
+            y = y + self.matmul_nt(self.matmul_nt(x_d, lora_a), lora_b) * self.scale
+        return y
+
+    def extend_repr(self) -> str:
+        return (f"bits={self.bits}, group_size={self.group_size}, has_offsets={self.has_offsets}, "
+                f"has_bias={self.has_bias}, has_lora={self.has_lora}, scale={self.scale}, impl={self.impl}")
