@@ -441,6 +441,8 @@ class LoRADense(GradSafeCell):
              f"compute_dtype={self.compute_dtype}")
         if not self.transpose_b:
             s += ", transpose_b=False"
+        if self.quantized_base:
+            s += f", base={self.quantized_weight.format}"
         if self.activation_flag:
             s += f", activation={self.activation}"
         return s + f", backend={self.backend}"

@@ -38,8 +38,7 @@ def check_format(fmt: Any, func: str, arg: str = "format") -> str:
 
 def group_size_of(fmt: str, in_channels: int) -> int:
     """The group size G of ``fmt`` for a weight of ``in_channels`` columns (per-channel ``int8``: G = K)."""
-    group = getattr(format_spec(fmt), "group_size", None)
-    return in_channels if not group else int(group)
+    return format_spec(fmt).group_size_for(in_channels)
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ class QuantizedWeight:
 
     def check(self, func: str) -> "QuantizedWeight":
         """ValueError naming ``in_channels`` when K is not a multiple of the group size (or odd for 4-bit)."""
-        spec_group = getattr(format_spec(self.format), "group_size", None)
-        if spec_group and self.in_channels % int(spec_group):
+        spec_group = format_spec(self.format).group_size
+        if spec_group is not None and self.in_channels % spec_group:
             raise ValueError(f"For '{func}', 'in_channels' ({self.in_channels}) must be a multiple of the group "
                              f"size {int(spec_group)} of format {self.format!r}; pad the layer or choose a "
                              f"per-channel format ('int8').")
