@@ -129,7 +129,7 @@ class QuantizedDense(GradSafeCell):
         """The quantised replacement of a Linear-like cell (``nn.Dense``, or a class :mod:`mindpet.linear_adapters`
         reads): its weight quantised (one float copy of this weight only), its bias Parameter, activation and
         compute dtype (bfloat16 computes in float32) taken over. See :func:`mindpet.quant.quantize_dense`."""
-        from mindpet.quant.quantize import quantize_cell  # pylint: disable=import-outside-toplevel
+        from mindpet.quant.convert import quantize_cell  # pylint: disable=import-outside-toplevel
         return quantize_cell(dense, format, "QuantizedDense.from_dense", backend=backend)
 
     def quantized_tensor(self) -> QuantizedTensor:

@@ -7,7 +7,8 @@ elsewhere); the LoRA parameters keep their names ``mindpet_delta_lora_a`` / ``mi
 
 Merging is lossy and refused (:func:`merge_error`): ``W_q`` can only hold values of its quantisation grid, so
 ``W' = deq(W_q) + s B A`` would be requantised, with an error per weight of up to half a quantisation step
-(:func:`merge_cost` measures it), usually larger than the LoRA update itself.
+(:func:`merge_cost` measures it), of the size of a LoRA update or larger: the merged quantised model would
+not compute what the trained one does.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def merge_error(layer: nn.Cell, func: str, path: str = "") -> ValueError:
     where = f" at {path!r}" if path else ""
     return ValueError(
         f"For '{func}', the LoRADense{where} runs on a quantised base ({layer.quantized_weight.format}); merging "
-        f"its update into the quantised weight would requantise W + s B A and lose most of the update (an error "
-        f"of up to half a quantisation step per weight; mindpet.quant.merge_cost(layer) measures it). Keep the "
+        f"its update into the quantised weight would requantise W + s B A, with an error of up to half a "
+        f"quantisation step per weight, of the size of the update itself (mindpet.quant.merge_cost(layer) "
+        f"measures the part lost). Keep the "
         f"LoRA branch for inference, or merge into a float base with "
         f"mindpet.merge_and_unload(model, dequantize=True) (nn.Dense holding deq(W_q) + s B A in float32).")
