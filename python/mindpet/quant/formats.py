@@ -283,3 +283,15 @@ def dequantize(q: QuantizedTensor, dtype=np.float32) -> np.ndarray:
     if q.offsets is not None:
         values += q.offsets.astype(compute)[..., None]
     return values.reshape(n, k).astype(dtype, copy=False)
+
+
+def requantize(q: QuantizedTensor, format: str) -> QuantizedTensor:
+    """``q`` re-encoded to ``format`` through one float32 copy of this tensor only (``quantize(dequantize(q))``).
+
+    The result carries both errors: e.g. ``q4_1 -> q8_0`` keeps q4_1's error (the 4-bit grid) and adds
+    q8_0's rounding; it saves no accuracy, only changes the storage/kernel format. ``q`` itself when
+    ``format == q.format``."""
+    if not isinstance(q, QuantizedTensor):
+        raise TypeError(f"'q' must be a QuantizedTensor, but got {type(q).__name__}.")
+    format_spec(format)
+    return q if format == q.format else quantize(dequantize(q), format)
