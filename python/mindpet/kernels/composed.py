@@ -138,9 +138,12 @@ def quant_lora_linear_composed(x, codes, scales, offsets, lut, bias, lora_a, lor
 
     Shapes: x ``[M, K]``, the quantised W as in :func:`dequantize_composed`, bias ``[N]`` or None, lora_a
     ``[R, K]`` / lora_b ``[N, R]`` (both None: no LoRA term), mask like x or None. The reference of the fused
-    op and the GPU path; it materialises the dequantised ``W`` in the dtype of ``x``.
+    op and the GPU path; it materialises the dequantised ``W`` in the dtype of ``x``. No gradient flows into
+    the quantised tensors nor the bias (frozen with the base).
     """
     weight = dequantize_composed(codes, scales, offsets, lut, bits, group_size, x.dtype)
+    if bias is not None:
+        bias = ops.stop_gradient(bias)  # the bias of a quantised base is frozen with it
     if lora_a is None:
         return dense_composed(x, weight, bias)
     return lora_linear_composed(x, weight, bias, lora_a, lora_b, scale, mask)
