@@ -169,3 +169,34 @@ def test_merge_and_unload_to_a_float_base():
     np.testing.assert_allclose(net.encoder.weight.asnumpy(), expected_w, rtol=0, atol=1e-6)
     np.testing.assert_allclose(net(x).asnumpy(), before, rtol=1e-5, atol=1e-5)
     assert not any("lora" in n or "codes" in n for n, _ in net.parameters_and_names())
+
+
+def test_quantized_base_save_load_round_trip(tmp_path):
+    from mindpet.quant import load_quantized, load_quantized_into, quantized_tensors, save_quantized
+    net = _trained("q4_1")
+    net.norm.gamma.set_data(Tensor(np.linspace(0.5, 1.5, 64).astype(np.float32)))
+    path = save_quantized(quantized_tensors(net), tmp_path / "base.safetensors")
+    stored = load_quantized(path)
+    assert sorted(stored) == ["encoder.bias", "encoder.weight", "head.bias", "head.weight", "norm.beta",
+                              "norm.gamma"]  # no delta parameter
+    assert stored["encoder.weight"].format == "q4_1"
+
+    fresh = _quantized_toy("q4_1", seed=7)  # another init: other codes, other norm
+    for layer, other in ((net.encoder, fresh.encoder), (net.head, fresh.head)):
+        other.mindpet_delta_lora_a.set_data(layer.mindpet_delta_lora_a)
+        other.mindpet_delta_lora_b.set_data(layer.mindpet_delta_lora_b)
+    assert not np.array_equal(fresh.encoder.weight_codes.asnumpy(), net.encoder.weight_codes.asnumpy())
+    report = load_quantized_into(fresh, stored)
+    assert sorted(report.loaded_keys) == sorted(stored) and not report.missing_keys
+    for name, param in net.parameters_and_names():
+        np.testing.assert_array_equal(dict(fresh.parameters_and_names())[name].asnumpy(), param.asnumpy(), name)
+    x = Tensor(np.random.default_rng(5).standard_normal((4, 64)).astype(np.float32))
+    np.testing.assert_array_equal(fresh(x).asnumpy(), net(x).asnumpy())
+
+    with pytest.raises(ValueError, match="'encoder.weight' is a q8_0 weight"):
+        load_quantized_into(_quantized_toy("q8_0"), stored)
+    with pytest.raises(ValueError, match="do not match the model: missing"):
+        load_quantized_into(fresh, {k: v for k, v in stored.items() if k != "norm.beta"})
+    single = QuantizedDense.from_dense(nn.Dense(64, 8), "nf4")
+    save_quantized(single, tmp_path / "one.safetensors")  # the storage hook of one layer
+    assert sorted(load_quantized(tmp_path / "one.safetensors")) == ["bias", "weight"]

@@ -7,7 +7,9 @@ from mindpet.quant.storage import load_quantized, save_quantized
 from mindpet.quant.layers import QuantizedDense
 from mindpet.quant.convert import quantize_dense
 from mindpet.quant.lora_base import merge_cost
+from mindpet.quant.state import QuantizedLoadReport, load_quantized_into, quantized_tensors
 
 __all__ = ["FORMATS", "FormatSpec", "QuantizedTensor", "dequantize", "format_spec", "load_quantized", "quantize",
            "read_gguf_quantized", "requantize", "save_quantized",
-           "QuantizedDense", "quantize_dense", "merge_cost"]
+           "QuantizedDense", "quantize_dense", "merge_cost", "quantized_tensors", "load_quantized_into",
+           "QuantizedLoadReport"]

@@ -136,6 +136,12 @@ class QuantizedDense(GradSafeCell):
         """A host copy of the quantised weight (for :mod:`mindpet.quant.storage`)."""
         return _weight.read(self)
 
+    def quantized_tensors(self) -> dict:
+        """``{"weight": QuantizedTensor, "bias": array}``: the hook of :func:`mindpet.quant.save_quantized`
+        (``save_quantized(layer, path)``); a whole model: :func:`mindpet.quant.quantized_tensors`."""
+        from mindpet.quant.state import quantized_tensors  # pylint: disable=import-outside-toplevel
+        return quantized_tensors(self)
+
     def load_quantized_tensor(self, weight: QuantizedTensor) -> None:
         """Set the weight from ``weight`` bit-exact (same format and shape; ValueError otherwise)."""
         _weight.assign(self, weight, "QuantizedDense.load_quantized_tensor")
