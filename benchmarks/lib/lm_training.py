@@ -89,7 +89,6 @@ def parameter_sizes(net) -> dict:
     codes), ``bytes`` the stored bytes of every parameter (codes, scales, offsets as stored), ``frozen_bytes``
     those of the frozen ones; ``projection_bytes`` / ``projection_float32_bytes``: the projections' weights as
     stored / in float32 (N x K x 4)."""
-    import mindspore as ms
     quantised = {}
     for _, cell in net.cells_and_names():
         if getattr(cell, "quantized_weight", None) is not None:
@@ -99,7 +98,7 @@ def parameter_sizes(net) -> dict:
             quantised[id(cell.weight_codes)] = (w.out_channels * w.in_channels, w.nbytes)
     total = trainable = stored = frozen = proj = proj32 = 0
     for name, p in net.parameters_and_names():
-        nbytes = int(np.prod(p.shape)) * np.dtype(ms.dtype_to_nptype(p.dtype)).itemsize
+        nbytes = int(np.prod(p.shape)) * p.itemsize
         stored += nbytes
         frozen += 0 if p.requires_grad else nbytes
         trainable += int(np.prod(p.shape)) if p.requires_grad else 0
