@@ -1,7 +1,9 @@
 """Freezing parameters by wildcard, by delta mode, or from a YAML file.
 
 All three functions validate every argument before changing any ``requires_grad`` flag, and return a
-:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. Call them
+:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. None of them
+makes the parameters of a quantised base trainable (``mindpet.quant.QuantizedDense`` or a ``LoRADense`` on
+one: codes, scales, offsets and bias get no gradient); a pattern or mode selecting them leaves them frozen. Call them
 before the optimizer is built: an optimizer captures ``trainable_params()`` when it is created.
 """
 from __future__ import annotations
