@@ -20,7 +20,10 @@ Methods (base frozen with ``freeze_delta``; Adam, linear warm-up over 10 % of th
 - ``prefix``: ``PrefixEncoder`` with 10 positions per layer and KV head, trained directly
   (``reparameterize=False``), initialised with the keys/values the frozen model computes for the first 10
   tokens of the train stream, so training starts from "the text follows 10 real tokens";
-- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections.
+- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections;
+- ``lora_q4`` / ``lora_q8`` (only with ``--methods``): the same LoRA on a quantised frozen base (issue 16):
+  every projection a ``mindpet.quant.QuantizedDense`` holding the GGUF's Q4_1 blocks (``lora_q8``: each
+  re-encoded to q8_0), the tied token embedding in its stored Q8_0 blocks; no float copy of them.
 
 Each method runs in its own subprocess (so peak RSS is per method); the parent writes ``lm_table.md`` and
 ``lm_results.json`` in the output directory. Static bytes = 4 x (all parameters + 3 x trainable parameters):
