@@ -202,3 +202,32 @@ def test_from_quantized_takes_a_frozen_bias_parameter():
     layer = QuantizedDense.from_quantized(q, bias=param)
     assert layer.bias is param and not param.requires_grad
     assert isinstance(q, QuantizedTensor)
+
+
+class _Stack(nn.Cell):
+    def __init__(self, first, second):
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def construct(self, x):
+        return (self.second(self.first(x)) ** 2).sum()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lora_next_to_a_quantized_dense_gets_its_gradient(mode, backend):
+    """A graph holding a QuantizedDense and a LoRADense on a quantised base: both kernels' gradients are right
+    (a regression: one shared bprop once gave the LoRA layer dB = 0 in GRAPH mode)."""
+    q = quantize(np.random.default_rng(6).standard_normal((K, K)).astype(np.float32) * 0.2, "q4_1")
+    plain = QuantizedDense.from_quantized(q, backend=backend)
+    lora = LoRADense(K, K, R, 8, 0.0, has_bias=False, compute_dtype=ms.float32, backend=backend,
+                     base=QuantizedDense.from_quantized(q, backend=backend))
+    x = np.random.default_rng(7).standard_normal((3, K)).astype(np.float32)
+    grad = ms.grad(_Stack(plain, lora), grad_position=0, weights=[lora.mindpet_delta_lora_b])
+    dx, (db,) = grad(Tensor(x))
+    w = layer_dequantized(plain)
+    a = lora.mindpet_delta_lora_a.asnumpy().astype(np.float64)
+    h = x.astype(np.float64) @ w.T
+    y = h @ w.T  # B = 0
+    _close(db.asnumpy(), lora.scaling * (2 * y).T @ (h @ a.T), 1e-5, "dB")
+    _close(dx.asnumpy(), (2 * y) @ w @ w, 1e-5, "dx")
