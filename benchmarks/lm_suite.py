@@ -20,7 +20,10 @@ Methods (base frozen with ``freeze_delta``; Adam, linear warm-up over 10 % of th
 - ``prefix``: ``PrefixEncoder`` with 10 positions per layer and KV head, trained directly
   (``reparameterize=False``), initialised with the keys/values the frozen model computes for the first 10
   tokens of the train stream, so training starts from "the text follows 10 real tokens";
-- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections.
+- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections;
+- ``lora_q4`` / ``lora_q8`` (only with ``--methods``): the same LoRA on a quantised frozen base (issue 16):
+  every projection a ``mindpet.quant.QuantizedDense`` holding the GGUF's Q4_1 blocks (``lora_q8``: each
+  re-encoded to q8_0), the tied token embedding in its stored Q8_0 blocks; no float copy of them.
 
 Each method runs in its own subprocess (so peak RSS is per method); the parent writes ``lm_table.md`` and
 ``lm_results.json`` in the output directory. Static bytes = 4 x (all parameters + 3 x trainable parameters):
@@ -65,8 +68,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from benchmarks.lib.lm_data import LMData, bbc_data, synthetic_data
-from benchmarks.lib.lm_model import Pretrained, smollm2, synthetic_model
-from benchmarks.lib.lm_profile import METHODS, PROFILES, SEEDS, Profile
+from benchmarks.lib.lm_model import Pretrained, quantized_synthetic, smollm2, smollm2_quantized, synthetic_model
+from benchmarks.lib.lm_profile import ALL_METHODS, METHODS, PROFILES, QUANT_METHODS, SEEDS, Profile
 from benchmarks.lib.lm_report import write_tables
 from benchmarks.lib.lm_training import run_method
 from benchmarks.lib.outputs import write_text
@@ -74,12 +77,16 @@ from benchmarks.lib.runner import cpu_groups, module_command, reusable, run_work
 from benchmarks.lib.threads import thread_settings
 
 
-def _load(model: str, profile: Profile) -> Tuple[Pretrained, LMData]:
-    """The pre-trained model of ``--model`` and its data (SmolLM2 + BBC articles, or the synthetic pair)."""
+def _load(model: str, profile: Profile, method: str = "lora") -> Tuple[Pretrained, LMData]:
+    """The pre-trained model of ``--model`` for ``method`` and its data (SmolLM2 + BBC articles, or the synthetic
+    pair); a method on a quantised base (``lora_q4``, ``lora_q8``) gets the quantised projections, never a float
+    copy of them."""
+    quantised = method in QUANT_METHODS
     if model == "synthetic":
         pretrained = synthetic_model()
-        return pretrained, synthetic_data(pretrained.config.vocab_size, profile)
-    pretrained, tokenizer = smollm2(profile)
+        data = synthetic_data(pretrained.config.vocab_size, profile)
+        return (quantized_synthetic(pretrained, method) if quantised else pretrained), data
+    pretrained, tokenizer = smollm2_quantized(profile, method) if quantised else smollm2(profile)
     return pretrained, bbc_data(tokenizer, profile)
 
 
@@ -124,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="a few dozen steps, small held-out set, seed 0 (default)")
     group.add_argument("--full", action="store_true", help="the full profile: 200 steps, 64 held-out chunks, seeds 0,1,2")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {ALL_METHODS} (default: {','.join(METHODS)})")
     parser.add_argument("--seeds", help="comma-separated training seeds (overrides the profile's)")
     parser.add_argument("--output-dir", type=Path, default=Path("results") / "lm")
     parser.add_argument("--resume", action="store_true",
@@ -145,9 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = _seeds(args, name)
     progress = not args.no_progress
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(ALL_METHODS)
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; known: {METHODS}")
+        parser.error(f"unknown methods {sorted(unknown)}; known: {ALL_METHODS}")
     out = args.output_dir
     try:
         cpu_groups(os.sched_getaffinity(0), args.jobs)
@@ -158,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.run_one:  # a worker: one method, one seed (the first of --seeds)
         run_profile = replace(profile, seed=seeds[0])
-        pretrained, data = _load(args.model, run_profile)
+        pretrained, data = _load(args.model, run_profile, args.run_one)
         result = run_method(args.run_one, pretrained, data, run_profile, progress, release_weights=True)
         _record(result, _request(args.run_one, args.model, run_profile), data, run_path(out, args.run_one, seeds[0]))
         return 0
@@ -181,9 +189,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if result is not None:
             print(f"[lm_suite] {method} seed {seed}: reusing {path}", flush=True)
         elif args.in_process:
-            if loaded is None:
-                loaded = _load(args.model, profile)
-            pretrained, data = loaded
+            kind = method if method in QUANT_METHODS else "float"
+            if loaded is None or loaded[0] != kind:
+                loaded = (kind, _load(args.model, profile, method))
+            pretrained, data = loaded[1]
             result = run_method(method, pretrained, data, run_profile, progress, args.pynative)
             _record(result, request, data, path)
         else:

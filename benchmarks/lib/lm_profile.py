@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("zero_shot", "prompt", "prefix", "lora")
+METHODS = ("zero_shot", "prompt", "prefix", "lora")  # the default table
+# LoRA (q/v, same hyper-parameters) on a quantised frozen base (issue 16): every projection a QuantizedDense.
+# lora_q4: the GGUF's own Q4_1 blocks; lora_q8: each re-encoded to q8_0 (one tensor at a time).
+QUANT_METHODS = ("lora_q4", "lora_q8")
+ALL_METHODS = METHODS + QUANT_METHODS
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,8 @@ class Profile:
     seed: int = 0
 
     def learning_rate(self, method: str) -> float:
-        return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora}.get(method, 0.0)
+        return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora, "lora_q4": self.lr_lora,
+                "lora_q8": self.lr_lora}.get(method, 0.0)
 
 
 PROFILES = {"quick": Profile(), "full": Profile(batch_size=1, steps=200, heldout_chunks=64)}

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.lib.lm_profile import METHODS
+from benchmarks.lib.lm_profile import ALL_METHODS
 from benchmarks.lib.metrics import mean_std
 from benchmarks.lib.outputs import write_text
 
@@ -14,18 +14,28 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2 ** 20:.0f} MB" if n >= 2 ** 20 else f"{n / 1024:.1f} KB"
 
 
+def _ratio(stored, float32) -> str:
+    """``"<stored> (<ratio>x)"``, or ``-`` when not recorded (runs from before issue 16)."""
+    if not stored or not float32:
+        return "-"
+    return f"{_fmt_bytes(stored)} ({stored / float32:.3f}x)"
+
+
 def summarise(runs: Sequence[dict]) -> list[dict]:
-    """One entry per method (in ``METHODS`` order): held-out perplexity over seeds (mean, sample std), its
+    """One entry per method (in ``ALL_METHODS`` order): held-out perplexity over seeds (mean, sample std), its
     ratio to the zero-shot perplexity, and whether every seed ends below zero-shot."""
     zero = mean_std([r["heldout_ppl"] for r in runs if r["method"] == "zero_shot"])[0]
     table = []
-    for method in METHODS:
+    for method in ALL_METHODS:
         rs = sorted((r for r in runs if r["method"] == method), key=lambda r: r["profile"]["seed"])
         if not rs:
             continue
         ppl = [r["heldout_ppl"] for r in rs]
         entry = {"method": method, "seeds": [r["profile"]["seed"] for r in rs], "parameters": rs[0]["parameters"],
-                 "static_bytes": rs[0]["static_bytes"], "heldout_ppl": mean_std(ppl), "heldout_ppl_per_seed": ppl,
+                 "static_bytes": rs[0]["static_bytes"], "frozen_base_bytes": rs[0].get("frozen_base_bytes"),
+                 "frozen_base_float32_bytes": rs[0].get("frozen_base_float32_bytes"),
+                 "projection_bytes": rs[0].get("projection_bytes"),
+                 "projection_float32_bytes": rs[0].get("projection_float32_bytes"), "heldout_ppl": mean_std(ppl), "heldout_ppl_per_seed": ppl,
                  "heldout_ppl_before": mean_std([r["heldout_ppl_before"] for r in rs])[0],
                  "vs_zero_shot": mean_std([p / zero for p in ppl]) if zero == zero else (float("nan"),) * 2,
                  "step_s": mean_std([r.get("step_s_median", float("nan")) for r in rs])[0],
@@ -44,8 +54,9 @@ def markdown_table(runs: Sequence[dict], data_info: dict, profile_name: str) -> 
              f"{data_info.get('heldout_chunks_used')} x {data_info.get('seq_len')} tokens. Perplexity: mean over "
              "seeds +- sample std; zero-shot has no randomness (one run).", "",
              "| method | seeds | trainable | trainable % | static (params+grads+Adam) | held-out ppl (before -> after) "
-             "| per seed | vs zero-shot | step s (median, wall) | step CPU s | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| per seed | vs zero-shot | step s (median, wall) | step CPU s | peak RSS | frozen base (x float32) "
+             "| projections (x float32) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         p = e["parameters"]
         mean, std = e["heldout_ppl"]
@@ -59,7 +70,9 @@ def markdown_table(runs: Sequence[dict], data_info: dict, profile_name: str) -> 
         per_seed = " / ".join(f"{x:.2f}" for x in e["heldout_ppl_per_seed"])
         lines.append(f"| {e['method']} | {','.join(map(str, e['seeds']))} | {p['trainable']:,} | "
                      f"{p['trainable_pct']:.4f} | {_fmt_bytes(e['static_bytes'])} | {before}{after} | {per_seed} | "
-                     f"{vs} | {step} | {cpu} | {e['peak_rss_mb']:.0f} MB |")
+                     f"{vs} | {step} | {cpu} | {e['peak_rss_mb']:.0f} MB | "
+                     f"{_ratio(e['frozen_base_bytes'], e['frozen_base_float32_bytes'])} | "
+                     f"{_ratio(e['projection_bytes'], e['projection_float32_bytes'])} |")
     verdicts = [(e["method"], e["below_zero_shot_every_seed"]) for e in summary
                 if e["method"] in ("prompt", "prefix") and "below_zero_shot_every_seed" in e]
     if verdicts:

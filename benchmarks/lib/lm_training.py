@@ -15,9 +15,9 @@ import numpy as np
 
 from benchmarks.lib.lm_data import LMData
 from benchmarks.lib.lm_model import Pretrained, build
-from benchmarks.lib.lm_profile import METHODS, Profile
+from benchmarks.lib.lm_profile import ALL_METHODS, Profile
 
-FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora"}
+FREEZE_MODE = {"prompt": "prompttuning", "prefix": "prefixtuning", "lora": "lora", "lora_q4": "lora", "lora_q8": "lora"}
 
 
 def _cells():
@@ -84,6 +84,36 @@ def _rss_mb() -> tuple[float, float]:
     return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def parameter_sizes(net) -> dict:
+    """Parameter counts and bytes of ``net``: ``total`` counts a quantised weight as its ``N x K`` values (not its
+    codes), ``bytes`` the stored bytes of every parameter (codes, scales, offsets as stored), ``frozen_bytes``
+    those of the frozen ones; ``projection_bytes`` / ``projection_float32_bytes``: the projections' weights as
+    stored / in float32 (N x K x 4)."""
+    quantised = {}
+    for _, cell in net.cells_and_names():
+        if getattr(cell, "quantized_weight", None) is not None:
+            w = cell.quantized_weight
+            quantised.update({id(p): None for p in (cell.weight_codes, cell.weight_scales, cell.weight_offsets)
+                              if p is not None})
+            quantised[id(cell.weight_codes)] = (w.out_channels * w.in_channels, w.nbytes)
+    total = trainable = stored = frozen = proj = proj32 = 0
+    for name, p in net.parameters_and_names():
+        nbytes = int(np.prod(p.shape)) * p.itemsize
+        stored += nbytes
+        frozen += 0 if p.requires_grad else nbytes
+        trainable += int(np.prod(p.shape)) if p.requires_grad else 0
+        info = quantised.get(id(p), "float")
+        if info == "float":
+            total += int(np.prod(p.shape))
+            if name.endswith("_proj.weight"):
+                proj, proj32 = proj + nbytes, proj32 + 4 * int(np.prod(p.shape))
+        elif info is not None:  # the codes stand for the N x K weight
+            total += info[0]
+            proj, proj32 = proj + info[1], proj32 + 4 * info[0]
+    return {"total": total, "trainable": trainable, "bytes": stored, "frozen_bytes": frozen, "projection_bytes": proj,
+            "projection_float32_bytes": proj32}
+
+
 def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profile, progress: bool = True,
                pynative: bool = False, release_weights: bool = False) -> dict:
     """Build, freeze, (train,) evaluate one method; a JSON-ready dictionary. GRAPH mode unless ``pynative``
@@ -95,8 +125,8 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
     from mindpet.graph import freeze_delta
     from mindpet.utils.memory import release_free_heap, release_graph_memory
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target="CPU")
     ms.set_seed(profile.seed)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -104,19 +134,23 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
     if release_weights:  # issue 15: else the float32 weights exist twice for the whole run (~580 MB)
         pretrained.tensors.clear()
         release_free_heap()
-    total = sum(int(np.prod(p.shape)) for p in net.get_parameters())
     if method != "zero_shot":
         freeze_delta(net, FREEZE_MODE[method])
-    trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params()) if method != "zero_shot" else 0
+    sizes = parameter_sizes(net)
+    total, trainable = sizes["total"], (sizes["trainable"] if method != "zero_shot" else 0)
     result = {"method": method, "model": pretrained.name, "profile": asdict(profile),
               "parameters": {"total": total, "trainable": trainable, "trainable_pct": 100.0 * trainable / total},
-              "static_bytes": 4 * (total + 3 * trainable),
+              "static_bytes": sizes["bytes"] + 3 * 4 * trainable,
+              "frozen_base_bytes": sizes["frozen_bytes"], "frozen_base_float32_bytes": 4 * (total - trainable),
+              "projection_bytes": sizes["projection_bytes"],
+              "projection_float32_bytes": sizes["projection_float32_bytes"],
               "build_s": time.perf_counter() - wall0}
     result["rss_after_build_mb"] = _rss_mb()[0]
     TokenNLL, MeanLoss = _cells()
     evaluator = TokenNLL(net)
 
-    if method == "lora":  # B = 0 at initialisation: the model is exactly the zero-shot one, no need to evaluate
+    if method in ("lora", "lora_q4"):  # B = 0 at initialisation: the model is exactly the zero-shot one (lora_q4:
+        # the same Q4_1 values, dequantised inside the kernel instead of on load), no need to evaluate
         ppl_before, eval_s = float("nan"), 0.0
     else:
         ppl_before, eval_s = perplexity(evaluator, data.heldout, profile.batch_size, progress, f"{method} eval")

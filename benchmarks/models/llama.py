@@ -231,17 +231,23 @@ class LlamaLM(nn.Cell):
         prefix_reparameterize, prefix_mid_dim: passed to ``PrefixEncoder``.
         share_block_graph: build :class:`SharedLlamaBlock` layers (one compiled block graph; not with a
             prefix).
+        embedding: a Cell replacing the ``nn.Embedding`` (tied embeddings only): ``construct(ids)`` gives the
+            embeddings and its ``head`` the tied logits (a quantised table, issue 16).
     """
 
     def __init__(self, config: LlamaConfig, dense_factory: DenseFactory = default_dense, *, prompt_tokens: int = 0,
                  prompt_init: Optional[np.ndarray] = None, prefix_tokens: int = 0,
                  prefix_reparameterize: bool = False, prefix_mid_dim: int = 512,
-                 share_block_graph: bool = False) -> None:
+                 share_block_graph: bool = False, embedding: Optional[nn.Cell] = None) -> None:
         super().__init__()
         if prompt_tokens and prefix_tokens:
             raise ValueError("use prompt tuning or prefix tuning, not both")
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
+        # embedding: a Cell in place of nn.Embedding holding a quantised table, whose ``head`` (a QuantizedDense
+        # on the same table) computes the tied LM head (benchmarks.lib.lm_model.QuantizedTiedEmbedding)
+        self.quantized_embedding = embedding is not None
+        self.embed_tokens = embedding if embedding is not None else nn.Embedding(
+            config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
         if share_block_graph and prefix_tokens:
             raise ValueError("share_block_graph does not support prefix tuning")
         block = SharedLlamaBlock if share_block_graph else LlamaBlock
@@ -282,7 +288,10 @@ class LlamaLM(nn.Cell):
         hidden = self.norm(hidden)
         if self.lm_head is None:
             b, length, h = hidden.shape
-            logits = self.tied_head(ops.reshape(hidden, (b * length, h)), self.embed_tokens.embedding_table)
+            if self.quantized_embedding:
+                logits = self.embed_tokens.head(ops.reshape(hidden, (b * length, h)))
+            else:
+                logits = self.tied_head(ops.reshape(hidden, (b * length, h)), self.embed_tokens.embedding_table)
             return ops.reshape(logits, (b, length, self.config.vocab_size))
         return self.lm_head(hidden)
 

@@ -27,7 +27,8 @@ __all__ = ["inject", "METHODS"]
 Patterns = Union[str, Sequence[str]]
 
 # Arguments of the delta layers that come from the replaced cell, never from the caller.
-_FROM_BASE = ("in_channels", "out_channels", "weight_init", "bias_init", "has_bias", "activation", "transpose_b")
+_FROM_BASE = ("in_channels", "out_channels", "weight_init", "bias_init", "has_bias", "activation", "transpose_b",
+              "base")
 # What a delta layer remembers of the cell it replaced (merge_and_unload puts that cell back).
 REPLACED_ATTR = "_mindpet_replaced"
 
@@ -81,21 +82,26 @@ def _describe(slots: Dict[str, CellSlot], paths: List[str], limit: int = 5) -> s
     return ", ".join(shown) + more
 
 
-def _unknown_class_error(slots: Dict[str, CellSlot], paths: List[str]) -> ValueError:
+def _unknown_class_error(slots: Dict[str, CellSlot], paths: List[str], func: str = "inject",
+                         target_arg: str = "target_modules", exclude_arg: str = "exclude_modules") -> ValueError:
     cell = slots[paths[0]].cell
     return ValueError(
-        f"For 'inject', target_modules select {_describe(slots, paths)}: a Cell of class {type(cell).__name__} "
+        f"For '{func}', {target_arg} select {_describe(slots, paths)}: a Cell of class {type(cell).__name__} "
         f"holding a 2-D Parameter, but {not_covered_reason(cell)}. If it computes activation(x W^T + b) (weight "
         f"[out, in]) or activation(x W + b) (weight [in, out]), register the class once with "
-        f"{registration_hint(cell)} (see mindpet.linear_adapters), then inject again; otherwise exclude it "
-        f"(exclude_modules) or narrow target_modules.")
+        f"{registration_hint(cell)} (see mindpet.linear_adapters), then call {func} again; otherwise exclude it "
+        f"({exclude_arg}) or narrow {target_arg}.")
 
 
-def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Optional[Patterns] = None
+def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Optional[Patterns] = None,
+                  func: str = "inject", target_arg: str = "target_modules", exclude_arg: str = "exclude_modules"
                   ) -> Dict[str, CellSlot]:
-    """The slots of the Linear-like cells selected by the patterns (validated, views read; see :func:`inject`)."""
-    targets = check_patterns(target_modules, "target_modules", "inject")
-    excludes = [] if exclude_modules is None else check_patterns(exclude_modules, "exclude_modules", "inject")
+    """The slots of the Linear-like cells selected by the patterns (validated, views read; see :func:`inject`).
+
+    ``func``, ``target_arg``, ``exclude_arg``: the caller's names for its messages (``quantize_dense`` selects
+    with the same rules)."""
+    targets = check_patterns(target_modules, target_arg, func)
+    excludes = [] if exclude_modules is None else check_patterns(exclude_modules, exclude_arg, func)
     slots = cell_slots(model)
     # Linear-like: registered, already a delta layer, or looking so (an unknown class: an error below); never
     # a delta layer's own parts (an AdapterDense's adapter holds 2-D Parameters)
@@ -106,7 +112,7 @@ def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Opt
 
     selected: List[str] = []
     for pattern in targets:
-        match = compile_pattern(pattern, "target_modules", "inject")
+        match = compile_pattern(pattern, target_arg, func)
         hits = [p for p in candidates if match(p)]
         if not hits:
             others = [p for p in slots if match(p)]
@@ -114,7 +120,7 @@ def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Opt
                     if others else "it matches no cell path")
             linear = [p for p in candidates if linear_adapter(slots[p].cell) is not None]
             example = ", ".join(repr(p) for p in linear[:3]) or "(the model has none)"
-            raise ValueError(f"For 'inject', target_modules pattern {pattern!r} selects no Linear-like cell "
+            raise ValueError(f"For '{func}', {target_arg} pattern {pattern!r} selects no Linear-like cell "
                              f"(nn.Dense, mindformers' Linear or a class registered with mindpet.register_linear): "
                              f"{what}. Patterns are case-sensitive shell wildcards over paths from "
                              f"model.cells_and_names() ('*' crosses dots), or 're:<regex>' matched against "
@@ -122,29 +128,29 @@ def select_linear(model: nn.Cell, target_modules: Patterns, exclude_modules: Opt
         selected.extend(p for p in hits if p not in selected)
 
     for pattern in excludes:
-        match = compile_pattern(pattern, "exclude_modules", "inject")
+        match = compile_pattern(pattern, exclude_arg, func)
         if not any(match(p) for p in selected):
-            raise ValueError(f"For 'inject', exclude_modules pattern {pattern!r} matches none of the layers "
-                             f"selected by target_modules ({len(selected)} layers, e.g. {selected[:3]}).")
+            raise ValueError(f"For '{func}', {exclude_arg} pattern {pattern!r} matches none of the layers "
+                             f"selected by {target_arg} ({len(selected)} layers, e.g. {selected[:3]}).")
         selected = [p for p in selected if not match(p)]
     if not selected:
-        raise ValueError(f"For 'inject', exclude_modules {excludes} removes every layer selected by "
-                         f"target_modules {targets}.")
+        raise ValueError(f"For '{func}', {exclude_arg} {excludes} removes every layer selected by "
+                         f"{target_arg} {targets}.")
 
     injected = [p for p in selected if isinstance(slots[p].cell, DELTA_LAYERS)]
     if injected:
-        raise ValueError(f"For 'inject', target_modules select layers that already are delta layers: "
+        raise ValueError(f"For '{func}', {target_arg} select layers that already are delta layers: "
                          f"{_describe(slots, injected)}. inject replaces plain Linear-like cells only; "
-                         f"exclude these paths (exclude_modules) or narrow target_modules.")
+                         f"exclude these paths ({exclude_arg}) or narrow {target_arg}.")
     unknown = [p for p in selected if linear_adapter(slots[p].cell) is None]
     if unknown:
         same_class = [p for p in unknown if type(slots[p].cell) is type(slots[unknown[0]].cell)]
-        raise _unknown_class_error(slots, same_class)
+        raise _unknown_class_error(slots, same_class, func, target_arg, exclude_arg)
     shared = shared_paths(slots, selected)
     if shared:
         first = next(iter(shared.values()))
-        raise ValueError(f"For 'inject', the {type(slots[first[0]].cell).__name__} at {first} is one cell shared "
-                         f"by several paths; replacing it at one path would untie it. Exclude it (exclude_modules).")
+        raise ValueError(f"For '{func}', the {type(slots[first[0]].cell).__name__} at {first} is one cell shared "
+                         f"by several paths; replacing it at one path would untie it. Exclude it ({exclude_arg}).")
     for p in selected:  # every view is readable (a 2-D weight, a bias of [out], ...) before anything changes
         linear_adapter(slots[p].cell).view(slots[p].cell)
     return {p: slots[p] for p in sorted(selected)}
@@ -164,6 +170,8 @@ def build_layer(method: str, cell: nn.Cell, kwargs: Dict[str, Any]) -> nn.Cell:
     over ``cell``'s Parameter objects, so :func:`mindpet.merge_and_unload` can put ``cell`` back.
     """
     view = linear_adapter(cell).view(cell)
+    if view.quantized is not None:
+        return _build_on_quantized(method, cell, view, kwargs)
     args = {"param_init_type": view.weight.dtype, "compute_dtype": view.compute_dtype, **kwargs}
     layer = METHODS[method].layer(in_channels=view.in_channels, out_channels=view.out_channels,
                                   weight_init="zeros", bias_init="zeros", has_bias=view.has_bias,
@@ -174,6 +182,22 @@ def build_layer(method: str, cell: nn.Cell, kwargs: Dict[str, Any]) -> nn.Cell:
     layer.set_train(bool(cell.training))  # a model in training mode stays so (LoRA dropout)
     if layer.weight is view.weight and (not view.has_bias or layer.bias is view.bias):
         object.__setattr__(layer, REPLACED_ATTR, cell)  # not a sub-cell: its parameters are the layer's
+    return layer
+
+
+def _build_on_quantized(method: str, cell: nn.Cell, view, kwargs: Dict[str, Any]) -> nn.Cell:
+    """The delta layer of ``method`` on the quantised base ``cell`` (a QuantizedDense): it takes over the base's
+    frozen Parameters; no float weight is made. Only methods whose layer takes a ``base`` (LoRA) run there."""
+    layer_cls = METHODS[method].layer
+    if "base" not in inspect.signature(layer_cls).parameters:
+        raise ValueError(f"For 'inject', method {method!r} ({layer_cls.__name__}) cannot run on a quantised base "
+                         f"({type(cell).__name__}, format {cell.format!r}); only 'lora' can. Exclude the quantised "
+                         f"layers (exclude_modules) or inject before quantising.")
+    args = {"param_init_type": view.compute_dtype, "compute_dtype": view.compute_dtype, **kwargs}
+    layer = layer_cls(in_channels=view.in_channels, out_channels=view.out_channels, has_bias=view.has_bias,
+                      activation=view.activation, base=cell, **args)
+    layer.set_train(bool(cell.training))
+    object.__setattr__(layer, REPLACED_ATTR, cell)
     return layer
 
 
@@ -196,7 +220,8 @@ def replace_linear(method: str, slots: Dict[str, CellSlot], kwargs: Dict[str, An
     layers = {p: build_layer(method, s.cell, kwargs) for p, s in slots.items()}
     for path, slot in slots.items():
         new = layers[path]
-        swap_cell(slot, new, param_prefix(slot.cell, path), (new.weight, new.bias))  # named as the cell's
+        keep = (new.weight, new.bias) if new.weight is not None else ()  # a quantised base keeps its own names
+        swap_cell(slot, new, param_prefix(slot.cell, path), keep)  # named as the cell's
     invalidate_compiled_graphs()
     return list(slots)
 

@@ -27,7 +27,7 @@ from mindspore.ops import Primitive
 from mindpet._mindspore import child_cells, own_parameters
 
 __all__ = ["LinearView", "LinearAdapter", "register_linear", "unregister_linear", "linear_adapter",
-           "DENSE", "MINDFORMERS_LINEAR"]
+           "DENSE", "MINDFORMERS_LINEAR", "QUANTIZED_DENSE"]
 
 # A field of an adapter: the name of an attribute of the Cell, a function of the Cell, or a constant.
 Field = Union[str, Callable[[nn.Cell], Any], Any]
@@ -40,7 +40,8 @@ class LinearView:
 
     ``weight`` ``[out_channels, in_channels]`` if ``transpose_b`` else ``[in_channels, out_channels]``;
     ``bias`` ``[out_channels]`` or None; ``activation`` a Cell, Primitive or None, applied after the bias;
-    ``compute_dtype`` the dtype the Cell computes in.
+    ``compute_dtype`` the dtype the Cell computes in; ``quantized`` the Cell itself when its weight is a frozen
+    quantised base (``mindpet.quant.QuantizedDense``; ``weight`` is then None), else None.
     """
 
     in_channels: int
@@ -50,6 +51,7 @@ class LinearView:
     transpose_b: bool
     activation: Any
     compute_dtype: Any
+    quantized: Any = None  # a mindpet.quant.QuantizedDense: the weight is its quantised base (weight is None)
 
     @property
     def has_bias(self) -> bool:
@@ -249,5 +251,19 @@ def looks_linear(cell: nn.Cell) -> bool:
                    for child in child_cells(cell).values())
 
 
+class QuantizedDenseAdapter(LinearAdapter):
+    """``mindpet.quant.QuantizedDense``: a frozen quantised weight ``[out, in]`` (no float ``weight``), ``bias``,
+    ``activation``, its ``compute_dtype``. The view's ``quantized`` is the cell itself: ``inject`` builds the
+    delta layer on that quantised base (the one place the quantised case enters inject)."""
+
+    def view(self, cell: nn.Cell) -> LinearView:
+        return LinearView(cell.in_channels, cell.out_channels, None, cell.bias if cell.has_bias else None, True,
+                          cell.activation, cell.compute_dtype, quantized=cell)
+
+
+QUANTIZED_DENSE = QuantizedDenseAdapter()
+"""``mindpet.quant.QuantizedDense`` (registered by name: the quant package builds on this module)."""
+
 register_linear(nn.Dense, DENSE)
+register_linear("mindpet.quant.layers.QuantizedDense", QUANTIZED_DENSE)
 register_linear("mindformers.modules.layers.Linear", MINDFORMERS_LINEAR)

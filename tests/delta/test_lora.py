@@ -68,11 +68,12 @@ def _x(shape, seed=2):
 # ----------------------------------------------------------------------------- signature, names, inits
 def test_signature_defaults_match_spec():
     sig = inspect.signature(LoRADense)
-    # the spec's arguments in order, then the keyword-only kernel backend choice and weight layout
+    # the spec's arguments in order, then the keyword-only kernel backend choice, weight layout and quantised base
     assert list(sig.parameters) == [
         "in_channels", "out_channels", "lora_rank", "lora_alpha", "lora_dropout", "lora_a_init",
         "lora_b_init", "param_init_type", "compute_dtype", "weight_init", "bias_init", "has_bias", "activation",
-        "backend", "transpose_b"]
+        "backend", "transpose_b", "base"]
+    assert sig.parameters["base"].kind is inspect.Parameter.KEYWORD_ONLY and sig.parameters["base"].default is None
     assert sig.parameters["backend"].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["backend"].default is None
     assert sig.parameters["transpose_b"].kind is inspect.Parameter.KEYWORD_ONLY

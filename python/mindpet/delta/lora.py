@@ -27,6 +27,13 @@ Strategy = Optional[tuple]
 __all__ = ["LoRADense"]
 
 
+def quantized_base():
+    """:mod:`mindpet.quant.lora_base`, the quantised-base strategy of LoRADense (imported on first use: the
+    quant package builds on the delta layers)."""
+    from mindpet.quant import lora_base  # pylint: disable=import-outside-toplevel
+    return lora_base
+
+
 def _as_float64(param: Parameter) -> np.ndarray:
     """A float64 host copy of ``param`` (any float dtype, bfloat16 included)."""
     return param.astype(mstype.float32).asnumpy().astype(np.float64)
@@ -102,6 +109,16 @@ class LoRADense(GradSafeCell):
             composed (``'fused'`` raises). Assigning a ``matmul`` primitive (``layer.matmul =
             ops.MatMul(transpose_b=...)``, as mindformers' ``get_pet_model`` does together with the replaced
             Linear's ``weight``) sets the layout from the primitive's ``transpose_b``.
+        base (keyword-only): None (default: the layer's own float ``weight``), or a
+            :class:`mindpet.quant.QuantizedDense` of the same ``in_channels``, ``out_channels`` and ``has_bias``:
+            the layer then runs on that frozen quantised base (QLoRA), taking over its Parameters
+            (``weight_codes``, ``weight_scales``[, ``weight_offsets``], ``bias``: same objects and names, never
+            trainable; ``weight`` is None, ``weight_init``/``bias_init``/``param_init_type`` of the base are not
+            used), through the ``quant_lora_linear`` op: ``y = x deq(W_q)^T + b + s (x_d A^T) B^T`` (fused on
+            CPU, composed elsewhere). ``compute_dtype`` float32 or float16; ``transpose_b`` True; no ``shard``;
+            :meth:`merge` raises ValueError (merging into a quantised weight is lossy: see
+            ``mindpet.merge_and_unload(model, dequantize=True)``). ``inject`` on a
+            :func:`mindpet.quant.quantize_dense` model builds these layers.
 
     Raises:
         TypeError: ``in_channels``, ``out_channels`` or ``lora_rank`` not an int (bool included);
@@ -134,7 +151,8 @@ class LoRADense(GradSafeCell):
                  activation: Union[str, nn.Cell, Primitive, None] = None,
                  *,
                  backend: Optional[str] = None,
-                 transpose_b: bool = True):
+                 transpose_b: bool = True,
+                 base: Optional[nn.Cell] = None):
         super().__init__()
         cls = self.cls_name
         # Validate every argument before building anything.
@@ -156,6 +174,8 @@ class LoRADense(GradSafeCell):
         check_init(lora_a_init, "lora_a_init", cls, (lora_rank, in_channels))
         check_init(lora_b_init, "lora_b_init", cls, (out_channels, lora_rank))
         activation = resolve_activation(activation, "activation", cls)
+        if base is not None:
+            quantized_base().check_base(base, in_channels, out_channels, has_bias, transpose_b, compute_dtype, cls)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -172,8 +192,14 @@ class LoRADense(GradSafeCell):
         self._op_dtype = mstype.float32 if self._emulate_bf16 else compute_dtype
         self._round_to = mstype.bfloat16 if self._emulate_bf16 else None
 
-        self.weight = new_parameter(weight_init, weight_shape, param_init_type, "weight")
-        self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        # The base: a float weight (and bias) of the layer's own, or the frozen Parameters of a QuantizedDense
+        # taken over (the same objects and names: 'weight_codes', 'weight_scales'[, 'weight_offsets'], 'bias').
+        self.quantized_base = base is not None
+        if self.quantized_base:
+            quantized_base().attach_base(self, base)
+        else:
+            self.weight = new_parameter(weight_init, weight_shape, param_init_type, "weight")
+            self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
         self.mindpet_delta_lora_a = new_parameter(lora_a_init, (lora_rank, in_channels), param_init_type,
                                                   "mindpet_delta_lora_a")
         self.mindpet_delta_lora_b = new_parameter(lora_b_init, (out_channels, lora_rank), param_init_type,
@@ -198,8 +224,11 @@ class LoRADense(GradSafeCell):
         self.ones_like = ops.OnesLike()
         # The lora_linear op; it selects the backend (a bfloat16 compute dtype or the [in, out] layout has no
         # fused kernel) and holds no parameters: the layer passes its own at each call.
-        self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype,
-                                 transpose_b=transpose_b)
+        if self.quantized_base:  # y = x deq(Wq)^T + b + s (x_d A^T) B^T: quant_lora_linear
+            self.kernel = quantized_base().lora_kernel(self, backend)
+        else:
+            self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype,
+                                     transpose_b=transpose_b)
         self.matmul = ops.MatMul(transpose_b=transpose_b)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
@@ -220,6 +249,9 @@ class LoRADense(GradSafeCell):
         under ``backend='fused'`` for ``False``); compiled graphs are marked stale."""
         if transpose_b == self.transpose_b:
             return
+        if self.quantized_base:
+            raise ValueError(f"For '{self.cls_name}', a quantised base is laid out [out_channels, in_channels]; "
+                             f"its layout cannot change.")
         if self.merged:
             raise RuntimeError(f"For '{self.cls_name}', the weight layout cannot change while the layer is merged; "
                                f"call unmerge() first.")
@@ -232,7 +264,7 @@ class LoRADense(GradSafeCell):
         """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
         gradients). Compiled: False (the graph drops unused base gradients itself, and stays correct
         if the base is unfrozen later)."""
-        if compiling():
+        if compiling() or self.quantized_base:
             return False
         return not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
 
@@ -245,19 +277,24 @@ class LoRADense(GradSafeCell):
         """x W^T + b + s dropout(x) A^T B^T in the compute dtype: the fused op, or the same op composed
         through the layer's own primitives (their shard strategies apply)."""
         bias = self._to_compute(self.bias) if self.has_bias else None
-        weight = self._to_compute(self.weight)
         lora_a = self._to_compute(self.mindpet_delta_lora_a)
         lora_b = self._to_compute(self.mindpet_delta_lora_b)
         dropout = self.training and self.lora_dropout_p > 0.0
+        if self.quantized_base:  # the quantised op, fused or composed inside it; the layer draws the mask
+            mask = self.lora_dropout(self.ones_like(x2d))[0] if dropout else None
+            offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
+            return self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, bias, lora_a, lora_b,
+                               mask)
         if self.kernel.fused:
             mask = None
             if dropout:
                 mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
-            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask, self._base_frozen_eagerly())
+            return self.kernel(x2d, self._to_compute(self.weight), bias, lora_a, lora_b, mask,
+                               self._base_frozen_eagerly())
         x_d = x2d
         if dropout:
             x_d, _ = self.lora_dropout(x2d)
-        return lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self._scaling, x_d=x_d, matmul=self.matmul,
+        return lora_linear_composed(x2d, self._to_compute(self.weight), bias, lora_a, lora_b, self._scaling, x_d=x_d, matmul=self.matmul,
                                     bias_add=self.bias_add, lora_a_matmul=self.lora_a_matmul,
                                     lora_b_matmul=self.lora_b_matmul, mul=self.mul, add=self.add,
                                     round_to=self._round_to)
@@ -316,6 +353,8 @@ class LoRADense(GradSafeCell):
         """
         if self.merged:
             return False
+        if self.quantized_base:
+            raise quantized_base().merge_error(self, "merge")
         a = _as_float64(self.mindpet_delta_lora_a)
         b = _as_float64(self.mindpet_delta_lora_b)
         _assign(self.weight, _as_float64(self.weight) + self.scaling * self._laid_out(b @ a))
@@ -389,6 +428,9 @@ class LoRADense(GradSafeCell):
         act_pairs = activation_shard_plan(self.activation, strategy_activation, "activation",
                                           "strategy_activation", cls)
         if any(strategy is not None for _, strategy, _ in plan.values()) or strategy_activation is not None:
+            if self.quantized_base:
+                raise ValueError(f"For '{cls}', shard strategies are not supported on a quantised base (the "
+                                 f"quant_lora_linear op carries none).")
             self.kernel.use_composed("a shard strategy is set (the fused op carries none)")
         apply_strategies([(prim, strategy) for prim, strategy, _ in plan.values()] + act_pairs)
         return self
@@ -399,6 +441,8 @@ class LoRADense(GradSafeCell):
              f"compute_dtype={self.compute_dtype}")
         if not self.transpose_b:
             s += ", transpose_b=False"
+        if self.quantized_base:
+            s += f", base={self.quantized_weight.format}"
         if self.activation_flag:
             s += f", activation={self.activation}"
         return s + f", backend={self.backend}"

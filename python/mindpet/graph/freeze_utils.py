@@ -1,7 +1,9 @@
 """Freezing parameters by wildcard, by delta mode, or from a YAML file.
 
 All three functions validate every argument before changing any ``requires_grad`` flag, and return a
-:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. Call them
+:class:`FreezeResult`: what is trainable and frozen after the call, and what the call changed. None of them
+makes the parameters of a quantised base trainable (``mindpet.quant.QuantizedDense`` or a ``LoRADense`` on
+one: codes, scales, offsets and bias get no gradient); a pattern or mode selecting them leaves them frozen. Call them
 before the optimizer is built: an optimizer captures ``trainable_params()`` when it is created.
 """
 from __future__ import annotations
@@ -63,11 +65,28 @@ def _attribute_paths(model: nn.Cell, params: Dict[str, object]) -> Dict[str, Lis
     return {name: by_id[id(param)] for name, param in params.items()}
 
 
-def _apply(params: Dict[str, object], targets: Dict[str, bool]) -> FreezeResult:
-    """Set ``requires_grad`` per ``targets`` and report the names that changed, in model order."""
+QUANTIZED_BASE_ATTRS = ("weight_codes", "weight_scales", "weight_offsets", "bias")
+
+
+def _never_trainable(model: nn.Cell) -> set:
+    """The ids of the Parameters of every frozen quantised base in ``model`` (a cell with ``quantized_weight``:
+    ``mindpet.quant.QuantizedDense`` or a LoRADense on one): codes, scales, offsets and bias have no gradient."""
+    ids = set()
+    for _, cell in model.cells_and_names():
+        if getattr(cell, "quantized_weight", None) is not None:
+            ids.update(id(getattr(cell, a)) for a in QUANTIZED_BASE_ATTRS if getattr(cell, a, None) is not None)
+    return ids
+
+
+def _apply(params: Dict[str, object], targets: Dict[str, bool], model: Optional[nn.Cell] = None) -> FreezeResult:
+    """Set ``requires_grad`` per ``targets`` and report the names that changed, in model order. The
+    Parameters of a quantised base (:func:`_never_trainable` of ``model``) are never made trainable."""
     frozen, unfrozen = [], []
+    keep_frozen = _never_trainable(model) if model is not None else set()
     for name, param in params.items():
         want = targets.get(name)
+        if want and id(param) in keep_frozen:
+            continue
         if want is None or param.requires_grad == want:
             continue
         (unfrozen if want else frozen).append(name)
@@ -111,7 +130,7 @@ def freeze_modules(model: nn.Cell, include: Optional[List[str]] = None,
                          f"list of name patterns.")
     params = _named_params(model)
     inc, exc = _checked_patterns(func, list(params), include, exclude)
-    return _apply(params, include_exclude_targets(list(params), inc, exc))
+    return _apply(params, include_exclude_targets(list(params), inc, exc), model)
 
 
 def _normalise_mode(mode) -> str:
@@ -169,7 +188,7 @@ def freeze_delta(model: nn.Cell, mode: str, include: Optional[List[str]] = None,
         raise ValueError(f"For '{func}', mode={mode!r} but the model has {what}; freezing would leave "
                          f"nothing trainable. Add the delta layers first, or use freeze_modules.")
     targets.update(include_exclude_targets(names, inc, exc))
-    return _apply(params, targets)
+    return _apply(params, targets, model)
 
 
 def _read_freeze_section(config_path) -> Dict[str, Optional[List[str]]]:
