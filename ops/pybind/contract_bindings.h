@@ -40,6 +40,10 @@ inline void Bind(py::module_& m) {
       MINDPET_CONTRACT_ROW(activation, "bwd", kBackwardSymbol, kBwd),
       MINDPET_CONTRACT_ROW(layer_norm, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(layer_norm, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(rms_norm, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(rms_norm, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(swiglu, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(swiglu, "bwd", kBackwardSymbol, kBwd),
   };
 #undef MINDPET_CONTRACT_ROW
   py::dict ops;

@@ -16,6 +16,10 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 :func:`layer_norm`. :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
 ``gamma``/``beta`` under the same names.
 
+For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-8): :class:`RMSNorm`
+(parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
+(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`.
+
 Use from a layer (sketch)::
 
     # __init__: select once (the layer's .backend reads kernel.impl); the layer owns its primitives,
@@ -42,11 +46,14 @@ from mindpet.kernels.backend import (CHOICES, ENV_VAR, FUSED_DTYPES, FusedBacken
                                      resolve, select, set_backend)
 from mindpet.kernels.composed import (adapter_composed, dense_composed, layer_norm_composed, lora_linear_composed,
                                       low_rank_adapter_composed)
+from mindpet.kernels.composed import rms_norm_composed, swiglu_composed
 from mindpet.kernels.fused_op import FusedOp
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
 from mindpet.kernels.elementwise import Activation, activation
+from mindpet.kernels.elementwise import SwiGLU, swiglu
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
+from mindpet.kernels.norm import RMSNorm, rms_norm
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -55,4 +62,5 @@ __all__ = [
     "layer_norm_composed",
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
+    "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
 ]
