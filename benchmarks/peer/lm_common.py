@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +49,10 @@ class LMSetup:
     share_block_graph: bool = False
     """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; needs
     ``lora_dropout=0``: a shared graph would give every layer the same dropout mask)."""
+    norm_backend: Optional[str] = None
+    """Ours: backend of the model's fused ``RMSNorm`` (None: global choice, fused when built; ``'composed'``)."""
+    mlp_backend: Optional[str] = None
+    """Ours: backend of the MLPs' fused ``SwiGLU`` (as ``norm_backend``)."""
 
     def to_json(self) -> dict:
         d = asdict(self)
