@@ -18,7 +18,8 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 
 For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-8): :class:`RMSNorm`
 (parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
-(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`.
+(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`; :class:`AttentionCore` (grouped-query
+``softmax(scale Q K^T + bias) V`` saving only a per-row log-sum-exp; ``ops/CONTRACTS.md`` 9).
 
 Use from a layer (sketch)::
 
@@ -54,6 +55,7 @@ from mindpet.kernels.elementwise import SwiGLU, swiglu
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.norm import RMSNorm, rms_norm
+from mindpet.kernels.attention import AttentionCore, attention_composed
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -63,4 +65,5 @@ __all__ = [
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
     "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
+    "attention_composed", "AttentionCore",
 ]
