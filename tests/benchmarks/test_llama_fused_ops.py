@@ -15,7 +15,7 @@ from mindpet.delta import LoRADense
 from mindpet.graph import freeze_delta
 from mindpet.kernels.backend import fused_implementation
 
-requires_fused = pytest.mark.skipif(fused_implementation("CPU")[0] != "cpu", reason="CPU kernels not built")
+requires_fused = pytest.mark.skipif(fused_implementation("CPU")[0] != "cpu", reason="mindpet CPU kernel library not built")
 
 
 def _lora(*, role, layer, in_channels, out_channels):
