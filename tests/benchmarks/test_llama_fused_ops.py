@@ -1,6 +1,7 @@
 """The benchmark LLaMA with mindpet's fused RMSNorm (residual add fused), SwiGLU and attention core trains like
-the composed model: same logits, three LoRA steps' losses and logits after them, inlined and with the shared block graph, and with a
-prefix (keys/values in front, the mask extended). (Logits against numpy: tests/benchmarks/test_smollm2_port.py.)"""
+the composed model: same logits, three LoRA steps' losses and logits after them, inlined, with the shared block
+graph, and with a prefix (keys/values in front, the mask extended). (Logits against numpy:
+tests/benchmarks/test_smollm2_port.py.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,8 @@ from mindpet.delta import LoRADense
 from mindpet.graph import freeze_delta
 from mindpet.kernels.backend import fused_implementation
 
-requires_fused = pytest.mark.skipif(fused_implementation("CPU")[0] != "cpu", reason="mindpet CPU kernel library not built")
+requires_fused = pytest.mark.skipif(fused_implementation("CPU")[0] != "cpu",
+                                    reason="mindpet CPU kernel library not built")
 
 
 def _lora(*, role, layer, in_channels, out_channels):

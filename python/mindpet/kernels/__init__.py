@@ -1,6 +1,6 @@
 """Fused ops of mindpet and their backends.
 
-Five ops, each with a contract (``ops/CONTRACTS.md``; the Python table :mod:`mindpet.kernels.contracts`)
+Five ops (and three for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table :mod:`mindpet.kernels.contracts`)
 and three implementations, selected in one place (:func:`mindpet.kernels.backend.select`, giving a
 :class:`Selection`): ``composed`` (MindSpore primitives, one function per op in
 :mod:`mindpet.kernels.composed`, which the layers run with their own primitives), ``cpu`` (C++ kernels
@@ -16,7 +16,7 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 :func:`layer_norm`. :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
 ``gamma``/``beta`` under the same names.
 
-For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-8): :class:`RMSNorm`
+For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-9): :class:`RMSNorm`
 (parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
 (``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`; :class:`AttentionCore` (grouped-query
 ``softmax(scale Q K^T + bias) V`` saving only a per-row log-sum-exp; ``ops/CONTRACTS.md`` 9).

@@ -7,8 +7,9 @@ primitive carries a ``bprop`` that calls the backward primitive of the same impl
 ``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation``, ``layer_norm``, ``rms_norm``, ``swiglu`` and ``attention`` (``contracts.CPU_ONLY_OPS``) have CPU primitives
-only; the saved LayerNorm / RMSNorm statistics are float32 whatever the input dtype.
+``activation``, ``layer_norm``, ``rms_norm``, ``swiglu`` and ``attention`` (``contracts.CPU_ONLY_OPS``) have
+CPU primitives only; the saved LayerNorm / RMSNorm statistics and the attention log-sum-exp are float32
+whatever the input dtype.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Elementwise ``activation`` through the selected backend (``ops/CONTRACTS.md`` 4): ``y = act(x)``.
 
 :class:`Activation` is the Cell (GRAPH- and PYNATIVE-safe); :func:`activation` the functional form
-(PYNATIVE). :class:`SwiGLU` is the gated ``silu(gate) * up`` of LLaMA MLPs (``ops/CONTRACTS.md`` 8). Fused for every contract activation code (:mod:`mindpet.kernels.activations`), e.g.
+(PYNATIVE). :class:`SwiGLU` is the gated ``silu(gate) * up`` of LLaMA MLPs (``ops/CONTRACTS.md`` 8).
+Fused for every contract activation code (:mod:`mindpet.kernels.activations`), e.g.
 ``Activation('gelu_erf')`` for the exact GELU of BERT; other activations run composed under ``auto``
 (and raise under ``fused``). The fused kernel runs on CPU; GPU and Ascend run composed.
 """

@@ -175,7 +175,9 @@ class RMSNorm(FusedOp):
 
 
 def rms_norm(x, weight, epsilon: float = 1e-6, residual=None, backend: Optional[str] = None):
-    """Functional :class:`RMSNorm` (PYNATIVE) with the given ``weight [D]`` (dtype of x): ``y``, or ``(y, x + residual)``."""
+    """Functional :class:`RMSNorm` (PYNATIVE) with the given ``weight [D]`` (dtype of x).
+
+    Returns ``y``, or ``(y, x + residual)`` with a residual."""
     epsilon = _check_epsilon(epsilon)
     selection = _backend.select(backend, "rms_norm", cpu_only=True)
     if not fused_for_dtype(selection.fused, selection.choice, x.dtype, "rms_norm"):
