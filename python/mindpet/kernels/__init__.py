@@ -1,6 +1,7 @@
 """Fused ops of mindpet and their backends.
 
-Five ops (and three for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table :mod:`mindpet.kernels.contracts`)
+Five ops (and three for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table
+:mod:`mindpet.kernels.contracts`)
 and three implementations, selected in one place (:func:`mindpet.kernels.backend.select`, giving a
 :class:`Selection`): ``composed`` (MindSpore primitives, one function per op in
 :mod:`mindpet.kernels.composed`, which the layers run with their own primitives), ``cpu`` (C++ kernels
