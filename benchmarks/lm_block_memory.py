@@ -2,11 +2,9 @@
 training step's first call (compile + run) adds for a stack of N frozen :class:`benchmarks.models.llama.LlamaBlock`
 (SmolLM2-135M's shapes: hidden 576, 9 heads / 3 KV heads, SwiGLU 1536, 1 x 256 tokens; one trainable Dense in
 front, Adam), at N = 4 and N = 8, so the cost of one block is the difference / 4; with each of the model's fused
-ops on or off (``RMSNorm`` with the residual add, ``SwiGLU``, the attention core), and the median CPU seconds of
-later steps.
+ops on or off (``RMSNorm`` with the residual add, ``SwiGLU``), and the median CPU seconds of later steps.
 
-    python -m benchmarks.lm_block_memory [--levers composed,rms_norm,swiglu,both,attention,all] [--blocks 4,8]
-        [--json out]
+    python -m benchmarks.lm_block_memory [--levers composed,rms_norm,swiglu,both] [--blocks 4,8] [--json out]
 
 Each (lever, N) runs in its own process (peaks do not mix); the levers alternate at each N.
 """
@@ -21,10 +19,9 @@ from typing import Sequence
 
 from benchmarks.lib.procfs import reset_peak, status_mib
 
-# lever -> backends of (RMSNorm, SwiGLU, attention core)
-LEVERS = {"composed": ("composed", "composed", "composed"), "rms_norm": ("fused", "composed", "composed"),
-          "swiglu": ("composed", "fused", "composed"), "both": ("fused", "fused", "composed"),
-          "attention": ("composed", "composed", "fused"), "all": ("fused", "fused", "fused")}
+# lever -> backends of (RMSNorm, SwiGLU)
+LEVERS = {"composed": ("composed", "composed"), "rms_norm": ("fused", "composed"),
+          "swiglu": ("composed", "fused"), "both": ("fused", "fused")}
 
 
 def run_one(lever: str, blocks: int, steps: int = 3) -> dict:
@@ -40,14 +37,14 @@ def run_one(lever: str, blocks: int, steps: int = 3) -> dict:
     tokens = 256
     config = LlamaConfig(vocab_size=64, hidden_size=576, intermediate_size=1536, num_layers=blocks, num_heads=9,
                          num_kv_heads=3, max_positions=tokens)
-    norm_backend, mlp_backend, attention_backend = LEVERS[lever]
+    norm_backend, mlp_backend = LEVERS[lever]
 
     class Stack(nn.Cell):
         def __init__(self):
             super().__init__()
             self.inp = nn.Dense(576, 576)
-            self.blocks = nn.CellList([LlamaBlock(config, i, default_dense, norm_backend, mlp_backend,
-                                                  attention_backend) for i in range(blocks)])
+            self.blocks = nn.CellList([LlamaBlock(config, i, default_dense, norm_backend, mlp_backend)
+                                       for i in range(blocks)])
             for p in self.blocks.get_parameters():
                 p.requires_grad = False
 
@@ -75,7 +72,7 @@ def run_one(lever: str, blocks: int, steps: int = 3) -> dict:
     return {"lever": lever, "blocks": blocks, "first_call_peak_mib": round(first, 1),
             "after_first_mib": round(after, 1), "later_peak_mib": round(status_mib("VmHWM") - base, 1),
             "step_cpu_s": round(float(np.median(cpu)), 3), "first_loss": loss,
-            "impl": [net.blocks[0].input_norm.impl, net.blocks[0].mlp.swiglu.impl, net.blocks[0].attention.core.impl]}
+            "impl": [net.blocks[0].input_norm.impl, net.blocks[0].mlp.swiglu.impl]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

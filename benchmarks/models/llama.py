@@ -36,7 +36,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
 from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
-from mindpet.kernels import AttentionCore, RMSNorm, SwiGLU
+from mindpet.kernels import RMSNorm, SwiGLU
 from mindpet.delta.prompt_tuning import PromptTuning, prepend_prompt
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
@@ -98,11 +98,7 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 class LlamaAttention(nn.Cell):
-    """Grouped-query causal self-attention with rotary embedding; the core ``softmax(QK^T / sqrt(d) + mask) V``
-    is :class:`mindpet.kernels.AttentionCore` (``backend``)."""
-
-    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
-                 backend: Optional[str] = None) -> None:
+    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
         super().__init__()
         h, d = config.hidden_size, config.head_dim
         self.heads, self.kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, d
@@ -112,11 +108,18 @@ class LlamaAttention(nn.Cell):
         self.k_proj = dense_factory(role="k", layer=layer, in_channels=h, out_channels=self.kv_heads * d)
         self.v_proj = dense_factory(role="v", layer=layer, in_channels=h, out_channels=self.kv_heads * d)
         self.o_proj = dense_factory(role="o", layer=layer, in_channels=self.heads * d, out_channels=h)
-        self.core = AttentionCore(self.scale, backend)
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         b, length, _ = x.shape
         return ops.transpose(ops.reshape(x, (b, length, n, self.head_dim)), (0, 2, 1, 3))
+
+    def _repeat_kv(self, x: Tensor) -> Tensor:
+        """(b, kv_heads, L, d) -> (b, heads, L, d); query head ``i`` uses KV head ``i // groups``."""
+        if self.groups == 1:
+            return x
+        b, n, length, d = x.shape
+        x = ops.broadcast_to(ops.expand_dims(x, 2), (b, n, self.groups, length, d))
+        return ops.reshape(x, (b, n * self.groups, length, d))
 
     def key_values(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         """Rotated keys and values, each (b, kv_heads, L, head_dim)."""
@@ -133,7 +136,9 @@ class LlamaAttention(nn.Cell):
         if prefix_key is not None:
             k = ops.concat((prefix_key.astype(k.dtype), k), 2)
             v = ops.concat((prefix_value.astype(v.dtype), v), 2)
-        context = self.core(q, k, v, mask_bias)
+        k, v = self._repeat_kv(k), self._repeat_kv(v)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + mask_bias
+        context = ops.matmul(ops.softmax(scores, axis=-1), v)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (b, length, self.heads * self.head_dim))
         return self.o_proj(context)
 
@@ -157,17 +162,15 @@ class LlamaMLP(nn.Cell):
 class LlamaBlock(nn.Cell):
     """Pre-norm decoder block. The second norm takes the attention output with the block input as its
     residual and returns the sum too (``y, h = norm(attn, x)``: one fused op for ``h = x + attn`` and
-    ``norm(h)``). ``norm_backend`` / ``mlp_backend`` / ``attention_backend`` select the
-    :class:`mindpet.kernels.RMSNorm` / :class:`~mindpet.kernels.SwiGLU` / :class:`~mindpet.kernels.AttentionCore`
-    implementation (None: the global choice; fused CPU kernels when built,
+    ``norm(h)``). ``norm_backend`` / ``mlp_backend`` select the :class:`mindpet.kernels.RMSNorm` /
+    :class:`~mindpet.kernels.SwiGLU` implementation (None: the global choice; fused CPU kernels when built,
     else composed)."""
 
     def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
-                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None,
-                 attention_backend: Optional[str] = None) -> None:
+                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None) -> None:
         super().__init__()
         self.input_norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
-        self.attention = LlamaAttention(config, layer, dense_factory, attention_backend)
+        self.attention = LlamaAttention(config, layer, dense_factory)
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
         self.mlp = LlamaMLP(config, layer, dense_factory, mlp_backend)
 
@@ -188,9 +191,8 @@ class SharedLlamaBlock(LlamaBlock):
 
     @ms.lazy_inline(policy="front", attrs=["graph_key"])
     def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
-                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None,
-                 attention_backend: Optional[str] = None) -> None:
-        super().__init__(config, layer, dense_factory, norm_backend, mlp_backend, attention_backend)
+                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None) -> None:
+        super().__init__(config, layer, dense_factory, norm_backend, mlp_backend)
         for name, cell in self.cells_and_names():
             rate = getattr(cell, "lora_dropout_p", None) if not isinstance(cell, nn.Dropout) else cell.p
             if rate:  # one graph for all blocks: every block would draw the same dropout mask
@@ -217,17 +219,16 @@ class LlamaLM(nn.Cell):
         prefix_reparameterize, prefix_mid_dim: passed to ``PrefixEncoder``.
         share_block_graph: build :class:`SharedLlamaBlock` layers (one compiled block graph; not with a
             prefix).
-        norm_backend, mlp_backend, attention_backend: backend of every :class:`mindpet.kernels.RMSNorm` (the
-            blocks' and the final one), of the MLPs' :class:`mindpet.kernels.SwiGLU` and of the attention
-            cores (:class:`mindpet.kernels.AttentionCore`): ``'auto'``, ``'fused'``, ``'composed'`` or None (the
-            global choice).
+        norm_backend, mlp_backend: backend of every :class:`mindpet.kernels.RMSNorm` (the blocks' and the
+            final one) and of the MLPs' :class:`mindpet.kernels.SwiGLU`: ``'auto'``, ``'fused'``,
+            ``'composed'`` or None (the global choice).
     """
 
     def __init__(self, config: LlamaConfig, dense_factory: DenseFactory = default_dense, *, prompt_tokens: int = 0,
                  prompt_init: Optional[np.ndarray] = None, prefix_tokens: int = 0,
                  prefix_reparameterize: bool = False, prefix_mid_dim: int = 512,
                  share_block_graph: bool = False, norm_backend: Optional[str] = None,
-                 mlp_backend: Optional[str] = None, attention_backend: Optional[str] = None) -> None:
+                 mlp_backend: Optional[str] = None) -> None:
         super().__init__()
         if prompt_tokens and prefix_tokens:
             raise ValueError("use prompt tuning or prefix tuning, not both")
@@ -236,7 +237,7 @@ class LlamaLM(nn.Cell):
         if share_block_graph and prefix_tokens:
             raise ValueError("share_block_graph does not support prefix tuning")
         block = SharedLlamaBlock if share_block_graph else LlamaBlock
-        self.layers = nn.CellList([block(config, i, dense_factory, norm_backend, mlp_backend, attention_backend)
+        self.layers = nn.CellList([block(config, i, dense_factory, norm_backend, mlp_backend)
                                    for i in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
         self.lm_head = None if config.tie_embeddings else nn.Dense(config.hidden_size, config.vocab_size,

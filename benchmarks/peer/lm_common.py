@@ -53,8 +53,6 @@ class LMSetup:
     """Ours: backend of the model's fused ``RMSNorm`` (None: global choice, fused when built; ``'composed'``)."""
     mlp_backend: Optional[str] = None
     """Ours: backend of the MLPs' fused ``SwiGLU`` (as ``norm_backend``)."""
-    attention_backend: Optional[str] = None
-    """Ours: backend of the fused attention core ``AttentionCore`` (as ``norm_backend``)."""
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -365,50 +365,5 @@ enum BwdOut : int {
 };
 }  // namespace swiglu
 
-// ---------------------------------------------------------------------------------------------
-// 9. attention core (grouped-query):  per batch b, query head h, KV head g = h / (H / Hk):
-//    S = scale Q K^T + bias;  lse = log sum_S exp S;  O = exp(S - lse) V.
-//    Only lse (float32, one per query row) is saved; the backward recomputes P from Q, K, bias, lse.
-//    bias is an additive [L, S] mask (a constant: it gets no gradient). Composed elsewhere.
-// ---------------------------------------------------------------------------------------------
-namespace attention {
-constexpr const char* kForwardSymbol = "AttentionForward";
-constexpr const char* kBackwardSymbol = "AttentionBackward";
-
-enum FwdIn : int {
-  kFwdQ = 0,      // [B, H, L, d]
-  kFwdK = 1,      // [B, Hk, S, d]
-  kFwdV = 2,      // [B, Hk, S, d]
-  kFwdBias = 3,   // [L, S] additive mask
-  kFwdScale = 4,  // attr float
-  kFwdNumInputs = 5,
-};
-enum FwdOut : int {
-  kFwdO = 0,    // [B, H, L, d]
-  kFwdLse = 1,  // [B, H, L] float32 (saved)
-  kFwdNumOutputs = 2,
-};
-
-enum BwdIn : int {
-  kBwdDo = 0,     // [B, H, L, d]
-  kBwdQ = 1,      // [B, H, L, d]
-  kBwdK = 2,      // [B, Hk, S, d]
-  kBwdV = 3,      // [B, Hk, S, d]
-  kBwdBias = 4,   // [L, S]
-  kBwdO = 5,      // [B, H, L, d] forward output
-  kBwdLse = 6,    // [B, H, L] float32 saved
-  kBwdScale = 7,  // attr float
-  kBwdNumInputs = 8,
-};
-// P = exp(S - lse); dV = sum_h P^T dO; dP = dO V^T; dS = P (dP - rowsum(dO O));
-// dQ = scale dS K; dK = scale sum_h dS^T Q  (sums over the query heads of a KV head).
-enum BwdOut : int {
-  kBwdDq = 0,  // [B, H, L, d]
-  kBwdDk = 1,  // [B, Hk, S, d]
-  kBwdDv = 2,  // [B, Hk, S, d]
-  kBwdNumOutputs = 3,
-};
-}  // namespace attention
-
 }  // namespace contracts
 }  // namespace mindpet

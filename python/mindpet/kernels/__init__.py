@@ -1,6 +1,6 @@
 """Fused ops of mindpet and their backends.
 
-Five ops (and three for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table
+Five ops (and two for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table
 :mod:`mindpet.kernels.contracts`)
 and three implementations, selected in one place (:func:`mindpet.kernels.backend.select`, giving a
 :class:`Selection`): ``composed`` (MindSpore primitives, one function per op in
@@ -17,10 +17,9 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 :func:`layer_norm`. :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
 ``gamma``/``beta`` under the same names.
 
-For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-9): :class:`RMSNorm`
+For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-8): :class:`RMSNorm`
 (parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
-(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`; :class:`AttentionCore` (grouped-query
-``softmax(scale Q K^T + bias) V`` saving only a per-row log-sum-exp; ``ops/CONTRACTS.md`` 9).
+(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`.
 
 Use from a layer (sketch)::
 
@@ -56,7 +55,6 @@ from mindpet.kernels.elementwise import SwiGLU, swiglu
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.norm import RMSNorm, rms_norm
-from mindpet.kernels.attention import AttentionCore, attention_composed
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -66,5 +64,4 @@ __all__ = [
     "LoraLinear", "lora_linear", "Adapter", "adapter", "LowRankAdapter", "low_rank_adapter",
     "Activation", "activation", "LayerNorm", "layer_norm",
     "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
-    "attention_composed", "AttentionCore",
 ]

@@ -7,9 +7,8 @@ primitive carries a ``bprop`` that calls the backward primitive of the same impl
 ``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation``, ``layer_norm``, ``rms_norm``, ``swiglu`` and ``attention`` (``contracts.CPU_ONLY_OPS``) have
-CPU primitives only; the saved LayerNorm / RMSNorm statistics and the attention log-sum-exp are float32
-whatever the input dtype.
+``activation``, ``layer_norm``, ``rms_norm`` and ``swiglu`` (``contracts.CPU_ONLY_OPS``) have CPU primitives
+only; the saved LayerNorm / RMSNorm statistics are float32 whatever the input dtype.
 """
 from __future__ import annotations
 
@@ -171,16 +170,3 @@ def swiglu_forward(impl: str):
 
     return primitive(impl, "swiglu_fwd", bprop)
 
-
-@functools.lru_cache(maxsize=None)
-def attention_forward(impl: str):
-    """Attention-core forward (``o``, float32 ``lse``) with its fused backward (``dq``, ``dk``, ``dv``); the additive
-    mask ``bias`` is a constant (zero gradient)."""
-    bwd = primitive(impl, "attention_bwd")
-    zeros_like = ops.ZerosLike()
-
-    def bprop(q, k, v, bias, scale, out, dout):
-        dq, dk, dv = bwd(dout[0], q, k, v, bias, out[0], out[1], scale)
-        return dq, dk, dv, zeros_like(bias), scale * 0
-
-    return primitive(impl, "attention_fwd", bprop)

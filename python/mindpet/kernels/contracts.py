@@ -114,14 +114,6 @@ def _swiglu_bwd(dy, gate, up, *attrs):
     return [list(gate), list(gate)]
 
 
-def _attention_fwd(q, k, v, bias, *attrs):
-    return [list(q), list(q[:3])]
-
-
-def _attention_bwd(do, q, k, v, bias, o, lse, *attrs):
-    return [list(q), list(k), list(v)]
-
-
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -142,13 +134,10 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("rms_norm_bwd", "RmsNormBackward", None, 6, 2, _rms_norm_bwd),
     OpContract("swiglu_fwd", "SwiGluForward", None, 2, 1, _swiglu_fwd),
     OpContract("swiglu_bwd", "SwiGluBackward", None, 3, 2, _swiglu_bwd),
-    # o, lse (float32): only the per-row log-sum-exp is saved
-    OpContract("attention_fwd", "AttentionForward", None, 5, 2, _attention_fwd, float32_outputs=(1,)),
-    OpContract("attention_bwd", "AttentionBackward", None, 8, 3, _attention_bwd),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm", "rms_norm", "swiglu", "attention")
+CPU_ONLY_OPS = ("activation", "layer_norm", "rms_norm", "swiglu")
 
 
 def contract(name: str) -> OpContract:
