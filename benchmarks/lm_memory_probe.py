@@ -1,7 +1,7 @@
 """Our side of the LM job alone, phase by phase, for measuring memory levers one at a time (no torch).
 
-    python -m benchmarks.lm_memory_probe [--share-block-graph] [--no-release-heap] [--attention-backend composed]
-        [--steps 2] [--json out]
+    python -m benchmarks.lm_memory_probe [--share-block-graph] [--no-release-heap] [--steps 2] [--json out]
+        [--attention-backend composed] [--norm-backend composed] [--mlp-backend composed]
 
 Runs :class:`benchmarks.peer.lm_ours.OursLM` (SmolLM2-135M, LoRA q,v r=8, batch 1 x 256, Adam) in this
 process through the LM peer's phases (import, read, build, first forward, first step) and ``--steps`` more
@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attention-backend", choices=("auto", "fused", "composed"),
                         help="of the LLaMA attention core (default: the global choice)")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--norm-backend", choices=("auto", "fused", "composed"),
+                        help="the model's RMSNorm (default: global choice, fused when built)")
+    parser.add_argument("--mlp-backend", choices=("auto", "fused", "composed"),
+                        help="the model's SwiGLU (default: global choice, fused when built)")
     parser.add_argument("--gguf", type=Path)
     parser.add_argument("--synthetic-batch", action="store_true")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -45,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup = LMSetup(gguf_path=str(gguf), batch_path=str(Path(tmp) / "batch.npy"), logits_dir=tmp,
                         release_heap=not args.no_release_heap, share_block_graph=args.share_block_graph,
                         lora_dropout=0.0 if args.share_block_graph else 0.05,
-                        attention_backend=args.attention_backend)
+                        attention_backend=args.attention_backend, norm_backend=args.norm_backend,
+                        mlp_backend=args.mlp_backend)
         phases = {"start": measured(lambda: None)}
         runner = OursLM(setup, 1)
         for phase in PHASES[1:]:

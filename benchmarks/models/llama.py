@@ -37,7 +37,7 @@ from mindspore.common.initializer import Normal
 
 from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
 from mindpet.delta.prompt_tuning import PromptTuning, prepend_prompt
-from mindpet.kernels import Attention
+from mindpet.kernels import Attention, RMSNorm, SwiGLU
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 DenseFactory = Callable[..., nn.Cell]
@@ -101,17 +101,6 @@ def rotate_half(x: Tensor) -> Tensor:
     return ops.concat((-x[..., half:], x[..., :half]), -1)
 
 
-class RMSNorm(nn.Cell):
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = Parameter(Tensor(np.ones(size, np.float32)), name="weight")
-
-    def construct(self, x: Tensor) -> Tensor:
-        variance = ops.mean(x * x, -1, keep_dims=True)
-        return x * ops.rsqrt(variance + self.eps) * self.weight
-
-
 class LlamaAttention(nn.Cell):
     def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
         super().__init__()
@@ -168,29 +157,40 @@ class LlamaAttention(nn.Cell):
 
 
 class LlamaMLP(nn.Cell):
-    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
+    """``down(silu(gate(x)) * up(x))``; the gate product is :class:`mindpet.kernels.SwiGLU` (``backend``)."""
+
+    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
+                 backend: Optional[str] = None) -> None:
         super().__init__()
         h, f = config.hidden_size, config.intermediate_size
         self.gate_proj = dense_factory(role="gate", layer=layer, in_channels=h, out_channels=f)
         self.up_proj = dense_factory(role="up", layer=layer, in_channels=h, out_channels=f)
         self.down_proj = dense_factory(role="down", layer=layer, in_channels=f, out_channels=h)
+        self.swiglu = SwiGLU(backend)
 
     def construct(self, x: Tensor) -> Tensor:
-        gate = self.gate_proj(x)
-        return self.down_proj(gate * ops.sigmoid(gate) * self.up_proj(x))
+        return self.down_proj(self.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class LlamaBlock(nn.Cell):
-    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
+    """Pre-norm decoder block. The second norm takes the attention output with the block input as its
+    residual and returns the sum too (``y, h = norm(attn, x)``: one fused op for ``h = x + attn`` and
+    ``norm(h)``). ``norm_backend`` / ``mlp_backend`` select the :class:`mindpet.kernels.RMSNorm` /
+    :class:`~mindpet.kernels.SwiGLU` implementation (None: the global choice; fused CPU kernels when built,
+    else composed)."""
+
+    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
+                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None) -> None:
         super().__init__()
-        self.input_norm = RMSNorm(config.hidden_size, config.rms_eps)
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
         self.attention = LlamaAttention(config, layer, dense_factory)
-        self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_eps)
-        self.mlp = LlamaMLP(config, layer, dense_factory)
+        self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
+        self.mlp = LlamaMLP(config, layer, dense_factory, mlp_backend)
 
     def construct(self, x, cos, sin, mask_bias, prefix_key=None, prefix_value=None):
-        x = x + self.attention(self.input_norm(x), cos, sin, mask_bias, prefix_key, prefix_value)
-        return x + self.mlp(self.post_attention_norm(x))
+        attn = self.attention(self.input_norm(x), cos, sin, mask_bias, prefix_key, prefix_value)
+        y, h = self.post_attention_norm(attn, x)
+        return h + self.mlp(y)
 
 
 class SharedLlamaBlock(LlamaBlock):
@@ -203,8 +203,9 @@ class SharedLlamaBlock(LlamaBlock):
     dropout mask (the primitives' seeds are the first block's), so such a block raises ValueError."""
 
     @ms.lazy_inline(policy="front", attrs=["graph_key"])
-    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory) -> None:
-        super().__init__(config, layer, dense_factory)
+    def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
+                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None) -> None:
+        super().__init__(config, layer, dense_factory, norm_backend, mlp_backend)
         for name, cell in self.cells_and_names():
             rate = getattr(cell, "lora_dropout_p", None) if not isinstance(cell, nn.Dropout) else cell.p
             if rate:  # one graph for all blocks: every block would draw the same dropout mask
@@ -214,8 +215,8 @@ class SharedLlamaBlock(LlamaBlock):
         self.graph_key = repr(config) + repr(self)  # the sub-cells' kinds and settings, not the layer index
 
     def construct(self, x, cos, sin, mask_bias):
-        x = x + self.attention(self.input_norm(x), cos, sin, mask_bias)
-        return x + self.mlp(self.post_attention_norm(x))
+        y, h = self.post_attention_norm(self.attention(self.input_norm(x), cos, sin, mask_bias), x)
+        return h + self.mlp(y)
 
 
 class LlamaLM(nn.Cell):
@@ -233,12 +234,16 @@ class LlamaLM(nn.Cell):
             prefix).
         embedding: a Cell replacing the ``nn.Embedding`` (tied embeddings only): ``construct(ids)`` gives the
             embeddings and its ``head`` the tied logits (a quantised table, issue 16).
+        norm_backend, mlp_backend: backend of every :class:`mindpet.kernels.RMSNorm` (the blocks' and the
+            final one) and of the MLPs' :class:`mindpet.kernels.SwiGLU`: ``'auto'``, ``'fused'``,
+            ``'composed'`` or None (the global choice).
     """
 
     def __init__(self, config: LlamaConfig, dense_factory: DenseFactory = default_dense, *, prompt_tokens: int = 0,
                  prompt_init: Optional[np.ndarray] = None, prefix_tokens: int = 0,
                  prefix_reparameterize: bool = False, prefix_mid_dim: int = 512,
-                 share_block_graph: bool = False, embedding: Optional[nn.Cell] = None) -> None:
+                 share_block_graph: bool = False, embedding: Optional[nn.Cell] = None,
+                 norm_backend: Optional[str] = None, mlp_backend: Optional[str] = None) -> None:
         super().__init__()
         if prompt_tokens and prefix_tokens:
             raise ValueError("use prompt tuning or prefix tuning, not both")
@@ -251,8 +256,9 @@ class LlamaLM(nn.Cell):
         if share_block_graph and prefix_tokens:
             raise ValueError("share_block_graph does not support prefix tuning")
         block = SharedLlamaBlock if share_block_graph else LlamaBlock
-        self.layers = nn.CellList([block(config, i, dense_factory) for i in range(config.num_layers)])
-        self.norm = RMSNorm(config.hidden_size, config.rms_eps)
+        self.layers = nn.CellList([block(config, i, dense_factory, norm_backend, mlp_backend)
+                                   for i in range(config.num_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_eps, backend=norm_backend)
         self.lm_head = None if config.tie_embeddings else nn.Dense(config.hidden_size, config.vocab_size,
                                                                     has_bias=False)
         self.num_layers = config.num_layers

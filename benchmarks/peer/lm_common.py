@@ -52,6 +52,10 @@ class LMSetup:
     attention_backend: Optional[str] = None
     """Ours: the backend of the LLaMA attention core (``LlamaConfig.attention_backend``; None: the global
     choice, i.e. the fused CPU kernel)."""
+    norm_backend: Optional[str] = None
+    """Ours: backend of the model's fused ``RMSNorm`` (None: global choice, fused when built; ``'composed'``)."""
+    mlp_backend: Optional[str] = None
+    """Ours: backend of the MLPs' fused ``SwiGLU`` (as ``norm_backend``)."""
 
     def to_json(self) -> dict:
         d = asdict(self)

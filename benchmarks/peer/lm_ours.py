@@ -62,7 +62,8 @@ class OursLM:
                              lora_dropout=s.lora_dropout, has_bias=False, param_init_type=ms.float32,
                              compute_dtype=ms.float32)
 
-        net = LlamaLM(config, factory, share_block_graph=s.share_block_graph)
+        net = LlamaLM(config, factory, share_block_graph=s.share_block_graph, norm_backend=s.norm_backend,
+                      mlp_backend=s.mlp_backend)
         load_gguf_weights(net, self.tensors, hf_layout=False)
         self.tensors = None  # the float32 weights now live in the network only
         params = {p.name: p for p in net.get_parameters()}

@@ -44,6 +44,10 @@ inline void Bind(py::module_& m) {
       MINDPET_CONTRACT_ROW(quant_lora_linear, "bwd_input", kBackwardInputSymbol, kBwdX),
       MINDPET_CONTRACT_ROW(attention, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(attention, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(rms_norm, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(rms_norm, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(swiglu, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(swiglu, "bwd", kBackwardSymbol, kBwd),
   };
 #undef MINDPET_CONTRACT_ROW
   py::dict ops;

@@ -408,6 +408,79 @@ enum BwdOut : int {
   kBwdNumOutputs = 3,
 };
 }  // namespace attention
+// 7. rms_norm over the last dim, with an optional fused residual add that also returns the sum:
+//    s = x + r (or x);  rstd = 1 / sqrt(sum_D s^2 / D + eps);  y = s * rstd * gamma;  h = s.
+//    M rows, D = normalized size. rstd is float32 whatever T is; nothing [M, D] is saved: the
+//    backward reads s from h (with a residual) or x. Composed on GPU and Ascend (no Ascend C kernel).
+// ---------------------------------------------------------------------------------------------
+namespace rms_norm {
+constexpr const char* kForwardSymbol = "RmsNormForward";
+constexpr const char* kBackwardSymbol = "RmsNormBackward";
+
+enum FwdIn : int {
+  kFwdX = 0,            // [M, D]
+  kFwdResidual = 1,     // [M, D] (or [1] when has_residual == 0)
+  kFwdGamma = 2,        // [D]
+  kFwdEpsilon = 3,      // attr float
+  kFwdHasResidual = 4,  // attr int 0/1
+  kFwdNumInputs = 5,
+};
+enum FwdOut : int {
+  kFwdY = 0,     // [M, D]
+  kFwdH = 1,     // shape of residual: s = x + r ([1] stand-in, 0, without a residual)
+  kFwdRstd = 2,  // [M] float32 (saved)
+  kFwdNumOutputs = 3,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,           // [M, D]
+  kBwdDh = 1,           // [M, D] gradient of h (or [1] when has_residual == 0)
+  kBwdS = 2,            // [M, D] the normalised sum: h with a residual, else x
+  kBwdGamma = 3,        // [D]
+  kBwdRstd = 4,         // [M] float32 saved
+  kBwdHasResidual = 5,  // attr int 0/1
+  kBwdNumInputs = 6,
+};
+// xhat = s rstd; g = dy * gamma; dx = rstd (g - xhat sum_D (g xhat) / D) + dh (also the gradient of
+// the residual; no dh without one); dgamma = sum_M dy xhat.
+enum BwdOut : int {
+  kBwdDx = 0,      // [M, D]
+  kBwdDGamma = 1,  // [D]
+  kBwdNumOutputs = 2,
+};
+}  // namespace rms_norm
+
+// ---------------------------------------------------------------------------------------------
+// 8. swiglu (elementwise):  y = silu(gate) * up;  dgate = dy up silu'(gate);  dup = dy silu(gate).
+//    gate and up of one shape (any), N = numel; nothing saved (silu recomputed from gate).
+//    Composed on GPU and Ascend (no Ascend C kernel).
+// ---------------------------------------------------------------------------------------------
+namespace swiglu {
+constexpr const char* kForwardSymbol = "SwiGluForward";
+constexpr const char* kBackwardSymbol = "SwiGluBackward";
+
+enum FwdIn : int {
+  kFwdGate = 0,  // [N] (any shape)
+  kFwdUp = 1,    // shape of gate
+  kFwdNumInputs = 2,
+};
+enum FwdOut : int {
+  kFwdY = 0,  // shape of gate: silu(gate) * up
+  kFwdNumOutputs = 1,
+};
+
+enum BwdIn : int {
+  kBwdDy = 0,    // shape of gate
+  kBwdGate = 1,  // forward input
+  kBwdUp = 2,    // forward input
+  kBwdNumInputs = 3,
+};
+enum BwdOut : int {
+  kBwdDGate = 0,  // dy * up * silu'(gate)
+  kBwdDUp = 1,    // dy * silu(gate)
+  kBwdNumOutputs = 2,
+};
+}  // namespace swiglu
 
 }  // namespace contracts
 }  // namespace mindpet

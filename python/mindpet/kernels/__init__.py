@@ -1,6 +1,7 @@
 """Fused ops of mindpet and their backends.
 
-Five ops, each with a contract (``ops/CONTRACTS.md``; the Python table :mod:`mindpet.kernels.contracts`)
+Five ops (and two for LLaMA blocks, below), each with a contract (``ops/CONTRACTS.md``; the Python table
+:mod:`mindpet.kernels.contracts`)
 and three implementations, selected in one place (:func:`mindpet.kernels.backend.select`, giving a
 :class:`Selection`): ``composed`` (MindSpore primitives, one function per op in
 :mod:`mindpet.kernels.composed`, which the layers run with their own primitives), ``cpu`` (C++ kernels
@@ -16,6 +17,10 @@ only): :func:`lora_linear`, :func:`adapter`, :func:`low_rank_adapter`, :func:`ac
 :func:`layer_norm`. :class:`QuantLoraLinear` runs ``lora_linear`` on a quantised frozen base weight
 (CPU kernels; composed elsewhere). :class:`LayerNorm` is a drop-in for ``nn.LayerNorm((D,), epsilon=...)`` and owns
 ``gamma``/``beta`` under the same names.
+
+For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.md`` 7-8): :class:`RMSNorm`
+(parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
+(``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`.
 
 Use from a layer (sketch)::
 
@@ -43,13 +48,16 @@ from mindpet.kernels.backend import (CHOICES, ENV_VAR, FUSED_DTYPES, FusedBacken
                                      resolve, select, set_backend)
 from mindpet.kernels.composed import (adapter_composed, dense_composed, dequantize_composed, layer_norm_composed,
                                       lora_linear_composed, low_rank_adapter_composed, quant_lora_linear_composed)
+from mindpet.kernels.composed import rms_norm_composed, swiglu_composed
 from mindpet.kernels.fused_op import FusedOp
 from mindpet.kernels.adapter import Adapter, LowRankAdapter, adapter, low_rank_adapter
 from mindpet.kernels.elementwise import Activation, activation
+from mindpet.kernels.elementwise import SwiGLU, swiglu
 from mindpet.kernels.lora_linear import LoraLinear, lora_linear
 from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.quant_linear import QuantLoraLinear
 from mindpet.kernels.attention import Attention, attention_composed
+from mindpet.kernels.norm import RMSNorm, rms_norm
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -60,4 +68,5 @@ __all__ = [
     "Activation", "activation", "LayerNorm", "layer_norm",
     "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
     "Attention", "attention_composed",
+    "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
 ]

@@ -7,8 +7,9 @@ primitive carries a ``bprop`` that calls the backward primitive of the same impl
 ``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation``, ``layer_norm`` and ``quant_lora_linear`` (``contracts.CPU_ONLY_OPS``) have CPU primitives
-only; the saved LayerNorm statistics are float32 whatever the input dtype.
+``activation``, ``layer_norm``, ``quant_lora_linear``, ``attention``, ``rms_norm`` and ``swiglu``
+(``contracts.CPU_ONLY_OPS``) have CPU primitives only; the saved LayerNorm / RMSNorm statistics and the
+attention's log-sum-exp are float32 whatever the input dtype.
 """
 from __future__ import annotations
 
@@ -181,3 +182,34 @@ def attention_forward(impl: str):
                 rotary * 0)
 
     return primitive(impl, "attention_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def rms_norm_forward(impl: str):
+    """``rms_norm`` (optional fused residual returning ``h = x + r``) forward with its fused backward.
+
+    The backward reads the normalised sum from the forward's ``h`` output (with a residual) or from ``x``,
+    and only the float32 ``rstd`` is saved; ``dx`` (plus the incoming gradient of ``h``) is also the
+    residual's gradient."""
+    bwd = primitive(impl, "rms_norm_bwd")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, residual, gamma, epsilon, has_residual, out, dout):
+        if has_residual:
+            dx, d_gamma = bwd(dout[0], dout[1], out[1], gamma, out[2], has_residual)
+            return dx, dx, d_gamma, epsilon * 0, has_residual * 0
+        dx, d_gamma = bwd(dout[0], dout[1], x, gamma, out[2], has_residual)
+        return dx, zeros_like(residual), d_gamma, epsilon * 0, has_residual * 0
+
+    return primitive(impl, "rms_norm_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def swiglu_forward(impl: str):
+    """``swiglu`` forward (``silu(gate) * up``) with its fused backward (``dgate``, ``dup``; nothing saved)."""
+    bwd = primitive(impl, "swiglu_bwd")
+
+    def bprop(gate, up, out, dout):
+        return bwd(dout, gate, up)
+
+    return primitive(impl, "swiglu_fwd", bprop)

@@ -149,5 +149,24 @@ def quant_lora_linear_composed(x, codes, scales, offsets, lut, bias, lora_a, lor
     return lora_linear_composed(x, weight, bias, lora_a, lora_b, scale, mask)
 
 
-__all__ = ["dequantize_composed", "quant_lora_linear_composed", "dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
-           "layer_norm_primitive", "layer_norm_composed"]
+
+
+def rms_norm_composed(x, gamma, epsilon: float, residual=None):
+    r"""``y = s / sqrt(mean(s^2) + eps) * gamma`` over the last dim, ``s = x + residual`` (or ``x``).
+
+    Shapes: x ``[*, D]``, residual like x or None, gamma ``[D]``. Returns ``y`` without a residual,
+    ``(y, s)`` with one (the sum, e.g. the next residual stream of a pre-norm block).
+    """
+    s = x if residual is None else x + residual
+    y = s * ops.rsqrt(ops.mean(s * s, -1, keep_dims=True) + epsilon) * gamma
+    return y if residual is None else (y, s)
+
+
+def swiglu_composed(gate, up):
+    r"""``y = silu(gate) * up = gate * sigmoid(gate) * up`` elementwise (gate and up of one shape)."""
+    return gate * ops.sigmoid(gate) * up
+
+
+__all__ = ["dense_composed", "lora_linear_composed", "adapter_composed", "low_rank_adapter_composed",
+           "layer_norm_primitive", "layer_norm_composed", "dequantize_composed", "quant_lora_linear_composed",
+           "rms_norm_composed", "swiglu_composed"]

@@ -1,6 +1,6 @@
 """The fused-op contracts on the Python side: one table for every backend (``ops/CONTRACTS.md``).
 
-Per contract op (``lora_linear_fwd``, ..., ``quant_lora_linear_bwd_input``): the CPU kernel's aot symbol, the Ascend
+Per contract op (``lora_linear_fwd``, ..., ``swiglu_bwd``): the CPU kernel's aot symbol, the Ascend
 op type (None for the CPU-only ops), the number of inputs (tensors, then the scalar attributes), the
 number of outputs, the output shapes as a function of the input shapes, and the outputs that are
 float32 whatever the input dtype. The activation codes of the ``activation`` attribute are here too.
@@ -116,6 +116,22 @@ def _attention_bwd(dout, q, k, v, cos, sin, out, lse, *attrs):
     return [list(q), list(k), list(v)]
 
 
+def _rms_norm_fwd(x, r, g, *attrs):
+    return [list(x), list(r), [x[0]]]
+
+
+def _rms_norm_bwd(dy, dh, s, g, rstd, *attrs):
+    return [list(s), list(g)]
+
+
+def _swiglu_fwd(gate, up, *attrs):
+    return [list(gate)]
+
+
+def _swiglu_bwd(dy, gate, up, *attrs):
+    return [list(gate), list(gate)]
+
+
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -137,10 +153,15 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("quant_lora_linear_bwd_input", "QuantLoraLinearBackwardInput", None, 15, 1, _quant_lora_bwd_input),
     OpContract("attention_fwd", "AttentionForward", None, 10, 2, _attention_fwd, float32_outputs=(1,)),
     OpContract("attention_bwd", "AttentionBackward", None, 13, 3, _attention_bwd),
+    # y, h = x + r (shape of the residual: [1] without one), rstd (float32)
+    OpContract("rms_norm_fwd", "RmsNormForward", None, 5, 3, _rms_norm_fwd, float32_outputs=(2,)),
+    OpContract("rms_norm_bwd", "RmsNormBackward", None, 6, 2, _rms_norm_bwd),
+    OpContract("swiglu_fwd", "SwiGluForward", None, 2, 1, _swiglu_fwd),
+    OpContract("swiglu_bwd", "SwiGluBackward", None, 3, 2, _swiglu_bwd),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear", "attention")
+CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear", "attention", "rms_norm", "swiglu")
 
 
 def contract(name: str) -> OpContract:

@@ -1,7 +1,8 @@
 """Elementwise ``activation`` through the selected backend (``ops/CONTRACTS.md`` 4): ``y = act(x)``.
 
 :class:`Activation` is the Cell (GRAPH- and PYNATIVE-safe); :func:`activation` the functional form
-(PYNATIVE). Fused for every contract activation code (:mod:`mindpet.kernels.activations`), e.g.
+(PYNATIVE). :class:`SwiGLU` is the gated ``silu(gate) * up`` of LLaMA MLPs (``ops/CONTRACTS.md`` 8).
+Fused for every contract activation code (:mod:`mindpet.kernels.activations`), e.g.
 ``Activation('gelu_erf')`` for the exact GELU of BERT; other activations run composed under ``auto``
 (and raise under ``fused``). The fused kernel runs on CPU; GPU and Ascend run composed.
 """
@@ -12,10 +13,11 @@ from typing import Any, Optional
 from mindspore import nn
 
 from mindpet.kernels import _primitives
+from mindpet.kernels.composed import swiglu_composed
 from mindpet.kernels.activations import ComposedActivation, activation_code
 from mindpet.kernels.fused_op import FusedOp
 
-__all__ = ["Activation", "activation"]
+__all__ = ["Activation", "activation", "SwiGLU", "swiglu"]
 
 
 class Activation(FusedOp):
@@ -60,3 +62,38 @@ class Activation(FusedOp):
 def activation(x, act: Any = "gelu_erf", backend: Optional[str] = None):
     """Functional :class:`Activation` (PYNATIVE)."""
     return Activation(act, backend)(x)
+
+
+class SwiGLU(FusedOp):
+    r"""``y = silu(gate) * up`` elementwise as one fused op when available (the LLaMA MLP's gate).
+
+    The fused backward recomputes ``silu`` from ``gate`` (``dgate = dy up silu'(gate)``, ``dup = dy silu(gate)``):
+    nothing but the two inputs is kept for it, where the composed form keeps ``sigmoid(gate)`` and
+    ``silu(gate)`` too.
+
+    Args:
+        backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice).
+
+    Inputs: ``gate``, ``up`` of one shape and dtype (float32/float16 fused, bfloat16 composed).
+    Output: ``y``, their shape. The fused kernel runs on CPU; GPU and Ascend run composed.
+    """
+
+    op_name = "swiglu"
+
+    def __init__(self, backend: Optional[str] = None):
+        super().__init__()
+        self.select_backend(backend, cpu_only=True)
+        if self.fused:
+            self.fwd = _primitives.swiglu_forward(self.impl)
+
+    def construct(self, gate, up):
+        if gate.shape != up.shape or gate.dtype != up.dtype:
+            raise ValueError("For 'swiglu', gate and up must have one shape and dtype.")
+        if not self.runs_fused(gate.dtype):
+            return swiglu_composed(gate, up)
+        return self.fwd(gate, up)
+
+
+def swiglu(gate, up, backend: Optional[str] = None):
+    """Functional :class:`SwiGLU` (PYNATIVE): ``silu(gate) * up``."""
+    return SwiGLU(backend)(gate, up)
