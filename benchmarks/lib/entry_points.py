@@ -47,12 +47,16 @@ TOOLS: Tuple[Tool, ...] = (
     Tool("peer.lm", "[--reps 3] [--core C] [--output-dir results]",
          "the LM job (SmolLM2-135M LoRA q,v r=8, batch 1 x 256, Adam) against PyTorch + PEFT: peak RSS per phase "
          "and step/forward CPU time side by side (needs the `peer` extra)"),
-    Tool("lm_memory_probe", "[--share-block-graph] [--no-release-heap] [--attention-backend composed] [--steps 2]",
+    Tool("lm_memory_probe", "[--share-block-graph] [--no-release-heap] [--attention-backend composed] "
+                            "[--norm-backend composed] [--mlp-backend composed] [--steps 2]",
          "our side of the LM job alone, phase by phase: RSS and peak per phase, to measure one memory lever at a time"),
     Tool("ms_memory_repro", "[--cases transpose,cast,blocks,lazy_inline,shared_dropout,index_tables]",
          "plain-MindSpore reproductions (no mindpet) of the training-graph memory costs that are MindSpore's own"),
     Tool("attention_step", "[--layers 4] [--reps 5]",
          "LLaMA LoRA train step with the attention core fused vs composed, interleaved"),
+    Tool("lm_block_memory", "[--levers composed,rms_norm,swiglu,both] [--blocks 4,8]",
+         "peak RSS per frozen LLaMA decoder block at a training step's first call, with the fused RMSNorm / SwiGLU "
+         "on or off (one process per case)"),
 )
 
 
