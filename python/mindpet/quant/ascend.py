@@ -44,6 +44,7 @@ from typing import Optional
 
 import numpy as np
 
+from mindpet._eager import GradSafeCell
 from mindpet.quant.formats import QuantizedTensor, unpack_nibbles
 
 _MAPPABLE = ("int8", "q8_0", "q4_0", "q4_1")
@@ -161,12 +162,7 @@ def emulate_weight_quant_matmul(x: np.ndarray, args: WQBMMArgs, bias: Optional[n
     return y if bias is None else y + np.asarray(bias, dtype=np.float64)
 
 
-def _cell_base():
-    from mindspore import nn
-    return nn.Cell
-
-
-class WeightQuantLinear(_cell_base()):
+class WeightQuantLinear(GradSafeCell):
     """A frozen quantised ``nn.Dense`` for Ascend: ``y = x deq(W)^T + b`` through ``WeightQuantBatchMatmul``.
 
     NEVER RUN ON AN NPU: it constructs and maps on any device (tested on CPU), but the primitive has no CPU or
