@@ -21,12 +21,6 @@ namespace {
 using fast::Act;
 using fast::ActGrad;
 
-// Below this many elements (~4M; ~8 ms of exact GELU on one core) a call stays on one thread. The
-// transformer shapes (e.g. [1024, 1536]) stay below it on purpose: measured in a MiniLM train step
-// on a shared 2-core machine, a 2-thread team for these millisecond-scale ops cost more (waiting for
-// a descheduled team thread; MindSpore runs other graph ops on the other core meanwhile) than it saved.
-constexpr int64_t kMinParallelElements = int64_t{1} << 22;
-
 template <Activation A>
 MINDPET_INLINE void ForwardLoop(const float* __restrict x, float* __restrict y, int64_t n) {
 #pragma omp simd
@@ -99,8 +93,6 @@ BackwardFn BackwardFor(Activation act) {
   }
   return nullptr;
 }
-
-int ElementThreads(int64_t n) { return n < kMinParallelElements ? 1 : MaxThreads(); }
 
 // Elements per chunk: at least 64 Ki (a chunk is a few hundred microseconds of work).
 constexpr int64_t kChunkElements = int64_t{1} << 16;

@@ -28,15 +28,6 @@ struct NormDims {
 // Rows per chunk (at least): a chunk is then ~0.1-1 ms of work for transformer widths.
 constexpr int64_t kChunkRows = 64;
 
-// Threads for m rows of d elements: one thread below 2^21 elements (~2 ms), e.g. for every BERT
-// shape; see kMinParallelElements in activation_op.cc for why.
-int NormThreads(const NormDims& s) {
-  constexpr int64_t kMinParallelElements = int64_t{1} << 21;
-  const int64_t want = s.m / 8 > 1 ? s.m / 8 : 1;
-  const int max = s.m * s.d < kMinParallelElements ? 1 : MaxThreads();
-  return static_cast<int>(want < max ? want : max);
-}
-
 // s = x_row (+ r_row) into buf; returns buf or x_row itself when there is no residual.
 inline const float* RowSum(const float* x_row, const float* r_row, int64_t d, float* buf) {
   if (r_row == nullptr) return x_row;
@@ -48,7 +39,7 @@ inline const float* RowSum(const float* x_row, const float* r_row, int64_t d, fl
 void ForwardF32(const NormDims& s, const float* x, const float* r, const float* gamma, const float* beta, float eps,
                 float* y, float* mean, float* rstd) {
   if (s.m == 0) return;
-  const int threads = NormThreads(s);
+  const int threads = NormThreads(s.m, s.d);
   ParallelFor(s.m, threads, RowGrain(s.m, threads, kChunkRows), [&](Range rows, int64_t) {
     std::vector<float> buf(static_cast<size_t>(r != nullptr ? s.d : 0));
     for (int64_t i = rows.begin; i < rows.end; ++i) {
@@ -76,7 +67,7 @@ void ForwardF32(const NormDims& s, const float* x, const float* r, const float* 
 
 void BackwardF32(const NormDims& s, const float* dy, const float* x, const float* r, const float* gamma,
                  const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
-  const int threads = NormThreads(s);
+  const int threads = NormThreads(s.m, s.d);
   const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, kChunkRows));
   ThreadPartials partials(static_cast<int64_t>(chunks.size()), 2 * s.d);  // per chunk: [dgamma | dbeta]
   ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {

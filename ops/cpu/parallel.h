@@ -82,6 +82,25 @@ inline int RowThreads(int64_t m, int64_t min_rows, int64_t macs_per_row) {
   return static_cast<int>(want < 1 ? 1 : (want < max ? want : max));
 }
 
+// Elementwise kernels (activation, swiglu): below this many elements (~4M; ~8 ms of exact GELU on one
+// core) a call stays on one thread. The transformer shapes (e.g. [1024, 1536]) stay below it on purpose:
+// measured in a MiniLM train step on a shared 2-core machine, a 2-thread team for these millisecond-scale
+// ops cost more (waiting for a descheduled team thread; MindSpore runs other graph ops on the other core
+// meanwhile) than it saved.
+constexpr int64_t kMinParallelElements = int64_t{1} << 22;
+
+inline int ElementThreads(int64_t n) { return n < kMinParallelElements ? 1 : MaxThreads(); }
+
+// Row normalisations (layer_norm, rms_norm) over m rows of d elements: one thread below 2^21 elements
+// (~2 ms), e.g. for every BERT shape (see kMinParallelElements), else up to one thread per 8 rows.
+constexpr int64_t kMinParallelNormElements = int64_t{1} << 21;
+
+inline int NormThreads(int64_t m, int64_t d) {
+  const int64_t want = m / 8 > 1 ? m / 8 : 1;
+  const int max = m * d < kMinParallelNormElements ? 1 : MaxThreads();
+  return static_cast<int>(want < max ? want : max);
+}
+
 // Rows per tile of work kept in cache: a tile of `width` floats per row fills about `bytes`
 // (~256 KiB by default, half a core's L2), clamped to [min_rows, max_rows].
 int64_t TileRows(int64_t width, int64_t bytes = 256 * 1024, int64_t min_rows = 16, int64_t max_rows = 512);

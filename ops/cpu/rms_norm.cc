@@ -26,19 +26,11 @@ struct RmsDims {
 
 constexpr int64_t kChunkRows = 64;
 
-// As NormThreads in layer_norm.cc: one thread below 2^21 elements.
-int RmsThreads(const RmsDims& s) {
-  constexpr int64_t kMinParallelElements = int64_t{1} << 21;
-  const int64_t want = s.m / 8 > 1 ? s.m / 8 : 1;
-  const int max = s.m * s.d < kMinParallelElements ? 1 : MaxThreads();
-  return static_cast<int>(want < max ? want : max);
-}
-
 // h (may be null without residual) receives s = x + r; y = s rstd gamma.
 void ForwardF32(const RmsDims& s, const float* x, const float* r, const float* gamma, float eps, float* y, float* h,
                 float* rstd) {
   if (s.m == 0) return;
-  const int threads = RmsThreads(s);
+  const int threads = NormThreads(s.m, s.d);
   ParallelFor(s.m, threads, RowGrain(s.m, threads, kChunkRows), [&](Range rows, int64_t) {
     for (int64_t i = rows.begin; i < rows.end; ++i) {
       const float* x_row = x + i * s.d;
@@ -65,7 +57,7 @@ void ForwardF32(const RmsDims& s, const float* x, const float* r, const float* g
 // dh may be null (no residual).
 void BackwardF32(const RmsDims& s, const float* dy, const float* dh, const float* sum, const float* gamma,
                  const float* rstd, float* dx, float* dgamma) {
-  const int threads = RmsThreads(s);
+  const int threads = NormThreads(s.m, s.d);
   const std::vector<Range> chunks = PlanChunks(s.m, threads, RowGrain(s.m, threads, kChunkRows));
   ThreadPartials partials(static_cast<int64_t>(chunks.size()), s.d);
   ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {

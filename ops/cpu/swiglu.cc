@@ -20,8 +20,6 @@ using fast::Act;
 using fast::ActGrad;
 using contracts::Activation;
 
-// As activation_op.cc: below ~4M elements a call stays on one thread.
-constexpr int64_t kMinParallelElements = int64_t{1} << 22;
 constexpr int64_t kChunkElements = int64_t{1} << 16;
 
 MINDPET_INLINE void ForwardLoop(const float* __restrict gate, const float* __restrict up, float* __restrict y,
@@ -59,8 +57,6 @@ bool HasAvx2Fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
 }
-
-int ElementThreads(int64_t n) { return n < kMinParallelElements ? 1 : MaxThreads(); }
 
 void Forward(const float* gate, const float* up, float* y, int64_t n) {
   const auto fn = HasAvx2Fma() ? &ForwardAvx2 : &ForwardBase;
