@@ -101,11 +101,12 @@ def _quantized_factory(pretrained: Pretrained, profile: Profile, lora_roles=("q"
 
 def quantized_tied_embedding(q):
     """The token embedding and tied LM head on one quantised table ``q`` ``[vocab, hidden]`` (8-bit, the GGUF's
-    Q8_0 blocks): rows are gathered and dequantised per token (``codes * scale`` per group of 32), and the head
+    Q8_0 blocks): rows are gathered and dequantised per token (``kernels.dequantize_composed``: ``codes * scale`` per group of 32), and the head
     is a QuantizedDense on the same table (``logits = h deq(E)^T``, through quant_lora_linear). No float copy
     of the table."""
     import mindspore as ms
     from mindspore import nn, ops
+    from mindpet.kernels import dequantize_composed
     from mindpet.quant import QuantizedDense
 
     class QuantizedTiedEmbedding(nn.Cell):
@@ -118,9 +119,9 @@ def quantized_tied_embedding(q):
 
         def construct(self, input_ids):
             flat = input_ids.reshape((-1,))
-            codes = ops.gather(self.head.weight_codes, flat, 0).astype(ms.float32)
-            scales = ops.gather(self.head.weight_scales, flat, 0).astype(ms.float32)
-            rows = codes.reshape((-1, self.hidden // self.group, self.group)) * ops.expand_dims(scales, -1)
+            rows = dequantize_composed(ops.gather(self.head.weight_codes, flat, 0),
+                                       ops.gather(self.head.weight_scales, flat, 0), None, None, 8, self.group,
+                                       ms.float32)  # [tokens, hidden]
             return rows.reshape(input_ids.shape + (self.hidden,))
 
     return QuantizedTiedEmbedding()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import lm_suite
-from benchmarks.lib import lm_data, lm_profile, lm_training
+from benchmarks.lib import lm_data, lm_model, lm_profile, lm_training
 
 
 def test_chunking_and_held_out_selection():
@@ -125,7 +125,6 @@ def test_lora_on_quantized_base_rows(tmp_path):
     is stored smaller, and perplexity matches LoRA on the float base closely (q4: the same values)."""
     from mindpet.graph import freeze_delta
     from mindpet.quant import QuantizedDense
-    from benchmarks.lib import lm_model
 
     profile = lm_profile.Profile(seq_len=16, steps=3, heldout_chunks=2)
     pretrained, data = lm_suite._load("synthetic", profile, "lora_q4")
@@ -146,3 +145,18 @@ def test_lora_on_quantized_base_rows(tmp_path):
     assert rows["lora_q4"]["frozen_base_bytes"] < rows["lora"]["frozen_base_bytes"]
     assert abs(rows["lora_q4"]["heldout_ppl"] / rows["lora"]["heldout_ppl"] - 1) < 0.05
     assert "| lora_q4 |" in (tmp_path / "lm_table.md").read_text()
+
+
+def test_quantized_tied_embedding_rows_are_the_dequantised_table():
+    """The lora_q4/lora_q8 models' embedding gathers q8_0 rows and dequantises only them: equal to the rows of
+    the whole table dequantised in float64 by numpy (d * q per block of 32)."""
+    import mindspore as ms
+    from mindspore import Tensor
+    from mindpet.quant import quantize
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    q = quantize(np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32), "q8_0")
+    ids = np.array([[3, 7, 99], [0, 5, 5]], np.int32)
+    table = (q.codes.astype(np.float64).reshape(100, 2, 32) * q.scales.astype(np.float64)[..., None]).reshape(100, 64)
+    out = lm_model.quantized_tied_embedding(q)(Tensor(ids)).asnumpy()
+    np.testing.assert_allclose(out, table[ids], rtol=1e-7, atol=0)
