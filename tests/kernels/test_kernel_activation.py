@@ -138,7 +138,7 @@ def test_cpu_only_ops_run_composed_on_ascend(monkeypatch):
     """activation and layer_norm have no Ascend kernel: auto gives composed there, fused raises."""
     from mindpet.kernels import LayerNorm, backend as kbackend  # pylint: disable=import-outside-toplevel
     monkeypatch.setattr(kbackend, "fused_implementation", lambda device=None: ("ascend", ""))
-    monkeypatch.setattr(kbackend, "_device_target", lambda: "Ascend")
+    monkeypatch.setattr(kbackend, "device_target", lambda: "Ascend")
     assert Activation("gelu_erf").impl == "composed"
     assert LayerNorm(8).impl == "composed"
     with pytest.raises(FusedBackendUnavailable, match="no Ascend kernel"):

@@ -74,7 +74,7 @@ def test_missing_library_auto_warns_once_and_fused_raises(missing_library):  # p
 
 
 def test_gpu_runs_composed_silently(monkeypatch):
-    monkeypatch.setattr(kbackend, "_device_target", lambda: "GPU")
+    monkeypatch.setattr(kbackend, "device_target", lambda: "GPU")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert kbackend.resolve("auto") == "composed"
@@ -84,7 +84,7 @@ def test_gpu_runs_composed_silently(monkeypatch):
 
 def test_ascend_uses_the_custom_op_package_when_installed(monkeypatch):
     from mindpet.kernels import ascend  # pylint: disable=import-outside-toplevel
-    monkeypatch.setattr(kbackend, "_device_target", lambda: "Ascend")
+    monkeypatch.setattr(kbackend, "device_target", lambda: "Ascend")
     monkeypatch.setattr(ascend, "available", lambda: True)
     assert kbackend.resolve("auto") == "ascend"
     monkeypatch.setattr(ascend, "available", lambda: False)

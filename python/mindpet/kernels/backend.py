@@ -98,7 +98,8 @@ def get_backend() -> str:
     return "auto"
 
 
-def _device_target() -> str:
+def device_target() -> str:
+    """The context's device target (``'CPU'``, ``'GPU'``, ``'Ascend'``): the one place the kernels read it."""
     return ms.get_context("device_target")
 
 
@@ -117,7 +118,7 @@ def _ascend_available() -> tuple:
 
 def fused_implementation(device: Optional[str] = None) -> tuple:
     """``(implementation or None, reason)`` of the fused backend on ``device`` (default: context)."""
-    device = device or _device_target()
+    device = device or device_target()
     if device == "CPU":
         try:
             _library.load()
@@ -163,7 +164,7 @@ def select(choice: Optional[str] = None, op: str = "lora_linear", supported: boo
         return Selection(choice, impl)
     if choice == "fused":
         raise FusedBackendUnavailable(f"backend='fused' requested for {op}, but {why}")
-    if _device_target() == "CPU" and supported and "cpu-library" not in _warned:
+    if device_target() == "CPU" and supported and "cpu-library" not in _warned:
         _warned.add("cpu-library")
         warnings.warn(f"mindpet: fused CPU kernels unavailable, using composed MindSpore primitives: {why}",
                       RuntimeWarning, stacklevel=3)

@@ -6,11 +6,10 @@ float16 ``scales`` and optional ``offsets`` ``[N, K // G]`` per group of ``G`` c
 ``lut [16]`` giving the value of each 4-bit code. :class:`QuantLoraLinear` is the Cell a layer holds
 (GRAPH- and PYNATIVE-safe). Implementations: the fused CPU kernels (dequantising tile by tile, never the
 whole matrix), the composed MindSpore ops (dequantise, then matmul: the reference, and the GPU path), and
-on Ascend the hook :func:`ascend_quant_matmul` (``mindpet.quant.ascend``, ``ops.WeightQuantBatchMatmul``).
+on Ascend the hook :func:`ascend_quant_matmul` (``WeightQuantBatchMatmul``, :mod:`mindpet.quant.ascend_matmul`).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional
 
 import numpy as np
@@ -19,6 +18,7 @@ from mindspore import Tensor, ops
 from mindspore.common import dtype as mstype
 
 from mindpet.kernels import _primitives
+from mindpet.kernels import backend as _backend
 from mindpet.kernels.composed import quant_lora_linear_composed
 from mindpet.kernels.fused_op import FusedOp
 
@@ -27,25 +27,14 @@ __all__ = ["QuantLoraLinear", "ascend_quant_matmul"]
 BITS = (4, 8)
 
 
-def ascend_quant_matmul(bits: int, group_size: int, has_offsets: bool):
-    """The Ascend hook: ``mindpet.quant.ascend.weight_quant_matmul(bits, group_size, has_offsets)`` when the device
-    target is Ascend and that module is installed, else None.
-
-    Expected interface: a Cell (or None for a format it cannot map, e.g. NF4's lookup table) called as
-    ``(x [M, K], codes, scales, offsets) -> x deq(W)^T [M, N]`` (``ops.WeightQuantBatchMatmul``); the bias
-    and the LoRA term are added by :class:`QuantLoraLinear` with composed ops. ``mindpet.quant.ascend`` as
-    merged provides ``WeightQuantLinear(q, bias)`` instead, which re-encodes the weight on the host once
-    (int4 codes ``c - 8``, transposed scales, q4_1's offsets): a layer holds that Cell for its base on Ascend
-    and adds LoRA composed; without ``weight_quant_matmul`` this Cell runs composed there.
-    """
-    if ms.get_context("device_target") != "Ascend":
+def ascend_quant_matmul(quant_format: Optional[str], group_size: int):
+    """The Ascend hook: :func:`mindpet.quant.ascend_matmul.weight_quant_matmul` (``x deq(W)^T`` by
+    ``WeightQuantBatchMatmul``, mapped from the unified layout in graph) when the device target is Ascend and the
+    format maps onto it, else None (composed: ``nf4``, an unknown format, any other device). Never run on an NPU."""
+    if quant_format is None or _backend.device_target() != "Ascend":
         return None
-    try:
-        module = importlib.import_module("mindpet.quant.ascend")
-    except ImportError:
-        return None
-    factory = getattr(module, "weight_quant_matmul", None)
-    return None if factory is None else factory(bits, group_size, has_offsets)
+    from mindpet.quant.ascend_matmul import weight_quant_matmul  # pylint: disable=import-outside-toplevel
+    return weight_quant_matmul(quant_format, group_size)
 
 
 def _check_call(x, codes, scales, offsets, lut, bits, group_size, has_offsets):
@@ -95,6 +84,8 @@ class QuantLoraLinear(FusedOp):
         backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (see :mod:`mindpet.kernels.backend`); the fused
             kernels run on CPU only (``auto`` is composed elsewhere, or the Ascend hook).
         dtype: the dtype of the calls when known at construction (bfloat16: composed).
+        quant_format: the weight's format name (``'q4_0'``, ...), which picks the Ascend mapping
+            (:func:`ascend_quant_matmul`); None runs composed on Ascend.
 
     Inputs: ``x [*, K]`` (float32/float16), ``codes``, ``scales [N, K // G]`` float16, ``offsets [N, K // G]``
     float16 (1-element when absent), ``lut [16]`` float32 (1-element for bits 8), ``bias [N]`` or None,
@@ -106,7 +97,8 @@ class QuantLoraLinear(FusedOp):
     op_name = "quant_lora_linear"
 
     def __init__(self, bits: int, group_size: int, has_offsets: bool, has_bias: bool, has_lora: bool,
-                 scale: float = 1.0, backend: Optional[str] = None, dtype: Any = None):
+                 scale: float = 1.0, backend: Optional[str] = None, dtype: Any = None,
+                 quant_format: Optional[str] = None):
         super().__init__()
         if isinstance(bits, bool) or bits not in BITS:
             raise ValueError(f"For 'QuantLoraLinear', 'bits' must be 4 or 8, but got {bits!r}.")
@@ -121,9 +113,11 @@ class QuantLoraLinear(FusedOp):
         self.select_backend(backend, cpu_only=True, dtype=dtype)
         if self.fused:
             self.fwd = _primitives.quant_lora_linear_forward(self.impl, self.has_lora)
-        self.ascend_matmul = None if self.fused else ascend_quant_matmul(self.bits, self.group_size,
-                                                                         self.has_offsets)
+        self.ascend_matmul = None if self.fused or self.choice == "composed" else ascend_quant_matmul(
+            quant_format, self.group_size)
         self.on_ascend = self.ascend_matmul is not None
+        if self.on_ascend:
+            self.impl = "ascend"
         self.matmul_nt = ops.MatMul(transpose_b=True)
         # 1-element stand-ins for an absent bias / LoRA / mask (constants, one per dtype)
         self._absent32 = Tensor(np.zeros(1, np.float32))
@@ -161,7 +155,7 @@ class QuantLoraLinear(FusedOp):
         """Ascend: ``x deq(W)^T`` by the platform's weight-quant matmul, bias and LoRA composed."""
         y = self.ascend_matmul(x2d, codes, scales, offsets)
         if bias is not None:
-            y = y + bias
+            y = y + ops.stop_gradient(bias)  # frozen with the base
         if self.has_lora:
             x_d = x2d if mask is None else x2d * mask
             y = y + self.matmul_nt(self.matmul_nt(x_d, lora_a), lora_b) * self.scale

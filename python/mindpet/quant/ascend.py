@@ -85,6 +85,17 @@ def _unpack_int4(packed: np.ndarray) -> np.ndarray:
     return np.where(nibbles >= 8, nibbles - 16, nibbles)
 
 
+def q4_1_affine(d, m, where):
+    """q4_1's ``d c + m`` as the operator's ``((c - 8) + offset) * scale``: ``scale = d``, ``offset = 8 + m / d``;
+    a group with ``d == 0`` (every weight is ``m``) as ``scale = m``, ``offset = 1`` with its codes zeroed.
+
+    ``d``, ``m``: float arrays ``[N, K / G]`` (numpy with ``where=np.where``, or MindSpore tensors with
+    ``ops.where``). Returns ``(scale, offset, keep)``, ``keep = d != 0`` (the groups whose codes stay)."""
+    keep = d != 0
+    offset = where(keep, 8.0 + m / where(keep, d, 1.0), 1.0)
+    return where(keep, d, m), offset, keep
+
+
 def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] = None) -> WQBMMArgs:
     """Map ``q`` onto ``WeightQuantBatchMatmul``'s inputs (module doc); unpacks as
     ``(weight, antiquant_scale, antiquant_offset, group_size, transpose_weight)``.
@@ -112,23 +123,13 @@ def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] 
         codes = unpack_nibbles(q.codes).astype(np.int16) - 8
     scale = q.scales.copy()
     offset = None
-    if q.format == "q4_0":
-        pass
-    elif q.format == "q4_1":
-        d = q.scales.astype(np.float64)
-        m = q.offsets.astype(np.float64)
-        zero = d == 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(zero, 1.0, 8.0 + m / np.where(zero, 1.0, d))
+    if q.format == "q4_1":
+        scale, ratio, keep = q4_1_affine(q.scales.astype(np.float64), q.offsets.astype(np.float64), np.where)
         if np.abs(ratio).max(initial=0) > _FLOAT16_MAX:
             raise ValueError(f"a q4_1 group has |8 + m / d| = {np.abs(ratio).max():.4g}, beyond float16: it cannot be "
                              f"mapped to antiquant_offset; re-encode it with requantize(q, 'q8_0').")
-        offset = ratio.astype(np.float16)
-        scale = np.where(zero, q.offsets, q.scales).astype(np.float16)
-        group = q.group_size
-        codes = codes.reshape(n, k // group, group)
-        codes[zero] = 0
-        codes = codes.reshape(n, k)
+        offset, scale = ratio.astype(np.float16), scale.astype(np.float16)
+        codes = (codes.reshape(n, k // q.group_size, q.group_size) * keep[:, :, None]).reshape(n, k)
     group = q.group_size
     per_channel = group == k
     if transpose_weight is None:

@@ -24,7 +24,7 @@ def quant_kernel(weight: _weight.QuantizedWeight, has_bias: bool, has_lora: bool
     """The ``quant_lora_linear`` op Cell for ``weight`` (the one place a layer on a quantised base builds it)."""
     from mindpet.kernels.quant_linear import QuantLoraLinear  # pylint: disable=import-outside-toplevel
     return QuantLoraLinear(weight.bits, weight.group_size, weight.has_offsets, has_bias, has_lora, scale=scale,
-                           backend=backend, dtype=dtype)
+                           backend=backend, dtype=dtype, quant_format=weight.format)
 
 
 class QuantizedDense(GradSafeCell):
