@@ -239,6 +239,47 @@ def test_graph_drops_the_input_op_when_no_input_gradient_is_asked():
     assert kernel_calls("QuantLoraLinearBackwardInput") == input0 + 1
 
 
+class _TwoVariants(nn.Cell):
+    """``z = lora(plain(x))``: a QuantLoraLinear without LoRA feeding one with LoRA, in one graph."""
+
+    def __init__(self, codes, scales, lut, a, b, backend):
+        super().__init__()
+        self.codes, self.scales, self.lut = Tensor(codes), Tensor(scales), Tensor(lut)
+        self.no_offsets = Tensor(ABSENT16)
+        self.a, self.b = Parameter(Tensor(a), name="a"), Parameter(Tensor(b), name="b")
+        self.plain = QuantLoraLinear(4, 32, False, False, False, backend=backend)
+        self.lora = QuantLoraLinear(4, 32, False, False, True, 1.5, backend=backend)
+
+    def construct(self, x, cot):
+        h = self.plain(x, self.codes, self.scales, self.no_offsets, self.lut, None, None, None)
+        return (self.lora(h, self.codes, self.scales, self.no_offsets, self.lut, None, self.a, self.b) * cot).sum()
+
+
+@requires_fused
+def test_both_variants_in_one_graph_get_their_own_backward(mode):
+    """With and without LoRA in one GRAPH graph: every gradient against float64, and lora_linear's weights op
+    runs once per step (only for the LoRA op). (A regression: two Custom primitives on one kernel with two bprops
+    shared one bprop in GRAPH mode.)"""
+    rng = np.random.default_rng(3)
+    codes, scales, _, lut = quantized_weight(64, 64, 4, 32, Q4_0, False, rng)
+    a = (rng.standard_normal((4, 64)) / 8).astype(np.float32)
+    b = rng.standard_normal((64, 4)).astype(np.float32)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    cot = rng.standard_normal((5, 64)).astype(np.float32)
+    net = _TwoVariants(codes, scales, lut, a, b, "fused")
+    calls = kernel_calls("LoraLinearBackwardWeights")
+    _, (dx, (da, db)) = ms.value_and_grad(net, 0, [net.a, net.b])(Tensor(x), Tensor(cot))
+    dx, da, db = dx.asnumpy(), da.asnumpy(), db.asnumpy()
+    assert kernel_calls("LoraLinearBackwardWeights") == calls + 1
+    w = numpy_dequantize(codes, scales, None, lut, 4, 32)
+    a64, b64, dy = a.astype(np.float64), b.astype(np.float64), cot.astype(np.float64)
+    h = x.astype(np.float64) @ w.T
+    g = dy @ b64
+    assert_close(db, 1.5 * dy.T @ (h @ a64.T), 2e-5, "dB")
+    assert_close(da, 1.5 * g.T @ h, 2e-5, "dA")
+    assert_close(dx, (dy @ w + 1.5 * g @ a64) @ w, 2e-5, "dx")
+
+
 def _call(op, case="q4_0_g32", codes=None, k_cut=None):
     inputs, _, _ = _problem(case, np.float32)
     if codes is not None:

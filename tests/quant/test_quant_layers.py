@@ -215,19 +215,27 @@ class _Stack(nn.Cell):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_lora_next_to_a_quantized_dense_gets_its_gradient(mode, backend):
-    """A graph holding a QuantizedDense and a LoRADense on a quantised base: both kernels' gradients are right
-    (a regression: one shared bprop once gave the LoRA layer dB = 0 in GRAPH mode)."""
-    q = quantize(np.random.default_rng(6).standard_normal((K, K)).astype(np.float32) * 0.2, "q4_1")
-    plain = QuantizedDense.from_quantized(q, backend=backend)
+@pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
+def test_lora_next_to_a_quantized_dense_gets_its_gradient(mode, backend, fmt):
+    """A graph holding a QuantizedDense (no LoRA) and a LoRADense on a quantised base: x, A and B get their
+    float64 gradients (a regression: the no-LoRA and LoRA variants were two Custom primitives on one kernel, and
+    GRAPH mode ran one bprop for both: the LoRA layer got dB = 0)."""
+    q = quantize(np.random.default_rng(6).standard_normal((K, K)).astype(np.float32) * 0.2, fmt)
+    plain = QuantizedDense.from_quantized(q, bias=np.linspace(-0.1, 0.1, K).astype(np.float32), backend=backend)
     lora = LoRADense(K, K, R, 8, 0.0, has_bias=False, compute_dtype=ms.float32, backend=backend,
                      base=QuantizedDense.from_quantized(q, backend=backend))
-    x = np.random.default_rng(7).standard_normal((3, K)).astype(np.float32)
-    grad = ms.grad(_Stack(plain, lora), grad_position=0, weights=[lora.mindpet_delta_lora_b])
-    dx, (db,) = grad(Tensor(x))
+    rng = np.random.default_rng(7)
+    lora.mindpet_delta_lora_b.set_data(Tensor(rng.standard_normal((K, R)).astype(np.float32) * 0.1))
+    x = rng.standard_normal((3, K)).astype(np.float32)
+    grad = ms.grad(_Stack(plain, lora), grad_position=0, weights=[lora.mindpet_delta_lora_a, lora.mindpet_delta_lora_b])
+    dx, (da, db) = grad(Tensor(x))
     w = layer_dequantized(plain)
     a = lora.mindpet_delta_lora_a.asnumpy().astype(np.float64)
-    h = x.astype(np.float64) @ w.T
-    y = h @ w.T  # B = 0
-    _close(db.asnumpy(), lora.scaling * (2 * y).T @ (h @ a.T), 1e-5, "dB")
-    _close(dx.asnumpy(), (2 * y) @ w @ w, 1e-5, "dx")
+    b = lora.mindpet_delta_lora_b.asnumpy().astype(np.float64)
+    s = lora.scaling
+    h = x.astype(np.float64) @ w.T + np.linspace(-0.1, 0.1, K).astype(np.float32)
+    y = h @ w.T + s * (h @ a.T) @ b.T
+    dy = 2 * y
+    _close(db.asnumpy(), s * dy.T @ (h @ a.T), 1e-5, "dB")
+    _close(da.asnumpy(), s * (dy @ b).T @ h, 1e-5, "dA")
+    _close(dx.asnumpy(), (dy @ w + s * (dy @ b) @ a) @ w, 1e-5, "dx")

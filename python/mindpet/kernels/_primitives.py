@@ -143,29 +143,34 @@ def layer_norm_forward(impl: str):
 
 
 @functools.lru_cache(maxsize=None)
-def quant_lora_linear_forward(impl: str, has_lora: bool = True):
-    """``quant_lora_linear`` forward (``ops/CONTRACTS.md`` section 6) with its backward.
+def quant_lora_linear_forward(impl: str):
+    """``quant_lora_linear`` forward (``ops/CONTRACTS.md`` section 6) with its backward: one primitive per
+    implementation, with and without LoRA.
 
-    The backward is lora_linear's weights op (``dA``, ``dB`` and ``g = dy B``; it needs no W), skipped
-    without LoRA, and the input op ``dx = dy deq(W) + s (g A) * mask``, which GRAPH mode drops when
-    nobody needs ``dx``. The quantised tensors and the bias get zero gradients (never trainable)."""
+    The bprop reads the variant from the call's ``has_lora`` input (a constant, so GRAPH mode keeps only one
+    branch). With LoRA the backward is lora_linear's weights op (``dA``, ``dB`` and ``g = dy B``; it needs no W);
+    without, ``dA``/``dB`` are zeros of the stand-ins and no ``g`` is computed. Then the input op ``dx = dy deq(W)
+    + s (g A) * mask``, which GRAPH mode drops when nobody needs ``dx``. The quantised tensors and the bias get
+    zero gradients (never trainable). (One primitive, not one per variant: MindSpore 2.10 gives every
+    ``ops.Custom`` on the same aot kernel in one GRAPH graph the bprop of one of them; measured, a LoRA layer
+    next to a plain quantised layer got ``dB = 0``.)"""
     zeros_like = ops.ZerosLike()
     bwd_input = primitive(impl, "quant_lora_linear_bwd_input")
-    bwd_weights = primitive(impl, "lora_linear_bwd_weights") if has_lora else None
+    bwd_weights = primitive(impl, "lora_linear_bwd_weights")
     no_g = Tensor(np.zeros(1, np.float32))
 
     def bprop(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask, scale, group_size, bits, has_offsets,
-              has_bias, has_lora_attr, has_mask, out, dout):
+              has_bias, has_lora, has_mask, out, dout):
         dy = dout[0]
         if has_lora:
             d_a, d_b, g = bwd_weights(dy, x, lora_b, out[1], mask, scale, has_mask)
         else:
             d_a, d_b, g = zeros_like(lora_a), zeros_like(lora_b), no_g
         dx = bwd_input(dy, x, codes, scales, offsets, lut, lora_a, g, mask, scale, group_size, bits, has_offsets,
-                       has_lora_attr, has_mask)
+                       has_lora, has_mask)
         return (dx, zeros_like(codes), zeros_like(scales), zeros_like(offsets), zeros_like(lut), zeros_like(bias),
                 d_a, d_b, zeros_like(mask), scale * 0, group_size * 0, bits * 0, has_offsets * 0, has_bias * 0,
-                has_lora_attr * 0, has_mask * 0)
+                has_lora * 0, has_mask * 0)
 
     return primitive(impl, "quant_lora_linear_fwd", bprop)
 

@@ -112,7 +112,7 @@ class QuantLoraLinear(FusedOp):
         self.scale = float(scale)
         self.select_backend(backend, cpu_only=True, dtype=dtype)
         if self.fused:
-            self.fwd = _primitives.quant_lora_linear_forward(self.impl, self.has_lora)
+            self.fwd = _primitives.quant_lora_linear_forward(self.impl)
         self.ascend_matmul = None if self.fused or self.choice == "composed" else ascend_quant_matmul(
             quant_format, self.group_size)
         self.on_ascend = self.ascend_matmul is not None
@@ -138,8 +138,10 @@ class QuantLoraLinear(FusedOp):
                                                lora_a if self.has_lora else None, lora_b, self.scale, self.bits,
                                                self.group_size, mask)
         else:
-            if self.has_lora and (lora_a.dtype != x.dtype or lora_b.dtype != x.dtype):
-                raise TypeError("For 'quant_lora_linear', x, lora_a, lora_b (and bias, mask) must share one dtype.")
+            if self.has_lora:  # nested: GRAPH mode evaluates both operands of `and`
+                if lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
+                    raise TypeError("For 'quant_lora_linear', x, lora_a, lora_b (and bias, mask) must share one "
+                                    "dtype.")
             dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
             bias_in = dummy if bias is None else bias
             a_in = lora_a if self.has_lora else dummy

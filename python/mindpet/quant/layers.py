@@ -85,13 +85,7 @@ class QuantizedDense(GradSafeCell):
             self.bias = new_parameter(bias_init, (out_channels,), compute_dtype, "bias", requires_grad=False)
         self.activation = activation
         self.activation_flag = activation is not None
-        # Workaround (quantkern's quant_lora_linear_forward): its has_lora=False and has_lora=True primitives run
-        # one Custom kernel with two Python bprops, and a GRAPH-mode graph holding both uses one bprop for both
-        # (measured: LoRA layers next to a QuantizedDense got dB = 0). So this layer also runs the has_lora=True
-        # op, with a zero rank-1 branch (scale 0): y = x deq(W)^T + b exactly, a few extra flops per row.
-        self.kernel = quant_kernel(weight, has_bias, has_lora=True, scale=0.0, backend=backend, dtype=compute_dtype)
-        self._zero_a = Tensor(np.zeros((1, in_channels), np.float32)).astype(compute_dtype)
-        self._zero_b = Tensor(np.zeros((out_channels, 1), np.float32)).astype(compute_dtype)
+        self.kernel = quant_kernel(weight, has_bias, has_lora=False, backend=backend, dtype=compute_dtype)
         self.cast = ops.Cast()
 
     @property
@@ -166,8 +160,7 @@ class QuantizedDense(GradSafeCell):
         x_shape = x.shape
         x2d = self.cast(x.reshape((-1, self.in_channels)), self.compute_dtype)
         offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
-        y = self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, self.bias, self._zero_a,
-                        self._zero_b, None)
+        y = self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, self.bias, None, None, None)
         if self.activation_flag:
             y = self.activation(y)
         y = self.cast(y, ori_dtype)
