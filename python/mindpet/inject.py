@@ -191,7 +191,7 @@ def _build_on_quantized(method: str, cell: nn.Cell, view, kwargs: Dict[str, Any]
     layer_cls = METHODS[method].layer
     if "base" not in inspect.signature(layer_cls).parameters:
         raise ValueError(f"For 'inject', method {method!r} ({layer_cls.__name__}) cannot run on a quantised base "
-                         f"({type(cell).__name__}, format {cell.format!r}); only 'lora' can. Exclude the quantised "
+                         f"({type(cell).__name__}, format {cell.format!r}): its layer takes no 'base'. Exclude the quantised "
                          f"layers (exclude_modules) or inject before quantising.")
     args = {"param_init_type": view.compute_dtype, "compute_dtype": view.compute_dtype, **kwargs}
     layer = layer_cls(in_channels=view.in_channels, out_channels=view.out_channels, has_bias=view.has_bias,

@@ -62,9 +62,10 @@ def test_signatures_and_defaults_match_spec():
     sig = inspect.signature(LowRankAdapterDense)
     assert list(sig.parameters) == ["in_channels", "out_channels", "weight_init", "bias_init", "has_bias",
                                     "activation", "reduction_factor", "low_rank_size", "low_rank_w_init",
-                                    "non_linearity", "param_init_type", "compute_dtype", "backend", "transpose_b"]
+                                    "non_linearity", "param_init_type", "compute_dtype", "backend", "transpose_b", "base"]
     check_backend_kw(sig)
     assert sig.parameters["transpose_b"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["base"].kind is inspect.Parameter.KEYWORD_ONLY and sig.parameters["base"].default is None
     d = {k: v.default for k, v in sig.parameters.items()}
     assert d["transpose_b"] is True
     assert (d["weight_init"], d["bias_init"], d["has_bias"], d["activation"]) == ("normal", "zeros", True, None)

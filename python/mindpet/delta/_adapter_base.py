@@ -12,7 +12,8 @@ subclass defines what differs:
   projection, in the order of ``shard``'s arguments.
 
 ``DenseWithDelta`` is the frozen ``nn.Dense`` part of ``AdapterDense`` and ``LowRankAdapterDense``, which
-hold their ``AdapterBlock`` in the attribute named ``delta_attr``.
+hold their ``AdapterBlock`` in the attribute named ``delta_attr``; with ``base=QuantizedDense`` it takes over
+that layer's frozen quantised Parameters and computes its part with ``quant_lora_linear`` (no LoRA term).
 """
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ from mindpet.delta._validation import (check_bool, check_dense_input, check_dtyp
 __all__ = ["AdapterBlock", "DenseWithDelta", "StrategyType", "resolve_residual_alias"]
 
 StrategyType = Optional[tuple]
+
+
+def _quantized_base():
+    """:mod:`mindpet.quant.lora_base`, the quantised-base strategy of the Dense-like delta layers (imported on
+    first use)."""
+    from mindpet.quant import lora_base  # pylint: disable=import-outside-toplevel
+    return lora_base
 
 
 def resolve_residual_alias(strategy_residual_add: StrategyType, strategy_residential_add: StrategyType,
@@ -161,8 +169,10 @@ class DenseWithDelta(GradSafeCell):
 
     @staticmethod
     def check_dense_args(cls_name: str, in_channels: Any, out_channels: Any, weight_init: Any, bias_init: Any,
-                         has_bias: Any, activation: Any, transpose_b: Any = True):
-        """Validate the ``nn.Dense`` arguments (and the weight layout); return the resolved activation (or None)."""
+                         has_bias: Any, activation: Any, transpose_b: Any = True, base: Any = None,
+                         compute_dtype: Any = None):
+        """Validate the ``nn.Dense`` arguments (the weight layout, a quantised ``base``); return the resolved
+        activation (or None)."""
         check_positive_int(in_channels, "in_channels", cls_name)
         check_positive_int(out_channels, "out_channels", cls_name)
         check_bool(has_bias, "has_bias", cls_name)
@@ -170,21 +180,31 @@ class DenseWithDelta(GradSafeCell):
         shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
         check_init(weight_init, "weight_init", cls_name, shape)
         check_init(bias_init, "bias_init", cls_name, (out_channels,))
+        if base is not None:
+            _quantized_base().check_base(base, in_channels, out_channels, has_bias, transpose_b, compute_dtype,
+                                         cls_name)
         return resolve_activation(activation, "activation", cls_name, allow_none=True)
 
     def build_dense(self, in_channels: int, out_channels: int, weight_init: InitType, bias_init: InitType,
                     has_bias: bool, activation, param_init_type: ms.dtype.Type,
-                    compute_dtype: ms.dtype.Type, make_delta: Callable[[], nn.Cell], transpose_b: bool = True) -> None:
-        """Create the dense parameters and primitives, then the delta layer from ``make_delta()``."""
+                    compute_dtype: ms.dtype.Type, make_delta: Callable[[], nn.Cell], transpose_b: bool = True,
+                    base: Optional[nn.Cell] = None, backend: Optional[str] = None) -> None:
+        """Create the dense parameters (or take over a quantised ``base``'s) and primitives, then the delta layer
+        from ``make_delta()``."""
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.has_bias = has_bias
         self.compute_dtype = compute_dtype
         self.param_init_type = param_init_type
         self.transpose_b = transpose_b
-        shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
-        self.weight = new_parameter(weight_init, shape, param_init_type, "weight")
-        self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
+        self.quantized_base = base is not None
+        if self.quantized_base:  # h = x deq(Wq)^T + b: quant_lora_linear without the LoRA term
+            _quantized_base().attach_base(self, base)
+            self.base_kernel = _quantized_base().base_kernel(self, backend)
+        else:
+            shape = (out_channels, in_channels) if transpose_b else (in_channels, out_channels)
+            self.weight = new_parameter(weight_init, shape, param_init_type, "weight")
+            self.bias = new_parameter(bias_init, (out_channels,), param_init_type, "bias") if has_bias else None
         self.matmul = ops.MatMul(transpose_b=transpose_b)
         self.bias_add = ops.BiasAdd()
         self.activation = activation
@@ -195,9 +215,15 @@ class DenseWithDelta(GradSafeCell):
 
     def dense(self, x2: Tensor) -> Tensor:
         """``activation(x W^T + b)`` (``x W + b`` if not ``transpose_b``) for ``x2: (N, in)`` in ``compute_dtype``."""
-        h = self.matmul(self.cast(x2, self.compute_dtype), self.cast(self.weight, self.compute_dtype))
-        if self.has_bias:
-            h = self.bias_add(h, self.cast(self.bias, self.compute_dtype))
+        x2 = self.cast(x2, self.compute_dtype)
+        if self.quantized_base:
+            bias = self.cast(self.bias, self.compute_dtype) if self.has_bias else None
+            offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
+            h = self.base_kernel(x2, self.weight_codes, self.weight_scales, offsets, self._lut, bias, None, None, None)
+        else:
+            h = self.matmul(x2, self.cast(self.weight, self.compute_dtype))
+            if self.has_bias:
+                h = self.bias_add(h, self.cast(self.bias, self.compute_dtype))
         if self.activation_flag:
             h = self.activation(h)
         return h
@@ -213,6 +239,8 @@ class DenseWithDelta(GradSafeCell):
         s = f"in_channels={self.in_channels}, out_channels={self.out_channels}, has_bias={self.has_bias}"
         if self.activation_flag:
             s += f", activation={self.activation}"
+        if self.quantized_base:
+            s += f", base={self.quantized_weight.format}"
         return s + f", backend={self.backend}"
 
     @property
@@ -241,6 +269,10 @@ class DenseWithDelta(GradSafeCell):
         three for a layer built with ``activation=None``).
         """
         cls_name = type(self).__name__
+        if self.quantized_base and any(st is not None for st in (strategy_matmul_org, strategy_bias_org,
+                                                                 strategy_activation_org)):
+            raise ValueError(f"For '{cls_name}', shard strategies of the dense part are not supported on a quantised "
+                             f"base (quant_lora_linear carries none).")
         check_strategies(cls_name, {
             "strategy_matmul_org": (strategy_matmul_org, (2, 2)),
             "strategy_bias_org": (strategy_bias_org, (2, 1)),

@@ -199,6 +199,11 @@ class AdapterDense(DenseWithDelta):
         transpose_b (keyword-only): the layout of ``weight``: True (default) ``(out_channels, in_channels)``;
             False ``(in_channels, out_channels)`` (``x W``, e.g. a mindformers ``Linear`` built so).
         backend (keyword-only): backend of the adapter (see ``AdapterLayer``); the dense part is composed.
+        base (keyword-only): None (default: the layer's own float ``weight``), or a
+            :class:`mindpet.quant.QuantizedDense` with these channels and bias: the dense part then runs on that
+            frozen quantised base (``quant_lora_linear`` without a LoRA term, fused on CPU), taking over its
+            Parameters (same objects and names); ``weight`` is None and ``weight_init``/``bias_init`` are not
+            used; ``transpose_b`` must be True and ``compute_dtype`` float16 or float32.
 
     Inputs:
         x: Tensor of shape ``(*, in_channels)``.
@@ -231,10 +236,11 @@ class AdapterDense(DenseWithDelta):
                  compute_dtype: ms.dtype.Type = ms.float16,
                  *,
                  backend: Optional[str] = None,
-                 transpose_b: bool = True):
+                 transpose_b: bool = True,
+                 base: Optional[nn.Cell] = None):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
-                                    activation, transpose_b)
+                                    activation, transpose_b, base, compute_dtype)
         AdapterLayer.check_args(cls_name, out_channels, bottleneck_size, non_linearity, param_init_type,
                                 compute_dtype)
         super().__init__()
@@ -243,7 +249,7 @@ class AdapterDense(DenseWithDelta):
                          compute_dtype,
                          lambda: AdapterLayer(out_channels, bottleneck_size, non_linearity, param_init_type,
                                               compute_dtype, backend=backend),
-                         transpose_b)
+                         transpose_b, base, backend)
 
     def shard(self,
               strategy_matmul_org: StrategyType = None,

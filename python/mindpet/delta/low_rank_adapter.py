@@ -227,6 +227,11 @@ class LowRankAdapterDense(DenseWithDelta):
             False ``(in_channels, out_channels)`` (``x W``, e.g. a mindformers ``Linear`` built so).
         backend (keyword-only): backend of the low-rank adapter (see ``LowRankAdapterLayer``); the dense
             part is composed.
+        base (keyword-only): None (default: the layer's own float ``weight``), or a
+            :class:`mindpet.quant.QuantizedDense` with these channels and bias: the dense part then runs on that
+            frozen quantised base (``quant_lora_linear`` without a LoRA term, fused on CPU), taking over its
+            Parameters (same objects and names); ``weight`` is None and ``weight_init``/``bias_init`` are not
+            used; ``transpose_b`` must be True and ``compute_dtype`` float16 or float32.
 
     Inputs:
         x: Tensor of shape ``(*, in_channels)``.
@@ -262,10 +267,11 @@ class LowRankAdapterDense(DenseWithDelta):
                  compute_dtype: ms.dtype.Type = ms.float16,
                  *,
                  backend: Optional[str] = None,
-                 transpose_b: bool = True):
+                 transpose_b: bool = True,
+                 base: Optional[nn.Cell] = None):
         cls_name = type(self).__name__
         act = self.check_dense_args(cls_name, in_channels, out_channels, weight_init, bias_init, has_bias,
-                                    activation, transpose_b)
+                                    activation, transpose_b, base, compute_dtype)
         LowRankAdapterLayer.check_args(cls_name, out_channels, "out_channels", reduction_factor, low_rank_size,
                                        low_rank_w_init, non_linearity, param_init_type, compute_dtype)
         super().__init__()
@@ -276,7 +282,7 @@ class LowRankAdapterDense(DenseWithDelta):
                          lambda: LowRankAdapterLayer(out_channels, reduction_factor, low_rank_size, low_rank_w_init,
                                                      non_linearity, param_init_type, compute_dtype,
                                                      backend=backend),
-                         transpose_b)
+                         transpose_b, base, backend)
 
     def apply_delta(self, hidden: Tensor) -> Tensor:
         return self.low_rank_adapter(hidden)

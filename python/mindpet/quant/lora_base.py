@@ -1,4 +1,5 @@
-"""LoRA on a quantised base: what ``LoRADense(..., base=QuantizedDense)`` does differently from a float base.
+"""A delta layer on a quantised base: what ``LoRADense(..., base=QuantizedDense)`` (and ``AdapterDense`` /
+``LowRankAdapterDense`` with ``base=``) does differently from a float base.
 
 The layer takes over the QuantizedDense's frozen Parameters (``weight_codes``, ``weight_scales``[,
 ``weight_offsets``], ``bias``: the same objects and names, so the quantised checkpoint still loads) and
@@ -22,7 +23,7 @@ from mindpet.quant import _weight
 from mindpet.quant.formats import dequantize, quantize
 from mindpet.quant.layers import QuantizedDense, quant_kernel
 
-__all__ = ["check_base", "attach_base", "lora_kernel", "merge_error", "merge_cost"]
+__all__ = ["check_base", "attach_base", "base_kernel", "lora_kernel", "merge_error", "merge_cost"]
 
 
 def check_base(base: Any, in_channels: int, out_channels: int, has_bias: bool, transpose_b: bool, compute_dtype,
@@ -49,6 +50,13 @@ def attach_base(layer: nn.Cell, base: QuantizedDense) -> None:
     _weight.attach(layer, base.quantized_weight, _weight.own_params(base))
     layer.weight = None
     layer.bias = base.bias if base.has_bias else None
+
+
+def base_kernel(layer: nn.Cell, backend):
+    """The ``quant_lora_linear`` op without the LoRA term (``has_lora=False``): the frozen base of an
+    ``AdapterDense`` / ``LowRankAdapterDense`` on a quantised base."""
+    return quant_kernel(layer.quantized_weight, layer.has_bias, has_lora=False, backend=backend,
+                        dtype=layer.compute_dtype)
 
 
 def lora_kernel(layer: nn.Cell, backend):
