@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mindspore import nn
+from mindspore import Tensor, nn
 
 from mindpet.kernels import backend as kbackend
 
@@ -55,3 +55,27 @@ class ToyModel(nn.Cell):
 
     def construct(self, x):
         return self.head(self.norm(self.encoder(x)))
+
+
+class Weighted(nn.Cell):
+    """``sum(layer(x) * cot)``: its gradient is the layer's vector-Jacobian product with ``cot``."""
+
+    def __init__(self, layer, cot):
+        super().__init__()
+        self.layer = layer
+        self.cot = Tensor(cot)
+
+    def construct(self, x):
+        return (self.layer(x) * self.cot).sum()
+
+
+class MSELossOf(nn.Cell):
+    """``MSE(net(x), y)``, for a TrainOneStepCell."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.loss = nn.MSELoss()
+
+    def construct(self, x, y):
+        return self.loss(self.net(x), y)

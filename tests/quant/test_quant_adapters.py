@@ -14,7 +14,7 @@ from mindpet.delta.low_rank_adapter import LowRankAdapterDense
 from mindpet.graph import freeze_delta
 from mindpet.quant import QuantizedDense, quantize, quantize_dense, quantized_tensors
 
-from quant_testing import BACKENDS, ToyModel, dequantize_f64
+from quant_testing import BACKENDS, ToyModel, dequantize_f64, Weighted, MSELossOf
 
 K, N = 64, 32
 
@@ -40,19 +40,9 @@ def _pair(cls, fmt, backend, **kwargs):
     return on_quant, on_float, base
 
 
-class _Weighted(nn.Cell):
-    def __init__(self, layer, cot):
-        super().__init__()
-        self.layer = layer
-        self.cot = Tensor(cot)
-
-    def construct(self, x):
-        return (self.layer(x) * self.cot).sum()
-
-
 def _grads(layer, x, cot):
     params = [p for p in layer.trainable_params() if "mindpet_delta" in p.name]
-    dx, dps = ms.grad(_Weighted(layer, cot), grad_position=0, weights=params)(Tensor(x))
+    dx, dps = ms.grad(Weighted(layer, cot), grad_position=0, weights=params)(Tensor(x))
     return [dx.asnumpy()] + [d.asnumpy() for d in dps]
 
 
@@ -92,16 +82,6 @@ def test_adapter_on_a_quantized_base_errors_name_the_argument():
         layer.shard(strategy_matmul_org=((1, 1), (1, 1)))
 
 
-class _Loss(nn.Cell):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-        self.loss = nn.MSELoss()
-
-    def construct(self, x, y):
-        return self.loss(self.net(x), y)
-
-
 @pytest.mark.parametrize("method, kwargs", [("adapter", dict(bottleneck_size=8)),
                                             ("low_rank_adapter", dict(reduction_factor=4))])
 def test_inject_an_adapter_on_a_quantized_model_trains_and_saves_only_the_delta(tmp_path, method, kwargs):
@@ -118,7 +98,7 @@ def test_inject_an_adapter_on_a_quantized_model_trains_and_saves_only_the_delta(
     rng = np.random.default_rng(2)
     x = rng.standard_normal((64, 64)).astype(np.float32)
     target = np.tanh(x[:, :4] * 1.5).astype(np.float32)
-    step = nn.TrainOneStepCell(_Loss(net), nn.Adam(net.trainable_params(), learning_rate=0.03))
+    step = nn.TrainOneStepCell(MSELossOf(net), nn.Adam(net.trainable_params(), learning_rate=0.03))
     step.set_train()
     before = codes.asnumpy().copy()
     losses = [float(step(Tensor(x), Tensor(target)).asnumpy()) for _ in range(40)]

@@ -16,7 +16,7 @@ from mindpet.quant import QuantizedDense, quantize
 from mindpet.quant import ascend_matmul
 from mindpet.quant.ascend import WQBMMArgs, emulate_weight_quant_matmul
 
-from quant_testing import dequantize_f64
+from quant_testing import dequantize_f64, Weighted
 
 CASES = [("int8", (7, 64)), ("q8_0", (7, 96)), ("q8_0", (5, 32)), ("q4_0", (6, 96)), ("q4_0", (7, 32)),
          ("q4_1", (7, 96)), ("q4_1", (4, 32))]
@@ -111,16 +111,6 @@ def test_layer_selection_on_ascend(on_ascend):  # pylint: disable=unused-argumen
     assert layer.backend == "composed"
 
 
-class _Weighted(nn.Cell):
-    def __init__(self, layer, cot):
-        super().__init__()
-        self.layer = layer
-        self.cot = Tensor(cot)
-
-    def construct(self, x):
-        return (self.layer(x) * self.cot).sum()
-
-
 @pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0", "int8"])
 def test_lora_on_the_ascend_path_forward_and_gradients(mode, on_ascend, fmt):  # pylint: disable=unused-argument,redefined-outer-name
     n, k, r = 24, 64, 4
@@ -145,7 +135,7 @@ def test_lora_on_the_ascend_path_forward_and_gradients(mode, on_ascend, fmt):  #
     tol = 2e-3 * np.abs(x64) @ np.abs(w).T + 1e-3 * np.abs(expected) + 1e-4  # float16 x, output, and q4_1 offset
     assert np.all(np.abs(y - expected) <= tol)
 
-    grad = ms.grad(_Weighted(layer, cot), grad_position=0, weights=[layer.mindpet_delta_lora_a,
+    grad = ms.grad(Weighted(layer, cot), grad_position=0, weights=[layer.mindpet_delta_lora_a,
                                                                    layer.mindpet_delta_lora_b])
     dx, (da, db) = grad(Tensor(x))
     want_dx = c64 @ w + s * (c64 @ b64) @ a64

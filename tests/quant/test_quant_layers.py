@@ -12,7 +12,7 @@ from mindpet.delta.lora import LoRADense
 from mindpet.graph import freeze_delta, freeze_modules
 from mindpet.quant import QuantizedDense, QuantizedTensor, quantize
 
-from quant_testing import BACKENDS, FORMATS, dequantize_f64, layer_dequantized
+from quant_testing import BACKENDS, FORMATS, dequantize_f64, layer_dequantized, Weighted
 
 K, N, R = 64, 40, 4
 
@@ -65,16 +65,6 @@ def _lora_on(fmt, backend, bias=True, dtype=ms.float32, dropout=0.0):
     return layer, base, b
 
 
-class _Weighted(nn.Cell):
-    def __init__(self, layer, cot):
-        super().__init__()
-        self.layer = layer
-        self.cot = Tensor(cot)
-
-    def construct(self, x):
-        return (self.layer(x) * self.cot).sum()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_lora_on_quantized_base_forward_and_gradients(mode, fmt, backend):
@@ -90,7 +80,7 @@ def test_lora_on_quantized_base_forward_and_gradients(mode, fmt, backend):
     expected = x64 @ w.T + bias + s * (x64 @ a.T) @ b.T
     _close(layer(Tensor(x)).asnumpy().reshape(-1, N), expected, 1e-5, f"{fmt} forward")
 
-    grad = ms.grad(_Weighted(layer, cot), grad_position=0,
+    grad = ms.grad(Weighted(layer, cot), grad_position=0,
                    weights=[layer.mindpet_delta_lora_a, layer.mindpet_delta_lora_b])
     dx, (da, db) = grad(Tensor(x))
     _close(dx.asnumpy().reshape(-1, K), c64 @ w + s * (c64 @ b) @ a, 1e-5, f"{fmt} dx")

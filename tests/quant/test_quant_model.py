@@ -12,7 +12,7 @@ from mindpet.delta.lora import LoRADense
 from mindpet.graph import TrainableParamsCheckPoint, freeze_delta  # noqa: F401  (the checkpoint callback's import)
 from mindpet.quant import QuantizedDense, merge_cost, quantize_dense
 
-from quant_testing import ToyModel, layer_dequantized
+from quant_testing import ToyModel, layer_dequantized, MSELossOf
 
 
 def _quantized_toy(fmt="nf4", seed=0, lora=True):
@@ -78,16 +78,6 @@ def test_inject_on_a_quantized_model():
                      "head.mindpet_delta_lora_a", "head.mindpet_delta_lora_b"]
 
 
-class _Loss(nn.Cell):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-        self.loss = nn.MSELoss()
-
-    def construct(self, x, y):
-        return self.loss(self.net(x), y)
-
-
 def test_lora_on_quantized_base_trains_and_delta_round_trips(tmp_path):
     ms.set_context(mode=ms.GRAPH_MODE)
     rng = np.random.default_rng(2)
@@ -96,7 +86,7 @@ def test_lora_on_quantized_base_trains_and_delta_round_trips(tmp_path):
     net = _quantized_toy("nf4")
     result = freeze_delta(net, "lora")
     assert all("mindpet_delta_lora" in n for n in result.trainable) and len(result.trainable) == 4
-    step = nn.TrainOneStepCell(_Loss(net), nn.Adam(net.trainable_params(), learning_rate=0.01))
+    step = nn.TrainOneStepCell(MSELossOf(net), nn.Adam(net.trainable_params(), learning_rate=0.01))
     step.set_train()
     codes_before = net.encoder.weight_codes.asnumpy().copy()
     losses = [float(step(Tensor(x), Tensor(target)).asnumpy()) for _ in range(30)]
