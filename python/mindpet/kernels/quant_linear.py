@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-import mindspore as ms
 from mindspore import Tensor, ops
 from mindspore.common import dtype as mstype
 
