@@ -131,7 +131,9 @@ class BertEmbeddings(nn.Cell):
         self.position_ids = ms.Tensor(np.arange(config.max_position_embeddings, dtype=np.int32))
 
     def construct(self, input_ids: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
-        positions = self.position_ids[:input_ids.shape[1]]
+        # positions gathered per batch row ([B, L], not [L] broadcast in the add): same-shape adds, so MindSpore's
+        # CPU broadcasting Add keeps no per-element index table for the graph's life
+        positions = ops.broadcast_to(self.position_ids[:input_ids.shape[1]], input_ids.shape)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
             + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(x))
@@ -287,9 +289,13 @@ class PromptBertEncoder(BertEncoder):
 
 
 def mean_pool(hidden: ms.Tensor, attention_mask: ms.Tensor) -> ms.Tensor:
-    """Mean of the hidden states of the real (mask 1) tokens: ``[B, L, H] -> [B, H]``."""
-    mask = ops.expand_dims(ops.cast(attention_mask, hidden.dtype), -1)
-    return ops.reduce_sum(hidden * mask, 1) / ops.clamp(ops.reduce_sum(mask, 1), min=1e-9)
+    """Mean of the hidden states of the real (mask 1) tokens: ``[B, L, H] -> [B, H]``.
+
+    The masked sum is a batched ``[B, 1, L] @ [B, L, H]`` product instead of ``hidden * mask[..., None]``:
+    MindSpore's CPU broadcasting Mul keeps ``B L H`` index entries for the graph's life, forward and backward."""
+    mask = ops.cast(attention_mask, hidden.dtype)
+    total = ops.squeeze(ops.bmm(ops.expand_dims(mask, 1), hidden), 1)
+    return total / ops.clamp(ops.reduce_sum(mask, 1).reshape((-1, 1)), min=1e-9)
 
 
 class SentenceEmbedder(nn.Cell):
