@@ -329,3 +329,10 @@ def test_abi_rejects_inconsistent_calls():
     assert call_aot("AttentionMaskedBackward", bwd_in + grads)[0] == 0
     assert all(np.isfinite(g).all() for g in call_aot("AttentionMaskedBackward", bwd_in + grads)[1][-3:])
     assert call_aot("AttentionMaskedBackward", bwd_in[:9] + [lse[:, :2]] + attrs + grads)[0] != 0
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]])
+def test_composed_float16_masks_without_overflow(case):
+    """-1e9 is -inf in float16: the reference selects the masked scores instead of adding a bias (0 * -inf would
+    be NaN), and a row without a visible key still gives zeros."""
+    _check("composed", case, np.float16)

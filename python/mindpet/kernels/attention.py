@@ -84,13 +84,16 @@ def attention_composed(q, k, v, cos, sin, num_heads: int, num_kv_heads: int, sca
     if key_mask is None:
         probs = ops.softmax(scores, axis=-1)
     else:
-        keys = ops.reshape(ops.cast(key_mask != 0, scores.dtype), (b, 1, 1, length))  # 1 = visible
-        probs = ops.softmax(scores + (1.0 - keys) * MASK_VALUE, axis=-1)
-        seen = ops.broadcast_to(keys, (b, 1, length, length))
+        keys = ops.reshape(ops.cast(key_mask != 0, mstype.float32), (b, 1, 1, length))  # 1 = visible
+        allowed = ops.broadcast_to(keys, (b, 1, length, length))
         if causal:
             pos = ops.arange(length)
-            seen = seen * ops.cast(ops.expand_dims(pos, 0) <= ops.expand_dims(pos, 1), scores.dtype)
-        probs = probs * ops.amax(seen, -1, True)  # a row without a visible key: all zero
+            allowed = allowed * ops.cast(ops.expand_dims(pos, 0) <= ops.expand_dims(pos, 1), mstype.float32)
+        seen = ops.amax(allowed, -1, True)  # [B, 1, L, 1]: 1 where query i sees a key
+        # a row without a visible key: every key allowed (finite softmax, in float16 too), then weights 0
+        allowed = ops.broadcast_to(ops.maximum(allowed, 1.0 - seen) > 0.5, scores.shape)
+        scores = ops.select(allowed, scores, ops.fill(scores.dtype, scores.shape, float("-inf")))
+        probs = ops.softmax(scores, axis=-1) * ops.cast(seen, scores.dtype)
     if dropout > 0:
         probs = ops.dropout(probs, p=dropout, training=True)
     context = ops.matmul(probs, vh)
