@@ -332,7 +332,8 @@ def targets_note(table: list[dict], meta: dict) -> str:
         f"fine-tuning later) and on few seeds (two identical runs differ by about 0.01); the trainable-share "
         f"targets are missed by construction where MiniLM has more biases and attention weights per parameter than "
         f"bert-base, whatever the run length; the LoRA step-time and memory ratios depend on the machine (on 2 CPU "
-        f"cores the frozen model's forward and backward and MindSpore's ~1.4 GB runtime dominate; missed in the "
+        f"cores the frozen model's forward and backward dominate the step; the memory of the MindSpore runtime, the "
+        f"frozen weights and the compiled training graph, ~0.8 GB whatever the method, the peak; missed in the "
         f"full profile too). The verdict is the full profile's (python -m benchmarks.suite --full: 3 seeds, "
         f"300 steps), recorded in benchmarks/RESULTS.md.")
 

@@ -5,8 +5,11 @@ Every dense layer of the encoder (attention query/key/value/output, FFN intermed
 adapters after the output projections) plug in without touching this module. A replacement must keep
 ``weight`` / ``bias`` as the names of its pre-trained parameters so the pre-trained weights still load.
 
-LayerNorms (residual add fused) and the exact GELU are ``mindpet.kernels`` ops (fused on CPU, see
-``KERNEL_BACKEND``); parameter names are those of ``nn.LayerNorm``.
+LayerNorms (residual add fused), the exact GELU and the attention core (key-padding mask and the
+attention-probability dropout inside, in the projections' ``[B, L, hidden]`` layout: no transposes, no
+``[B, heads, L, L]`` tensor kept for the backward) are ``mindpet.kernels`` ops (fused on CPU, see
+``KERNEL_BACKEND``); parameter names are those of ``nn.LayerNorm``. Prefix-tuning's attention (more keys than
+queries) stays composed.
 
 Parameter names of :class:`BertClassifier` (``L`` = layer index)::
 
@@ -33,7 +36,7 @@ from mindspore.common.initializer import TruncatedNormal
 
 from mindpet.delta import PromptTuning, prepend_prompt
 from mindpet.delta.prefix_attention import PrefixEncoder, extend_attention_mask
-from mindpet.kernels import Activation, LayerNorm
+from mindpet.kernels import Activation, Attention, LayerNorm
 
 ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
 DenseFactory = Callable[..., nn.Cell]
@@ -44,9 +47,10 @@ DenseFactory = Callable[..., nn.Cell]
 MASK_VALUE = -1e9
 
 KERNEL_BACKEND: str | None = None
-"""Backend of the LayerNorms (residual add fused) and the exact GELU: ``'auto'`` / ``'fused'`` /
-``'composed'``, or None for the global ``mindpet.kernels`` choice. Read when a model is built;
-``'composed'`` gives the MindSpore ops of ``nn.LayerNorm`` and :class:`ExactGELU`."""
+"""Backend of the LayerNorms (residual add fused), the exact GELU and the attention core: ``'auto'`` /
+``'fused'`` / ``'composed'``, or None for the global ``mindpet.kernels`` choice. Read when a model is built;
+``'composed'`` gives the MindSpore ops of ``nn.LayerNorm``, :class:`ExactGELU` and the usual BERT attention
+(transposes, additive ``-1e9`` mask, softmax, ``nn.Dropout``-style dropout)."""
 
 
 @dataclass(frozen=True)
@@ -127,14 +131,21 @@ class BertEmbeddings(nn.Cell):
         self.position_ids = ms.Tensor(np.arange(config.max_position_embeddings, dtype=np.int32))
 
     def construct(self, input_ids: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
-        positions = self.position_ids[:input_ids.shape[1]]
+        # positions gathered per batch row ([B, L], not [L] broadcast in the add): same-shape adds, so MindSpore's
+        # CPU broadcasting Add keeps no per-element index table for the graph's life
+        positions = ops.broadcast_to(self.position_ids[:input_ids.shape[1]], input_ids.shape)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) \
             + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(x))
 
 
 class BertAttention(nn.Cell):
-    """Multi-head self-attention, output projection, dropout, residual and LayerNorm."""
+    """Multi-head self-attention, output projection, dropout, residual and LayerNorm.
+
+    ``construct(x, key_mask)`` runs the ``mindpet.kernels.Attention`` core (``key_mask [B, L]``, 1 = real
+    token; the attention-probability dropout inside it). A query of a batch row whose keys are all masked
+    gets a zero context (HF BERT's additive mask gives the mean of the values there); only the padded rows of
+    an all-padding sequence are such rows, and mean pooling drops them."""
 
     def __init__(self, config: BertConfig, layer: int, dense_factory: DenseFactory) -> None:
         super().__init__()
@@ -146,7 +157,9 @@ class BertAttention(nn.Cell):
         self.key = dense_factory(role="key", layer=layer, in_channels=h, out_channels=h)
         self.value = dense_factory(role="value", layer=layer, in_channels=h, out_channels=h)
         self.output = dense_factory(role="attention_output", layer=layer, in_channels=h, out_channels=h)
-        self.attention_dropout = _dropout(config.attention_probs_dropout_prob)
+        self.core = Attention(self.heads, self.head_dim, scale=self.scale, causal=False, backend=KERNEL_BACKEND,
+                              dropout=config.attention_probs_dropout_prob)
+        self.attention_dropout = _dropout(config.attention_probs_dropout_prob)  # prefix-tuning's attention
         self.dropout = _dropout(config.hidden_dropout_prob)
         self.layer_norm = layer_norm(config)
 
@@ -154,11 +167,9 @@ class BertAttention(nn.Cell):
         b, length, _ = x.shape
         return ops.transpose(ops.reshape(x, (b, length, self.heads, self.head_dim)), (0, 2, 1, 3))
 
-    def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
-        q = self._split_heads(self.query(x))
-        k = self._split_heads(self.key(x))
-        v = self._split_heads(self.value(x))
-        return self._attend(x, q, k, v, mask_bias)
+    def construct(self, x: ms.Tensor, key_mask: ms.Tensor) -> ms.Tensor:
+        context = self.core(self.query(x), self.key(x), self.value(x), None, None, key_mask)
+        return self.layer_norm(self.dropout(self.output(context)), x)  # LN(x + dropout(output))
 
     def with_prefix(self, x: ms.Tensor, mask_bias: ms.Tensor, prefix_key: ms.Tensor,
                     prefix_value: ms.Tensor) -> ms.Tensor:
@@ -199,8 +210,8 @@ class BertLayer(nn.Cell):
         self.attention = BertAttention(config, layer, dense_factory)
         self.ffn = BertFeedForward(config, layer, dense_factory)
 
-    def construct(self, x: ms.Tensor, mask_bias: ms.Tensor) -> ms.Tensor:
-        return self.ffn(self.attention(x, mask_bias))
+    def construct(self, x: ms.Tensor, key_mask: ms.Tensor) -> ms.Tensor:
+        return self.ffn(self.attention(x, key_mask))
 
     def with_prefix(self, x: ms.Tensor, mask_bias: ms.Tensor, prefix_key: ms.Tensor,
                     prefix_value: ms.Tensor) -> ms.Tensor:
@@ -217,10 +228,9 @@ class BertEncoder(nn.Cell):
         self.layers = nn.CellList([BertLayer(config, i, dense_factory) for i in range(config.num_hidden_layers)])
 
     def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor, token_type_ids: ms.Tensor) -> ms.Tensor:
-        mask_bias = additive_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.layers:
-            x = layer(x, mask_bias)
+            x = layer(x, attention_mask)
         return x
 
 
@@ -273,16 +283,19 @@ class PromptBertEncoder(BertEncoder):
         x = self.embeddings(input_ids, token_type_ids)
         ids = ops.broadcast_to(self.prompt_ids, (input_ids.shape[0], self.num_virtual_tokens))
         x, mask = prepend_prompt(x, self.prompt(ids), attention_mask)
-        mask_bias = additive_mask(mask)
         for layer in self.layers:
-            x = layer(x, mask_bias)
+            x = layer(x, mask)
         return x[:, self.num_virtual_tokens:]
 
 
 def mean_pool(hidden: ms.Tensor, attention_mask: ms.Tensor) -> ms.Tensor:
-    """Mean of the hidden states of the real (mask 1) tokens: ``[B, L, H] -> [B, H]``."""
-    mask = ops.expand_dims(ops.cast(attention_mask, hidden.dtype), -1)
-    return ops.reduce_sum(hidden * mask, 1) / ops.clamp(ops.reduce_sum(mask, 1), min=1e-9)
+    """Mean of the hidden states of the real (mask 1) tokens: ``[B, L, H] -> [B, H]``.
+
+    The masked sum is a batched ``[B, 1, L] @ [B, L, H]`` product instead of ``hidden * mask[..., None]``:
+    MindSpore's CPU broadcasting Mul keeps ``B L H`` index entries for the graph's life, forward and backward."""
+    mask = ops.cast(attention_mask, hidden.dtype)
+    total = ops.squeeze(ops.bmm(ops.expand_dims(mask, 1), hidden), 1)
+    return total / ops.clamp(ops.reduce_sum(mask, 1).reshape((-1, 1)), min=1e-9)
 
 
 class SentenceEmbedder(nn.Cell):

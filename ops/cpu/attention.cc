@@ -5,6 +5,9 @@
 //   backward: p recomputed from qr, kr and lse; delta_i = sum_d dout_i * out_i;
 //             dv_bg += p^T dout; dp = dout v^T; ds = p (dp - delta); dqr = scale ds kr; dkr_bg += scale ds^T qr;
 //             dq = dqr cos + rotate_half^T(dqr sin), rotate_half^T(y) = [y2, -y1] (the same for dk)
+// attention_masked (section 9b) adds a key-padding mask (masked keys get probability 0; a row without a visible
+// key gives out = 0, lse = -inf) and dropout on p regenerated from a seed (attention_dropout.h):
+//   out_bh = pd v_bg, pd = p keep / (1 - p_drop); backward ds = pd (dout v^T) - p delta, dv_bg += pd^T dout.
 // Flash-attention style: [L, L] is never stored. A (b, h) unit runs over blocks of kRowBlock query rows, with a
 // [kRowBlock, L] score block (causal: only the columns up to the block's last row) as per-thread workspace.
 // Units are split across the threads (parallel.h); each GQA group's dk/dv are summed in head order from
@@ -12,11 +15,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "aot_args.h"
+#include "attention_dropout.h"
 #include "blas.h"
 #include "export.h"
 #include "fast_math.h"
@@ -32,6 +37,9 @@ struct AttnDims {
   int64_t b, l, nh, nkv, d;
   float scale;
   bool causal, rotary;
+  const int32_t* key_mask = nullptr;  // [B, L], 0 = masked key (attention_masked), or null
+  float dropout = 0.0f;               // attention_masked: dropout probability of p
+  uint64_t seed = 0;
   int64_t groups() const { return nh / nkv; }
   int64_t q_ld() const { return nh * d; }
   int64_t kv_ld() const { return nkv * d; }
@@ -84,6 +92,78 @@ inline int64_t BlockCols(const AttnDims& s, int64_t r1) { return s.causal ? r1 :
 // Valid columns of query row i: causal -> [0, i], else [0, L).
 inline int64_t RowCols(const AttnDims& s, int64_t i) { return s.causal ? i + 1 : s.l; }
 
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// keep[j] = 1 where key j of batch row b is visible, else 0; null without a key mask.
+const float* KeepRow(const AttnDims& s, int64_t b, std::vector<float>* keep) {
+  if (s.key_mask == nullptr) return nullptr;
+  const int32_t* m = s.key_mask + b * s.l;
+  for (int64_t j = 0; j < s.l; ++j) (*keep)[j] = m[j] != 0 ? 1.0f : 0.0f;
+  return keep->data();
+}
+
+// In place: softmax of the score row over [0, valid) (keys with keep[j] == 0 excluded when keep is given),
+// zeros in [valid, cols). Returns the log-sum-exp; -inf, and a zero row, when no key is visible.
+float SoftmaxRow(float* row, int64_t valid, int64_t cols, const float* keep) {
+  float mx = kNegInf;
+  if (keep == nullptr) {
+    for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+  } else {
+    for (int64_t j = 0; j < valid; ++j) mx = keep[j] != 0.0f ? std::max(mx, row[j]) : mx;
+  }
+  if (mx == kNegInf) {
+    std::fill(row, row + cols, 0.0f);
+    return kNegInf;
+  }
+  float sum = 0.0f;
+  if (keep == nullptr) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < valid; ++j) {
+      const float e = fast::ExpF(row[j] - mx);
+      row[j] = e;
+      sum += e;
+    }
+  } else {  // masked keys: ExpF saturates (finite), times 0
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < valid; ++j) {
+      const float e = fast::ExpF(row[j] - mx) * keep[j];
+      row[j] = e;
+      sum += e;
+    }
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+  std::fill(row + valid, row + cols, 0.0f);
+  return mx + std::log(sum);
+}
+
+// In place: p = exp(s - lse) over [0, valid) (0 for masked keys and for a row with lse = -inf), 0 after.
+void RecomputeRow(float* row, int64_t valid, int64_t cols, float lse, const float* keep) {
+  if (lse == kNegInf) {
+    std::fill(row, row + cols, 0.0f);
+    return;
+  }
+  if (keep == nullptr) {
+#pragma omp simd
+    for (int64_t j = 0; j < valid; ++j) row[j] = fast::ExpF(row[j] - lse);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < valid; ++j) row[j] = fast::ExpF(row[j] - lse) * keep[j];
+  }
+  std::fill(row + valid, row + cols, 0.0f);
+}
+
+// Dropout of probability rows [r0, r0 + rows) of unit (b, h) in a block of `cols` columns.
+void DropRows(const AttnDims& s, int64_t unit, int64_t r0, int64_t rows, int64_t cols, float* block) {
+  const uint32_t threshold = dropout_bits::Threshold(s.dropout);
+  const float keep_scale = 1.0f / (1.0f - s.dropout);
+  for (int64_t i = 0; i < rows; ++i) {
+    const uint64_t key = dropout_bits::RowKey(s.seed, unit * s.l + r0 + i);
+    dropout_bits::ApplyRow(key, threshold, keep_scale, block + i * cols, RowCols(s, r0 + i));
+  }
+}
+
 int AttentionThreads(const AttnDims& s) {
   const int64_t units = s.b * s.nh;
   const int max = ThreadsFor(units * s.l * s.l * s.d * 2);
@@ -97,10 +177,11 @@ void ForwardF32(const AttnDims& s, const float* q, const float* k, const float* 
   const int threads = AttentionThreads(s);
   ParallelFor(units, threads, 1, [&](Range range, int64_t) {
     std::vector<float> qr(static_cast<size_t>(s.l * s.d)), kr(qr.size());
-    std::vector<float> scores(static_cast<size_t>(std::min(kRowBlock, s.l) * s.l));
+    std::vector<float> scores(static_cast<size_t>(std::min(kRowBlock, s.l) * s.l)), keep_row(s.l);
     for (int64_t unit = range.begin; unit < range.end; ++unit) {
       const int64_t b = unit / s.nh, h = unit % s.nh, g = h / s.groups();
       const int64_t row0 = b * s.l;
+      const float* keep = KeepRow(s, b, &keep_row);
       GatherRotated(s, q + row0 * s.q_ld() + h * s.d, s.q_ld(), cos, sin, qr.data());
       GatherRotated(s, k + row0 * s.kv_ld() + g * s.d, s.kv_ld(), cos, sin, kr.data());
       const float* v_bg = v + row0 * s.kv_ld() + g * s.d;
@@ -112,23 +193,9 @@ void ForwardF32(const AttnDims& s, const float* q, const float* k, const float* 
         float* sc = scores.data();
         Sgemm(false, true, rows, cols, s.d, s.scale, qr.data() + r0 * s.d, s.d, kr.data(), s.d, 0.0f, sc, cols);
         for (int64_t i = 0; i < rows; ++i) {
-          float* row = sc + i * cols;
-          const int64_t valid = RowCols(s, r0 + i);
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-          float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < valid; ++j) {
-            const float e = fast::ExpF(row[j] - mx);
-            row[j] = e;
-            sum += e;
-          }
-          const float inv = 1.0f / sum;
-#pragma omp simd
-          for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
-          std::fill(row + valid, row + cols, 0.0f);
-          lse_bh[r0 + i] = mx + std::log(sum);
+          lse_bh[r0 + i] = SoftmaxRow(sc + i * cols, RowCols(s, r0 + i), cols, keep);
         }
+        if (s.dropout > 0.0f) DropRows(s, unit, r0, rows, cols, sc);
         Sgemm(false, false, rows, s.d, cols, 1.0f, sc, cols, v_bg, s.kv_ld(), 0.0f, out_bh + r0 * s.q_ld(), s.q_ld());
       }
     }
@@ -148,9 +215,11 @@ void BackwardF32(const AttnDims& s, const float* dout, const float* q, const flo
     const int64_t block = std::min(kRowBlock, s.l);
     std::vector<float> qr(static_cast<size_t>(head_size)), kr(qr.size()), dqr(qr.size());
     std::vector<float> p(static_cast<size_t>(block * s.l)), dp(p.size()), delta(static_cast<size_t>(s.l));
+    std::vector<float> pd(s.dropout > 0.0f ? p.size() : 0), keep_row(s.l);
     for (int64_t unit = range.begin; unit < range.end; ++unit) {
       const int64_t b = unit / s.nh, h = unit % s.nh, g = h / s.groups();
       const int64_t row0 = b * s.l;
+      const float* keep = KeepRow(s, b, &keep_row);
       GatherRotated(s, q + row0 * s.q_ld() + h * s.d, s.q_ld(), cos, sin, qr.data());
       GatherRotated(s, k + row0 * s.kv_ld() + g * s.d, s.kv_ld(), cos, sin, kr.data());
       const float* v_bg = v + row0 * s.kv_ld() + g * s.d;
@@ -179,23 +248,31 @@ void BackwardF32(const AttnDims& s, const float* dout, const float* q, const flo
         // p = exp(scale qr kr^T - lse), zero where masked
         Sgemm(false, true, rows, cols, s.d, s.scale, qr_blk, s.d, kr.data(), s.d, 0.0f, pb, cols);
         for (int64_t i = 0; i < rows; ++i) {
-          float* row = pb + i * cols;
-          const int64_t valid = RowCols(s, r0 + i);
-          const float m = lse_bh[r0 + i];
-#pragma omp simd
-          for (int64_t j = 0; j < valid; ++j) row[j] = fast::ExpF(row[j] - m);
-          std::fill(row + valid, row + cols, 0.0f);
+          RecomputeRow(pb + i * cols, RowCols(s, r0 + i), cols, lse_bh[r0 + i], keep);
         }
-        // dv += p^T dout ; dp = dout v^T
-        Sgemm(true, false, cols, s.d, rows, 1.0f, pb, cols, dout_blk, s.q_ld(), 1.0f, dv_h, s.d);
+        // pd = dropout(p) (the probabilities out was computed with)
+        const float* pdb = pb;
+        if (s.dropout > 0.0f) {
+          std::copy(pb, pb + rows * cols, pd.data());
+          DropRows(s, unit, r0, rows, cols, pd.data());
+          pdb = pd.data();
+        }
+        // dv += pd^T dout ; dp = dout v^T (the gradient of pd)
+        Sgemm(true, false, cols, s.d, rows, 1.0f, pdb, cols, dout_blk, s.q_ld(), 1.0f, dv_h, s.d);
         Sgemm(false, true, rows, cols, s.d, 1.0f, dout_blk, s.q_ld(), v_bg, s.kv_ld(), 0.0f, dpb, cols);
-        // ds = p (dp - delta), into dp
+        // ds = p (dp - delta) without dropout, pd dp - p delta with it; into dp
         for (int64_t i = 0; i < rows; ++i) {
           const float di = delta[r0 + i];
           const float* prow = pb + i * cols;
           float* row = dpb + i * cols;
+          if (pdb == pb) {
 #pragma omp simd
-          for (int64_t j = 0; j < cols; ++j) row[j] = prow[j] * (row[j] - di);
+            for (int64_t j = 0; j < cols; ++j) row[j] = prow[j] * (row[j] - di);
+          } else {
+            const float* pdrow = pdb + i * cols;
+#pragma omp simd
+            for (int64_t j = 0; j < cols; ++j) row[j] = pdrow[j] * row[j] - prow[j] * di;
+          }
         }
         // dqr = scale ds kr ; dkr += scale ds^T qr
         Sgemm(false, false, rows, s.d, cols, s.scale, dpb, cols, kr.data(), s.d, 0.0f, dqr.data() + r0 * s.d, s.d);
@@ -241,6 +318,7 @@ using mindpet::cpu::DType;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
 namespace at = mindpet::contracts::attention;
+namespace am = mindpet::contracts::attention_masked;
 
 namespace {
 
@@ -271,56 +349,101 @@ std::string ReadDims(const AotArgs& args, int q, int k, int v, int cos, int sin,
   return {};
 }
 
-std::string RunAttentionForward(const AotArgs& args) {
-  const int o = at::kFwdNumInputs;
+// Argument positions of one forward / backward entry point (section 9, or 9b with mask and seed; -1: absent).
+struct FwdArgs {
+  int q, k, v, cos, sin, mask, seed, attr0, num_inputs, out, lse;
+};
+struct BwdArgs {
+  int dout, q, k, v, cos, sin, mask, seed, out, lse, attr0, num_inputs, dq, dk, dv;
+};
+
+constexpr FwdArgs kPlainFwd{at::kFwdQ, at::kFwdK, at::kFwdV, at::kFwdCos, at::kFwdSin, -1, -1, at::kFwdNumHeads,
+                            at::kFwdNumInputs, at::kFwdOut, at::kFwdLse};
+constexpr BwdArgs kPlainBwd{at::kBwdDout, at::kBwdQ, at::kBwdK, at::kBwdV, at::kBwdCos, at::kBwdSin, -1, -1,
+                            at::kBwdOut, at::kBwdLse, at::kBwdNumHeads, at::kBwdNumInputs, at::kBwdDq,
+                            at::kBwdDk, at::kBwdDv};
+constexpr FwdArgs kMaskedFwd{am::kFwdQ, am::kFwdK, am::kFwdV, am::kFwdCos, am::kFwdSin, am::kFwdKeyMask,
+                             am::kFwdSeed, am::kFwdNumHeads, am::kFwdNumInputs, am::kFwdOut, am::kFwdLse};
+constexpr BwdArgs kMaskedBwd{am::kBwdDout, am::kBwdQ, am::kBwdK, am::kBwdV, am::kBwdCos, am::kBwdSin,
+                             am::kBwdKeyMask, am::kBwdSeed, am::kBwdOut, am::kBwdLse, am::kBwdNumHeads,
+                             am::kBwdNumInputs, am::kBwdDq, am::kBwdDk, am::kBwdDv};
+static_assert(am::kFwdDropout == am::kFwdNumHeads + 5 && am::kBwdDropout == am::kBwdNumHeads + 5,
+              "attention_masked: dropout follows the five attributes of section 9");
+
+// Key mask [B, L] int32, seed [2] int32 and the dropout attribute (attr0 + 5) of section 9b; "" when consistent.
+std::string ReadMasking(const AotArgs& args, int mask, int seed, int attr0, mindpet::cpu::AttnDims* s) {
+  if (mask < 0) return {};
+  if (std::strcmp(args.dtype_name(mask), "int32") != 0 || args.ndim(mask) != 2 || args.dim(mask, 0) != s->b ||
+      args.dim(mask, 1) != s->l) {
+    return "key_mask must be int32 [B, L]";
+  }
+  if (std::strcmp(args.dtype_name(seed), "int32") != 0 || args.numel(seed) != 2) return "seed must be int32 [2]";
+  const double p = args.scalar(attr0 + 5);
+  if (!(p >= 0.0 && p < 1.0)) return "dropout must be in [0, 1)";
+  s->key_mask = static_cast<const int32_t*>(args.data(mask));
+  s->dropout = static_cast<float>(p);
+  const int32_t* words = static_cast<const int32_t*>(args.data(seed));
+  s->seed = (static_cast<uint64_t>(static_cast<uint32_t>(words[0])) << 32) | static_cast<uint32_t>(words[1]);
+  return {};
+}
+
+std::string RunForward(const AotArgs& args, const FwdArgs& a) {
+  const int o = a.num_inputs;
   mindpet::cpu::AttnDims s{};
-  std::string bad = ReadDims(args, at::kFwdQ, at::kFwdK, at::kFwdV, at::kFwdCos, at::kFwdSin, at::kFwdNumHeads, &s);
+  std::string bad = ReadDims(args, a.q, a.k, a.v, a.cos, a.sin, a.attr0, &s);
+  if (bad.empty()) bad = ReadMasking(args, a.mask, a.seed, a.attr0, &s);
   if (!bad.empty()) return bad;
-  if (args.numel(o + at::kFwdOut) != s.b * s.l * s.nh * s.d || args.numel(o + at::kFwdLse) != s.b * s.nh * s.l) {
+  if (args.numel(o + a.out) != s.b * s.l * s.nh * s.d || args.numel(o + a.lse) != s.b * s.nh * s.l) {
     return "out must be [B*L, num_heads*D] and lse [B, num_heads, L]";
   }
-  if (!mindpet::cpu::SameFloatDType(args, {at::kFwdQ, at::kFwdK, at::kFwdV, at::kFwdCos, at::kFwdSin, o + at::kFwdOut})) {
+  if (!mindpet::cpu::SameFloatDType(args, {a.q, a.k, a.v, a.cos, a.sin, o + a.out})) {
     return "q, k, v, cos, sin and out must share dtype float32 or float16";
   }
-  if (args.dtype(o + at::kFwdLse) != DType::kFloat32) return "lse must be float32";
+  if (args.dtype(o + a.lse) != DType::kFloat32) return "lse must be float32";
   bad = mindpet::cpu::RequireBlas();
   if (!bad.empty()) return bad;
-  const FloatIn q(args, at::kFwdQ), k(args, at::kFwdK), v(args, at::kFwdV), cos(args, at::kFwdCos, s.rotary),
-      sin(args, at::kFwdSin, s.rotary);
-  FloatOut out(args, o + at::kFwdOut);
+  const FloatIn q(args, a.q), k(args, a.k), v(args, a.v), cos(args, a.cos, s.rotary), sin(args, a.sin, s.rotary);
+  FloatOut out(args, o + a.out);
   mindpet::cpu::ForwardF32(s, q.get(), k.get(), v.get(), cos.get(), sin.get(), out.get(),
-                           static_cast<float*>(args.data(o + at::kFwdLse)));
+                           static_cast<float*>(args.data(o + a.lse)));
   out.Commit();
   return {};
 }
 
-std::string RunAttentionBackward(const AotArgs& args) {
-  const int o = at::kBwdNumInputs;
+std::string RunBackward(const AotArgs& args, const BwdArgs& a) {
+  const int o = a.num_inputs;
   mindpet::cpu::AttnDims s{};
-  std::string bad = ReadDims(args, at::kBwdQ, at::kBwdK, at::kBwdV, at::kBwdCos, at::kBwdSin, at::kBwdNumHeads, &s);
+  std::string bad = ReadDims(args, a.q, a.k, a.v, a.cos, a.sin, a.attr0, &s);
+  if (bad.empty()) bad = ReadMasking(args, a.mask, a.seed, a.attr0, &s);
   if (!bad.empty()) return bad;
   const int64_t q_size = s.b * s.l * s.nh * s.d, kv_size = s.b * s.l * s.nkv * s.d;
-  if (args.numel(at::kBwdDout) != q_size || args.numel(at::kBwdOut) != q_size ||
-      args.numel(at::kBwdLse) != s.b * s.nh * s.l || args.numel(o + at::kBwdDq) != q_size ||
-      args.numel(o + at::kBwdDk) != kv_size || args.numel(o + at::kBwdDv) != kv_size) {
+  if (args.numel(a.dout) != q_size || args.numel(a.out) != q_size || args.numel(a.lse) != s.b * s.nh * s.l ||
+      args.numel(o + a.dq) != q_size || args.numel(o + a.dk) != kv_size || args.numel(o + a.dv) != kv_size) {
     return "dout and out must be [B*L, num_heads*D], lse [B, num_heads, L], dk and dv [B*L, num_kv_heads*D]";
   }
-  if (!mindpet::cpu::SameFloatDType(args, {at::kBwdDout, at::kBwdQ, at::kBwdK, at::kBwdV, at::kBwdCos, at::kBwdSin,
-                                           at::kBwdOut, o + at::kBwdDq, o + at::kBwdDk, o + at::kBwdDv})) {
+  if (!mindpet::cpu::SameFloatDType(args, {a.dout, a.q, a.k, a.v, a.cos, a.sin, a.out, o + a.dq, o + a.dk,
+                                           o + a.dv})) {
     return mindpet::cpu::kSameFloatDTypeMessage;
   }
-  if (args.dtype(at::kBwdLse) != DType::kFloat32) return "lse must be float32";
+  if (args.dtype(a.lse) != DType::kFloat32) return "lse must be float32";
   bad = mindpet::cpu::RequireBlas();
   if (!bad.empty()) return bad;
-  const FloatIn dout(args, at::kBwdDout), q(args, at::kBwdQ), k(args, at::kBwdK), v(args, at::kBwdV),
-      cos(args, at::kBwdCos, s.rotary), sin(args, at::kBwdSin, s.rotary), out(args, at::kBwdOut);
-  FloatOut dq(args, o + at::kBwdDq), dk(args, o + at::kBwdDk), dv(args, o + at::kBwdDv);
+  const FloatIn dout(args, a.dout), q(args, a.q), k(args, a.k), v(args, a.v), cos(args, a.cos, s.rotary),
+      sin(args, a.sin, s.rotary), out(args, a.out);
+  FloatOut dq(args, o + a.dq), dk(args, o + a.dk), dv(args, o + a.dv);
   mindpet::cpu::BackwardF32(s, dout.get(), q.get(), k.get(), v.get(), cos.get(), sin.get(), out.get(),
-                            static_cast<const float*>(args.data(at::kBwdLse)), dq.get(), dk.get(), dv.get());
+                            static_cast<const float*>(args.data(a.lse)), dq.get(), dk.get(), dv.get());
   mindpet::cpu::CommitAll({&dq, &dk, &dv});
   return {};
 }
+
+std::string RunAttentionForward(const AotArgs& args) { return RunForward(args, kPlainFwd); }
+std::string RunAttentionBackward(const AotArgs& args) { return RunBackward(args, kPlainBwd); }
+std::string RunAttentionMaskedForward(const AotArgs& args) { return RunForward(args, kMaskedFwd); }
+std::string RunAttentionMaskedBackward(const AotArgs& args) { return RunBackward(args, kMaskedBwd); }
 }  // namespace
 
 MINDPET_AOT_ENTRY(AttentionForward, at::kFwdNumInputs + at::kFwdNumOutputs, RunAttentionForward)
 MINDPET_AOT_ENTRY(AttentionBackward, at::kBwdNumInputs + at::kBwdNumOutputs, RunAttentionBackward)
+MINDPET_AOT_ENTRY(AttentionMaskedForward, am::kFwdNumInputs + am::kFwdNumOutputs, RunAttentionMaskedForward)
+MINDPET_AOT_ENTRY(AttentionMaskedBackward, am::kBwdNumInputs + am::kBwdNumOutputs, RunAttentionMaskedBackward)

@@ -44,6 +44,8 @@ inline void Bind(py::module_& m) {
       MINDPET_CONTRACT_ROW(quant_lora_linear, "bwd_input", kBackwardInputSymbol, kBwdX),
       MINDPET_CONTRACT_ROW(attention, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(attention, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(attention_masked, "fwd", kForwardSymbol, kFwd),
+      MINDPET_CONTRACT_ROW(attention_masked, "bwd", kBackwardSymbol, kBwd),
       MINDPET_CONTRACT_ROW(rms_norm, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(rms_norm, "bwd", kBackwardSymbol, kBwd),
       MINDPET_CONTRACT_ROW(swiglu, "fwd", kForwardSymbol, kFwd),

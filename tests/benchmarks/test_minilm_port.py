@@ -134,3 +134,56 @@ def test_minilm_related_sentences_are_closer(minilm):
     cos = e @ e.T
     assert cos[0, 1] > max(cos[0, 2], cos[0, 3], cos[1, 2], cos[1, 3]) + 0.2
     assert cos[2, 3] > max(cos[0, 2], cos[0, 3], cos[1, 2], cos[1, 3]) + 0.2
+
+
+def _weighted_grads(net, cot, inputs):
+    """The gradients of ``sum(net(*inputs) * cot)`` with respect to the trainable parameters."""
+    def weighted(*args):
+        return (net(*args) * cot).sum()
+    return ms.value_and_grad(weighted, None, net.trainable_params())(*inputs)[1]
+
+
+def _classifier(config: dict, backend: str, state: dict):
+    from benchmarks.models import bert as bert_model
+    bert_model.KERNEL_BACKEND = backend
+    try:
+        net = bert_model.BertClassifier(BertConfig.from_dict(config), num_classes=3)
+    finally:
+        bert_model.KERNEL_BACKEND = None
+    ms.load_param_into_net(net, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in state.items()}, strict_load=True)
+    return net
+
+
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_fused_attention_port_matches_the_composed_port(dropout):
+    """Same weights, attention (and LayerNorm, GELU) fused or composed: logits in eval mode; and with dropout
+    off, the training-mode gradients of every parameter. A batch row of padding only is included."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    config = dict(TINY, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(1, TINY["vocab_size"], size=(4, 11)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, [0, 3, 4]] = 0  # not a prefix
+    mask[3] = 0
+    types = np.zeros_like(ids)
+    inputs = [ms.Tensor(a) for a in (ids, mask, types)]
+    fused = _classifier(config, "fused", {})
+    state = {p.name: p.asnumpy() for p in fused.get_parameters()}
+    composed = _classifier(config, "composed", state)
+    assert "impl=cpu" in repr(fused.bert.layers[0].attention.core)
+    for net in (fused, composed):
+        net.set_train(False)
+    logits = [net(*inputs).asnumpy() for net in (fused, composed)]
+    assert np.abs(logits[1]).max() > 1e-3
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5, rtol=0)
+    if dropout:
+        return
+    cot = ms.Tensor(rng.standard_normal(logits[0].shape).astype(np.float32))
+    grads = []
+    for net in (fused, composed):
+        net.set_train(True)
+        grads.append([x.asnumpy() for x in _weighted_grads(net, cot, inputs)])
+    for name, a, b in zip([p.name for p in fused.trainable_params()], *grads):
+        assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1.0), name
+    assert any(np.abs(b).max() > 1e-3 for b in grads[1])

@@ -408,6 +408,65 @@ enum BwdOut : int {
   kBwdNumOutputs = 3,
 };
 }  // namespace attention
+// 9b. attention_masked: the attention core of section 9 with a key-padding mask and dropout on the
+//    probabilities. key_mask [B, L] int32 (0 = key j of batch row b is not seen by any query); a query
+//    row without a visible key gives out = 0, lse = -inf and zero gradients. dropout p in [0, 1): the
+//    probability p_ij of (b, h, i, j) is kept as p_ij / (1 - p) when DropoutBits(seed, b, h, i, j) >= p * 2^24
+//    (CONTRACTS.md 9b gives the hash), else 0; the backward regenerates the same bits from the seed.
+namespace attention_masked {
+constexpr const char* kForwardSymbol = "AttentionMaskedForward";
+constexpr const char* kBackwardSymbol = "AttentionMaskedBackward";
+
+enum FwdIn : int {
+  kFwdQ = 0,            // [B*L, NH*D]
+  kFwdK = 1,            // [B*L, NKV*D]
+  kFwdV = 2,            // [B*L, NKV*D]
+  kFwdCos = 3,          // [L, D]
+  kFwdSin = 4,          // [L, D]
+  kFwdKeyMask = 5,      // [B, L] int32, 0 = masked key
+  kFwdSeed = 6,         // [2] int32 (high, low word of the 64-bit dropout seed)
+  kFwdNumHeads = 7,     // attr int NH
+  kFwdNumKvHeads = 8,   // attr int NKV (divides NH)
+  kFwdScale = 9,        // attr float
+  kFwdCausal = 10,      // attr int 0/1
+  kFwdRotary = 11,      // attr int 0/1
+  kFwdDropout = 12,     // attr float p in [0, 1)
+  kFwdNumInputs = 13,
+};
+enum FwdOut : int {
+  kFwdOut = 0,  // [B*L, NH*D]
+  kFwdLse = 1,  // [B, NH, L] float32 (saved; -inf for a row without a visible key)
+  kFwdNumOutputs = 2,
+};
+
+enum BwdIn : int {
+  kBwdDout = 0,         // [B*L, NH*D]
+  kBwdQ = 1,            // [B*L, NH*D]
+  kBwdK = 2,            // [B*L, NKV*D]
+  kBwdV = 3,            // [B*L, NKV*D]
+  kBwdCos = 4,          // [L, D]
+  kBwdSin = 5,          // [L, D]
+  kBwdKeyMask = 6,      // [B, L] int32
+  kBwdSeed = 7,         // [2] int32
+  kBwdOut = 8,          // [B*L, NH*D] the forward output (saved)
+  kBwdLse = 9,          // [B, NH, L] float32 (saved)
+  kBwdNumHeads = 10,    // attr int
+  kBwdNumKvHeads = 11,  // attr int
+  kBwdScale = 12,       // attr float
+  kBwdCausal = 13,      // attr int 0/1
+  kBwdRotary = 14,      // attr int 0/1
+  kBwdDropout = 15,     // attr float
+  kBwdNumInputs = 16,
+};
+// p as section 9 (0 for masked keys); pd = p * keep / (1 - p_drop); dv = sum_group pd^T dout;
+// ds = pd * (dout v^T) - p * delta, delta = rowsum(dout * out); dq, dk as section 9.
+enum BwdOut : int {
+  kBwdDq = 0,  // [B*L, NH*D]
+  kBwdDk = 1,  // [B*L, NKV*D]
+  kBwdDv = 2,  // [B*L, NKV*D]
+  kBwdNumOutputs = 3,
+};
+}  // namespace attention_masked
 // 7. rms_norm over the last dim, with an optional fused residual add that also returns the sum:
 //    s = x + r (or x);  rstd = 1 / sqrt(sum_D s^2 / D + eps);  y = s * rstd * gamma;  h = s.
 //    M rows, D = normalized size. rstd is float32 whatever T is; nothing [M, D] is saved: the

@@ -190,6 +190,23 @@ def attention_forward(impl: str):
 
 
 @functools.lru_cache(maxsize=None)
+def attention_masked_forward(impl: str):
+    """``attention_masked`` forward (key-padding mask, dropout from a seed) with its fused backward, which
+    regenerates the dropout mask from the same seed (dq, dk, dv; zeros for the rest)."""
+    bwd = primitive(impl, "attention_masked_bwd")
+    zeros_like = ops.ZerosLike()
+
+    def bprop(q, k, v, cos, sin, key_mask, seed, num_heads, num_kv_heads, scale, causal, rotary, dropout, out,
+              dout):
+        dq, dk, dv = bwd(dout[0], q, k, v, cos, sin, key_mask, seed, out[0], out[1], num_heads, num_kv_heads, scale,
+                         causal, rotary, dropout)
+        return (dq, dk, dv, zeros_like(cos), zeros_like(sin), zeros_like(key_mask), zeros_like(seed), num_heads * 0,
+                num_kv_heads * 0, scale * 0, causal * 0, rotary * 0, dropout * 0)
+
+    return primitive(impl, "attention_masked_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
 def rms_norm_forward(impl: str):
     """``rms_norm`` (optional fused residual returning ``h = x + r``) forward with its fused backward.
 

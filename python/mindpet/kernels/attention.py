@@ -6,6 +6,14 @@ For batch ``b``, query head ``h`` (kv head ``g = h // (NH / NKV)``), rows ``i``/
 [-x2, x1]``, the HF/LLaMA convention; or ``x`` without rotary), ``s_ij = scale qr_i . kr_j`` (``-inf`` for
 ``j > i`` when causal), ``out_bh = softmax_j(s) v_bg``.
 
+With a key-padding mask (``key_mask [B, L]``, nonzero = visible; section 9b, as BERT's ``attention_mask``, not
+necessarily a prefix) the keys ``j`` with ``key_mask[b, j] == 0`` get probability 0; a query row that sees no
+key at all (every key masked, or causal and the keys up to it masked) gives a zero output row and zero
+gradients (the softmax over an empty set taken as all-zero weights; its log-sum-exp is ``-inf``). With
+``dropout = p > 0`` in training, the probabilities are dropped and scaled by ``1 / (1 - p)`` after the
+softmax (BERT's attention-probability dropout); the fused kernel draws its mask from a counter hash of a
+per-call seed and regenerates it in the backward, so no mask is stored.
+
 :class:`Attention` runs the fused CPU kernel (one op per direction; the backward recomputes the
 probabilities from q, k and the saved row log-sum-exp, flash-attention style, so neither the ``[L, L]``
 scores nor MindSpore's transposes and broadcasts and their per-element index tables are kept) or the
@@ -17,7 +25,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from mindspore import ops
+import numpy as np
+from mindspore import Tensor, ops
+from mindspore.common import dtype as mstype
+from mindspore.common.seed import _get_graph_seed
 
 from mindpet.kernels import _primitives
 from mindpet.kernels.fused_op import FusedOp
@@ -40,9 +51,11 @@ def _rotate_half(x):
     return ops.concat((-x[..., half:], x[..., :half]), -1)
 
 
-def attention_composed(q, k, v, cos, sin, num_heads: int, num_kv_heads: int, scale: float, causal: bool):
+def attention_composed(q, k, v, cos, sin, num_heads: int, num_kv_heads: int, scale: float, causal: bool,
+                       key_mask=None, dropout: float = 0.0):
     """The reference, composed of MindSpore ops: q ``[B, L, NH*D]``, k and v ``[B, L, NKV*D]``, cos and sin
-    ``[L, D]`` or None (no rotary); returns ``[B, L, NH*D]`` (see the module docstring)."""
+    ``[L, D]`` or None (no rotary), key_mask ``[B, L]`` or None, dropout applied when > 0 (MindSpore's own
+    random mask, not the kernel's); returns ``[B, L, NH*D]`` (see the module docstring)."""
     b, length, width = q.shape
     head_dim = width // num_heads
     groups = num_heads // num_kv_heads
@@ -68,7 +81,22 @@ def attention_composed(q, k, v, cos, sin, num_heads: int, num_kv_heads: int, sca
         bias = ops.select(visible, ops.zeros((length, length), scores.dtype),
                           ops.fill(scores.dtype, (length, length), MASK_VALUE))
         scores = scores + bias
-    context = ops.matmul(ops.softmax(scores, axis=-1), vh)
+    if key_mask is None:
+        probs = ops.softmax(scores, axis=-1)
+    else:
+        keys = ops.reshape(ops.cast(key_mask != 0, mstype.float32), (b, 1, 1, length))  # 1 = visible
+        allowed = ops.broadcast_to(keys, (b, 1, length, length))
+        if causal:
+            pos = ops.arange(length)
+            allowed = allowed * ops.cast(ops.expand_dims(pos, 0) <= ops.expand_dims(pos, 1), mstype.float32)
+        seen = ops.amax(allowed, -1, True)  # [B, 1, L, 1]: 1 where query i sees a key
+        # a row without a visible key: every key allowed (finite softmax, in float16 too), then weights 0
+        allowed = ops.broadcast_to(ops.maximum(allowed, 1.0 - seen) > 0.5, scores.shape)
+        scores = ops.select(allowed, scores, ops.fill(scores.dtype, scores.shape, float("-inf")))
+        probs = ops.softmax(scores, axis=-1) * ops.cast(seen, scores.dtype)
+    if dropout > 0:
+        probs = ops.dropout(probs, p=dropout, training=True)
+    context = ops.matmul(probs, vh)
     return ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (b, length, width))
 
 
@@ -82,17 +110,21 @@ class Attention(FusedOp):
             ``h // (NH / NKV)``.
         scale: the score scale (default ``1 / sqrt(D)``).
         causal: key ``j`` is visible to query ``i`` only when ``j <= i``.
+        dropout: probability ``p`` in ``[0, 1)`` of dropping an attention probability in training (kept ones
+            are scaled by ``1 / (1 - p)``; the Cell's ``training`` flag decides, as ``nn.Dropout``).
         backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice).
 
     Inputs: q ``[B, L, NH*D]``, k and v ``[B, L, NKV*D]``, optional cos and sin ``[L, D]`` (rotary tables;
-    both or neither; their gradients are zero). Output ``[B, L, NH*D]`` in the dtype of q (cos and sin are
+    both or neither; their gradients are zero), optional key_mask ``[B, L]`` (bool, int or float; nonzero =
+    key visible; zero gradient). Output ``[B, L, NH*D]`` in the dtype of q (cos and sin are
     cast to it). float32/float16 fused on CPU (float32 accumulation), other dtypes and devices composed.
     """
 
     op_name = "attention"
 
     def __init__(self, num_heads: int, head_dim: int, num_kv_heads: Optional[int] = None,
-                 scale: Optional[float] = None, causal: bool = True, backend: Optional[str] = None):
+                 scale: Optional[float] = None, causal: bool = True, backend: Optional[str] = None,
+                 dropout: float = 0.0):
         super().__init__()
         self.num_heads = _positive_int(num_heads, "num_heads")
         self.head_dim = _positive_int(head_dim, "head_dim")
@@ -108,11 +140,26 @@ class Attention(FusedOp):
         if not isinstance(causal, bool):
             raise TypeError(f"'causal' must be a bool, but got {type(causal).__name__}.")
         self.causal = causal
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"'dropout' must be a float, but got {type(dropout).__name__}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"'dropout' must be in [0, 1), but got {dropout}.")
+        self.dropout = float(dropout)
         self.select_backend(backend, cpu_only=True)
         if self.fused:
             self.fwd = _primitives.attention_forward(self.impl)
+            self.fwd_masked = _primitives.attention_masked_forward(self.impl)
+            seed0, seed1 = _get_graph_seed(0, "dropout")  # as nn.Dropout: reproducible under ms.set_seed
+            self.draw_seed = ops.UniformInt(seed=seed0, seed2=seed1)
+            self.no_seed = Tensor(np.zeros(2, np.int32))
 
-    def _check(self, q, k, v, cos, sin):
+    def _seed(self, dropout: float):
+        """The kernel's dropout seed: a fresh int32 [2] draw per call in training with dropout, else zeros."""
+        if dropout > 0:
+            return self.draw_seed((2,), Tensor(-2 ** 31, mstype.int32), Tensor(2 ** 31 - 1, mstype.int32))
+        return self.no_seed
+
+    def _check(self, q, k, v, cos, sin, key_mask=None):
         """TypeError/ValueError naming the argument (shapes are static: checked when the graph is built)."""
         if len(q.shape) != 3 or q.shape[2] != self.num_heads * self.head_dim:
             raise ValueError(f"For 'Attention', 'q' must be [B, L, num_heads * head_dim] = [B, L, "
@@ -136,24 +183,38 @@ class Attention(FusedOp):
                 raise ValueError(f"For 'Attention', 'sin' must be [L, head_dim] = {table}, but got {sin.shape}.")
             if self.head_dim % 2:
                 raise ValueError(f"For 'Attention', rotary needs an even 'head_dim', but got {self.head_dim}.")
+        if key_mask is not None and key_mask.shape != (q.shape[0], q.shape[1]):
+            raise ValueError(f"For 'Attention', 'key_mask' must be [B, L] = {(q.shape[0], q.shape[1])}, but got "
+                             f"{key_mask.shape}.")
 
-    def construct(self, q, k, v, cos=None, sin=None):
-        self._check(q, k, v, cos, sin)
+    def construct(self, q, k, v, cos=None, sin=None, key_mask=None):
+        self._check(q, k, v, cos, sin, key_mask)
         if cos is not None and cos.dtype != q.dtype:
             cos = ops.cast(cos, q.dtype)
             sin = ops.cast(sin, q.dtype)
+        dropout = self.dropout if self.training else 0.0
         if not self.runs_fused(q.dtype):
-            return attention_composed(q, k, v, cos, sin, self.num_heads, self.num_kv_heads, self.scale, self.causal)
+            return attention_composed(q, k, v, cos, sin, self.num_heads, self.num_kv_heads, self.scale, self.causal,
+                                      key_mask, dropout)
         b, length, width = q.shape
         rotary = 1
         if cos is None:  # shape carriers only: the kernel reads L and D from them, not their values
             rotary = 0
             cos = ops.zeros((length, self.head_dim), q.dtype)
             sin = cos
-        out, _ = self.fwd(q.reshape((b * length, width)), k.reshape((b * length, -1)), v.reshape((b * length, -1)),
-                          cos, sin, self.num_heads, self.num_kv_heads, self.scale, 1 if self.causal else 0, rotary)
+        flat = (q.reshape((b * length, width)), k.reshape((b * length, -1)), v.reshape((b * length, -1)), cos, sin)
+        causal = 1 if self.causal else 0
+        if key_mask is None and dropout == 0:
+            out, _ = self.fwd(*flat, self.num_heads, self.num_kv_heads, self.scale, causal, rotary)
+            return out.reshape((b, length, width))
+        if key_mask is None:
+            key_mask = ops.ones((b, length), mstype.int32)
+        elif key_mask.dtype != mstype.int32:
+            key_mask = ops.cast(key_mask != 0, mstype.int32)
+        out, _ = self.fwd_masked(*flat, key_mask, self._seed(dropout), self.num_heads, self.num_kv_heads, self.scale,
+                                 causal, rotary, dropout)
         return out.reshape((b, length, width))
 
     def extend_repr(self) -> str:
         return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, num_kv_heads={self.num_kv_heads}, "
-                f"scale={self.scale}, causal={self.causal}, impl={self.impl}")
+                f"scale={self.scale}, causal={self.causal}, dropout={self.dropout}, impl={self.impl}")

@@ -116,6 +116,14 @@ def _attention_bwd(dout, q, k, v, cos, sin, out, lse, *attrs):
     return [list(q), list(k), list(v)]
 
 
+def _attention_masked_fwd(q, k, v, cos, sin, key_mask, seed, *attrs):
+    return _attention_fwd(q, k, v, cos, sin)
+
+
+def _attention_masked_bwd(dout, q, k, v, cos, sin, key_mask, seed, out, lse, *attrs):
+    return [list(q), list(k), list(v)]
+
+
 def _rms_norm_fwd(x, r, g, *attrs):
     return [list(x), list(r), [x[0]]]
 
@@ -153,6 +161,10 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("quant_lora_linear_bwd_input", "QuantLoraLinearBackwardInput", None, 15, 1, _quant_lora_bwd_input),
     OpContract("attention_fwd", "AttentionForward", None, 10, 2, _attention_fwd, float32_outputs=(1,)),
     OpContract("attention_bwd", "AttentionBackward", None, 13, 3, _attention_bwd),
+    # section 9b: with a key-padding mask [B, L] int32 and dropout on p from a seed [2] int32
+    OpContract("attention_masked_fwd", "AttentionMaskedForward", None, 13, 2, _attention_masked_fwd,
+               float32_outputs=(1,)),
+    OpContract("attention_masked_bwd", "AttentionMaskedBackward", None, 16, 3, _attention_masked_bwd),
     # y, h = x + r (shape of the residual: [1] without one), rstd (float32)
     OpContract("rms_norm_fwd", "RmsNormForward", None, 5, 3, _rms_norm_fwd, float32_outputs=(2,)),
     OpContract("rms_norm_bwd", "RmsNormBackward", None, 6, 2, _rms_norm_bwd),
