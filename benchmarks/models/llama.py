@@ -87,6 +87,16 @@ def default_dense(*, role: str, layer: int, in_channels: int, out_channels: int)
     return nn.Dense(in_channels, out_channels, has_bias=False, weight_init=Normal(0.02))
 
 
+def token_embedding(config: LlamaConfig) -> nn.Embedding:
+    """The ``nn.Embedding`` of the token table, without the initial table MindSpore 2.10's ``nn.Embedding`` keeps
+    as ``init_tensor`` next to its Parameter: once the pre-trained table is loaded (``set_data``) that initial
+    copy would stay for the life of the model (SmolLM2: 108 MiB; ``python -m benchmarks.ms_memory_repro
+    --cases embedding_init``)."""
+    embedding = nn.Embedding(config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
+    embedding.init_tensor = None  # the Parameter holds the table; nothing reads init_tensor after __init__
+    return embedding
+
+
 def rotary_tables(config: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin of shape (max_positions, head_dim): angle ``pos * theta^(-2i/d)``, repeated for both halves."""
     d = config.head_dim
@@ -251,8 +261,7 @@ class LlamaLM(nn.Cell):
         # embedding: a Cell in place of nn.Embedding holding a quantised table, whose ``head`` (a QuantizedDense
         # on the same table) computes the tied LM head (benchmarks.lib.lm_model.QuantizedTiedEmbedding)
         self.quantized_embedding = embedding is not None
-        self.embed_tokens = embedding if embedding is not None else nn.Embedding(
-            config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
+        self.embed_tokens = embedding if embedding is not None else token_embedding(config)
         if share_block_graph and prefix_tokens:
             raise ValueError("share_block_graph does not support prefix tuning")
         block = SharedLlamaBlock if share_block_graph else LlamaBlock
