@@ -28,6 +28,10 @@ Cases:
 - ``compile_heap``: the 8-block stack's training step compiled alone (``Cell.compile``), then glibc
   ``malloc_trim(0)``, then run: how much of the RSS a compile leaves is freed heap that glibc keeps
   (returned by the trim), and whether trimming before the first run lowers that run's peak.
+- ``recycle``: the 8-block stack with two graphs, its training step and its loss in eval mode, each run
+  twice; then ``mindspore.ms_memory_recycle()`` (``recycle``) or nothing (``none``) and each graph run once
+  more: the CPU seconds of those runs and the RSS after them (the recycle makes every graph set itself up
+  again at its next run).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from typing import Sequence
 from benchmarks.lib.procfs import reset_peak, status_mib
 
 CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables", "embedding_init",
-         "compile_heap")
+         "compile_heap", "recycle")
 INDEX_VARIANTS = ("none", "mul_same_shape", "transpose", "mul_broadcast", "add_broadcast", "attention_core")
 
 
@@ -304,8 +308,37 @@ def case_compile_heap(variant: str) -> dict:
     return out
 
 
+def case_recycle(variant: str) -> dict:
+    """Train and eval graphs of the 8-block stack, then (``recycle``) ``ms_memory_recycle()``, then each again."""
+    ms = _ms()
+    import time
+    from mindspore import nn
+
+    net, x, bias = _block_stack(8, lazy=False)
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-3))
+
+    def run(train: bool) -> float:
+        net.set_train(train)
+        cpu = time.process_time()
+        (step if train else net)(x, bias).asnumpy()
+        return time.process_time() - cpu
+
+    for train in (True, True, False, False):
+        run(train)
+    before = status_mib("VmRSS")
+    if variant == "recycle":
+        ms.ms_memory_recycle()
+    out = {"variant": variant, "rss_before_mib": round(before, 1),
+           "rss_after_switch_mib": round(status_mib("VmRSS"), 1)}
+    out.update(step_cpu_s=round(run(True), 3), eval_cpu_s=round(run(False), 3),
+               step_again_cpu_s=round(run(True), 3), rss_end_mib=round(status_mib("VmRSS"), 1))
+    return out
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
+    if name == "recycle":
+        return case_recycle(arg)
     if name == "embedding_init":
         return case_embedding_init(arg)
     if name == "compile_heap":
@@ -329,7 +362,8 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")],
         "index_tables": [("index_tables", v) for v in INDEX_VARIANTS],
         "embedding_init": [("embedding_init", "keep"), ("embedding_init", "drop")],
-        "compile_heap": [("compile_heap", "plain"), ("compile_heap", "trim")]}
+        "compile_heap": [("compile_heap", "plain"), ("compile_heap", "trim")],
+        "recycle": [("recycle", "none"), ("recycle", "recycle")]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
