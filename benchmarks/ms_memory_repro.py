@@ -22,6 +22,16 @@ Cases:
   [256, 256] mask add, the transpose back). MindSpore 2.10's CPU Transpose and broadcasting elementwise
   kernels build per-element ``size_t`` index tables at their first launch and keep them for the life of
   the graph (forward and backward): the RSS left after the first step, against the ``none`` variant.
+- ``embedding_init``: ``nn.Embedding(49152, 576, embedding_table=Normal(0.02))`` then ``set_data`` of a
+  loaded table: MindSpore 2.10's ``nn.Embedding`` keeps its initial table as ``init_tensor`` next to the
+  Parameter, so the replaced initial values stay (108 MiB); ``keep`` against ``drop`` (``init_tensor = None``).
+- ``compile_heap``: the 8-block stack's training step compiled alone (``Cell.compile``), then glibc
+  ``malloc_trim(0)``, then run: how much of the RSS a compile leaves is freed heap that glibc keeps
+  (returned by the trim), and whether trimming before the first run lowers that run's peak.
+- ``recycle``: the 8-block stack with two graphs, its training step and its loss in eval mode, each run
+  twice; then ``mindspore.ms_memory_recycle()`` (``recycle``) or nothing (``none``) and each graph run once
+  more: the CPU seconds of those runs and the RSS after them (the recycle makes every graph set itself up
+  again at its next run).
 """
 from __future__ import annotations
 
@@ -33,7 +43,8 @@ from typing import Sequence
 
 from benchmarks.lib.procfs import reset_peak, status_mib
 
-CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables")
+CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables", "embedding_init",
+         "compile_heap", "recycle")
 INDEX_VARIANTS = ("none", "mul_same_shape", "transpose", "mul_broadcast", "add_broadcast", "attention_core")
 
 
@@ -253,8 +264,85 @@ def case_index_tables(variant: str) -> dict:
     return {"variant": variant, "activation_mib": round(tokens * hidden * 4 / 2 ** 20, 2), **_step_cost(step, x)}
 
 
+def case_embedding_init(variant: str) -> dict:
+    """RSS kept by an ``nn.Embedding`` whose table is then replaced by ``set_data`` (``keep`` / ``drop`` its
+    ``init_tensor``)."""
+    ms = _ms()
+    import numpy as np
+    from mindspore import Tensor, nn
+    from mindspore.common.initializer import Normal
+
+    base = status_mib("VmRSS")
+    embedding = nn.Embedding(49152, 576, embedding_table=Normal(0.02))
+    if variant == "drop":
+        embedding.init_tensor = None
+    built = status_mib("VmRSS") - base
+    table = np.ones((49152, 576), np.float32)
+    embedding.embedding_table.set_data(Tensor(table))
+    del table
+    del ms
+    return {"variant": variant, "table_mib": round(49152 * 576 * 4 / 2 ** 20, 1), "after_build_mib": round(built, 1),
+            "after_set_data_mib": round(status_mib("VmRSS") - base, 1)}
+
+
+def case_compile_heap(variant: str) -> dict:
+    """The 8-block stack's step: compile alone, (``trim``: ``malloc_trim(0)``,) first run; RSS after each."""
+    _ms()
+    import ctypes
+    from mindspore import nn
+
+    net, x, bias = _block_stack(8, lazy=False)
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-3))
+    base = status_mib("VmRSS")
+    reset_peak()
+    step.compile(x, bias)
+    out = {"variant": variant, "compile_peak_mib": round(status_mib("VmHWM") - base, 1),
+           "after_compile_mib": round(status_mib("VmRSS") - base, 1)}
+    if variant == "trim":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        out["after_trim_mib"] = round(status_mib("VmRSS") - base, 1)
+    reset_peak()
+    step(x, bias)
+    out.update(first_run_peak_mib=round(status_mib("VmHWM") - base, 1),
+               after_first_run_mib=round(status_mib("VmRSS") - base, 1))
+    return out
+
+
+def case_recycle(variant: str) -> dict:
+    """Train and eval graphs of the 8-block stack, then (``recycle``) ``ms_memory_recycle()``, then each again."""
+    ms = _ms()
+    import time
+    from mindspore import nn
+
+    net, x, bias = _block_stack(8, lazy=False)
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-3))
+
+    def run(train: bool) -> float:
+        net.set_train(train)
+        cpu = time.process_time()
+        (step if train else net)(x, bias).asnumpy()
+        return time.process_time() - cpu
+
+    for train in (True, True, False, False):
+        run(train)
+    before = status_mib("VmRSS")
+    if variant == "recycle":
+        ms.ms_memory_recycle()
+    out = {"variant": variant, "rss_before_mib": round(before, 1),
+           "rss_after_switch_mib": round(status_mib("VmRSS"), 1)}
+    out.update(step_cpu_s=round(run(True), 3), eval_cpu_s=round(run(False), 3),
+               step_again_cpu_s=round(run(True), 3), rss_end_mib=round(status_mib("VmRSS"), 1))
+    return out
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
+    if name == "recycle":
+        return case_recycle(arg)
+    if name == "embedding_init":
+        return case_embedding_init(arg)
+    if name == "compile_heap":
+        return case_compile_heap(arg)
     if name in ("transpose", "cast"):
         return case_head(arg)
     if name == "blocks":
@@ -272,7 +360,10 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "lazy_inline": [("lazy_inline", "train_one_step_cell"), ("lazy_inline", "value_and_grad_jit"),
                         ("lazy_inline", "train_one_step_cell_front")],
         "shared_dropout": [("shared_dropout", "inlined"), ("shared_dropout", "front")],
-        "index_tables": [("index_tables", v) for v in INDEX_VARIANTS]}
+        "index_tables": [("index_tables", v) for v in INDEX_VARIANTS],
+        "embedding_init": [("embedding_init", "keep"), ("embedding_init", "drop")],
+        "compile_heap": [("compile_heap", "plain"), ("compile_heap", "trim")],
+        "recycle": [("recycle", "none"), ("recycle", "recycle")]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ TOOLS: Tuple[Tool, ...] = (
     Tool("lm_memory_probe", "[--share-block-graph] [--no-release-heap] [--attention-backend composed] "
                             "[--norm-backend composed] [--mlp-backend composed] [--steps 2]",
          "our side of the LM job alone, phase by phase: RSS and peak per phase, to measure one memory lever at a time"),
-    Tool("ms_memory_repro", "[--cases transpose,cast,blocks,lazy_inline,shared_dropout,index_tables]",
+    Tool("ms_memory_repro", "[--cases transpose,cast,blocks,lazy_inline,shared_dropout,index_tables,embedding_init,compile_heap,recycle]",
          "plain-MindSpore reproductions (no mindpet) of the training-graph memory costs that are MindSpore's own"),
     Tool("attention_step", "[--layers 4] [--reps 5]",
          "LLaMA LoRA train step with the attention core fused vs composed, interleaved"),

@@ -87,6 +87,16 @@ def default_dense(*, role: str, layer: int, in_channels: int, out_channels: int)
     return nn.Dense(in_channels, out_channels, has_bias=False, weight_init=Normal(0.02))
 
 
+def token_embedding(config: LlamaConfig) -> nn.Embedding:
+    """The ``nn.Embedding`` of the token table, without the initial table MindSpore 2.10's ``nn.Embedding`` keeps
+    as ``init_tensor`` next to its Parameter: once the pre-trained table is loaded (``set_data``) that initial
+    copy would stay for the life of the model (SmolLM2: 108 MiB; ``python -m benchmarks.ms_memory_repro
+    --cases embedding_init``)."""
+    embedding = nn.Embedding(config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
+    embedding.init_tensor = None  # the Parameter holds the table; nothing reads init_tensor after __init__
+    return embedding
+
+
 def rotary_tables(config: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin of shape (max_positions, head_dim): angle ``pos * theta^(-2i/d)``, repeated for both halves."""
     d = config.head_dim
@@ -251,8 +261,7 @@ class LlamaLM(nn.Cell):
         # embedding: a Cell in place of nn.Embedding holding a quantised table, whose ``head`` (a QuantizedDense
         # on the same table) computes the tied LM head (benchmarks.lib.lm_model.QuantizedTiedEmbedding)
         self.quantized_embedding = embedding is not None
-        self.embed_tokens = embedding if embedding is not None else nn.Embedding(
-            config.vocab_size, config.hidden_size, embedding_table=Normal(0.02))
+        self.embed_tokens = embedding if embedding is not None else token_embedding(config)
         if share_block_graph and prefix_tokens:
             raise ValueError("share_block_graph does not support prefix tuning")
         block = SharedLlamaBlock if share_block_graph else LlamaBlock
@@ -364,7 +373,9 @@ def gguf_name_map(num_layers: int, tie_embeddings: bool = True) -> Dict[str, str
 def load_gguf_weights(net: LlamaLM, tensors: Mapping[str, np.ndarray], hf_layout: bool) -> None:
     """Copy GGUF-named float32 tensors into ``net``. ``hf_layout=False``: the tensors are as stored in the
     GGUF (Q/K rows interleaved) and are un-permuted here. Raises on a missing, unexpected or mis-shaped
-    tensor; parameters named ``mindpet_delta_*`` may stay unset."""
+    tensor; parameters named ``mindpet_delta_*`` may stay unset. The Parameters take over the float32 arrays'
+    memory (``Tensor.from_numpy``, no copy; un-permuted Q/K are new arrays): do not modify the arrays
+    afterwards."""
     from benchmarks.models.gguf_loader import unpermute_rows
     config = net.config
     mapping = gguf_name_map(config.num_layers, config.tie_embeddings)
@@ -385,7 +396,9 @@ def load_gguf_weights(net: LlamaLM, tensors: Mapping[str, np.ndarray], hf_layout
             raise ValueError(f"the network has no parameter {dst!r} (for {src})")
         if tuple(params[dst].shape) != value.shape:
             raise ValueError(f"{src}: shape {value.shape} does not fit {dst} {tuple(params[dst].shape)}")
-        params[dst].set_data(Tensor(value))
+        # no copy: the Parameter takes over the array's memory (a copy per tensor raised the load's peak by
+        # ~108 MiB on SmolLM2 while the initial values were still held)
+        params[dst].set_data(Tensor.from_numpy(np.ascontiguousarray(value)))
     unset = [name for name in params if name not in mapping.values() and "mindpet_delta_" not in name]
     if unset:
         raise ValueError(f"parameters without a pre-trained value: {unset[:5]}")

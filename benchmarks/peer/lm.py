@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=LOGIT_TOLERANCE,
                         help="logit check: max |ours - PEFT| <= tolerance x max(1, max |logit|)")
     parser.add_argument("--no-release-heap", action="store_true",
-                        help="ours without mindpet.utils.memory.release_free_heap() / release_graph_memory() "
+                        help="ours without mindpet.utils.memory.release_free_heap() after loading, compiling and switching "
                              "(to measure what they save)")
     parser.add_argument("--share-block-graph", action="store_true",
                         help="ours with one shared decoder-block graph instead of 30 inlined blocks; sets the "

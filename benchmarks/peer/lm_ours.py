@@ -2,10 +2,14 @@
 mindpet's ``LoRADense`` on q and v, ``freeze_delta(net, 'lora')``, ``nn.TrainOneStepCell`` with Adam.
 
 The flow a user should follow (README, "Memory"): the dequantised weights are dropped once loaded, and
-``mindpet.utils.memory.release_free_heap()`` returns the freed heap after loading and after the first step.
+``mindpet.utils.memory.release_free_heap()`` returns the freed heap after loading, after compiling each graph
+(``Cell.compile`` first, then the trim, then the first run: a compile frees hundreds of MiB of heap that glibc
+keeps, and the run's memory would come on top of it) and after the first step.
 The forward (eval) is the network itself in inference mode (one compiled graph), the step the training
-graph (a second one), as in the LM suite; when the job switches from one to the other,
-``release_graph_memory()`` drops the runtime memory MindSpore keeps cached for the other."""
+graph (a second one), as in the LM suite; when the job switches from one to the other it returns the free
+heap only: ``release_graph_memory()`` (``mindspore.ms_memory_recycle()``) there made the next run of each
+graph set itself up again (26 CPU s for the first forward after training, 48 for the next step) and raised
+the job's RSS by ~200 MiB instead of lowering it (issue 15, RESULTS.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -83,35 +87,50 @@ class OursLM:
             release_free_heap()
 
     def _switch(self, graph: str) -> None:
-        """Release the other graph's cached runtime memory when the job switches between its two graphs."""
-        from mindpet.utils.memory import release_graph_memory
+        """Return the free heap when the job switches between its two graphs (both stay set up)."""
+        from mindpet.utils.memory import release_free_heap
 
         if self.setup.release_heap and self._graph not in (None, graph):
-            release_graph_memory()
+            release_free_heap()
         self._graph = graph
 
-    def _forward(self) -> np.ndarray:
+    def _forward(self, compile_first: bool = False) -> np.ndarray:
         import mindspore as ms
 
         self._switch("forward")
         self.net.set_train(False)
-        return self.net(ms.Tensor(self.batch)).asnumpy()
+        x = ms.Tensor(self.batch)
+        if compile_first:
+            self._compile(self.net, x)
+        return self.net(x).asnumpy()
 
-    def _step(self) -> float:
+    def _step(self, compile_first: bool = False) -> float:
         import mindspore as ms
 
         self._switch("step")
         self.net.set_train(True)
         self.step_cell.set_train(True)
-        return float(self.step_cell(ms.Tensor(self.batch)).asnumpy())
+        x = ms.Tensor(self.batch)
+        if compile_first:
+            self._compile(self.step_cell, x)
+        return float(self.step_cell(x).asnumpy())
+
+    def _compile(self, cell, x) -> None:
+        """Compile ``cell``'s graph for ``x`` (the call after it reuses it), then return the heap the compile
+        freed before the first run allocates its runtime memory (issue 15: -200 to -380 MiB of RSS)."""
+        from mindpet.utils.memory import release_free_heap
+
+        cell.compile(x)
+        if self.setup.release_heap:
+            release_free_heap()
 
     def phase_forward(self) -> None:
-        np.save(Path(self.setup.logits_dir) / "ours.npy", self._forward())
+        np.save(Path(self.setup.logits_dir) / "ours.npy", self._forward(compile_first=True))
 
     def phase_first_step(self) -> None:
         from mindpet.utils.memory import release_free_heap
 
-        self.first_loss = self._step()
+        self.first_loss = self._step(compile_first=True)
         if self.setup.release_heap:
             release_free_heap()
 
