@@ -60,7 +60,8 @@ def smollm2_quantized(profile: Profile, method: str):
     tensors.update(read_gguf_quantized(reader, others))  # the F32 norms
     tensors = unpermute_qk(tensors, config.num_heads, config.num_kv_heads)
     fmt = QUANT_FORMAT[method] or "q4_1"
-    embed = embedding_format(profile, method) or "Q8_0 embedding as stored"
+    embed = (f"embedding re-encoded Q8_0 -> {embedding_format(profile, method)}" if embedding_format(profile, method)
+             else "Q8_0 embedding as stored")
     return Pretrained(f"SmolLM2-135M-Instruct (GGUF Q4_1 projections as {fmt}, {embed})", config,
                       tensors, hf_layout=True), tokenizer
 
