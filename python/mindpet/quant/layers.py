@@ -171,14 +171,13 @@ class QuantizedDense(GradSafeCell):
     def construct(self, x):
         _check_input(x.shape, x.dtype, self.in_channels)
         ori_dtype = x.dtype
-        x_shape = x.shape
-        x2d = self.cast(x.reshape((-1, self.in_channels)), self.compute_dtype)
         offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
-        y = self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, self.bias, None, None, None)
+        # the kernel op flattens x [*, K] to rows and restores the leading dimensions
+        y = self.kernel(self.cast(x, self.compute_dtype), self.weight_codes, self.weight_scales, offsets, self._lut,
+                        self.bias, None, None, None)
         if self.activation_flag:
             y = self.activation(y)
-        y = self.cast(y, ori_dtype)
-        return y.reshape(x_shape[:-1] + (self.out_channels,))
+        return self.cast(y, ori_dtype)
 
     def extend_repr(self) -> str:
         s = (f"in_channels={self.in_channels}, out_channels={self.out_channels}, format={self.format}, "
