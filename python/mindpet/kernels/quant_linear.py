@@ -83,26 +83,33 @@ def _check_call(k, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets
                          f"{lut_dtype} {tuple(lut_shape)}.")
 
 
-@constexpr(check=False)
-def _call_plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
-               lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice) -> bool:
+def _plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+          lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice) -> bool:
     """The call's checks (:func:`_check_call`) and whether it runs fused (:func:`fused_for_dtype`).
 
-    A ``constexpr``: in GRAPH mode evaluated in Python at compile time, so the checks add no nodes to the
-    graph (as plain code in ``construct`` their branches cost ~3 MiB of MindSpore's compiled-graph memory
-    per layer instance, measured)."""
+    Used as a ``constexpr`` (``_call_plan``, ``_fused_plan``): in GRAPH mode evaluated in Python at compile
+    time, so the checks add no nodes to the graph (as plain code in ``construct`` their branches cost ~3 MiB
+    of MindSpore's compiled-graph memory per layer instance, measured)."""
     _check_call(x_shape[-1], codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
                 lut_shape, lut_dtype, bits, group_size, has_offsets)
     return fused_for_dtype(fused, choice, x_dtype, "quant_lora_linear")
 
 
+_call_plan = constexpr(check=False)(_plan)
+
+
 @constexpr(check=False)
-def _require_fused(fused, x_dtype) -> bool:
-    if not fused:
+def _fused_plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+                lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice):
+    """The fused call's checks (a TypeError for a dtype the kernel does not take), and its constant shapes:
+    ``(rows, out_shape, half)``: x as ``[M, K]``, y as ``[*, N]``, whether x is float16."""
+    if not _plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+                 lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice):
         raise TypeError(f"For 'quant_lora_linear', the op was built with a float32/float16 'dtype' for the fused "
                         f"kernel, but got an input of {x_dtype}; build it with dtype=None to run other dtypes "
                         f"composed.")
-    return True
+    k = x_shape[-1]
+    return (-1, k), tuple(x_shape[:-1]) + (codes_shape[0],), x_dtype == mstype.float16
 
 
 @constexpr(check=False)
@@ -186,11 +193,11 @@ class QuantLoraLinear(FusedOp):
     def _fused(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask):
         """The fused kernel call (checks at compile time; absent operands replaced by 1-element stand-ins)."""
         x_shape = x.shape
-        _require_fused(_call_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype,
-                                  offsets.shape, offsets.dtype, lut.shape, lut.dtype, self.bits, self.group_size,
-                                  self.has_offsets, self.fused, self.choice), x.dtype)
-        x2d = x.reshape((-1, x_shape[-1]))
-        dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
+        rows, out_shape, half = _fused_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype,
+                                            offsets.shape, offsets.dtype, lut.shape, lut.dtype, self.bits,
+                                            self.group_size, self.has_offsets, self.fused, self.choice)
+        x2d = x.reshape(rows)
+        dummy = self._absent16 if half else self._absent32
         if self.has_lora:
             _check_lora_dtypes(x.dtype, lora_a.dtype, lora_b.dtype)
             a_in, b_in = lora_a, lora_b
@@ -200,11 +207,11 @@ class QuantLoraLinear(FusedOp):
         if mask is None:
             mask_in, has_mask = dummy, 0
         else:
-            mask_in, has_mask = mask.reshape((-1, x_shape[-1])), 1
+            mask_in, has_mask = mask.reshape(rows), 1
         y, _ = self.fwd(x2d, codes, scales, offsets, lut, bias_in, a_in, b_in, mask_in, self.scale, self.group_size,
                         self.bits, 1 if self.has_offsets else 0, 1 if self.has_bias else 0, 1 if self.has_lora else 0,
                         has_mask)
-        return y.reshape(x_shape[:-1] + (codes.shape[0],))
+        return y.reshape(out_shape)
 
     def _ascend(self, x2d, codes, scales, offsets, bias, lora_a, lora_b, mask):
         """Ascend: ``x deq(W)^T`` by the platform's weight-quant matmul, bias and LoRA composed."""
