@@ -23,7 +23,9 @@ Methods (base frozen with ``freeze_delta``; Adam, linear warm-up over 10 % of th
 - ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections;
 - ``lora_q4`` / ``lora_q8`` (only with ``--methods``): the same LoRA on a quantised frozen base (issue 16):
   every projection a ``mindpet.quant.QuantizedDense`` holding the GGUF's Q4_1 blocks (``lora_q8``: each
-  re-encoded to q8_0), the tied token embedding in its stored Q8_0 blocks; no float copy of them.
+  re-encoded to q8_0), the tied token embedding in its stored Q8_0 blocks (``--q4-embedding q4_1|q4_0|nf4``
+  re-encodes lora_q4's to 4 bits: 0.156x static bytes, but 1.06x the float base's perplexity, see RESULTS.md);
+  no float copy of the model.
 
 Each method runs in its own subprocess (so peak RSS is per method); the parent writes ``lm_table.md`` and
 ``lm_results.json`` in the output directory. Static bytes = 4 x (all parameters + 3 x trainable parameters):
@@ -69,7 +71,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from benchmarks.lib.lm_data import LMData, bbc_data, synthetic_data
 from benchmarks.lib.lm_model import Pretrained, quantized_synthetic, smollm2, smollm2_quantized, synthetic_model
-from benchmarks.lib.lm_profile import ALL_METHODS, METHODS, PROFILES, QUANT_METHODS, SEEDS, Profile
+from benchmarks.lib.lm_profile import ALL_METHODS, METHODS, PROFILES, Q4_EMBEDDING_FORMATS, QUANT_METHODS, SEEDS, Profile
 from benchmarks.lib.lm_report import write_tables
 from benchmarks.lib.lm_training import run_method
 from benchmarks.lib.outputs import write_text
@@ -85,7 +87,7 @@ def _load(model: str, profile: Profile, method: str = "lora") -> Tuple[Pretraine
     if model == "synthetic":
         pretrained = synthetic_model()
         data = synthetic_data(pretrained.config.vocab_size, profile)
-        return (quantized_synthetic(pretrained, method) if quantised else pretrained), data
+        return (quantized_synthetic(pretrained, method, profile) if quantised else pretrained), data
     pretrained, tokenizer = smollm2_quantized(profile, method) if quantised else smollm2(profile)
     return pretrained, bbc_data(tokenizer, profile)
 
@@ -94,7 +96,8 @@ def _profile(args) -> tuple[str, Profile]:
     name = "full" if args.full else "quick"
     profile = PROFILES[name]
     overrides = {k: v for k, v in (("steps", args.steps), ("heldout_chunks", args.heldout_chunks),
-                                   ("batch_size", args.batch_size), ("seq_len", args.seq_len)) if v is not None}
+                                   ("batch_size", args.batch_size), ("seq_len", args.seq_len),
+                                   ("q4_embedding", args.q4_embedding)) if v is not None}
     return name, replace(profile, **overrides)
 
 
@@ -142,6 +145,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--heldout-chunks", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--q4-embedding", choices=Q4_EMBEDDING_FORMATS,
+                        help="lora_q4's tied token embedding / LM head: q8_0 as the GGUF stores it, or re-encoded to a "
+                             f"4-bit format (default: {Profile().q4_embedding})")
     parser.add_argument("--in-process", action="store_true", help="run the methods in this process")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each pinned to its own share of the CPUs (default 1: one run on all)")
@@ -199,7 +205,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cmd = module_command("benchmarks.lm_suite", "--run-one", method, "--model", args.model,
                                  "--output-dir", str(out), f"--{name}", "--seeds", str(seed))
             for flag, value in (("--steps", args.steps), ("--heldout-chunks", args.heldout_chunks),
-                                ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
+                                ("--batch-size", args.batch_size), ("--seq-len", args.seq_len),
+                                ("--q4-embedding", args.q4_embedding)):
                 if value is not None:
                     cmd += [flag, str(value)]
             if not progress or args.jobs > 1:  # parallel workers write logs, not progress bars

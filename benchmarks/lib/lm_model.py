@@ -35,11 +35,17 @@ GGUF_ROLE = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "g
              "down": "ffn_down"}
 
 
+def embedding_format(profile: Profile, method: str):
+    """The format of the tied token embedding of ``method`` (None: as stored, the GGUF's / synthetic Q8_0)."""
+    return profile.q4_embedding if method == "lora_q4" and profile.q4_embedding != "q8_0" else None
+
+
 def smollm2_quantized(profile: Profile, method: str):
     """SmolLM2 with every projection as a QuantizedTensor read straight from its GGUF blocks (``lora_q8``: each
     re-encoded to q8_0, a float32 copy of one tensor at a time); Q/K rows un-permuted on the codes. The token
-    embedding (also the tied LM head) stays in its stored Q8_0 blocks (:func:`quantized_tied_embedding`); the
-    norms are stored F32. No float copy of any quantised tensor."""
+    embedding (also the tied LM head) stays in its stored Q8_0 blocks, or is re-encoded to
+    ``profile.q4_embedding`` for ``lora_q4`` (:func:`embedding_format`; a float32 copy of that one table while
+    it is re-encoded); the norms are stored F32. No float copy of the model."""
     from benchmarks.models import gguf_loader
     from benchmarks.models.llama import LlamaConfig
     from mindpet.quant.gguf import read_gguf_quantized, unpermute_qk
@@ -48,16 +54,19 @@ def smollm2_quantized(profile: Profile, method: str):
     tokenizer = gguf_loader.build_tokenizer(reader)
     config = LlamaConfig.from_gguf(gconfig, max_positions=profile.seq_len + 64)
     projections = [t.name for t in reader.tensors if t.name.rsplit(".", 2)[-2] in GGUF_ROLE.values()]
-    others = [t.name for t in reader.tensors if t.name not in projections]
+    others = [t.name for t in reader.tensors if t.name not in projections and t.name != "token_embd.weight"]
     tensors = read_gguf_quantized(reader, projections, format=QUANT_FORMAT[method])
-    tensors.update(read_gguf_quantized(reader, others))  # the Q8_0 embedding as stored, the F32 norms
+    tensors.update(read_gguf_quantized(reader, ["token_embd.weight"], format=embedding_format(profile, method)))
+    tensors.update(read_gguf_quantized(reader, others))  # the F32 norms
     tensors = unpermute_qk(tensors, config.num_heads, config.num_kv_heads)
     fmt = QUANT_FORMAT[method] or "q4_1"
-    return Pretrained(f"SmolLM2-135M-Instruct (GGUF Q4_1 projections as {fmt}, Q8_0 embedding as stored)", config,
+    embed = (f"embedding re-encoded Q8_0 -> {embedding_format(profile, method)}" if embedding_format(profile, method)
+             else "Q8_0 embedding as stored")
+    return Pretrained(f"SmolLM2-135M-Instruct (GGUF Q4_1 projections as {fmt}, {embed})", config,
                       tensors, hf_layout=True), tokenizer
 
 
-def quantized_synthetic(pretrained: Pretrained, method: str) -> Pretrained:
+def quantized_synthetic(pretrained: Pretrained, method: str, profile: Profile = Profile()) -> Pretrained:
     """The synthetic model with every projection whose in_channels fits the group size quantised (others stay
     float), Q/K un-permuted: the tiny stand-in of :func:`smollm2_quantized`."""
     from mindpet.quant import format_spec, quantize
@@ -70,7 +79,7 @@ def quantized_synthetic(pretrained: Pretrained, method: str) -> Pretrained:
         if name.rsplit(".", 2)[-2] in GGUF_ROLE.values() and value.shape[1] % group(value.shape[1]) == 0:
             tensors[name] = quantize(value, fmt)
     if tensors["token_embd.weight"].shape[1] % 32 == 0:  # as SmolLM2's GGUF stores it
-        tensors["token_embd.weight"] = quantize(tensors["token_embd.weight"], "q8_0")
+        tensors["token_embd.weight"] = quantize(tensors["token_embd.weight"], embedding_format(profile, method) or "q8_0")
     return Pretrained(f"{pretrained.name} ({fmt} projections)", config, tensors, hf_layout=True)
 
 
@@ -100,10 +109,10 @@ def _quantized_factory(pretrained: Pretrained, profile: Profile, lora_roles=("q"
 
 
 def quantized_tied_embedding(q):
-    """The token embedding and tied LM head on one quantised table ``q`` ``[vocab, hidden]`` (8-bit, the GGUF's
-    Q8_0 blocks): rows are gathered and dequantised per token (``kernels.dequantize_composed``: ``codes * scale`` per group of 32), and the head
-    is a QuantizedDense on the same table (``logits = h deq(E)^T``, through quant_lora_linear). No float copy
-    of the table."""
+    """The token embedding and tied LM head on one quantised table ``q`` ``[vocab, hidden]`` (any format: the
+    GGUF's Q8_0 blocks, or a 4-bit re-encoding): the head is a QuantizedDense on the table (``logits = h
+    deq(E)^T``, through quant_lora_linear) and the embedding gathers the codes, scales (and offsets) of the
+    tokens' rows and dequantises only those (``kernels.dequantize_composed``). No float copy of the table."""
     import mindspore as ms
     from mindspore import nn, ops
     from mindpet.kernels import dequantize_composed
@@ -112,15 +121,16 @@ def quantized_tied_embedding(q):
     class QuantizedTiedEmbedding(nn.Cell):
         def __init__(self):
             super().__init__()
-            if q.bits != 8:
-                raise ValueError(f"the quantised embedding takes an 8-bit table, got {q.format}")
             self.head = QuantizedDense.from_quantized(q, compute_dtype=ms.float32)
-            self.hidden, self.group = int(q.shape[1]), int(q.group_size)
+            self.hidden, self.group, self.bits = int(q.shape[1]), int(q.group_size), int(q.bits)
+            self.has_offsets = q.offsets is not None
 
         def construct(self, input_ids):
             flat = input_ids.reshape((-1,))
-            rows = dequantize_composed(ops.gather(self.head.weight_codes, flat, 0),
-                                       ops.gather(self.head.weight_scales, flat, 0), None, None, 8, self.group,
+            head = self.head
+            offsets = ops.gather(head.weight_offsets, flat, 0) if self.has_offsets else None
+            rows = dequantize_composed(ops.gather(head.weight_codes, flat, 0), ops.gather(head.weight_scales, flat, 0),
+                                       offsets, head._lut, self.bits, self.group,  # pylint: disable=protected-access
                                        ms.float32)  # [tokens, hidden]
             return rows.reshape(input_ids.shape + (self.hidden,))
 

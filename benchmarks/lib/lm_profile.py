@@ -8,6 +8,7 @@ METHODS = ("zero_shot", "prompt", "prefix", "lora")  # the default table
 # lora_q4: the GGUF's own Q4_1 blocks; lora_q8: each re-encoded to q8_0 (one tensor at a time).
 QUANT_METHODS = ("lora_q4", "lora_q8")
 ALL_METHODS = METHODS + QUANT_METHODS
+Q4_EMBEDDING_FORMATS = ("q8_0", "q4_1", "q4_0", "nf4")  # lora_q4's tied embedding (Profile.q4_embedding)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Profile:
     lr_lora: float = 2e-3
     warmup_fraction: float = 0.1
     seed: int = 0
+    q4_embedding: str = "q8_0"  # lora_q4's tied embedding: "q8_0" (as the GGUF stores it) or a 4-bit re-encoding
 
     def learning_rate(self, method: str) -> float:
         return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora, "lora_q4": self.lr_lora,

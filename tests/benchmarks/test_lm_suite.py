@@ -147,16 +147,61 @@ def test_lora_on_quantized_base_rows(tmp_path):
     assert "| lora_q4 |" in (tmp_path / "lm_table.md").read_text()
 
 
-def test_quantized_tied_embedding_rows_are_the_dequantised_table():
-    """The lora_q4/lora_q8 models' embedding gathers q8_0 rows and dequantises only them: equal to the rows of
-    the whole table dequantised in float64 by numpy (d * q per block of 32)."""
-    import mindspore as ms
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0])
+LUTS = {"nf4": NF4, "q4_0": np.arange(16) - 8.0, "q4_1": np.arange(16, dtype=np.float64)}
+
+
+def _table_f64(q):
+    """The whole table dequantised in float64 from the layout alone (4-bit: low nibble first; v * d (+ m))."""
+    if q.format in LUTS:
+        v = np.stack([q.codes & 0xF, q.codes >> 4], axis=-1).reshape(q.codes.shape[0], -1)
+        v = LUTS[q.format][v]
+    else:
+        v = q.codes.astype(np.float64)
+    n, k = v.shape
+    g = k // q.scales.shape[1]
+    w = v.reshape(n, -1, g) * q.scales.astype(np.float64)[..., None]
+    if q.offsets is not None:
+        w = w + q.offsets.astype(np.float64)[..., None]
+    return w.reshape(n, k)
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_1", "q4_0", "nf4"])
+def test_quantized_tied_embedding_rows_are_the_dequantised_table(mode, fmt):
+    """The lora_q4/lora_q8 models' embedding gathers the tokens' rows of the quantised table (the GGUF's q8_0,
+    or a 4-bit re-encoding) and dequantises only them: equal to the rows of the whole table dequantised in
+    float64 by numpy; the tied head's logits are h deq(E)^T."""
     from mindspore import Tensor
     from mindpet.quant import quantize
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    q = quantize(np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32), "q8_0")
+    q = quantize(np.random.default_rng(0).standard_normal((100, 128)).astype(np.float32), fmt)
     ids = np.array([[3, 7, 99], [0, 5, 5]], np.int32)
-    table = (q.codes.astype(np.float64).reshape(100, 2, 32) * q.scales.astype(np.float64)[..., None]).reshape(100, 64)
-    out = lm_model.quantized_tied_embedding(q)(Tensor(ids)).asnumpy()
-    np.testing.assert_allclose(out, table[ids], rtol=1e-7, atol=0)
+    table = _table_f64(q)
+    cell = lm_model.quantized_tied_embedding(q)
+    out = cell(Tensor(ids)).asnumpy()
+    np.testing.assert_allclose(out, table[ids], rtol=1e-6, atol=1e-7)
+    h = np.random.default_rng(1).standard_normal((4, 128)).astype(np.float32)
+    np.testing.assert_allclose(cell.head(Tensor(h)).asnumpy(), h.astype(np.float64) @ table.T, rtol=1e-4, atol=1e-4)
+
+
+def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
+    """``--q4-embedding q4_1``: lora_q4's tied embedding/head is re-encoded to 4 bits (smaller frozen base, the
+    setting recorded in the request); lora_q8 keeps the table as stored (q8_0)."""
+    profile = lm_profile.Profile(seq_len=16, steps=1, heldout_chunks=1, q4_embedding="q4_1")
+    pretrained, data = lm_suite._load("synthetic", profile, "lora_q4")
+    assert lm_model.build("lora_q4", pretrained, data, profile).embed_tokens.head.format == "q4_1"
+    pretrained, data = lm_suite._load("synthetic", profile, "lora_q8")
+    assert lm_model.build("lora_q8", pretrained, data, profile).embed_tokens.head.format == "q8_0"
+
+    base = ["--quick", "--model", "synthetic", "--in-process", "--no-progress", "--steps", "1", "--heldout-chunks",
+            "1", "--seq-len", "16", "--methods", "lora_q4"]
+    assert lm_suite.main(base + ["--output-dir", str(tmp_path / "q8")]) == 0
+    assert lm_suite.main(base + ["--q4-embedding", "q4_1", "--output-dir", str(tmp_path / "q4")]) == 0
+    rows = [json.loads((tmp_path / d / "lm_results.json").read_text())["results"][0] for d in ("q8", "q4")]
+    assert rows[1]["profile"]["q4_embedding"] == "q4_1" and rows[0]["profile"]["q4_embedding"] == "q8_0"
+    assert rows[1]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
+    with pytest.raises(SystemExit):
+        lm_suite.main(base + ["--q4-embedding", "q2", "--output-dir", str(tmp_path / "x")])

@@ -459,3 +459,21 @@ def test_every_dequantiser_path_matches_numpy(env):
     out = subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT.format(tests=tests)], env=env, capture_output=True,
                          text=True, timeout=600, check=False)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@requires_fused
+def test_op_built_for_a_dtype_rejects_another_and_without_dtype_runs_composed(mode):
+    """Built with dtype=float32 on the fused backend the graph holds only the kernel call, so a float64 call is a
+    TypeError naming the dtype; built without a dtype, 'auto' runs that call composed (float64 values)."""
+    inputs, _, offsets = _problem("q8_g64_nolora_nobias", np.float32)
+    x, codes, scales, off, lut = inputs[:5]
+    x64 = Tensor(x.astype(np.float64))
+    built = QuantLoraLinear(8, 64, False, False, False, dtype=ms.float32)
+    assert built.dtype_fused
+    with pytest.raises(TypeError, match="built with a float32/float16 'dtype'.*Float64"):
+        built(x64, Tensor(codes), Tensor(scales), Tensor(off), Tensor(lut), None, None, None)
+    free = QuantLoraLinear(8, 64, False, False, False)
+    assert not free.dtype_fused
+    y = free(x64, Tensor(codes), Tensor(scales), Tensor(off), Tensor(lut), None, None, None).asnumpy()
+    assert y.dtype == np.float64
+    assert_close(y, x.astype(np.float64) @ numpy_dequantize(codes, scales, None, lut, 8, 64).T, 1e-5, "y")

@@ -19,7 +19,8 @@ from mindspore.common import dtype as mstype
 from mindpet.kernels import _primitives
 from mindpet.kernels import backend as _backend
 from mindpet.kernels.composed import quant_lora_linear_composed
-from mindpet.kernels.fused_op import FusedOp
+from mindpet._mindspore import constexpr
+from mindpet.kernels.fused_op import FusedOp, fused_for_dtype
 
 __all__ = ["QuantLoraLinear", "ascend_quant_matmul"]
 
@@ -36,38 +37,74 @@ def ascend_quant_matmul(quant_format: Optional[str], group_size: int):
     return weight_quant_matmul(quant_format, group_size)
 
 
-def _check_call(x, codes, scales, offsets, lut, bits, group_size, has_offsets):
-    """Shape and dtype checks of one call (compile time in GRAPH mode)."""
-    k = x.shape[-1]
+def _check_call(k, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype, lut_shape,
+                lut_dtype, bits, group_size, has_offsets):
+    """Shape and dtype checks of one call, on the shapes and dtypes (``k``: in_channels)."""
     if k % group_size != 0:
         raise ValueError(f"For 'quant_lora_linear', in_channels ({k}) must be a multiple of group_size "
                          f"({group_size}).")
     if bits == 4:
-        if codes.dtype != mstype.uint8:
-            raise TypeError(f"For 'quant_lora_linear', 'codes' must be uint8 for bits=4, but got {codes.dtype}.")
-        if codes.shape[1] * 2 != k:
+        if codes_dtype != mstype.uint8:
+            raise TypeError(f"For 'quant_lora_linear', 'codes' must be uint8 for bits=4, but got {codes_dtype}.")
+        if codes_shape[1] * 2 != k:
             raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels // 2] = [N, {k // 2}] for "
-                             f"bits=4, but got {codes.shape}.")
+                             f"bits=4, but got {codes_shape}.")
     else:
-        if codes.dtype != mstype.int8:
-            raise TypeError(f"For 'quant_lora_linear', 'codes' must be int8 for bits=8, but got {codes.dtype}.")
-        if codes.shape[1] != k:
+        if codes_dtype != mstype.int8:
+            raise TypeError(f"For 'quant_lora_linear', 'codes' must be int8 for bits=8, but got {codes_dtype}.")
+        if codes_shape[1] != k:
             raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels] = [N, {k}] for bits=8, "
-                             f"but got {codes.shape}.")
-    if scales.dtype != mstype.float16:
-        raise TypeError(f"For 'quant_lora_linear', 'scales' must be float16, but got {scales.dtype}.")
-    if scales.shape[0] != codes.shape[0] or scales.shape[1] * group_size != k:
+                             f"but got {codes_shape}.")
+    if scales_dtype != mstype.float16:
+        raise TypeError(f"For 'quant_lora_linear', 'scales' must be float16, but got {scales_dtype}.")
+    if scales_shape[0] != codes_shape[0] or scales_shape[1] * group_size != k:
         raise ValueError(f"For 'quant_lora_linear', 'scales' must be [N, in_channels // group_size] = "
-                         f"[{codes.shape[0]}, {k // group_size}], but got {scales.shape}.")
+                         f"[{codes_shape[0]}, {k // group_size}], but got {scales_shape}.")
     if has_offsets:
-        if offsets.dtype != mstype.float16:
-            raise TypeError(f"For 'quant_lora_linear', 'offsets' must be float16, but got {offsets.dtype}.")
-        if offsets.shape != scales.shape:
-            raise ValueError(f"For 'quant_lora_linear', 'offsets' must have the shape of 'scales' {scales.shape}, "
-                             f"but got {offsets.shape}.")
-    if bits == 4 and (lut.dtype != mstype.float32 or lut.shape != (16,)):
+        if offsets_dtype != mstype.float16:
+            raise TypeError(f"For 'quant_lora_linear', 'offsets' must be float16, but got {offsets_dtype}.")
+        if offsets_shape != scales_shape:
+            raise ValueError(f"For 'quant_lora_linear', 'offsets' must have the shape of 'scales' {scales_shape}, "
+                             f"but got {offsets_shape}.")
+    if bits == 4 and (lut_dtype != mstype.float32 or tuple(lut_shape) != (16,)):
         raise ValueError(f"For 'quant_lora_linear', 'lut' must be a float32 [16] tensor for bits=4, but got "
-                         f"{lut.dtype} {lut.shape}.")
+                         f"{lut_dtype} {tuple(lut_shape)}.")
+
+
+def _plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+          lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice) -> bool:
+    """The call's checks (:func:`_check_call`) and whether it runs fused (:func:`fused_for_dtype`).
+
+    Used as a ``constexpr`` (``_call_plan``, ``_fused_plan``): in GRAPH mode evaluated in Python at compile
+    time, so the checks add no nodes to the graph (as plain code in ``construct`` their branches cost ~3 MiB
+    of MindSpore's compiled-graph memory per layer instance, measured)."""
+    _check_call(x_shape[-1], codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+                lut_shape, lut_dtype, bits, group_size, has_offsets)
+    return fused_for_dtype(fused, choice, x_dtype, "quant_lora_linear")
+
+
+_call_plan = constexpr(check=False)(_plan)
+
+
+@constexpr(check=False)
+def _fused_plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+                lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice):
+    """The fused call's checks (a TypeError for a dtype the kernel does not take), and its constant shapes:
+    ``(rows, out_shape, half)``: x as ``[M, K]``, y as ``[*, N]``, whether x is float16."""
+    if not _plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
+                 lut_shape, lut_dtype, bits, group_size, has_offsets, fused, choice):
+        raise TypeError(f"For 'quant_lora_linear', the op was built with a float32/float16 'dtype' for the fused "
+                        f"kernel, but got an input of {x_dtype}; build it with dtype=None to run other dtypes "
+                        f"composed.")
+    k = x_shape[-1]
+    return (-1, k), tuple(x_shape[:-1]) + (codes_shape[0],), x_dtype == mstype.float16
+
+
+@constexpr(check=False)
+def _check_lora_dtypes(x_dtype, a_dtype, b_dtype) -> bool:
+    if a_dtype != x_dtype or b_dtype != x_dtype:
+        raise TypeError("For 'quant_lora_linear', x, lora_a, lora_b (and bias, mask) must share one dtype.")
+    return True
 
 
 class QuantLoraLinear(FusedOp):
@@ -82,7 +119,8 @@ class QuantLoraLinear(FusedOp):
         scale: ``s = lora_alpha / lora_rank``.
         backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (see :mod:`mindpet.kernels.backend`); the fused
             kernels run on CPU only (``auto`` is composed elsewhere, or the Ascend hook).
-        dtype: the dtype of the calls when known at construction (bfloat16: composed).
+        dtype: the dtype of the calls when known at construction (bfloat16: composed). float32/float16 with the
+            fused backend: the graph holds only the kernel call (the dtype is then required of every call).
         quant_format: the weight's format name (``'q4_0'``, ...), which picks the Ascend mapping
             (:func:`ascend_quant_matmul`); None runs composed on Ascend.
 
@@ -117,40 +155,56 @@ class QuantLoraLinear(FusedOp):
         self.on_ascend = self.ascend_matmul is not None
         if self.on_ascend:
             self.impl = "ascend"
+        # fused whatever the call: the construction dtype is float32/float16 (a layer casts its input to it)
+        self.dtype_fused = bool(self.fused and dtype in (mstype.float32, mstype.float16))
         self.matmul_nt = ops.MatMul(transpose_b=True)
         # 1-element stand-ins for an absent bias / LoRA / mask (constants, one per dtype)
         self._absent32 = Tensor(np.zeros(1, np.float32))
         self._absent16 = Tensor(np.zeros(1, np.float16))
 
     def construct(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask=None):
+        if self.dtype_fused:  # decided at construction: the graph holds the kernel call only
+            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask)
         x_shape = x.shape
+        fused = _call_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype, offsets.shape,
+                           offsets.dtype, lut.shape, lut.dtype, self.bits, self.group_size, self.has_offsets, self.fused,
+                           self.choice)
+        if fused:
+            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask)
         x2d = x.reshape((-1, x_shape[-1]))
         if mask is not None:
             mask = mask.reshape((-1, x_shape[-1]))
-        _check_call(x2d, codes, scales, offsets, lut, self.bits, self.group_size, self.has_offsets)
         bias = bias if self.has_bias else None
-        if not self.runs_fused(x.dtype):
-            if self.on_ascend:
-                y = self._ascend(x2d, codes, scales, offsets, bias, lora_a, lora_b, mask)
-            else:
-                y = quant_lora_linear_composed(x2d, codes, scales, offsets if self.has_offsets else None, lut, bias,
-                                               lora_a if self.has_lora else None, lora_b, self.scale, self.bits,
-                                               self.group_size, mask)
+        if self.on_ascend:
+            y = self._ascend(x2d, codes, scales, offsets, bias, lora_a, lora_b, mask)
         else:
-            if self.has_lora:  # nested: GRAPH mode evaluates both operands of `and`
-                if lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
-                    raise TypeError("For 'quant_lora_linear', x, lora_a, lora_b (and bias, mask) must share one "
-                                    "dtype.")
-            dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
-            bias_in = dummy if bias is None else bias
-            a_in = lora_a if self.has_lora else dummy
-            b_in = lora_b if self.has_lora else dummy
-            mask_in = dummy if mask is None else mask
-            has_mask = 0 if mask is None else 1
-            y, _ = self.fwd(x2d, codes, scales, offsets, lut, bias_in, a_in, b_in, mask_in, self.scale,
-                            self.group_size, self.bits, 1 if self.has_offsets else 0, 1 if self.has_bias else 0,
-                            1 if self.has_lora else 0, has_mask)
+            y = quant_lora_linear_composed(x2d, codes, scales, offsets if self.has_offsets else None, lut, bias,
+                                           lora_a if self.has_lora else None, lora_b, self.scale, self.bits,
+                                           self.group_size, mask)
         return y.reshape(x_shape[:-1] + (codes.shape[0],))
+
+    def _fused(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask):
+        """The fused kernel call (checks at compile time; absent operands replaced by 1-element stand-ins)."""
+        x_shape = x.shape
+        rows, out_shape, half = _fused_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype,
+                                            offsets.shape, offsets.dtype, lut.shape, lut.dtype, self.bits,
+                                            self.group_size, self.has_offsets, self.fused, self.choice)
+        x2d = x.reshape(rows)
+        dummy = self._absent16 if half else self._absent32
+        if self.has_lora:
+            _check_lora_dtypes(x.dtype, lora_a.dtype, lora_b.dtype)
+            a_in, b_in = lora_a, lora_b
+        else:
+            a_in, b_in = dummy, dummy
+        bias_in = bias if self.has_bias else dummy
+        if mask is None:
+            mask_in, has_mask = dummy, 0
+        else:
+            mask_in, has_mask = mask.reshape(rows), 1
+        y, _ = self.fwd(x2d, codes, scales, offsets, lut, bias_in, a_in, b_in, mask_in, self.scale, self.group_size,
+                        self.bits, 1 if self.has_offsets else 0, 1 if self.has_bias else 0, 1 if self.has_lora else 0,
+                        has_mask)
+        return y.reshape(out_shape)
 
     def _ascend(self, x2d, codes, scales, offsets, bias, lora_a, lora_b, mask):
         """Ascend: ``x deq(W)^T`` by the platform's weight-quant matmul, bias and LoRA composed."""
