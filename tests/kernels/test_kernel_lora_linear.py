@@ -179,3 +179,18 @@ def test_mixed_dtypes_raise_type_error(mode):
     x, w, b, a, bb, _ = (Tensor(v) for v in inputs)
     with pytest.raises(TypeError, match="one dtype"):
         LoraLinear(1.0, backend="fused")(x.astype(ms.float16), w, b, a, bb)
+    with pytest.raises(TypeError, match="one dtype"):  # built for float32: the compile-time plan checks it
+        LoraLinear(1.0, backend="fused", dtype=ms.float32)(x, w.astype(ms.float16), b, a, bb)
+
+
+@requires_fused
+def test_built_for_a_dtype_the_fused_op_rejects_another_and_without_one_falls_back(mode):
+    """Built for float32 on the fused backend, the graph holds the kernel call alone, so a float64 call is a
+    TypeError naming the dtype; built without a dtype, 'auto' runs float64 composed (values vs float64)."""
+    inputs, _ = _inputs((3,), 8, 4, 2, np.float64)
+    x, w, b, a, bb, _ = (Tensor(v) for v in inputs)
+    with pytest.raises(TypeError, match="built with a float32/float16 'dtype'.*Float64"):
+        LoraLinear(1.0, dtype=ms.float32)(x, w, b, a, bb)
+    y = LoraLinear(1.0)(x, w, b, a, bb).asnumpy()
+    xn, wn, bn, an, bbn = (v.astype(np.float64) for v in inputs[:5])
+    np.testing.assert_allclose(y, xn @ wn.T + bn + (xn @ an.T) @ bbn.T, rtol=1e-10, atol=1e-10)

@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import Tensor, ops
 from mindspore.common.initializer import Initializer
 
-from mindpet._mindspore import compiling, initializer_names
+from mindpet._mindspore import compiling, constexpr, initializer_names
 
 FLOAT_DTYPES = (ms.float16, ms.float32)
 FLOAT_DTYPES_WITH_BF16 = (ms.float16, ms.float32, ms.bfloat16)
@@ -122,13 +122,23 @@ def check_float_input(x: Tensor, name: str, cls_name: str) -> None:
 
 def check_dense_input(x: Tensor, size: int, size_name: str, cls_name: str) -> None:
     """Checks of the input ``x: (*, size)`` of a Dense-like layer: a float dtype (TypeError), at least one
-    dimension and a last dimension of ``size`` (ValueError naming ``size_name``). GRAPH mode: at compile time."""
-    check_float_input(x, "x", cls_name)
-    if not x.shape:
+    dimension and a last dimension of ``size`` (ValueError naming ``size_name``). GRAPH mode: at compile time,
+    as a ``constexpr`` (as plain code in ``construct`` the checks' branches cost MindSpore compiled-graph
+    memory per layer instance)."""
+    _check_dense_input(x.shape, x.dtype, size, size_name, cls_name)
+
+
+@constexpr(check=False)
+def _check_dense_input(shape, dtype, size: int, size_name: str, cls_name: str) -> bool:
+    if dtype not in INPUT_FLOAT_DTYPES:
+        raise TypeError(f"For '{cls_name}', the input 'x' must be a float Tensor (mindspore.float16, "
+                        f"mindspore.float32, mindspore.float64 or mindspore.bfloat16), but got {dtype}.")
+    if not shape:
         raise ValueError(f"For '{cls_name}', the input must have shape (*, {size_name}), but got a scalar.")
-    if x.shape[-1] != size:
+    if shape[-1] != size:
         raise ValueError(f"For '{cls_name}', the last dimension of the input must equal '{size_name}' ({size}), "
-                         f"but got input shape {x.shape}.")
+                         f"but got input shape {shape}.")
+    return True
 
 
 def check_indices_in_range(indices: Tensor, upper: int, name: str, cls_name: str) -> Tensor:

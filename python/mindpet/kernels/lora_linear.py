@@ -11,6 +11,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 
+from mindpet._mindspore import constexpr
+
 from mindpet.kernels import _primitives
 from mindpet.kernels.composed import lora_linear_composed
 from mindpet.kernels.fused_op import FusedOp
@@ -27,7 +29,10 @@ class LoraLinear(FusedOp):
         backend: ``'auto'``, ``'fused'``, ``'composed'`` or None (global choice); see
             :mod:`mindpet.kernels.backend`.
         dtype: the dtype of the calls when known at construction (a layer's compute dtype): one without a
-            fused kernel (bfloat16) selects composed under ``'auto'`` and raises under ``'fused'``.
+            fused kernel (bfloat16) selects composed under ``'auto'`` and raises under ``'fused'``. float32 or
+            float16 with the fused backend: the graph holds the kernel call alone (checks at compile time; about
+            1 MiB less of MindSpore's compiled-graph memory per instance), and a call in another dtype is a
+            TypeError; without a dtype, such a call runs composed under ``'auto'``.
         transpose_b: the weight's layout: True ``[N, K]`` (``x W^T``, the fused kernels' layout), False
             ``[K, N]`` (``x W``, computed as laid out, never through a transposed copy): no fused kernel, so
             composed under ``'auto'`` and ``FusedBackendUnavailable`` under ``'fused'``.
@@ -59,11 +64,15 @@ class LoraLinear(FusedOp):
         if self.fused:
             self.fwd = _primitives.lora_linear_forward(self.impl, True)
             self.fwd_frozen_base = _primitives.lora_linear_forward(self.impl, False)
+        # fused whatever the call: the construction dtype is float32/float16 (a layer casts its input to it)
+        self.dtype_fused = bool(self.fused and dtype in (mstype.float32, mstype.float16))
         # 1-element stand-ins for an absent bias / mask (constants, one per dtype)
         self._absent32 = Tensor(np.zeros(1, np.float32))
         self._absent16 = Tensor(np.zeros(1, np.float16))
 
     def construct(self, x, weight, bias, lora_a, lora_b, mask=None, base_frozen=False):
+        if self.dtype_fused:  # decided at construction: the graph holds the kernel call only
+            return self._fused(x, weight, bias, lora_a, lora_b, mask, base_frozen)
         x_shape = x.shape
         x2d = x.reshape((-1, x_shape[-1]))
         if mask is not None:
@@ -86,9 +95,41 @@ class LoraLinear(FusedOp):
         out_channels = weight.shape[0] if self.transpose_b else weight.shape[1]
         return y.reshape(x_shape[:-1] + (out_channels,))
 
+    def _fused(self, x, weight, bias, lora_a, lora_b, mask, base_frozen):
+        """The fused kernel call, its checks and shapes decided at compile time (:func:`_fused_plan`)."""
+        rows, out_shape, half = _fused_plan(x.shape, x.dtype, weight.shape, weight.dtype, lora_a.dtype, lora_b.dtype,
+                                            self.transpose_b)
+        x2d = x.reshape(rows)
+        dummy = self._absent16 if half else self._absent32
+        bias_in = bias if self.has_bias else dummy
+        if mask is None:
+            mask_in, has_mask = dummy, 0
+        else:
+            mask_in, has_mask = mask.reshape(rows), 1
+        has_bias = 1 if self.has_bias else 0
+        if base_frozen:
+            y, _ = self.fwd_frozen_base(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias, has_mask)
+        else:
+            y, _ = self.fwd(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias, has_mask)
+        return y.reshape(out_shape)
+
     def extend_repr(self) -> str:
         layout = "" if self.transpose_b else ", transpose_b=False"
         return f"scale={self.scale}, has_bias={self.has_bias}{layout}, impl={self.impl}"
+
+
+@constexpr(check=False)
+def _fused_plan(x_shape, x_dtype, w_shape, w_dtype, a_dtype, b_dtype, transpose_b):
+    """Compile-time checks and constant shapes of a fused call: ``(rows, out_shape, half)`` (x as ``[M, K]``,
+    y as ``[*, N]``, whether x is float16). As plain code in ``construct`` the branches cost MindSpore
+    compiled-graph memory per layer instance."""
+    if x_dtype not in (mstype.float32, mstype.float16):
+        raise TypeError(f"For 'lora_linear', the op was built with a float32/float16 'dtype' for the fused kernel, "
+                        f"but got an input of {x_dtype}; build it with dtype=None to run other dtypes composed.")
+    if w_dtype != x_dtype or a_dtype != x_dtype or b_dtype != x_dtype:
+        raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
+    out_channels = w_shape[0] if transpose_b else w_shape[1]
+    return (-1, x_shape[-1]), tuple(x_shape[:-1]) + (out_channels,), x_dtype == mstype.float16
 
 
 def _base_frozen(weight, bias) -> bool:
