@@ -21,7 +21,7 @@ from mindspore import Parameter, Tensor, nn
 from mindpet.quant.formats import FORMATS, QuantizedTensor, dequantize, format_spec
 
 __all__ = ["QuantizedWeight", "PARAM_NAMES", "check_format", "group_size_of", "describe", "attach", "read",
-           "assign", "operands", "dequantized", "frozen_parameters"]
+           "assign", "dequantized", "frozen_parameters"]
 
 PARAM_NAMES = ("weight_codes", "weight_scales", "weight_offsets")
 
@@ -128,13 +128,6 @@ def attach(cell: nn.Cell, weight: QuantizedWeight, params: Optional[Dict[str, Pa
 def own_params(cell: nn.Cell) -> Dict[str, Parameter]:
     """The quantised weight's Parameters of ``cell`` by attribute name (offsets only when present)."""
     return {name: getattr(cell, name) for name in PARAM_NAMES if getattr(cell, name, None) is not None}
-
-
-def operands(cell: nn.Cell):
-    """``(codes, scales, offsets, lut)`` as the kernel takes them (GRAPH-safe: attribute reads only; a
-    1-element float16 offsets and a 1-element lut stand in for absent ones)."""
-    offsets = cell.weight_offsets if cell.quant_has_offsets else cell._no_offsets  # pylint: disable=protected-access
-    return cell.weight_codes, cell.weight_scales, offsets, cell._lut  # pylint: disable=protected-access
 
 
 def read(cell: nn.Cell) -> QuantizedTensor:
