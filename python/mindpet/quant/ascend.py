@@ -47,7 +47,7 @@ import numpy as np
 from mindpet._eager import GradSafeCell
 from mindpet.quant.formats import QuantizedTensor, unpack_nibbles
 
-_MAPPABLE = ("int8", "q8_0", "q4_0", "q4_1")
+MAPPABLE_FORMATS = ("int8", "q8_0", "q4_0", "q4_1")  # affine: (w + offset) * scale
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _MAX_DIM = 65535  # CANN: k and n in [1, 65535]
 
@@ -110,7 +110,7 @@ def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] 
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"'q' must be a QuantizedTensor, but got {type(q).__name__}.")
-    if q.format not in _MAPPABLE:
+    if q.format not in MAPPABLE_FORMATS:
         raise ValueError(f"format {q.format!r} cannot run on WeightQuantBatchMatmul: its codes index a lookup table, "
                          f"which (w + offset) * scale cannot express. Quantise the weight as 'q4_0' or 'int8' "
                          f"instead (or requantize(q, 'q4_0'), which adds q4_0's error to nf4's).")

@@ -30,17 +30,16 @@ from mindspore import nn, ops
 from mindspore.common import dtype as mstype
 
 from mindpet._eager import GradSafeCell
-from mindpet.quant.ascend import q4_1_affine
+from mindpet.quant.ascend import MAPPABLE_FORMATS, q4_1_affine
 
 __all__ = ["AscendQuantMatmul", "weight_quant_matmul"]
 
-_MAPPED = ("int8", "q8_0", "q4_0", "q4_1")
 
 
 def weight_quant_matmul(format: str, group_size: int,  # pylint: disable=redefined-builtin
                         matmul: Optional[nn.Cell] = None) -> Optional["AscendQuantMatmul"]:
     """The Cell computing ``x deq(W)^T`` for a base of ``format`` on Ascend, or None for ``nf4`` (runs composed)."""
-    return AscendQuantMatmul(format, group_size, matmul) if format in _MAPPED else None
+    return AscendQuantMatmul(format, group_size, matmul) if format in MAPPABLE_FORMATS else None
 
 
 class AscendQuantMatmul(GradSafeCell):
@@ -58,8 +57,9 @@ class AscendQuantMatmul(GradSafeCell):
     def __init__(self, format: str, group_size: int,  # pylint: disable=redefined-builtin
                  matmul: Optional[nn.Cell] = None):
         super().__init__()
-        if format not in _MAPPED:
-            raise ValueError(f"For 'AscendQuantMatmul', 'format' must be one of {_MAPPED}, but got {format!r}.")
+        if format not in MAPPABLE_FORMATS:
+            raise ValueError(f"For 'AscendQuantMatmul', 'format' must be one of {MAPPABLE_FORMATS}, but got "
+                             f"{format!r}.")
         self.format = format
         self.bits = 8 if format in ("int8", "q8_0") else 4
         self.group_size = int(group_size)
