@@ -32,6 +32,11 @@ Cases:
   twice; then ``mindspore.ms_memory_recycle()`` (``recycle``) or nothing (``none``) and each graph run once
   more: the CPU seconds of those runs and the RSS after them (the recycle makes every graph set itself up
   again at its next run).
+- ``cross_entropy``: the LM loss over SmolLM2-sized logits ([1, 256, 49152] float32, next-token targets) and
+  its gradient, as ``log_softmax`` then ``gather_elements`` (``composed``) or as one
+  ``SparseSoftmaxCrossEntropyWithLogits`` (``fused``): CPU seconds of the loss and of loss + gradient
+  (median of 3 after a warm-up), and the peak RSS the first gradient call adds. Not a memory cost but a
+  time one: the composed backward's elementwise passes over the logits cost ~7x the fused op's.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ from typing import Sequence
 from benchmarks.lib.procfs import reset_peak, status_mib
 
 CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables", "embedding_init",
-         "compile_heap", "recycle")
+         "compile_heap", "recycle", "cross_entropy")
 INDEX_VARIANTS = ("none", "mul_same_shape", "transpose", "mul_broadcast", "add_broadcast", "attention_core")
 
 
@@ -335,8 +340,53 @@ def case_recycle(variant: str) -> dict:
     return out
 
 
+def case_cross_entropy(variant: str) -> dict:
+    """Next-token cross-entropy of [1, 256, 49152] logits and its gradient: ``composed`` or ``fused``."""
+    ms = _ms()
+    import time
+    import numpy as np
+    from mindspore import Tensor, nn, ops
+
+    class Composed(nn.Cell):
+        def construct(self, logits, ids):
+            logp = ops.log_softmax(logits[:, :-1], -1)
+            return -ops.gather_elements(logp, 2, ops.expand_dims(ids[:, 1:], -1)).mean()
+
+    class Fused(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.cross_entropy = ops.SparseSoftmaxCrossEntropyWithLogits()
+
+        def construct(self, logits, ids):
+            logits = logits[:, :-1]
+            batch, length, vocab = logits.shape
+            return self.cross_entropy(ops.reshape(logits, (batch * length, vocab)),
+                                      ops.reshape(ids[:, 1:], (batch * length,)))
+
+    rng = np.random.default_rng(0)
+    logits = Tensor(rng.standard_normal((1, 256, 49152)).astype(np.float32))
+    ids = Tensor(rng.integers(0, 49152, (1, 256)).astype(np.int32))
+    loss = Composed() if variant == "composed" else Fused()
+    grad = ms.grad(loss, grad_position=0)
+    out = {"variant": variant, "first_grad_call": _step_cost(lambda *a: grad(*a).asnumpy(), logits, ids)}
+
+    def cpu_seconds(fn) -> float:
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            fn(logits, ids).asnumpy()
+            times.append(time.process_time() - start)
+        return round(sorted(times)[1], 3)
+
+    loss(logits, ids)
+    out.update(loss=float(loss(logits, ids).asnumpy()), loss_cpu_s=cpu_seconds(loss), grad_cpu_s=cpu_seconds(grad))
+    return out
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
+    if name == "cross_entropy":
+        return case_cross_entropy(arg)
     if name == "recycle":
         return case_recycle(arg)
     if name == "embedding_init":
@@ -363,7 +413,8 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "index_tables": [("index_tables", v) for v in INDEX_VARIANTS],
         "embedding_init": [("embedding_init", "keep"), ("embedding_init", "drop")],
         "compile_heap": [("compile_heap", "plain"), ("compile_heap", "trim")],
-        "recycle": [("recycle", "none"), ("recycle", "recycle")]}
+        "recycle": [("recycle", "none"), ("recycle", "recycle")],
+        "cross_entropy": [("cross_entropy", "composed"), ("cross_entropy", "fused")]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

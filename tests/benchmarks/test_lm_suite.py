@@ -205,3 +205,40 @@ def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
     assert rows[1]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
     with pytest.raises(SystemExit):
         lm_suite.main(base + ["--q4-embedding", "q2", "--output-dir", str(tmp_path / "x")])
+
+
+def test_loss_cells_are_next_token_cross_entropy_and_its_gradient(mode):
+    """MeanLoss / TokenNLL (the fused SparseSoftmaxCrossEntropyWithLogits) against float64 numpy: the mean and
+    the sum of -log softmax(logits[t])[ids[t + 1]], and d mean / d logits = (softmax - onehot) / n at every
+    position but the last (which predicts nothing: zero gradient)."""
+    import mindspore as ms
+    from mindspore import Parameter, Tensor, nn
+
+    rng = np.random.default_rng(3)
+    batch, length, vocab = 2, 5, 11
+    logits = rng.standard_normal((batch, length, vocab)).astype(np.float32) * 3
+    ids = rng.integers(0, vocab, (batch, length)).astype(np.int32)
+
+    class FixedLogits(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.logits = Parameter(Tensor(logits), name="logits")
+
+        def construct(self, input_ids):
+            return self.logits * 1.0
+
+    TokenNLL, MeanLoss = lm_training._cells()
+    net = FixedLogits()
+    x = logits.astype(np.float64)
+    logp = x - x.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp[:, :-1], ids[:, 1:, None], 2)[..., 0]
+    n = batch * (length - 1)
+    np.testing.assert_allclose(float(MeanLoss(net)(Tensor(ids)).asnumpy()), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(TokenNLL(net)(Tensor(ids)).asnumpy()), nll.sum(), rtol=1e-5)
+    grad = ms.grad(MeanLoss(net), grad_position=None, weights=net.trainable_params())(Tensor(ids))[0].asnumpy()
+    expected = np.exp(logp)
+    expected[:, :-1] -= np.eye(vocab)[ids[:, 1:]]
+    expected[:, :-1] /= n
+    expected[:, -1] = 0.0
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
