@@ -37,6 +37,12 @@ Cases:
   ``SparseSoftmaxCrossEntropyWithLogits`` (``fused``): CPU seconds of the loss and of loss + gradient
   (median of 3 after a warm-up), and the peak RSS the first gradient call adds. Not a memory cost but a
   time one: the composed backward's elementwise passes over the logits cost ~7x the fused op's.
+- ``minilm_bound``: a MiniLM-L6-H384-shaped BERT encoder in plain MindSpore ops (vocab 30522, 6 layers,
+  12 heads, FFN 1536, a 5-class head on the mean of the tokens; batch 32 x 32, Adam, 2 steps) trained
+  ``full`` (every parameter) or ``head`` (encoder frozen and no backward through it: what a delta method
+  whose own cost were zero could at best reach): the whole process's peak RSS, import included, as the
+  classification suite measures it. head / full is the floor of any delta method's peak / full on this
+  model and runtime (issue 15's MiniLM target: <= 0.7).
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ from typing import Sequence
 from benchmarks.lib.procfs import reset_peak, status_mib
 
 CASES = ("transpose", "cast", "blocks", "lazy_inline", "shared_dropout", "index_tables", "embedding_init",
-         "compile_heap", "recycle", "cross_entropy")
+         "compile_heap", "recycle", "cross_entropy", "minilm_bound")
 INDEX_VARIANTS = ("none", "mul_same_shape", "transpose", "mul_broadcast", "add_broadcast", "attention_core")
 
 
@@ -383,8 +389,68 @@ def case_cross_entropy(variant: str) -> dict:
     return out
 
 
+def case_minilm_bound(variant: str) -> dict:
+    """Peak RSS of two Adam steps of a MiniLM-shaped encoder, ``full`` or ``head``-only (module docstring)."""
+    import numpy as np
+    ms = _ms()
+    from mindspore import Tensor, nn, ops
+
+    vocab, hidden, layers, heads, ffn, batch, length, classes = 30522, 384, 6, 12, 1536, 32, 32, 5
+    d = hidden // heads
+
+    class Layer(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Dense(hidden, hidden) for _ in range(4))
+            self.up, self.down = nn.Dense(hidden, ffn), nn.Dense(ffn, hidden)
+            self.norm1, self.norm2 = nn.LayerNorm((hidden,)), nn.LayerNorm((hidden,))
+
+        def construct(self, x):
+            split = lambda t: ops.transpose(ops.reshape(t, (batch, length, heads, d)), (0, 2, 1, 3))  # noqa: E731
+            q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+            p = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / d ** 0.5), -1)
+            c = ops.reshape(ops.transpose(ops.matmul(p, v), (0, 2, 1, 3)), (batch, length, hidden))
+            x = self.norm1(x + self.o(c))
+            return self.norm2(x + self.down(ops.gelu(self.up(x))))
+
+    class Classifier(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, hidden)
+            self.layers = nn.CellList([Layer() for _ in range(layers)])
+            self.head = nn.Dense(hidden, classes)
+            self.loss = nn.CrossEntropyLoss()
+            self.head_only = variant == "head"
+
+        def construct(self, ids, labels):
+            x = self.embedding(ids)
+            for layer in self.layers:
+                x = layer(x)
+            pooled = x.mean(1)
+            if self.head_only:
+                pooled = ops.stop_gradient(pooled)
+            return self.loss(self.head(pooled), labels)
+
+    net = Classifier()
+    if variant == "head":
+        for param in net.get_parameters():
+            param.requires_grad = param.name.startswith("head.")
+    step = nn.TrainOneStepCell(net, nn.Adam(net.trainable_params(), 1e-4))
+    rng = np.random.default_rng(0)
+    ids = Tensor(rng.integers(1000, 20000, (batch, length)).astype(np.int32))
+    labels = Tensor(rng.integers(0, classes, (batch,)).astype(np.int32))
+    built = status_mib("VmRSS")
+    for _ in range(2):
+        step(ids, labels).asnumpy()
+    trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params())
+    return {"variant": variant, "trainable_parameters": trainable, "rss_after_build_mib": round(built, 1),
+            "peak_mib": round(status_mib("VmHWM"), 1)}
+
+
 def run_case(name: str, arg: str) -> dict:
     """One case in this process."""
+    if name == "minilm_bound":
+        return case_minilm_bound(arg)
     if name == "cross_entropy":
         return case_cross_entropy(arg)
     if name == "recycle":
@@ -414,7 +480,8 @@ PLAN = {"transpose": [("transpose", "transpose_b"), ("transpose", "transpose")],
         "embedding_init": [("embedding_init", "keep"), ("embedding_init", "drop")],
         "compile_heap": [("compile_heap", "plain"), ("compile_heap", "trim")],
         "recycle": [("recycle", "none"), ("recycle", "recycle")],
-        "cross_entropy": [("cross_entropy", "composed"), ("cross_entropy", "fused")]}
+        "cross_entropy": [("cross_entropy", "composed"), ("cross_entropy", "fused")],
+        "minilm_bound": [("minilm_bound", "full"), ("minilm_bound", "head")]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
