@@ -189,7 +189,7 @@ def test_quantized_tied_embedding_rows_are_the_dequantised_table(mode, fmt):
 
 def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
     """``--q4-embedding q4_1``: lora_q4's tied embedding/head is re-encoded to 4 bits (smaller frozen base, the
-    setting recorded in the request); lora_q8 keeps the table as stored (q8_0)."""
+    setting recorded in the request); lora_q8 keeps the table as stored (q8_0); the default is q5_0, between."""
     profile = lm_profile.Profile(seq_len=16, steps=1, heldout_chunks=1, q4_embedding="q4_1")
     pretrained, data = lm_suite._load("synthetic", profile, "lora_q4")
     assert lm_model.build("lora_q4", pretrained, data, profile).embed_tokens.head.format == "q4_1"
@@ -198,10 +198,11 @@ def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
 
     base = ["--quick", "--model", "synthetic", "--in-process", "--no-progress", "--steps", "1", "--heldout-chunks",
             "1", "--seq-len", "16", "--methods", "lora_q4"]
-    assert lm_suite.main(base + ["--output-dir", str(tmp_path / "q8")]) == 0
+    assert lm_suite.main(base + ["--q4-embedding", "q8_0", "--output-dir", str(tmp_path / "q8")]) == 0
     assert lm_suite.main(base + ["--q4-embedding", "q4_1", "--output-dir", str(tmp_path / "q4")]) == 0
-    rows = [json.loads((tmp_path / d / "lm_results.json").read_text())["results"][0] for d in ("q8", "q4")]
-    assert rows[1]["profile"]["q4_embedding"] == "q4_1" and rows[0]["profile"]["q4_embedding"] == "q8_0"
-    assert rows[1]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
+    assert lm_suite.main(base + ["--output-dir", str(tmp_path / "q5")]) == 0
+    rows = [json.loads((tmp_path / d / "lm_results.json").read_text())["results"][0] for d in ("q8", "q4", "q5")]
+    assert [r["profile"]["q4_embedding"] for r in rows] == ["q8_0", "q4_1", "q5_0"]
+    assert rows[1]["frozen_base_bytes"] < rows[2]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
     with pytest.raises(SystemExit):
         lm_suite.main(base + ["--q4-embedding", "q2", "--output-dir", str(tmp_path / "x")])
