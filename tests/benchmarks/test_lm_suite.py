@@ -151,13 +151,18 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0])
-LUTS = {"nf4": NF4, "q4_0": np.arange(16) - 8.0, "q4_1": np.arange(16, dtype=np.float64)}
+LUTS = {"nf4": NF4, "q4_0": np.arange(16) - 8.0, "q4_1": np.arange(16, dtype=np.float64),
+        "q5_0": np.arange(32) - 16.0}
 
 
 def _table_f64(q):
-    """The whole table dequantised in float64 from the layout alone (4-bit: low nibble first; v * d (+ m))."""
+    """The whole table dequantised in float64 from the layout alone (4-bit: low nibble first; 5-bit: then + 16 x
+    bit k % 8 of byte K / 2 + k // 8; v * d (+ m))."""
     if q.format in LUTS:
-        v = np.stack([q.codes & 0xF, q.codes >> 4], axis=-1).reshape(q.codes.shape[0], -1)
+        k = q.shape[1]
+        v = np.stack([q.codes[:, :k // 2] & 0xF, q.codes[:, :k // 2] >> 4], axis=-1).reshape(q.codes.shape[0], -1)
+        if q.format == "q5_0":
+            v = v + 16 * np.unpackbits(q.codes[:, k // 2:], axis=1, bitorder="little")
         v = LUTS[q.format][v]
     else:
         v = q.codes.astype(np.float64)
@@ -169,10 +174,10 @@ def _table_f64(q):
     return w.reshape(n, k)
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_1", "q4_0", "nf4"])
+@pytest.mark.parametrize("fmt", ["q8_0", "q5_0", "q4_1", "q4_0", "nf4"])
 def test_quantized_tied_embedding_rows_are_the_dequantised_table(mode, fmt):
     """The lora_q4/lora_q8 models' embedding gathers the tokens' rows of the quantised table (the GGUF's q8_0,
-    or a 4-bit re-encoding) and dequantises only them: equal to the rows of the whole table dequantised in
+    or a 5-/4-bit re-encoding) and dequantises only them: equal to the rows of the whole table dequantised in
     float64 by numpy; the tied head's logits are h deq(E)^T."""
     from mindspore import Tensor
     from mindpet.quant import quantize
