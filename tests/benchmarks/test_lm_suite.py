@@ -131,7 +131,7 @@ def test_lora_on_quantized_base_rows(tmp_path):
     net = lm_model.build("lora_q4", pretrained, data, profile)
     q_proj, k_proj = net.layers[0].attention.q_proj, net.layers[0].attention.k_proj
     assert q_proj.quantized_base and isinstance(k_proj, QuantizedDense) and k_proj.format == "q4_1"
-    assert net.quantized_embedding and net.embed_tokens.head.format == "q8_0"  # the tied table, 8-bit
+    assert net.quantized_embedding and net.embed_tokens.head.format == "q5_0"  # the tied table, re-encoded (default)
     freeze_delta(net, "lora")
     sizes = lm_training.parameter_sizes(net)
     assert sizes["trainable"] == 2 * (8 * 32 + 32 * 8 + 8 * 32 + 16 * 8)
