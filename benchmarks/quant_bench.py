@@ -9,11 +9,11 @@ the float32 fused ``LoraLinear`` and against the composed dequantise + matmul, s
 GRAPH mode, float32 activations, rank 16, every core. Per shape (K = in, N = out) the variants are
 compiled, warmed up, then timed in interleaved repetitions (``kernel_bench.measure``: median of
 repetitions, order rotating); the table gives ratios of medians, which is what a shared machine allows.
-Variants: ``f32`` fused LoraLinear on a float32 base; ``q4_0`` (4-bit, lut c - 8, G 32), ``nf4`` (4-bit
-NF4 lut, G 64), ``q8_0`` (8-bit, G 32) and ``q5_0`` (5-bit, lut c - 16, G 32) fused QuantLoraLinear; ``q4_0 composed`` (dequantise with
-MindSpore ops, then the composed LoRA). ``fwd`` = forward; ``train`` = value of ``sum(y * dy)`` and its
-gradients w.r.t. the input and A, B (base frozen). Codes and scales are random: the kernels' time does
-not depend on the values. Target (issue): 4-bit train <= 1.2x the float32-base train at M = 256.
+Variants: ``f32`` fused LoraLinear on a float32 base; ``q4_0`` (4-bit, lut c - 8, G 32), ``nf4`` (4-bit NF4 lut, G
+64), ``q8_0`` (8-bit, G 32) and ``q5_0`` (5-bit, lut c - 16, G 32) fused QuantLoraLinear; ``q4_0 composed``
+(dequantise with MindSpore ops, then the composed LoRA). ``fwd`` = forward; ``train`` = value of ``sum(y * dy)`` and
+its gradients w.r.t. the input and A, B (base frozen). Codes and scales are random: the kernels' time does not
+depend on the values. Target (issue): 4-bit train <= 1.2x the float32-base train at M = 256.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 // Tile dequantisation of the quant_lora_linear kernels (see dequant.h). Each row segment is done in
 // two passes over a buffer that stays in L1/L2: the code values v (int8 widened, or the lut looked
-// up; 5-bit codes with their 5th bit), then v * scale + offset group by group. AVX2 + FMA + F16C versions are selected at run time.
+// up; 5-bit codes with their 5th bit), then v * scale + offset group by group. AVX2 + FMA + F16C
+// versions are selected at run time.
 #include "dequant.h"
 
 #include <algorithm>
@@ -157,9 +158,11 @@ MINDPET_AVX2 int64_t FusedRowAvx2(const QuantWeight& q, const uint8_t* codes, co
         uint32_t bits5;
         std::memcpy(&bits5, fifth + (j >> 3), 4);
         _mm256_storeu_ps(o, _mm256_fmadd_ps(Lookup8x32(first, bits5 & 0xFF, t32), vs, vo));
-        _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(first, 8), (bits5 >> 8) & 0xFF, t32), vs, vo));
+        _mm256_storeu_ps(o + 8,
+                         _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(first, 8), (bits5 >> 8) & 0xFF, t32), vs, vo));
         _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(Lookup8x32(second, (bits5 >> 16) & 0xFF, t32), vs, vo));
-        _mm256_storeu_ps(o + 24, _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(second, 8), bits5 >> 24, t32), vs, vo));
+        _mm256_storeu_ps(o + 24,
+                         _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(second, 8), bits5 >> 24, t32), vs, vo));
         continue;
       }
       _mm256_storeu_ps(o, _mm256_fmadd_ps(Lookup8(first, t_lo, t_hi), vs, vo));

@@ -244,7 +244,9 @@ std::string ReadQuantWeight(const AotArgs& args, int first, int64_t k, int64_t g
   const std::string want = bits == 8 ? "int8" : "uint8";
   if (want != args.dtype_name(codes)) return "codes must be int8 (bits 8) or uint8 (bits 4, 5)";
   const int64_t row_bytes = bits == 8 ? k : bits == 4 ? k / 2 : k / 2 + k / 8;
-  if (args.dim(codes, 1) != row_bytes) return "codes must be [N, K] (bits 8), [N, K/2] (bits 4) or [N, K/2 + K/8] (bits 5)";
+  if (args.dim(codes, 1) != row_bytes) {
+    return "codes must be [N, K] (bits 8), [N, K/2] (bits 4) or [N, K/2 + K/8] (bits 5)";
+  }
   q->n = args.dim(codes, 0);
   q->k = k;
   q->group = group;

@@ -1,6 +1,7 @@
 """mindpet.quant.gguf: GGUF blocks straight into QuantizedTensor, checked against the ``gguf`` package's own
 dequantiser on a synthetic file (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, F16, F32, an unsupported Q6_K) and on the real
-SmolLM2 file (Q4_1 blocks, the Q8_0 token embedding, and that table re-encoded to Q5_0/Q5_1 by the gguf package); no float32 copy while reading; the Q/K row permutation."""
+SmolLM2 file (Q4_1 blocks, the Q8_0 token embedding, and that table re-encoded to Q5_0/Q5_1 by the gguf
+package); no float32 copy while reading; the Q/K row permutation."""
 from __future__ import annotations
 
 import tracemalloc

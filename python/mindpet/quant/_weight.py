@@ -1,10 +1,10 @@
 """The frozen quantised weight a layer holds: the one place that turns a QuantizedTensor into Parameters and back.
 
 A layer on a quantised base (``QuantizedDense``, a ``LoRADense`` built on one) holds, as its own Parameters,
-``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales`` (float16 ``[N, K/G]``) and, for
-formats with offsets (``q4_1``, ``q5_1``), ``weight_offsets`` (float16 ``[N, K/G]``), all ``requires_grad=False``; the
-4-/5-bit lookup table and the stand-ins for absent operands are constants (not Parameters). Layout and formula:
-``/work/wt/QUANT_LAYOUT.md``, :mod:`mindpet.quant.formats`.
+``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales``
+(float16 ``[N, K/G]``) and, for formats with offsets (``q4_1``, ``q5_1``), ``weight_offsets`` (float16
+``[N, K/G]``), all ``requires_grad=False``; the 4-/5-bit lookup table and the stand-ins for absent operands
+are constants (not Parameters). Layout and formula: ``/work/wt/QUANT_LAYOUT.md``, :mod:`mindpet.quant.formats`.
 
 :class:`QuantizedWeight` is the description (format, shape, bits, group size) that the layer keeps and its
 kernel is built from; :func:`attach` creates or takes over the Parameters; :func:`read` and :func:`assign`

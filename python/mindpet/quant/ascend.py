@@ -62,8 +62,9 @@ class WQBMMArgs:
     """Host arrays for ``WeightQuantBatchMatmul(transpose_x=False, transpose_weight, antiquant_group_size)``.
 
     ``weight``: int8 ``[N, K]`` (transpose_weight) / ``[K, N]`` (``bits == 8``: 8-bit formats and the 5-bit ones);
-    int4 (``bits == 4``) packed two per byte along the last dimension, ``[N, K // 2]`` / ``[K, N // 2]`` (pass as ``mindspore.qint4x2``). ``antiquant_scale`` and
-    ``antiquant_offset`` (or None): float16 ``(N,)`` per-channel, ``(K // G, N)`` per-group.
+    int4 (``bits == 4``) packed two per byte along the last dimension, ``[N, K // 2]`` / ``[K, N // 2]`` (pass as
+    ``mindspore.qint4x2``). ``antiquant_scale`` and ``antiquant_offset`` (or None): float16 ``(N,)`` per-channel,
+    ``(K // G, N)`` per-group.
     """
 
     weight: np.ndarray

@@ -13,8 +13,9 @@ quantised tensor of shape ``(N, K)`` as ``uint8 [N, K // 32 * type_size]``):
 
 The 4-bit codes (and the low 4 bits of the 5-bit ones) are repacked into mindpet's order (weight ``2j`` low
 nibble, ``2j + 1`` high nibble of byte ``j``); a 5-bit block's ``qh`` is already mindpet's 5th-bit order (bit
-``k % 8`` of byte ``k // 8``) and is copied into the row's 5th-bit bytes; ``d`` and ``m`` are copied bit-exactly. No float copy of a quantised tensor is made (the transient
-memory is one byte per weight of the tensor being repacked). ``F32`` / ``F16`` tensors are returned as
+``k % 8`` of byte ``k // 8``) and is copied into the row's 5th-bit bytes; ``d`` and ``m`` are copied
+bit-exactly. No float copy of a quantised tensor is made (the transient memory is one byte per weight of the
+tensor being repacked). ``F32`` / ``F16`` tensors are returned as
 numpy arrays of their stored dtype (owned copies, not views of the memory map).
 """
 from __future__ import annotations

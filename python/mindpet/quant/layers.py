@@ -1,4 +1,5 @@
-"""``QuantizedDense``: a frozen ``nn.Dense`` whose weight is stored quantised (int8, nf4, q4_0, q4_1, q5_0, q5_1, q8_0)."""
+"""``QuantizedDense``: a frozen ``nn.Dense`` whose weight is stored quantised (int8, nf4, q4_0, q4_1, q5_0, q5_1,
+q8_0)."""
 from __future__ import annotations
 
 from typing import Any, Optional, Union
@@ -50,9 +51,9 @@ class QuantizedDense(GradSafeCell):
     the composed path (other devices) dequantises with MindSpore ops inside the op.
 
     Parameters (all ``requires_grad=False``; the freezing utilities never make them trainable):
-    ``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales`` (float16 ``[N, K/G]``),
-    ``weight_offsets`` (float16 ``[N, K/G]``, ``q4_1``, ``q5_1`` only), ``bias`` (``[N]``, ``has_bias`` only, in
-    ``compute_dtype``). Build one from a float layer with :meth:`from_dense`, from a
+    ``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales``
+    (float16 ``[N, K/G]``), ``weight_offsets`` (float16 ``[N, K/G]``, ``q4_1``, ``q5_1`` only), ``bias``
+    (``[N]``, ``has_bias`` only, in ``compute_dtype``). Build one from a float layer with :meth:`from_dense`, from a
     :class:`~mindpet.quant.formats.QuantizedTensor` (a GGUF file: no float weight ever) with
     :meth:`from_quantized`, or for a whole model with :func:`mindpet.quant.quantize_dense`. A new layer
     built by the constructor holds zero codes (load a checkpoint into it).
