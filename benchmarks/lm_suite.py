@@ -23,9 +23,10 @@ Methods (base frozen with ``freeze_delta``; Adam, linear warm-up over 10 % of th
 - ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections;
 - ``lora_q4`` / ``lora_q8`` (only with ``--methods``): the same LoRA on a quantised frozen base (issue 16):
   every projection a ``mindpet.quant.QuantizedDense`` holding the GGUF's Q4_1 blocks (``lora_q8``: each
-  re-encoded to q8_0), the tied token embedding in its stored Q8_0 blocks (``--q4-embedding q4_1|q4_0|nf4``
-  re-encodes lora_q4's to 4 bits: 0.156x static bytes, but 1.06x the float base's perplexity, see RESULTS.md);
-  no float copy of the model.
+  re-encoded to q8_0); lora_q4's tied token embedding re-encoded from the GGUF's Q8_0 to GGUF Q5_0 (frozen base
+  0.160x float32; ``--q4-embedding q8_0`` keeps the stored Q8_0 blocks: 0.179x; ``q4_1|q4_0|nf4``: 0.156x but
+  1.06x the float base's perplexity; ``q5_1``: 0.163x; see RESULTS.md), lora_q8's as stored; no float copy of
+  the model.
 
 Each method runs in its own subprocess (so peak RSS is per method); the parent writes ``lm_table.md`` and
 ``lm_results.json`` in the output directory. Static bytes = 4 x (all parameters + 3 x trainable parameters):
@@ -147,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--q4-embedding", choices=Q4_EMBEDDING_FORMATS,
                         help="lora_q4's tied token embedding / LM head: q8_0 as the GGUF stores it, or re-encoded to a "
-                             f"4-bit format (default: {Profile().q4_embedding})")
+                             f"5-/4-bit format (default: {Profile().q4_embedding})")
     parser.add_argument("--in-process", action="store_true", help="run the methods in this process")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each pinned to its own share of the CPUs (default 1: one run on all)")

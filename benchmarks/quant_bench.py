@@ -9,11 +9,11 @@ the float32 fused ``LoraLinear`` and against the composed dequantise + matmul, s
 GRAPH mode, float32 activations, rank 16, every core. Per shape (K = in, N = out) the variants are
 compiled, warmed up, then timed in interleaved repetitions (``kernel_bench.measure``: median of
 repetitions, order rotating); the table gives ratios of medians, which is what a shared machine allows.
-Variants: ``f32`` fused LoraLinear on a float32 base; ``q4_0`` (4-bit, lut c - 8, G 32), ``nf4`` (4-bit
-NF4 lut, G 64) and ``q8_0`` (8-bit, G 32) fused QuantLoraLinear; ``q4_0 composed`` (dequantise with
-MindSpore ops, then the composed LoRA). ``fwd`` = forward; ``train`` = value of ``sum(y * dy)`` and its
-gradients w.r.t. the input and A, B (base frozen). Codes and scales are random: the kernels' time does
-not depend on the values. Target (issue): 4-bit train <= 1.2x the float32-base train at M = 256.
+Variants: ``f32`` fused LoraLinear on a float32 base; ``q4_0`` (4-bit, lut c - 8, G 32), ``nf4`` (4-bit NF4 lut, G
+64), ``q8_0`` (8-bit, G 32) and ``q5_0`` (5-bit, lut c - 16, G 32) fused QuantLoraLinear; ``q4_0 composed``
+(dequantise with MindSpore ops, then the composed LoRA). ``fwd`` = forward; ``train`` = value of ``sum(y * dy)`` and
+its gradients w.r.t. the input and A, B (base frozen). Codes and scales are random: the kernels' time does not
+depend on the values. Target (issue): 4-bit train <= 1.2x the float32-base train at M = 256.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0], np.float32)
 # format -> (bits, group size, lut)
-FORMATS = {"q4_0": (4, 32, np.arange(16, dtype=np.float32) - 8.0), "nf4": (4, 64, NF4), "q8_0": (8, 32, None)}
+FORMATS = {"q4_0": (4, 32, np.arange(16, dtype=np.float32) - 8.0), "nf4": (4, 64, NF4), "q8_0": (8, 32, None),
+           "q5_0": (5, 32, np.arange(32, dtype=np.float32) - 16.0)}
 SHAPES = {"1024x1024": (1024, 1024), "576x1536": (576, 1536)}
 RANK = 16
 
@@ -48,7 +49,7 @@ class QuantNet(nn.Cell):
         super().__init__()
         bits, group, lut = FORMATS[fmt]
         rng = np.random.default_rng(0)
-        codes = (rng.integers(0, 256, (n, k // 2), dtype=np.uint8) if bits == 4
+        codes = (rng.integers(0, 256, (n, k // 2 + (k // 8 if bits == 5 else 0)), dtype=np.uint8) if bits != 8
                  else rng.integers(-127, 128, (n, k), dtype=np.int8))
         self.codes = Parameter(Tensor(codes), name="codes", requires_grad=False)
         scales = (rng.uniform(0.5, 1.5, (n, k // group)) * 0.01).astype(np.float16)
@@ -65,7 +66,7 @@ class QuantNet(nn.Cell):
         return self.op(x, self.codes, self.scales, self.offsets, self.lut, self.bias, self.lora_a, self.lora_b)
 
 
-VARIANTS = ("f32", "q4_0", "nf4", "q8_0", "q4_0 composed")
+VARIANTS = ("f32", "q4_0", "nf4", "q8_0", "q5_0", "q4_0 composed")
 
 
 def _net(variant: str, k: int, n: int) -> nn.Cell:
@@ -112,14 +113,14 @@ def run(grid: List[Tuple[str, int]], reps: int, clock: str = "wall") -> None:
     print(f"quant_bench: commit {_commit()}, {len(os.sched_getaffinity(0))} cores, load average at start "
           f"{os.getloadavg()[0]:.2f}; ratios of medians of {reps} interleaved repetitions, {clock} clock")
     quant = [v for v in VARIANTS if v != "f32"]
-    header = " ".join(f"{v + '/f32':>10}" for v in quant[:3]) + f" {'q4_0 F/C':>9}"
+    header = " ".join(f"{v + '/f32':>10}" for v in quant[:4]) + f" {'q4_0 F/C':>9}"
     print(f"{'shape KxN':<10} {'M':>5} {'kind':<6} {'f32 ms':>8} {header}")
     for shape, m in grid:
         k, n = SHAPES[shape]
         t = bench_shape(m, k, n, reps, rng, CLOCKS[clock])
         for kind in ("fwd", "train"):
             base = t[f"{kind}/f32"]
-            ratios = " ".join(f"{t[f'{kind}/{v}'] / base:10.2f}" for v in quant[:3])
+            ratios = " ".join(f"{t[f'{kind}/{v}'] / base:10.2f}" for v in quant[:4])
             fc = t[f"{kind}/q4_0"] / t[f"{kind}/q4_0 composed"]
             print(f"{shape:<10} {m:>5} {kind:<6} {1e3 * base:8.2f} {ratios} {fc:9.2f}")
         sys.stdout.flush()

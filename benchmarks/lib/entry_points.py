@@ -36,8 +36,11 @@ TOOLS: Tuple[Tool, ...] = (
     Tool("kernel_bench", "[--quick] [--ops norm_act]",
          "the fused kernels against their composed references and `nn.Dense`, forward and train step"),
     Tool("quant_bench", "[--quick] [--m 1,16,256,4096] [--shapes 1024x1024,576x1536]",
-         "LoRA on a quantised base (q4_0, nf4, q8_0): fused `QuantLoraLinear` forward and train step against the "
+         "LoRA on a quantised base (q4_0, nf4, q8_0, q5_0): fused `QuantLoraLinear` forward and train step against the "
          "float32 fused LoRA and the composed dequantise + matmul"),
+    Tool("quant_embedding", "[--formats q8_0,q5_0,q5_1,q4_1,q4_0,nf4]",
+         "SmolLM2's tied token table re-encoded: bits, the LM row's frozen-base static bytes, error and zero-shot "
+         "perplexity with only the table replaced"),
     Tool("merge_bench", "[--quick]",
          "forward time of merged and unmerged `LoRADense` relative to `nn.Dense` (layer and MiniLM-sized model)"),
     Tool("norm_act_step", "",

@@ -44,8 +44,8 @@ def smollm2_quantized(profile: Profile, method: str):
     """SmolLM2 with every projection as a QuantizedTensor read straight from its GGUF blocks (``lora_q8``: each
     re-encoded to q8_0, a float32 copy of one tensor at a time); Q/K rows un-permuted on the codes. The token
     embedding (also the tied LM head) stays in its stored Q8_0 blocks, or is re-encoded to
-    ``profile.q4_embedding`` for ``lora_q4`` (:func:`embedding_format`; a float32 copy of that one table while
-    it is re-encoded); the norms are stored F32. No float copy of the model."""
+    ``profile.q4_embedding`` for ``lora_q4`` (:func:`embedding_format`; default q5_0; a float32 copy of that one
+    table while it is re-encoded); the norms are stored F32. No float copy of the model."""
     from benchmarks.models import gguf_loader
     from benchmarks.models.llama import LlamaConfig
     from mindpet.quant.gguf import read_gguf_quantized, unpermute_qk
@@ -110,7 +110,7 @@ def _quantized_factory(pretrained: Pretrained, profile: Profile, lora_roles=("q"
 
 def quantized_tied_embedding(q):
     """The token embedding and tied LM head on one quantised table ``q`` ``[vocab, hidden]`` (any format: the
-    GGUF's Q8_0 blocks, or a 4-bit re-encoding): the head is a QuantizedDense on the table (``logits = h
+    GGUF's Q8_0 blocks, or a 4-/5-bit re-encoding): the head is a QuantizedDense on the table (``logits = h
     deq(E)^T``, through quant_lora_linear) and the embedding gathers the codes, scales (and offsets) of the
     tokens' rows and dequantises only those (``kernels.dequantize_composed``). No float copy of the table."""
     import mindspore as ms

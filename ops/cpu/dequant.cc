@@ -1,6 +1,7 @@
 // Tile dequantisation of the quant_lora_linear kernels (see dequant.h). Each row segment is done in
 // two passes over a buffer that stays in L1/L2: the code values v (int8 widened, or the lut looked
-// up), then v * scale + offset group by group. AVX2 + FMA + F16C versions are selected at run time.
+// up; 5-bit codes with their 5th bit), then v * scale + offset group by group. AVX2 + FMA + F16C
+// versions are selected at run time.
 #include "dequant.h"
 
 #include <algorithm>
@@ -26,6 +27,15 @@ void Values8(const int8_t* codes, int64_t k0, int64_t k1, float* out) {
 
 void Values4(const uint8_t* codes, const float* lut, int64_t k0, int64_t k1, float* out) {
   for (int64_t j = k0; j < k1; ++j) out[j - k0] = lut[(codes[j >> 1] >> (4 * (j & 1))) & 0xF];
+}
+
+// 5-bit codes: the low 4 bits as Values4 in bytes [0, K/2) of the row, the 5th bit k in bit k % 8 of
+// byte K/2 + k / 8 (`fifth` points there).
+void Values5(const uint8_t* codes, const uint8_t* fifth, const float* lut, int64_t k0, int64_t k1, float* out) {
+  for (int64_t j = k0; j < k1; ++j) {
+    const int c = ((codes[j >> 1] >> (4 * (j & 1))) & 0xF) | (((fifth[j >> 3] >> (j & 7)) & 1) << 4);
+    out[j - k0] = lut[c];
+  }
 }
 
 void ScaleRow(const uint16_t* scales, const uint16_t* offsets, int64_t group, int64_t k0, int64_t k1, float* out) {
@@ -58,6 +68,18 @@ MINDPET_AVX2 inline __m256 Lookup8(__m128i nibbles, __m256 t_lo, __m256 t_hi) {
   const __m256 lo = _mm256_permutevar8x32_ps(t_lo, idx);  // lut[idx & 7]
   const __m256 hi = _mm256_permutevar8x32_ps(t_hi, idx);  // lut[8 + (idx & 7)]
   return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));  // bit 3 selects
+}
+
+// The lut[32] values of the 8 5-bit codes: low 4 bits in the low 8 bytes of `nibbles`, 5th bits in
+// bits 0..7 of `fifth`.
+MINDPET_AVX2 inline __m256 Lookup8x32(__m128i nibbles, int fifth, const __m256 t[4]) {
+  const __m256i lanes = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i high = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(fifth), lanes), lanes);
+  const __m256i idx = _mm256_or_si256(_mm256_cvtepu8_epi32(nibbles), _mm256_and_si256(high, _mm256_set1_epi32(16)));
+  const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+  const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], idx), _mm256_permutevar8x32_ps(t[1], idx), bit3);
+  const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[2], idx), _mm256_permutevar8x32_ps(t[3], idx), bit3);
+  return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(high));
 }
 
 MINDPET_AVX2 void Values4Avx2(const uint8_t* codes, const float* lut, int64_t k0, int64_t k1, float* out) {
@@ -104,10 +126,16 @@ MINDPET_AVX2 void ScaleRowAvx2(const uint16_t* scales, const uint16_t* offsets, 
 // of the run and k0 aligned to it. Returns the first k not done (the caller finishes in two passes).
 MINDPET_AVX2 int64_t FusedRowAvx2(const QuantWeight& q, const uint8_t* codes, const uint16_t* scales,
                                   const uint16_t* offsets, int64_t k0, int64_t k1, float* out) {
-  const int64_t run = q.bits == 4 ? 32 : 8;
+  const int64_t run = q.bits == 8 ? 8 : 32;
   if (q.group % run != 0 || k0 % run != 0) return k0;
-  const __m256 t_lo = q.bits == 4 ? _mm256_loadu_ps(q.lut) : _mm256_setzero_ps();
-  const __m256 t_hi = q.bits == 4 ? _mm256_loadu_ps(q.lut + 8) : _mm256_setzero_ps();
+  const __m256 t_lo = q.bits != 8 ? _mm256_loadu_ps(q.lut) : _mm256_setzero_ps();
+  const __m256 t_hi = q.bits != 8 ? _mm256_loadu_ps(q.lut + 8) : _mm256_setzero_ps();
+  __m256 t32[4] = {t_lo, t_hi, _mm256_setzero_ps(), _mm256_setzero_ps()};
+  if (q.bits == 5) {
+    t32[2] = _mm256_loadu_ps(q.lut + 16);
+    t32[3] = _mm256_loadu_ps(q.lut + 24);
+  }
+  const uint8_t* fifth = codes + q.k / 2;  // bits 5: the row's 5th bits
   const __m128i low4 = _mm_set1_epi8(0x0F);
   int64_t j = k0;
   for (int64_t g = k0 / q.group; j + run <= k1; ++g) {  // group g: runs up to min(k1, its end)
@@ -126,6 +154,17 @@ MINDPET_AVX2 int64_t FusedRowAvx2(const QuantWeight& q, const uint8_t* codes, co
       const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
       const __m128i first = _mm_unpacklo_epi8(lo, hi);
       const __m128i second = _mm_unpackhi_epi8(lo, hi);
+      if (q.bits == 5) {
+        uint32_t bits5;
+        std::memcpy(&bits5, fifth + (j >> 3), 4);
+        _mm256_storeu_ps(o, _mm256_fmadd_ps(Lookup8x32(first, bits5 & 0xFF, t32), vs, vo));
+        _mm256_storeu_ps(o + 8,
+                         _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(first, 8), (bits5 >> 8) & 0xFF, t32), vs, vo));
+        _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(Lookup8x32(second, (bits5 >> 16) & 0xFF, t32), vs, vo));
+        _mm256_storeu_ps(o + 24,
+                         _mm256_fmadd_ps(Lookup8x32(_mm_srli_si128(second, 8), bits5 >> 24, t32), vs, vo));
+        continue;
+      }
       _mm256_storeu_ps(o, _mm256_fmadd_ps(Lookup8(first, t_lo, t_hi), vs, vo));
       _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(Lookup8(_mm_srli_si128(first, 8), t_lo, t_hi), vs, vo));
       _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(Lookup8(second, t_lo, t_hi), vs, vo));
@@ -164,7 +203,7 @@ void DequantizeTile(const QuantWeight& q, int64_t n0, int64_t rows, int64_t k0, 
                     int64_t ld) {
   const int64_t groups = q.k / q.group;
   const int64_t k1 = k0 + cols;
-  const int64_t row_bytes = q.bits == 4 ? q.k / 2 : q.k;
+  const int64_t row_bytes = q.bits == 8 ? q.k : q.bits == 4 ? q.k / 2 : q.k / 2 + q.k / 8;
   const bool avx2 = HasAvx2();
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t n = n0 + i;
@@ -176,10 +215,18 @@ void DequantizeTile(const QuantWeight& q, int64_t n0, int64_t rows, int64_t k0, 
     if (avx2) {
       const int64_t done = FusedRowAvx2(q, codes, scales, offsets, k0, k1, out);
       float* rest = out + (done - k0);
-      q.bits == 8 ? Values8Avx2(codes8, done, k1, rest) : Values4Avx2(codes, q.lut, done, k1, rest);
+      if (q.bits == 5) {
+        Values5(codes, codes + q.k / 2, q.lut, done, k1, rest);
+      } else {
+        q.bits == 8 ? Values8Avx2(codes8, done, k1, rest) : Values4Avx2(codes, q.lut, done, k1, rest);
+      }
       ScaleRowAvx2(scales, offsets, q.group, done, k1, rest);
     } else {
-      q.bits == 8 ? Values8(codes8, k0, k1, out) : Values4(codes, q.lut, k0, k1, out);
+      if (q.bits == 5) {
+        Values5(codes, codes + q.k / 2, q.lut, k0, k1, out);
+      } else {
+        q.bits == 8 ? Values8(codes8, k0, k1, out) : Values4(codes, q.lut, k0, k1, out);
+      }
       ScaleRow(scales, offsets, q.group, k0, k1, out);
     }
   }

@@ -9,15 +9,16 @@ namespace mindpet {
 namespace cpu {
 
 // A view of the quantised W [N, K]: W[n, k] = v(n, k) * scales[n, k / G] + offsets[n, k / G],
-// v = int8 codes[n, k] (bits 8) or lut[nibble k of codes row n] (bits 4, element 2j in the low
-// nibble of byte j). Scales and offsets are float16 bit patterns.
+// v = int8 codes[n, k] (bits 8), lut[nibble k of codes row n] (bits 4, element 2j in the low
+// nibble of byte j) or lut[that nibble | 16 * bit k % 8 of byte K/2 + k/8 of the row] (bits 5: a row
+// is K/2 + K/8 bytes). Scales and offsets are float16 bit patterns.
 struct QuantWeight {
   int64_t n = 0, k = 0, group = 1;
   int bits = 8;
-  const uint8_t* codes = nullptr;     // [N, K] int8 bits (bits 8) or [N, K / 2] (bits 4)
+  const uint8_t* codes = nullptr;     // [N, K] int8 bits (8), [N, K / 2] (4), [N, K / 2 + K / 8] (5)
   const uint16_t* scales = nullptr;   // [N, K / G]
   const uint16_t* offsets = nullptr;  // [N, K / G] or null
-  const float* lut = nullptr;         // [16] (bits 4)
+  const float* lut = nullptr;         // [16] (bits 4) / [32] (bits 5)
 };
 
 // dst[i * ld + j] = W[n0 + i, k0 + j] for i < rows, j < cols (float32 arithmetic: v * scale + offset).

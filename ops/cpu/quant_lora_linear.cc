@@ -237,12 +237,16 @@ void BackwardInputF32(const QuantDims& d, const QuantWeight& q, const float* dy,
 std::string ReadQuantWeight(const AotArgs& args, int first, int64_t k, int64_t group, int64_t bits,
                             bool has_offsets, QuantWeight* q) {
   const int codes = first, scales = first + 1, offsets = first + 2, lut = first + 3;
-  if (bits != 4 && bits != 8) return "bits must be 4 or 8";
+  if (bits != 4 && bits != 5 && bits != 8) return "bits must be 4, 5 or 8";
   if (group < 1 || k % group != 0) return "group_size must be positive and divide K";
+  if (bits == 5 && k % 8 != 0) return "K must be a multiple of 8 for bits 5";
   if (args.ndim(codes) != 2 || args.ndim(scales) != 2) return "codes and scales must be 2-D";
   const std::string want = bits == 8 ? "int8" : "uint8";
-  if (want != args.dtype_name(codes)) return "codes must be int8 (bits 8) or uint8 (bits 4)";
-  if (args.dim(codes, 1) * (bits == 4 ? 2 : 1) != k) return "codes must be [N, K] (bits 8) or [N, K/2] (bits 4)";
+  if (want != args.dtype_name(codes)) return "codes must be int8 (bits 8) or uint8 (bits 4, 5)";
+  const int64_t row_bytes = bits == 8 ? k : bits == 4 ? k / 2 : k / 2 + k / 8;
+  if (args.dim(codes, 1) != row_bytes) {
+    return "codes must be [N, K] (bits 8), [N, K/2] (bits 4) or [N, K/2 + K/8] (bits 5)";
+  }
   q->n = args.dim(codes, 0);
   q->k = k;
   q->group = group;
@@ -253,11 +257,13 @@ std::string ReadQuantWeight(const AotArgs& args, int first, int64_t k, int64_t g
   if (has_offsets && (args.dtype(offsets) != DType::kFloat16 || args.numel(offsets) != q->n * (k / group))) {
     return "offsets must be float16 [N, K/G]";
   }
-  if (bits == 4 && (args.dtype(lut) != DType::kFloat32 || args.numel(lut) != 16)) return "lut must be float32 [16]";
+  if (bits != 8 && (args.dtype(lut) != DType::kFloat32 || args.numel(lut) != (int64_t{1} << bits))) {
+    return "lut must be float32 [16] (bits 4) or [32] (bits 5)";
+  }
   q->codes = static_cast<const uint8_t*>(args.data(codes));
   q->scales = static_cast<const uint16_t*>(args.data(scales));
   q->offsets = has_offsets ? static_cast<const uint16_t*>(args.data(offsets)) : nullptr;
-  q->lut = bits == 4 ? static_cast<const float*>(args.data(lut)) : nullptr;
+  q->lut = bits != 8 ? static_cast<const float*>(args.data(lut)) : nullptr;
   return "";
 }
 

@@ -131,7 +131,7 @@ def test_lora_on_quantized_base_rows(tmp_path):
     net = lm_model.build("lora_q4", pretrained, data, profile)
     q_proj, k_proj = net.layers[0].attention.q_proj, net.layers[0].attention.k_proj
     assert q_proj.quantized_base and isinstance(k_proj, QuantizedDense) and k_proj.format == "q4_1"
-    assert net.quantized_embedding and net.embed_tokens.head.format == "q8_0"  # the tied table, 8-bit
+    assert net.quantized_embedding and net.embed_tokens.head.format == "q5_0"  # the tied table, re-encoded (default)
     freeze_delta(net, "lora")
     sizes = lm_training.parameter_sizes(net)
     assert sizes["trainable"] == 2 * (8 * 32 + 32 * 8 + 8 * 32 + 16 * 8)
@@ -151,13 +151,18 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0])
-LUTS = {"nf4": NF4, "q4_0": np.arange(16) - 8.0, "q4_1": np.arange(16, dtype=np.float64)}
+LUTS = {"nf4": NF4, "q4_0": np.arange(16) - 8.0, "q4_1": np.arange(16, dtype=np.float64),
+        "q5_0": np.arange(32) - 16.0}
 
 
 def _table_f64(q):
-    """The whole table dequantised in float64 from the layout alone (4-bit: low nibble first; v * d (+ m))."""
+    """The whole table dequantised in float64 from the layout alone (4-bit: low nibble first; 5-bit: then + 16 x
+    bit k % 8 of byte K / 2 + k // 8; v * d (+ m))."""
     if q.format in LUTS:
-        v = np.stack([q.codes & 0xF, q.codes >> 4], axis=-1).reshape(q.codes.shape[0], -1)
+        k = q.shape[1]
+        v = np.stack([q.codes[:, :k // 2] & 0xF, q.codes[:, :k // 2] >> 4], axis=-1).reshape(q.codes.shape[0], -1)
+        if q.format == "q5_0":
+            v = v + 16 * np.unpackbits(q.codes[:, k // 2:], axis=1, bitorder="little")
         v = LUTS[q.format][v]
     else:
         v = q.codes.astype(np.float64)
@@ -169,10 +174,10 @@ def _table_f64(q):
     return w.reshape(n, k)
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_1", "q4_0", "nf4"])
+@pytest.mark.parametrize("fmt", ["q8_0", "q5_0", "q4_1", "q4_0", "nf4"])
 def test_quantized_tied_embedding_rows_are_the_dequantised_table(mode, fmt):
     """The lora_q4/lora_q8 models' embedding gathers the tokens' rows of the quantised table (the GGUF's q8_0,
-    or a 4-bit re-encoding) and dequantises only them: equal to the rows of the whole table dequantised in
+    or a 5-/4-bit re-encoding) and dequantises only them: equal to the rows of the whole table dequantised in
     float64 by numpy; the tied head's logits are h deq(E)^T."""
     from mindspore import Tensor
     from mindpet.quant import quantize
@@ -189,7 +194,7 @@ def test_quantized_tied_embedding_rows_are_the_dequantised_table(mode, fmt):
 
 def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
     """``--q4-embedding q4_1``: lora_q4's tied embedding/head is re-encoded to 4 bits (smaller frozen base, the
-    setting recorded in the request); lora_q8 keeps the table as stored (q8_0)."""
+    setting recorded in the request); lora_q8 keeps the table as stored (q8_0); the default is q5_0, between."""
     profile = lm_profile.Profile(seq_len=16, steps=1, heldout_chunks=1, q4_embedding="q4_1")
     pretrained, data = lm_suite._load("synthetic", profile, "lora_q4")
     assert lm_model.build("lora_q4", pretrained, data, profile).embed_tokens.head.format == "q4_1"
@@ -198,11 +203,12 @@ def test_q4_embedding_re_encodes_the_tied_table_of_lora_q4_only(tmp_path):
 
     base = ["--quick", "--model", "synthetic", "--in-process", "--no-progress", "--steps", "1", "--heldout-chunks",
             "1", "--seq-len", "16", "--methods", "lora_q4"]
-    assert lm_suite.main(base + ["--output-dir", str(tmp_path / "q8")]) == 0
+    assert lm_suite.main(base + ["--q4-embedding", "q8_0", "--output-dir", str(tmp_path / "q8")]) == 0
     assert lm_suite.main(base + ["--q4-embedding", "q4_1", "--output-dir", str(tmp_path / "q4")]) == 0
-    rows = [json.loads((tmp_path / d / "lm_results.json").read_text())["results"][0] for d in ("q8", "q4")]
-    assert rows[1]["profile"]["q4_embedding"] == "q4_1" and rows[0]["profile"]["q4_embedding"] == "q8_0"
-    assert rows[1]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
+    assert lm_suite.main(base + ["--output-dir", str(tmp_path / "q5")]) == 0
+    rows = [json.loads((tmp_path / d / "lm_results.json").read_text())["results"][0] for d in ("q8", "q4", "q5")]
+    assert [r["profile"]["q4_embedding"] for r in rows] == ["q8_0", "q4_1", "q5_0"]
+    assert rows[1]["frozen_base_bytes"] < rows[2]["frozen_base_bytes"] < rows[0]["frozen_base_bytes"]
     with pytest.raises(SystemExit):
         lm_suite.main(base + ["--q4-embedding", "q2", "--output-dir", str(tmp_path / "x")])
 

@@ -1,6 +1,6 @@
 """quant_lora_linear: the fused CPU kernels and the composed path against an independent float64 numpy
-dequantiser and reference (forward, dx, dA, dB), GRAPH and PYNATIVE, float32 and float16, 4-bit (lut, with
-and without offsets) and 8-bit codes, group sizes 32/64/K, odd shapes; frozen inputs get zero gradients; the
+dequantiser and reference (forward, dx, dA, dB), GRAPH and PYNATIVE, float32 and float16, 4-bit and 5-bit
+(lut, with and without offsets) and 8-bit codes, group sizes 32/64/K, odd shapes; frozen inputs get zero gradients; the
 input-gradient op is dropped when no dx is needed; errors name the argument; the workspace is bounded."""
 from __future__ import annotations
 
@@ -21,16 +21,20 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0], np.float32)
 Q4_0 = np.arange(16, dtype=np.float32) - 8.0
+Q5_0 = np.arange(32, dtype=np.float32) - 16.0
+Q5_1 = np.arange(32, dtype=np.float32)
 ABSENT16 = np.zeros(1, np.float16)
 
 
 def numpy_dequantize(codes, scales, offsets, lut, bits, group):
     """Float64 ``W [N, K]`` of the unified layout, written independently of the kernels."""
     n = codes.shape[0]
-    k = codes.shape[1] * (2 if bits == 4 else 1)
+    k = {4: codes.shape[1] * 2, 5: codes.shape[1] * 8 // 5, 8: codes.shape[1]}[bits]
     cols = np.arange(k)
-    if bits == 4:
+    if bits in (4, 5):
         nibble = (codes[:, cols // 2].astype(np.int64) >> (4 * (cols % 2))[None, :]) & 0xF
+        if bits == 5:  # 5th bit of k: bit k % 8 of byte K / 2 + k // 8
+            nibble += 16 * ((codes[:, k // 2 + cols // 8].astype(np.int64) >> (cols % 8)[None, :]) & 1)
         v = lut.astype(np.float64)[nibble]
     else:
         v = codes.astype(np.float64)
@@ -43,14 +47,14 @@ def numpy_dequantize(codes, scales, offsets, lut, bits, group):
 
 def quantized_weight(n, k, bits, group, lut, with_offsets, rng):
     """Random codes, float16 scales/offsets and the lut stand-in of the unified layout."""
-    if bits == 4:
-        codes = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+    if bits in (4, 5):
+        codes = rng.integers(0, 256, (n, k // 2 + (k // 8 if bits == 5 else 0)), dtype=np.uint8)
     else:
         codes = rng.integers(-127, 128, (n, k), dtype=np.int8)
-    spread = 0.5 / np.sqrt(k) / (8.0 if lut is Q4_0 else 1.0 if bits == 4 else 64.0)
+    spread = 0.5 / np.sqrt(k) / (8.0 if lut is Q4_0 else 16.0 if bits == 5 else 1.0 if bits == 4 else 64.0)
     scales = (rng.uniform(0.5, 1.5, (n, k // group)) * spread).astype(np.float16)
     offsets = (rng.standard_normal((n, k // group)) * spread).astype(np.float16) if with_offsets else None
-    lut_in = lut if bits == 4 else np.zeros(1, np.float32)
+    lut_in = lut if bits in (4, 5) else np.zeros(1, np.float32)
     return codes, scales, offsets, lut_in
 
 
@@ -75,6 +79,9 @@ CASES = {
     "int8_gK": (8, 80, 80, 23, 8, 9, None, False, True, True, False),
     "q8_g32_offsets_mask": (8, 32, 64, 17, 1, 1, None, True, False, True, True),
     "q8_g64_nolora_nobias": (8, 64, 128, 11, 1, 4, None, False, False, False, False),
+    "q5_0_g32_mask": (5, 32, 96, 29, 4, 6, Q5_0, False, True, True, True),
+    "q5_1_g32_offsets_nolora": (5, 32, 64, 13, 1, 5, Q5_1, True, False, False, False),
+    "q5_g40_offsets": (5, 40, 120, 11, 2, 3, Q5_1, True, True, True, False),  # groups not aligned to 32
 }
 
 
@@ -291,8 +298,8 @@ def _call(op, case="q4_0_g32", codes=None, k_cut=None):
 
 
 @pytest.mark.parametrize("bits", [3, 16, True, "4"])
-def test_bits_other_than_4_or_8_is_a_value_error(bits):
-    with pytest.raises(ValueError, match="'bits' must be 4 or 8"):
+def test_bits_other_than_4_5_or_8_is_a_value_error(bits):
+    with pytest.raises(ValueError, match="'bits' must be 4, 5 or 8"):
         QuantLoraLinear(bits, 32, False, True, True)
 
 
@@ -345,6 +352,10 @@ def test_codes_of_the_wrong_width_is_a_value_error():
     op = QuantLoraLinear(4, 32, False, True, True, backend="composed")
     with pytest.raises(ValueError, match=r"'codes' must be \[N, in_channels // 2\]"):
         _call(op, codes=np.zeros((37, 96), np.uint8))
+    op5 = QuantLoraLinear(5, 32, False, True, True, backend="composed")
+    with pytest.raises(ValueError, match=r"'codes' must be \[N, in_channels // 2 \+ in_channels // 8\] = \[N, 60\] "
+                                         r"for bits=5"):
+        _call(op5, codes=np.zeros((37, 48), np.uint8))  # 4-bit codes without the 5th bits
 
 
 def _aot_forward(m, n, k, bits=4, group=32, codes=None):
@@ -363,7 +374,10 @@ def _aot_forward(m, n, k, bits=4, group=32, codes=None):
 def test_kernel_rejects_codes_that_break_the_contract(capfd):
     code, _ = _aot_forward(2, 8, 64, codes=np.zeros((8, 32), np.int8))
     assert code != 0
-    assert "codes must be int8 (bits 8) or uint8 (bits 4)" in capfd.readouterr().err
+    assert "codes must be int8 (bits 8) or uint8 (bits 4, 5)" in capfd.readouterr().err
+    code, _ = _aot_forward(2, 8, 64, bits=5, codes=np.zeros((8, 32), np.uint8))  # 5-bit rows are 40 bytes
+    assert code != 0
+    assert "codes must be [N, K] (bits 8), [N, K/2] (bits 4) or [N, K/2 + K/8] (bits 5)" in capfd.readouterr().err
 
 
 def _workspace_bytes() -> int:
@@ -419,13 +433,16 @@ print("ok")
 
 def check_aot_against_numpy():
     """Forward and input gradient through the aot entry points, every path of the dequantiser: 4-bit and
-    8-bit, groups aligned to the vector runs (32) and not (40, 24 odd-aligned blocks), offsets on and off."""
+    5-bit and 8-bit, groups aligned to the vector runs (32) and not (40, 24 odd-aligned blocks), offsets on
+    and off."""
     rng = np.random.default_rng(5)
     # N = 600: blocks of 96 columns in the input gradient (not aligned to every group); M = 600 runs the
     # panels on several threads, M = 2100 the row chunks walking slices of W
     for bits, group, k, lut, with_off, m in ((4, 32, 128, NF4, True, 3), (4, 32, 128, NF4, True, 600),
                                              (4, 32, 128, NF4, True, 2100), (4, 40, 120, Q4_0, False, 3),
-                                             (8, 24, 72, None, True, 3), (8, 64, 128, None, False, 2100)):
+                                             (8, 24, 72, None, True, 3), (8, 64, 128, None, False, 2100),
+                                             (5, 32, 128, Q5_1, True, 3), (5, 32, 128, Q5_0, False, 600),
+                                             (5, 32, 128, Q5_1, True, 2100), (5, 40, 120, Q5_0, False, 3)):
         n = 600
         codes, scales, offsets, lut_in = quantized_weight(n, k, bits, group, lut if lut is not None else Q4_0,
                                                           with_off, rng)

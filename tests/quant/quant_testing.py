@@ -7,7 +7,7 @@ from mindspore import Tensor, nn
 
 from mindpet.kernels import backend as kbackend
 
-FORMATS = ("int8", "nf4", "q4_0", "q4_1", "q8_0")
+FORMATS = ("int8", "nf4", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1")
 FUSED_OK = kbackend.fused_implementation("CPU")[0] == "cpu"
 requires_fused = pytest.mark.skipif(not FUSED_OK, reason="mindpet CPU kernel library not built")
 BACKENDS = ["composed", pytest.param("fused", marks=requires_fused)]
@@ -15,17 +15,22 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0])
-LUTS = {"nf4": NF4, "q4_0": np.arange(-8, 8, dtype=np.float64), "q4_1": np.arange(16, dtype=np.float64)}
+LUTS = {"nf4": NF4, "q4_0": np.arange(-8, 8, dtype=np.float64), "q4_1": np.arange(16, dtype=np.float64),
+        "q5_0": np.arange(-16, 16, dtype=np.float64), "q5_1": np.arange(32, dtype=np.float64)}
 
 
 def dequantize_f64(codes: np.ndarray, scales: np.ndarray, offsets, fmt: str) -> np.ndarray:
     """``W[n, k] = v(n, k) * scale[n, k // G] + offset[n, k // G]`` in float64, written from the layout alone."""
     if fmt in LUTS:
-        low = codes & 0xF
-        high = codes >> 4
-        idx = np.empty((codes.shape[0], codes.shape[1] * 2), np.int64)
-        idx[:, 0::2] = low
-        idx[:, 1::2] = high
+        five = fmt.startswith("q5")
+        k = codes.shape[1] * 8 // 5 if five else codes.shape[1] * 2  # 5-bit rows: K / 2 + K / 8 bytes
+        nibbles = codes[:, :k // 2]
+        idx = np.empty((codes.shape[0], k), np.int64)
+        idx[:, 0::2] = nibbles & 0xF
+        idx[:, 1::2] = nibbles >> 4
+        if five:  # the 5th bit of k: bit k % 8 of byte K / 2 + k // 8
+            fifth = codes[:, k // 2:].astype(np.int64)
+            idx += 16 * ((np.repeat(fifth, 8, axis=1) >> np.tile(np.arange(8), k // 8)) & 1)
         v = LUTS[fmt][idx]
     else:
         v = codes.astype(np.float64)

@@ -1,5 +1,5 @@
 """mindpet.quant.ascend on CPU: the WeightQuantBatchMatmul argument mapping checked through a numpy emulation
-of the documented formula against x @ dequantize(q).T (float64), layouts, the q4_1 fallbacks, nf4 refused,
+of the documented formula against x @ dequantize(q).T (float64), layouts, the q4_1/q5_1 fallbacks, nf4 refused,
 and the Cell constructing (it cannot run here: the primitive has no CPU kernel; never run on an NPU)."""
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from mindpet.quant import QuantizedTensor, dequantize, quantize
 from mindpet.quant.ascend import WeightQuantLinear, emulate_weight_quant_matmul, to_weight_quant_matmul
 
 CASES = [("int8", (7, 13)), ("int8", (4, 64)), ("q8_0", (7, 96)), ("q8_0", (5, 32)), ("q4_0", (7, 96)),
-         ("q4_0", (6, 160)), ("q4_0", (3, 32)), ("q4_1", (7, 96)), ("q4_1", (8, 64)), ("q4_1", (5, 32))]
+         ("q4_0", (6, 160)), ("q4_0", (3, 32)), ("q4_1", (7, 96)), ("q4_1", (8, 64)), ("q4_1", (5, 32)),
+         ("q5_0", (7, 96)), ("q5_0", (3, 32)), ("q5_1", (7, 96)), ("q5_1", (6, 64)), ("q5_1", (5, 32))]
+WITH_OFFSET = {"q4_1": 8, "q5_1": 16}  # the offset c + m / d of the affine formats with m, c its code centre
 
 
 def _weight(shape, seed=0):
@@ -35,13 +37,13 @@ def test_emulated_operator_matches_the_dequantized_matmul(fmt, shape):
         args = to_weight_quant_matmul(q, transpose_weight)
         got = emulate_weight_quant_matmul(x, args, bias)
         w_got = emulate_weight_quant_matmul(np.eye(k), args).T  # the operator's dequantised weight [N, K]
-        if fmt != "q4_1":
+        if fmt not in WITH_OFFSET:
             np.testing.assert_array_equal(w_got, dequantize(q, np.float64))
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-        else:  # the offset 8 + m / d is rounded to float16 once
+        else:  # the offset 8 + m / d (16 + m / d) is rounded to float16 once
             g = q.group_size
             d = np.repeat(q.scales.astype(np.float64), g, axis=1)
-            ratio = 8 + np.repeat(q.offsets.astype(np.float64), g, axis=1) / np.where(d == 0, 1, d)
+            ratio = WITH_OFFSET[fmt] + np.repeat(q.offsets.astype(np.float64), g, axis=1) / np.where(d == 0, 1, d)
             bound = np.where(d == 0, 0, np.abs(ratio) * 2.0 ** -11 * d)
             assert np.all(np.abs(w_got - dequantize(q, np.float64)) <= bound + 1e-15)
             assert np.all(np.abs(got - want) <= np.abs(x) @ bound.T + 1e-12)
@@ -55,6 +57,8 @@ def test_emulated_operator_matches_the_dequantized_matmul(fmt, shape):
     ("q4_0", (7, 96), None, (7, 48), np.int8, (3, 7), 32),  # odd N: int4 packed along K, transposed
     ("q4_1", (6, 64), True, (6, 32), np.int8, (2, 6), 32),
     ("q4_1", (6, 32), None, (6, 16), np.int8, (6,), 0),  # one group per row: per-channel
+    ("q5_0", (7, 96), None, (96, 7), np.int8, (3, 7), 32),  # 5-bit: int8 codes, any N
+    ("q5_1", (7, 64), True, (7, 64), np.int8, (2, 7), 32),
 ])
 def test_layouts(fmt, shape, transpose, weight_shape, weight_dtype, scale_shape, group):
     args = to_weight_quant_matmul(quantize(_weight(shape), fmt), transpose)
@@ -63,7 +67,7 @@ def test_layouts(fmt, shape, transpose, weight_shape, weight_dtype, scale_shape,
     assert scale.shape == scale_shape and scale.dtype == np.float16
     assert group_size == group
     assert transpose_weight == (weight_shape[0] == shape[0])
-    assert (offset is not None) == (fmt == "q4_1")
+    assert (offset is not None) == (fmt in WITH_OFFSET)
     if offset is not None:
         assert offset.shape == scale.shape and offset.dtype == np.float16
 
@@ -77,12 +81,21 @@ def test_int4_is_twos_complement_even_index_in_the_low_nibble():
     assert weight.view(np.uint8)[0, 2] == 0
 
 
-def test_q4_1_groups_with_zero_scale_are_reencoded_exactly():
-    q = quantize(_weight((4, 96)), "q4_1")
+def test_5_bit_codes_are_signed_int8_c_minus_16():
+    w = np.zeros((2, 64), np.float32)
+    w[:, 0], w[:, 1], w[:, 2], w[:, 3] = -16.0, 15.0, 1.0, -1.0  # q5_0: d = 1, signed codes -16, 15, 1, -1
+    args = to_weight_quant_matmul(quantize(w, "q5_0"), transpose_weight=True)
+    assert args.weight.dtype == np.int8 and args.weight[0, :4].tolist() == [-16, 15, 1, -1]
+    assert args.weight[0, 4:].tolist() == [0] * 60
+
+
+@pytest.mark.parametrize("fmt", ["q4_1", "q5_1"])
+def test_groups_with_zero_scale_are_reencoded_exactly(fmt):
+    q = quantize(_weight((4, 96)), fmt)
     scales, offsets = q.scales.copy(), q.offsets.copy()
     scales[0, 1], offsets[0, 1] = 0, 0.75  # a constant group: every weight 0.75 whatever its codes
     scales[2, 0], offsets[2, 0] = 0, 0.0
-    q = QuantizedTensor("q4_1", q.shape, q.codes, scales, offsets)
+    q = QuantizedTensor(fmt, q.shape, q.codes, scales, offsets)
     args = to_weight_quant_matmul(q)
     w = emulate_weight_quant_matmul(np.eye(96), args).T
     np.testing.assert_array_equal(w[0, 32:64], 0.75)
@@ -90,12 +103,13 @@ def test_q4_1_groups_with_zero_scale_are_reencoded_exactly():
     assert np.isfinite(args.antiquant_offset).all()
 
 
-def test_q4_1_offset_beyond_float16_is_an_error():
-    q = quantize(_weight((2, 64)), "q4_1")
+@pytest.mark.parametrize("fmt", ["q4_1", "q5_1"])
+def test_offset_beyond_float16_is_an_error(fmt):
+    q = quantize(_weight((2, 64)), fmt)
     scales, offsets = q.scales.copy(), q.offsets.copy()
     scales[1, 1], offsets[1, 1] = np.float16(6e-8), np.float16(1.0)
-    with pytest.raises(ValueError, match="beyond float16.*requantize"):
-        to_weight_quant_matmul(QuantizedTensor("q4_1", q.shape, q.codes, scales, offsets))
+    with pytest.raises(ValueError, match=f"a {fmt} group has .*beyond float16.*requantize"):
+        to_weight_quant_matmul(QuantizedTensor(fmt, q.shape, q.codes, scales, offsets))
 
 
 def test_nf4_is_refused_with_a_suggestion():
@@ -109,14 +123,14 @@ def test_nf4_is_refused_with_a_suggestion():
         to_weight_quant_matmul(quantize(_weight((3, 64)), "q4_0"), transpose_weight=False)
 
 
-@pytest.mark.parametrize("fmt, shape", [("q4_1", (6, 96)), ("int8", (5, 13)), ("q4_0", (7, 64))])
+@pytest.mark.parametrize("fmt, shape", [("q4_1", (6, 96)), ("int8", (5, 13)), ("q4_0", (7, 64)), ("q5_1", (5, 64))])
 def test_cell_constructs_and_holds_the_mapped_tensors(fmt, shape):
     import mindspore as ms
     q = quantize(_weight(shape), fmt)
     bias = np.arange(shape[0], dtype=np.float32)
     cell = WeightQuantLinear(q, bias=bias)
     args = to_weight_quant_matmul(q)
-    assert cell.weight.dtype == (ms.int8 if fmt == "int8" else ms.qint4x2)
+    assert cell.weight.dtype == (ms.qint4x2 if fmt.startswith("q4") else ms.int8)
     np.testing.assert_array_equal(cell.weight.asnumpy().view(np.int8), args.weight)
     np.testing.assert_array_equal(cell.antiquant_scale.asnumpy(), args.antiquant_scale)
     assert (cell.antiquant_offset is None) == (args.antiquant_offset is None)

@@ -19,14 +19,16 @@ from mindpet.quant.ascend import WQBMMArgs, emulate_weight_quant_matmul
 from quant_testing import dequantize_f64, Weighted
 
 CASES = [("int8", (7, 64)), ("q8_0", (7, 96)), ("q8_0", (5, 32)), ("q4_0", (6, 96)), ("q4_0", (7, 32)),
-         ("q4_1", (7, 96)), ("q4_1", (4, 32))]
+         ("q4_1", (7, 96)), ("q4_1", (4, 32)), ("q5_0", (7, 96)), ("q5_0", (5, 32)), ("q5_1", (7, 96)),
+         ("q5_1", (4, 64))]
+CENTER = {"q4_1": 8, "q5_1": 16}  # offset formats: the offset is CENTER + m / d
 
 
 def _quantized(fmt, shape, seed=0, constant_group=False):
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal(shape) * 0.3 + rng.normal(0, 0.2, (shape[0], 1))).astype(np.float32)
     if constant_group:
-        w[1, :32] = 0.37  # q4_1: a group with d == 0, every weight m
+        w[1, :32] = 0.37  # q4_1/q5_1: a group with d == 0, every weight m
     return quantize(w, fmt)
 
 
@@ -57,31 +59,33 @@ class _EmulatedOperator(nn.Cell):
         return ops.cast(ops.matmul(ops.cast(x, mstype.float32), w.T), mstype.float16)
 
 
-def _q4_1_bound(q):
-    """|deq - mapped| of q4_1: the offset 8 + m / d is rounded to float16 once (zero for d == 0 groups)."""
+def _offset_bound(q):
+    """|deq - mapped| of q4_1/q5_1: the offset 8 (16) + m / d is rounded to float16 once (zero for d == 0 groups)."""
     g = q.group_size
     d = np.repeat(q.scales.astype(np.float64), g, axis=1)
-    ratio = 8 + np.repeat(q.offsets.astype(np.float64), g, axis=1) / np.where(d == 0, 1, d)
+    ratio = CENTER[q.format] + np.repeat(q.offsets.astype(np.float64), g, axis=1) / np.where(d == 0, 1, d)
     return np.where(d == 0, 0, np.abs(ratio) * 2.0 ** -11 * np.abs(d))
 
 
 @pytest.mark.parametrize("fmt, shape", CASES)
 def test_mapped_arguments_give_the_dequantized_weight(mode, fmt, shape):
     n, k = shape
-    q = _quantized(fmt, shape, constant_group=fmt == "q4_1")
+    q = _quantized(fmt, shape, constant_group=fmt in CENTER)
     weight, scale, offset = (None if t is None else t.asnumpy() for t in
                              _Args(fmt, q.group_size)(Tensor(q.codes), Tensor(q.scales), _offsets(q)))
     per_channel = q.group_size == k
     assert weight.dtype == np.int8 and weight.shape == (n, k)
     assert scale.dtype == np.float16 and scale.shape == ((n,) if per_channel else (k // q.group_size, n))
-    assert (offset is None) == (fmt != "q4_1")
+    assert (offset is None) == (fmt not in CENTER)
     if fmt in ("q4_0", "q4_1"):
         assert weight.min() >= -8 and weight.max() <= 7
+    if fmt in ("q5_0", "q5_1"):
+        assert weight.min() >= -16 and weight.max() <= 15 and (weight < -8).any() and (weight > 7).any()
     args = WQBMMArgs(weight, scale, offset, 0 if per_channel else q.group_size, True, 8, shape)
     w_op = emulate_weight_quant_matmul(np.eye(k), args).T  # the operator's dequantised weight [N, K]
     want = dequantize_f64(q.codes, q.scales, q.offsets, fmt)
-    if fmt == "q4_1":
-        assert np.all(np.abs(w_op - want) <= _q4_1_bound(q) + 1e-12)
+    if fmt in CENTER:
+        assert np.all(np.abs(w_op - want) <= _offset_bound(q) + 1e-12)
         assert np.array_equal(w_op[1, :32], want[1, :32])  # the d == 0 group is exact
     else:
         np.testing.assert_array_equal(w_op, want)
@@ -104,14 +108,14 @@ def on_ascend(monkeypatch):
 
 def test_layer_selection_on_ascend(on_ascend):  # pylint: disable=unused-argument,redefined-outer-name
     for fmt, want in (("q4_0", "ascend"), ("q4_1", "ascend"), ("q8_0", "ascend"), ("int8", "ascend"),
-                      ("nf4", "composed")):
+                      ("q5_0", "ascend"), ("q5_1", "ascend"), ("nf4", "composed")):
         layer = QuantizedDense.from_quantized(_quantized(fmt, (8, 64)))
         assert layer.backend == want, fmt
     layer = QuantizedDense.from_quantized(_quantized("q4_0", (8, 64)), backend="composed")
     assert layer.backend == "composed"
 
 
-@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0", "int8"])
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0", "int8", "q5_0", "q5_1"])
 def test_lora_on_the_ascend_path_forward_and_gradients(mode, on_ascend, fmt):  # pylint: disable=unused-argument,redefined-outer-name
     n, k, r = 24, 64, 4
     q = _quantized(fmt, (n, k), seed=3)

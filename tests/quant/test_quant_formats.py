@@ -13,8 +13,9 @@ NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.
        -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
        0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
        0.7229568362236023, 1.0]
-GROUP = {"int8": None, "nf4": 64, "q4_0": 32, "q4_1": 32, "q8_0": 32}
-SHAPES = {"int8": (7, 13), "nf4": (5, 192), "q4_0": (3, 96), "q4_1": (9, 64), "q8_0": (6, 160)}
+GROUP = {"int8": None, "nf4": 64, "q4_0": 32, "q4_1": 32, "q8_0": 32, "q5_0": 32, "q5_1": 32}
+SHAPES = {"int8": (7, 13), "nf4": (5, 192), "q4_0": (3, 96), "q4_1": (9, 64), "q8_0": (6, 160), "q5_0": (5, 128),
+          "q5_1": (4, 96)}
 
 
 def _weight(shape, seed=0):
@@ -41,18 +42,20 @@ def _ref_block(block, fmt):
         inv = np.float32(1) / d if d else np.float32(0)
         x = b * inv
         return (np.sign(x) * np.floor(np.abs(x) + np.float32(0.5))).astype(int), np.float16(d), None
-    if fmt == "q4_0":
-        d = np.float32(b[np.argmax(np.abs(b))] / np.float32(-8))
+    if fmt in ("q4_0", "q5_0"):  # levels 16 / 32: d = (value of largest magnitude) / -(levels / 2)
+        half = 8 if fmt == "q4_0" else 16
+        d = np.float32(b[np.argmax(np.abs(b))] / np.float32(-half))
         inv = np.float32(1) / d if d else np.float32(0)
-        return np.minimum(15, np.trunc(b * inv + np.float32(8.5))).astype(int), np.float16(d), None
+        return np.minimum(2 * half - 1, np.trunc(b * inv + np.float32(half + 0.5))).astype(int), np.float16(d), None
+    top = 15 if fmt == "q4_1" else 31
     lo, hi = b.min(), b.max()
-    d = np.float32((hi - lo) / np.float32(15))
+    d = np.float32((hi - lo) / np.float32(top))
     inv = np.float32(1) / d if d else np.float32(0)
-    return np.minimum(15, np.trunc((b - lo) * inv + np.float32(0.5))).astype(int), np.float16(d), np.float16(lo)
+    return np.minimum(top, np.trunc((b - lo) * inv + np.float32(0.5))).astype(int), np.float16(d), np.float16(lo)
 
 
 def _ref_value(code, fmt):
-    return {"nf4": lambda c: NF4[c], "q4_0": lambda c: c - 8, "q4_1": lambda c: c}.get(fmt, lambda c: c)(code)
+    return {"nf4": lambda c: NF4[c], "q4_0": lambda c: c - 8, "q5_0": lambda c: c - 16}.get(fmt, lambda c: c)(code)
 
 
 def _ref_dequantize(w, fmt):
@@ -73,10 +76,17 @@ def _ref_dequantize(w, fmt):
 
 
 def _unpacked_codes(q):
+    """Codes [N, K] read element by element from the documented layout."""
     if q.bits == 8:
         return q.codes.astype(int)
-    low, high = q.codes & 0xF, q.codes >> 4
-    return np.stack([low, high], axis=-1).reshape(q.shape).astype(int)
+    n, k = q.shape
+    out = np.zeros((n, k), dtype=int)
+    for r in range(n):
+        for j in range(k):
+            out[r, j] = (int(q.codes[r, j // 2]) >> (4 * (j % 2))) & 0xF
+            if q.bits == 5:  # 5th bit: bit j % 8 of byte K / 2 + j // 8
+                out[r, j] += 16 * ((int(q.codes[r, k // 2 + j // 8]) >> (j % 8)) & 1)
+    return out
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -98,14 +108,15 @@ def test_layout_dtypes_shapes_and_bytes(fmt):
     spec = format_spec(fmt)
     assert q.shape == (n, k) and q.group_size == g and q.bits == spec.bits
     assert q.codes.dtype == (np.int8 if spec.bits == 8 else np.uint8)
-    assert q.codes.shape == ((n, k) if spec.bits == 8 else (n, k // 2))
+    assert q.codes.shape == {8: (n, k), 4: (n, k // 2), 5: (n, k // 2 + k // 8)}[spec.bits]
     assert q.scales.dtype == np.float16 and q.scales.shape == (n, k // g)
-    assert (q.offsets is not None) == (fmt == "q4_1")
+    assert (q.offsets is not None) == (fmt in ("q4_1", "q5_1"))
     assert q.nbytes == q.codes.nbytes + q.scales.nbytes + (q.offsets.nbytes if q.offsets is not None else 0)
-    bits = {"int8": 8 + 16 / k, "nf4": 4.25, "q4_0": 4.5, "q4_1": 5.0, "q8_0": 8.5}[fmt]
+    bits = {"int8": 8 + 16 / k, "nf4": 4.25, "q4_0": 4.5, "q4_1": 5.0, "q8_0": 8.5, "q5_0": 5.5, "q5_1": 6.0}[fmt]
     assert q.nbytes * 8 == pytest.approx(bits * n * k)
-    if spec.bits == 4:
-        want = {"nf4": NF4, "q4_0": list(range(-8, 8)), "q4_1": list(range(16))}[fmt]
+    if spec.bits in (4, 5):
+        want = {"nf4": NF4, "q4_0": list(range(-8, 8)), "q4_1": list(range(16)), "q5_0": list(range(-16, 16)),
+                "q5_1": list(range(32))}[fmt]
         assert q.lut.dtype == np.float32 and q.lut.tolist() == [np.float32(v) for v in want]
     else:
         assert q.lut is None
@@ -119,11 +130,23 @@ def test_nibble_order_low_is_even_k():
     assert q.codes[0, 1] == 8 | (8 << 4)
 
 
-@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0"])
+def test_fifth_bit_order():
+    w = np.zeros((1, 64), np.float32)
+    # q5_0 block 0: d = 1, codes 0 (k = 0), 31 (k = 9), 16 elsewhere; block 1: d = -1/16, code 0 at k = 63
+    w[0, 0], w[0, 9], w[0, 63] = -16.0, 15.0, 1.0
+    q = quantize(w, "q5_0")
+    assert q.codes.shape == (1, 40)
+    assert q.codes[0, 0] == 0x00 and q.codes[0, 4] == 0xF0  # low 4 bits: k = 8 (16 -> 0) low, k = 9 (31 -> 15) high
+    fifth = q.codes[0, 32:]  # bit k % 8 of byte k // 8: code 0 -> 0, the others 16..31 -> 1
+    assert fifth[0] == 0xFE and fifth[1] == 0xFF and fifth[2] == 0xFF and fifth[3] == 0xFF
+    assert fifth[7] == 0x7F  # k = 63: code 16 - 16 = 0 (w = -16 d)
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0", "q5_0", "q5_1"])
 def test_gguf_formats_bit_exact_with_the_gguf_quantiser(fmt):
     from gguf import GGMLQuantizationType as T
     from gguf import quants
-    qtype = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q8_0": T.Q8_0}[fmt]
+    qtype = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q8_0": T.Q8_0, "q5_0": T.Q5_0, "q5_1": T.Q5_1}[fmt]
     w = _weight((33, 256), seed=3)
     want = quants.dequantize(quants.quantize(w, qtype), qtype).reshape(w.shape)
     np.testing.assert_array_equal(dequantize(quantize(w, fmt)), want)
@@ -146,11 +169,11 @@ def test_error_bounds(fmt):
         bound = gap / 2 * absmax * (1 + 2 ** -10) + np.abs(absmax - s)
     elif fmt == "q8_0":
         bound = np.abs(s) * (0.5 + 127 * 2 ** -11)
-    elif fmt == "q4_0":  # truncation = round half up, +8 clipped to code 15 -> at most one step
-        bound = np.abs(s) * (1 + 8 * 2 ** -10)
+    elif fmt in ("q4_0", "q5_0"):  # truncation = round half up, clipped to the top code -> at most one step
+        bound = np.abs(s) * (1 + (8 if fmt == "q4_0" else 16) * 2 ** -10)
     else:
         lo = np.repeat(blocks.min(axis=2), g, axis=1)
-        bound = s * (0.5 + 15 * 2 ** -10) + np.abs(lo) * 2 ** -11
+        bound = s * (0.5 + (15 if fmt == "q4_1" else 31) * 2 ** -10) + np.abs(lo) * 2 ** -11
     assert np.all(err <= bound + 1e-12), float(np.max(err - bound))
 
 
@@ -238,7 +261,7 @@ def test_bad_weight(weight, exc, match):
 
 def test_bad_format():
     with pytest.raises(ValueError, match="'format' must be one of"):
-        quantize(np.ones((2, 32), np.float32), "q5_0")
+        quantize(np.ones((2, 32), np.float32), "q6_k")
     with pytest.raises(TypeError, match="'format' must be a str"):
         quantize(np.ones((2, 32), np.float32), 4)
     with pytest.raises(ValueError, match="'format'"):
@@ -246,7 +269,7 @@ def test_bad_format():
 
 
 @pytest.mark.parametrize("fmt, k, group", [("q4_0", 48, 32), ("q4_1", 31, 32), ("q8_0", 100, 32), ("nf4", 96, 64),
-                                           ("int8", 0, 0)])
+                                           ("int8", 0, 0), ("q5_0", 48, 32), ("q5_1", 40, 32)])
 def test_in_channels_not_a_multiple_of_the_group_size(fmt, k, group):
     with pytest.raises(ValueError, match=rf"in_channels \({k}\) must be a positive multiple of the group size {group}"):
         quantize(np.ones((2, k), np.float32), fmt)
@@ -271,5 +294,7 @@ def test_quantized_tensor_validates_its_fields():
         QuantizedTensor("q4_1", (4, 66), q.codes, q.scales, q.offsets)
     with pytest.raises(ValueError, match="'format'"):
         QuantizedTensor("q4_2", (4, 64), q.codes, q.scales, q.offsets)
+    with pytest.raises(ValueError, match="'codes' of a 'q5_1' QuantizedTensor must be uint8 \\[4, 40\\]"):
+        QuantizedTensor("q5_1", (4, 64), q.codes, q.scales, q.offsets)  # 4-bit codes without the 5th bits
     with pytest.raises(TypeError, match="'q' must be a QuantizedTensor"):
         dequantize(q.codes)

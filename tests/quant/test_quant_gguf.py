@@ -1,6 +1,7 @@
 """mindpet.quant.gguf: GGUF blocks straight into QuantizedTensor, checked against the ``gguf`` package's own
-dequantiser on a synthetic file (Q4_0, Q4_1, Q8_0, F16, F32, an unsupported Q6_K) and on the real SmolLM2
-file (Q4_1 blocks, the Q8_0 token embedding); no float32 copy while reading; the Q/K row permutation."""
+dequantiser on a synthetic file (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, F16, F32, an unsupported Q6_K) and on the real
+SmolLM2 file (Q4_1 blocks, the Q8_0 token embedding, and that table re-encoded to Q5_0/Q5_1 by the gguf
+package); no float32 copy while reading; the Q/K row permutation."""
 from __future__ import annotations
 
 import tracemalloc
@@ -12,12 +13,15 @@ from benchmarks.models import gguf_loader
 from mindpet.quant import QuantizedTensor, dequantize, quantize
 from mindpet.quant.gguf import llama_qk_unpermutation, read_gguf_quantized, unpermute_qk
 
-SHAPES = {"q40.weight": (12, 96), "q41.weight": (8, 64), "q80.weight": (5, 128)}
+SHAPES = {"q40.weight": (12, 96), "q41.weight": (8, 64), "q80.weight": (5, 128), "q50.weight": (10, 96),
+          "q51.weight": (6, 64)}
+SHAPE_FORMATS = ["q4_0", "q4_1", "q8_0", "q5_0", "q5_1"]
 
 
 def _gguf_types():
     from gguf import GGMLQuantizationType as T
-    return {"q40.weight": T.Q4_0, "q41.weight": T.Q4_1, "q80.weight": T.Q8_0}
+    return {"q40.weight": T.Q4_0, "q41.weight": T.Q4_1, "q80.weight": T.Q8_0, "q50.weight": T.Q5_0,
+            "q51.weight": T.Q5_1}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def test_synthetic_blocks_match_the_gguf_dequantiser(synthetic):
     path, weights = synthetic
     reader = GGUFReader(str(path))
     out = read_gguf_quantized(reader, names=list(SHAPES) + ["norm.weight", "half.weight"])
-    for name, fmt in zip(SHAPES, ["q4_0", "q4_1", "q8_0"]):
+    for name, fmt in zip(SHAPES, SHAPE_FORMATS):
         q = out[name]
         assert isinstance(q, QuantizedTensor) and q.format == fmt and q.shape == SHAPES[name]
         np.testing.assert_array_equal(dequantize(q), _reference(reader, name))
@@ -66,6 +70,8 @@ def test_synthetic_blocks_match_the_gguf_dequantiser(synthetic):
         ours = quantize(weights[name], fmt)
         np.testing.assert_array_equal(q.codes, ours.codes)
         np.testing.assert_array_equal(q.scales.view(np.uint16), ours.scales.view(np.uint16))
+        if q.offsets is not None:
+            np.testing.assert_array_equal(q.offsets.view(np.uint16), ours.offsets.view(np.uint16))
     assert out["norm.weight"].dtype == np.float32 and np.array_equal(out["norm.weight"], weights["norm.weight"])
     assert out["half.weight"].dtype == np.float16 and np.array_equal(out["half.weight"], weights["half.weight"])
 
@@ -168,3 +174,41 @@ def test_reencoding_the_whole_file_holds_one_tensor_in_float32_at_a_time(smollm2
     assert {out[t.name].format for t in quantised} == {"q8_0"}
     # the q8_0 result is 8.5/32 of float32; the largest re-encoded (Q4_1) tensor adds < 1 %
     assert peak < 0.35 * float32_bytes, peak / float32_bytes
+
+
+@pytest.mark.parametrize("fmt", ["q5_0", "q5_1"])
+def test_real_embedding_in_5_bits_matches_the_gguf_package(smollm2_reader, fmt, tmp_path):
+    """SmolLM2's token table (49152 x 576, Q8_0 in the file) re-encoded to 5 bits: mindpet's quantiser and the
+    gguf package's give the same weights; the package's Q5 blocks written to a GGUF file load directly into
+    the same QuantizedTensor (codes, d, m bit-exact), without a float32 copy of the table."""
+    from gguf import GGMLQuantizationType as T
+    from gguf import GGUFReader, GGUFWriter
+    from gguf.quants import dequantize as gguf_dequantize
+    from gguf.quants import quantize as gguf_quantize
+    qtype = {"q5_0": T.Q5_0, "q5_1": T.Q5_1}[fmt]
+    table = _reference(smollm2_reader, "token_embd.weight")
+    ours = quantize(table, fmt)
+    blocks = gguf_quantize(table, qtype)
+    np.testing.assert_array_equal(dequantize(ours), gguf_dequantize(blocks, qtype).reshape(table.shape))
+    path = tmp_path / "table.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", blocks, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    del blocks, table
+    reader = GGUFReader(str(path))
+    tracemalloc.start()
+    try:
+        loaded = read_gguf_quantized(reader, names=["token_embd.weight"])["token_embd.weight"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.format == fmt and loaded.shape == (49152, 576)
+    assert loaded.nbytes * 8 == {"q5_0": 5.5, "q5_1": 6.0}[fmt] * 49152 * 576
+    np.testing.assert_array_equal(loaded.codes, ours.codes)
+    np.testing.assert_array_equal(loaded.scales.view(np.uint16), ours.scales.view(np.uint16))
+    if fmt == "q5_1":
+        np.testing.assert_array_equal(loaded.offsets.view(np.uint16), ours.offsets.view(np.uint16))
+    assert peak < 0.6 * 4 * 49152 * 576, peak / (4 * 49152 * 576)

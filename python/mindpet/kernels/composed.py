@@ -111,16 +111,22 @@ def layer_norm_composed(x, gamma, beta, norm, residual=None):
 def dequantize_composed(codes, scales, offsets, lut, bits: int, group_size: int, dtype):
     r"""``W [N, K]`` in ``dtype`` from the unified quantised layout (``ops/CONTRACTS.md`` section 6), MindSpore ops only.
 
-    ``v = codes`` (bits 8, int8 ``[N, K]``) or ``v = lut[nibble]`` (bits 4, uint8 ``[N, K // 2]``: element
-    ``2j`` in the low nibble of byte ``j``, ``2j + 1`` in the high one); ``W = v * scales + offsets`` per group
-    of ``group_size`` consecutive k (scales, offsets float16 ``[N, K // G]``; ``offsets``/``lut`` None or a
-    1-element stand-in when absent), computed in float32 and cast to ``dtype`` once. No gradient flows
-    into the quantised tensors (``stop_gradient``): they are never trainable.
+    ``v = codes`` (bits 8, int8 ``[N, K]``), ``v = lut[nibble]`` (bits 4, uint8 ``[N, K // 2]``: element ``2j`` in
+    the low nibble of byte ``j``, ``2j + 1`` in the high one) or ``v = lut[nibble + 16 * fifth bit]`` (bits 5, uint8
+    ``[N, K // 2 + K // 8]``: the nibbles as bits 4, then bit ``k % 8`` of byte ``K // 2 + k // 8``); ``W = v *
+    scales + offsets`` per group of ``group_size`` consecutive k (scales, offsets float16 ``[N, K // G]``;
+    ``offsets``/``lut`` None or a 1-element stand-in when absent), computed in float32 and cast to ``dtype`` once.
+    No gradient flows into the quantised tensors (``stop_gradient``): they are never trainable.
     """
     n = codes.shape[0]
-    if bits == 4:
+    if bits in (4, 5):
         c = _cast(codes, mstype.int32)
-        nibbles = ops.stack((c % 16, c // 16), axis=-1).reshape((n, -1))  # [N, K]
+        half = c.shape[1] if bits == 4 else c.shape[1] // 5 * 4  # bytes of nibbles: K // 2
+        nibbles = ops.stack((c[:, :half] % 16, c[:, :half] // 16), axis=-1).reshape((n, -1))  # [N, K]
+        if bits == 5:
+            high = c[:, half:]
+            fifth = ops.stack([(high // (1 << b)) % 2 for b in range(8)], axis=-1)  # bit k % 8 of byte k // 8
+            nibbles = nibbles + fifth.reshape((n, -1)) * 16
         v = ops.gather(lut, nibbles, 0)
     else:
         v = _cast(codes, mstype.float32)

@@ -1,9 +1,10 @@
 """``quant_lora_linear``: ``y = x deq(W)^T + b + s (x_d A^T) B^T`` on a quantised frozen base weight.
 
 ``W [N, K]`` is stored in the unified quantised layout (``ops/CONTRACTS.md`` section 6): ``codes`` (int8
-``[N, K]`` for 8 bits, uint8 ``[N, K // 2]`` for 4 bits, element ``2j`` in the low nibble of byte ``j``),
-float16 ``scales`` and optional ``offsets`` ``[N, K // G]`` per group of ``G`` consecutive k, and a float32
-``lut [16]`` giving the value of each 4-bit code. :class:`QuantLoraLinear` is the Cell a layer holds
+``[N, K]`` for 8 bits, uint8 ``[N, K // 2]`` for 4 bits, element ``2j`` in the low nibble of byte ``j``,
+uint8 ``[N, K // 2 + K // 8]`` for 5 bits: the low 4 bits so, then the 5th bits), float16 ``scales`` and
+optional ``offsets`` ``[N, K // G]`` per group of ``G`` consecutive k, and a float32 ``lut [2 ** bits]``
+giving the value of each 4-/5-bit code. :class:`QuantLoraLinear` is the Cell a layer holds
 (GRAPH- and PYNATIVE-safe). Implementations: the fused CPU kernels (dequantising tile by tile, never the
 whole matrix), the composed MindSpore ops (dequantise, then matmul: the reference, and the GPU path), and
 on Ascend the hook :func:`ascend_quant_matmul` (``WeightQuantBatchMatmul``, :mod:`mindpet.quant.ascend_matmul`).
@@ -24,7 +25,7 @@ from mindpet.kernels.fused_op import FusedOp, fused_for_dtype
 
 __all__ = ["QuantLoraLinear", "ascend_quant_matmul"]
 
-BITS = (4, 8)
+BITS = (4, 5, 8)
 
 
 def ascend_quant_matmul(quant_format: Optional[str], group_size: int):
@@ -43,12 +44,14 @@ def _check_call(k, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets
     if k % group_size != 0:
         raise ValueError(f"For 'quant_lora_linear', in_channels ({k}) must be a multiple of group_size "
                          f"({group_size}).")
-    if bits == 4:
+    if bits in (4, 5):
+        width = k // 2 if bits == 4 else k // 2 + k // 8
         if codes_dtype != mstype.uint8:
-            raise TypeError(f"For 'quant_lora_linear', 'codes' must be uint8 for bits=4, but got {codes_dtype}.")
-        if codes_shape[1] * 2 != k:
-            raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, in_channels // 2] = [N, {k // 2}] for "
-                             f"bits=4, but got {codes_shape}.")
+            raise TypeError(f"For 'quant_lora_linear', 'codes' must be uint8 for bits={bits}, but got {codes_dtype}.")
+        if codes_shape[1] != width or (bits == 5 and k % 8):
+            layout = "in_channels // 2" if bits == 4 else "in_channels // 2 + in_channels // 8"
+            raise ValueError(f"For 'quant_lora_linear', 'codes' must be [N, {layout}] = [N, {width}] for "
+                             f"bits={bits}, but got {codes_shape}.")
     else:
         if codes_dtype != mstype.int8:
             raise TypeError(f"For 'quant_lora_linear', 'codes' must be int8 for bits=8, but got {codes_dtype}.")
@@ -66,9 +69,9 @@ def _check_call(k, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets
         if offsets_shape != scales_shape:
             raise ValueError(f"For 'quant_lora_linear', 'offsets' must have the shape of 'scales' {scales_shape}, "
                              f"but got {offsets_shape}.")
-    if bits == 4 and (lut_dtype != mstype.float32 or tuple(lut_shape) != (16,)):
-        raise ValueError(f"For 'quant_lora_linear', 'lut' must be a float32 [16] tensor for bits=4, but got "
-                         f"{lut_dtype} {tuple(lut_shape)}.")
+    if bits != 8 and (lut_dtype != mstype.float32 or tuple(lut_shape) != (1 << bits,)):
+        raise ValueError(f"For 'quant_lora_linear', 'lut' must be a float32 [{1 << bits}] tensor for bits={bits}, "
+                         f"but got {lut_dtype} {tuple(lut_shape)}.")
 
 
 def _plan(x_shape, x_dtype, codes_shape, codes_dtype, scales_shape, scales_dtype, offsets_shape, offsets_dtype,
@@ -111,7 +114,8 @@ class QuantLoraLinear(FusedOp):
     r"""``y = x deq(W)^T + b + s (x_d A^T) B^T``, ``x_d = x * mask``, on a quantised frozen ``W``.
 
     Args:
-        bits: 4 (uint8 codes, two per byte, looked up in ``lut``) or 8 (int8 codes).
+        bits: 4 (uint8 codes, two per byte, looked up in ``lut``), 5 (4 bits packed so, then the 5th bits;
+            looked up in ``lut [32]``) or 8 (int8 codes).
         group_size: ``G``, the k-run sharing one scale (and offset); ``in_channels % G == 0``.
         has_offsets: whether ``offsets`` are added (else a 1-element float16 stand-in is passed).
         has_bias: whether ``bias`` is added (``construct`` then takes a bias tensor, else None).
@@ -125,7 +129,7 @@ class QuantLoraLinear(FusedOp):
             (:func:`ascend_quant_matmul`); None runs composed on Ascend.
 
     Inputs: ``x [*, K]`` (float32/float16), ``codes``, ``scales [N, K // G]`` float16, ``offsets [N, K // G]``
-    float16 (1-element when absent), ``lut [16]`` float32 (1-element for bits 8), ``bias [N]`` or None,
+    float16 (1-element when absent), ``lut [2 ** bits]`` float32 (1-element for bits 8), ``bias [N]`` or None,
     ``lora_a [R, K]``, ``lora_b [N, R]`` or None, ``mask`` like x or None; bias, LoRA and mask share x's dtype.
     Output ``y [*, N]``. Gradients: ``x``, ``lora_a``, ``lora_b``; zeros for the quantised tensors and the
     bias (never trainable).
@@ -138,7 +142,7 @@ class QuantLoraLinear(FusedOp):
                  quant_format: Optional[str] = None):
         super().__init__()
         if isinstance(bits, bool) or bits not in BITS:
-            raise ValueError(f"For 'QuantLoraLinear', 'bits' must be 4 or 8, but got {bits!r}.")
+            raise ValueError(f"For 'QuantLoraLinear', 'bits' must be 4, 5 or 8, but got {bits!r}.")
         if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
             raise ValueError(f"For 'QuantLoraLinear', 'group_size' must be a positive int, but got {group_size!r}.")
         self.bits = int(bits)

@@ -1,10 +1,10 @@
 """The frozen quantised weight a layer holds: the one place that turns a QuantizedTensor into Parameters and back.
 
 A layer on a quantised base (``QuantizedDense``, a ``LoRADense`` built on one) holds, as its own Parameters,
-``weight_codes`` (int8 ``[N, K]`` or uint8 ``[N, K/2]``), ``weight_scales`` (float16 ``[N, K/G]``) and, for
-formats with offsets (``q4_1``), ``weight_offsets`` (float16 ``[N, K/G]``), all ``requires_grad=False``; the
-4-bit lookup table and the stand-ins for absent operands are constants (not Parameters). Layout and formula:
-``/work/wt/QUANT_LAYOUT.md``, :mod:`mindpet.quant.formats`.
+``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales``
+(float16 ``[N, K/G]``) and, for formats with offsets (``q4_1``, ``q5_1``), ``weight_offsets`` (float16
+``[N, K/G]``), all ``requires_grad=False``; the 4-/5-bit lookup table and the stand-ins for absent operands
+are constants (not Parameters). Layout and formula: ``/work/wt/QUANT_LAYOUT.md``, :mod:`mindpet.quant.formats`.
 
 :class:`QuantizedWeight` is the description (format, shape, bits, group size) that the layer keeps and its
 kernel is built from; :func:`attach` creates or takes over the Parameters; :func:`read` and :func:`assign`
@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from mindpet.quant.formats import FORMATS, QuantizedTensor, dequantize, format_spec
+from mindpet.quant.formats import FORMATS, QuantizedTensor, codes_layout, dequantize, format_spec
 
 __all__ = ["QuantizedWeight", "PARAM_NAMES", "check_format", "group_size_of", "describe", "attach", "read",
            "assign", "dequantized", "frozen_parameters"]
@@ -68,11 +68,11 @@ class QuantizedWeight:
 
     @property
     def codes_shape(self) -> Tuple[int, int]:
-        return (self.out_channels, self.in_channels // 2 if self.bits == 4 else self.in_channels)
+        return codes_layout(self.bits, self.out_channels, self.in_channels)[1]
 
     @property
     def codes_dtype(self):
-        return np.uint8 if self.bits == 4 else np.int8
+        return codes_layout(self.bits, self.out_channels, self.in_channels)[0]
 
     @property
     def groups_shape(self) -> Tuple[int, int]:

@@ -32,6 +32,9 @@ Mapping (``W[n, k] = (code' + offset') * scale'``, codes' signed):
   (the one inexact step: ``|dW| <= |8 + m / d| 2^-11 d``, about 2^-11 of the weight's magnitude), scale ``d``.
   A group with ``d == 0`` (all weights equal ``m``) is re-encoded exactly as codes 0, offset 1, scale ``m``.
   ``|8 + m / d|`` beyond float16's range is a ValueError.
+- ``q5_0``: int8 codes ``c - 16`` (5-bit values do not fit int4), scale ``d``, no offset, group 32.
+- ``q5_1``: ``d c + m = ((c - 16) + (16 + m / d)) d``: int8 codes ``c - 16``, offset ``16 + m / d`` rounded to
+  float16 (as q4_1), scale ``d``; a ``d == 0`` group as codes 0, offset 1, scale ``m``.
 - ``nf4``: refused (a lookup table is not affine); re-encode with ``requantize(q, "q4_0")`` (adds q4_0's error
   to NF4's) or quantise the float weight as ``"q4_0"``/``"int8"``.
 
@@ -45,9 +48,11 @@ from typing import Optional
 import numpy as np
 
 from mindpet._eager import GradSafeCell
-from mindpet.quant.formats import QuantizedTensor, unpack_nibbles
+from mindpet.quant.formats import QuantizedTensor, unpack_codes, unpack_nibbles
 
-MAPPABLE_FORMATS = ("int8", "q8_0", "q4_0", "q4_1")  # affine: (w + offset) * scale
+MAPPABLE_FORMATS = ("int8", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")  # affine: (w + offset) * scale
+# The value subtracted from a 4-/5-bit code to make it signed (the operator's int4/int8 weight): 2 ** (bits - 1).
+CODE_CENTER = {4: 8, 5: 16}
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _MAX_DIM = 65535  # CANN: k and n in [1, 65535]
 
@@ -56,9 +61,10 @@ _MAX_DIM = 65535  # CANN: k and n in [1, 65535]
 class WQBMMArgs:
     """Host arrays for ``WeightQuantBatchMatmul(transpose_x=False, transpose_weight, antiquant_group_size)``.
 
-    ``weight``: int8 ``[N, K]`` (transpose_weight) / ``[K, N]``; int4 (``bits == 4``) packed two per byte along the
-    last dimension, ``[N, K // 2]`` / ``[K, N // 2]`` (pass as ``mindspore.qint4x2``). ``antiquant_scale`` and
-    ``antiquant_offset`` (or None): float16 ``(N,)`` per-channel, ``(K // G, N)`` per-group.
+    ``weight``: int8 ``[N, K]`` (transpose_weight) / ``[K, N]`` (``bits == 8``: 8-bit formats and the 5-bit ones);
+    int4 (``bits == 4``) packed two per byte along the last dimension, ``[N, K // 2]`` / ``[K, N // 2]`` (pass as
+    ``mindspore.qint4x2``). ``antiquant_scale`` and ``antiquant_offset`` (or None): float16 ``(N,)`` per-channel,
+    ``(K // G, N)`` per-group.
     """
 
     weight: np.ndarray
@@ -85,14 +91,15 @@ def _unpack_int4(packed: np.ndarray) -> np.ndarray:
     return np.where(nibbles >= 8, nibbles - 16, nibbles)
 
 
-def q4_1_affine(d, m, where):
-    """q4_1's ``d c + m`` as the operator's ``((c - 8) + offset) * scale``: ``scale = d``, ``offset = 8 + m / d``;
-    a group with ``d == 0`` (every weight is ``m``) as ``scale = m``, ``offset = 1`` with its codes zeroed.
+def offset_affine(d, m, where, center: int):
+    """q4_1's / q5_1's ``d c + m`` as the operator's ``((c - center) + offset) * scale``: ``scale = d``,
+    ``offset = center + m / d``; a group with ``d == 0`` (every weight is ``m``) as ``scale = m``, ``offset = 1``
+    with its codes zeroed. ``center``: :data:`CODE_CENTER` of the format's bits (8 or 16).
 
     ``d``, ``m``: float arrays ``[N, K / G]`` (numpy with ``where=np.where``, or MindSpore tensors with
     ``ops.where``). Returns ``(scale, offset, keep)``, ``keep = d != 0`` (the groups whose codes stay)."""
     keep = d != 0
-    offset = where(keep, 8.0 + m / where(keep, d, 1.0), 1.0)
+    offset = where(keep, float(center) + m / where(keep, d, 1.0), 1.0)
     return where(keep, d, m), offset, keep
 
 
@@ -120,31 +127,33 @@ def to_weight_quant_matmul(q: QuantizedTensor, transpose_weight: Optional[bool] 
     if q.bits == 8:
         codes = q.codes.astype(np.int16)
     else:
-        codes = unpack_nibbles(q.codes).astype(np.int16) - 8
+        codes = unpack_codes(q.codes, q.bits).astype(np.int16) - CODE_CENTER[q.bits]
     scale = q.scales.copy()
     offset = None
-    if q.format == "q4_1":
-        scale, ratio, keep = q4_1_affine(q.scales.astype(np.float64), q.offsets.astype(np.float64), np.where)
+    if q.offsets is not None:  # q4_1, q5_1
+        center = CODE_CENTER[q.bits]
+        scale, ratio, keep = offset_affine(q.scales.astype(np.float64), q.offsets.astype(np.float64), np.where, center)
         if np.abs(ratio).max(initial=0) > _FLOAT16_MAX:
-            raise ValueError(f"a q4_1 group has |8 + m / d| = {np.abs(ratio).max():.4g}, beyond float16: it cannot be "
-                             f"mapped to antiquant_offset; re-encode it with requantize(q, 'q8_0').")
+            raise ValueError(f"a {q.format} group has |{center} + m / d| = {np.abs(ratio).max():.4g}, beyond float16: "
+                             f"it cannot be mapped to antiquant_offset; re-encode it with requantize(q, 'q8_0').")
         offset, scale = ratio.astype(np.float16), scale.astype(np.float16)
         codes = (codes.reshape(n, k // q.group_size, q.group_size) * keep[:, :, None]).reshape(n, k)
     group = q.group_size
     per_channel = group == k
+    int4 = q.bits == 4  # else the int8 weight (8-bit codes, and 5-bit ones as c - 16)
     if transpose_weight is None:
-        transpose_weight = per_channel or (q.bits == 4 and n % 2 == 1)
-    if q.bits == 4 and not transpose_weight and n % 2:
+        transpose_weight = per_channel or (int4 and n % 2 == 1)
+    if int4 and not transpose_weight and n % 2:
         raise ValueError(f"an int4 weight with transpose_weight=False is packed along out_channels, which must be "
                          f"even, but got {n}.")
     weight = codes if transpose_weight else codes.T
-    weight = weight.astype(np.int8) if q.bits == 8 else _pack_int4(np.ascontiguousarray(weight))
+    weight = _pack_int4(np.ascontiguousarray(weight)) if int4 else weight.astype(np.int8)
     scale = scale[:, 0] if per_channel else scale.T
     if offset is not None:
         offset = offset[:, 0] if per_channel else offset.T
     return WQBMMArgs(np.ascontiguousarray(weight), np.ascontiguousarray(scale),
                      None if offset is None else np.ascontiguousarray(offset),
-                     0 if per_channel else group, bool(transpose_weight), q.bits, (n, k))
+                     0 if per_channel else group, bool(transpose_weight), 4 if int4 else 8, (n, k))
 
 
 def emulate_weight_quant_matmul(x: np.ndarray, args: WQBMMArgs, bias: Optional[np.ndarray] = None) -> np.ndarray:
@@ -171,7 +180,7 @@ class WeightQuantLinear(GradSafeCell):
     cast to float16 (the operator takes float16/bfloat16 with scales of the same dtype), flattened to
     ``(m, K)``, and the result cast back to ``x``'s dtype and shape ``[*, N]``. Parameters (never trainable):
     ``weight`` (``mindspore.qint4x2`` or int8), ``antiquant_scale``, ``antiquant_offset`` (q4_1 only),
-    ``bias`` (float16, optional). ``nf4`` is refused (see :func:`to_weight_quant_matmul`).
+    ``bias`` (float16, optional); 5-bit formats as int8. ``nf4`` is refused (see :func:`to_weight_quant_matmul`).
     """
 
     def __init__(self, q: QuantizedTensor, bias: Optional[np.ndarray] = None,

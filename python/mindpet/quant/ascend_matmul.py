@@ -11,8 +11,10 @@ so the ``[N, K]`` codes are used where they lie (``mindpet.quant.ascend`` has th
   ``(K / G, N)`` (per-channel ``(N,)`` when ``G == K``). No offset.
 - 4 bits (``q4_0``, ``q4_1``): the nibbles unpacked to int8 ``[N, K]`` codes ``c - 8`` per call (1 byte per
   weight, never a float copy) and run through the operator's int8 per-group mode (Atlas A2/A3), which needs no
-  assumption about int4 packing. ``q4_0``: scale ``d``. ``q4_1``: :func:`mindpet.quant.ascend.q4_1_affine`
+  assumption about int4 packing. ``q4_0``: scale ``d``. ``q4_1``: :func:`mindpet.quant.ascend.offset_affine`
   (offset ``8 + m / d`` rounded to float16; a group with ``d == 0`` as codes 0, offset 1, scale ``m``).
+- 5 bits (``q5_0``, ``q5_1``): the low nibbles and the 5th bits unpacked to int8 ``[N, K]`` codes ``c - 16``,
+  the same int8 per-group mode; ``q5_1``'s offset ``16 + m / d`` as q4_1's.
 - ``nf4``: no mapping (a lookup table is not affine): :func:`weight_quant_matmul` returns None and the layer
   runs composed (dequantise in graph, then MatMul).
 
@@ -30,7 +32,8 @@ from mindspore import nn, ops
 from mindspore.common import dtype as mstype
 
 from mindpet._eager import GradSafeCell
-from mindpet.quant.ascend import MAPPABLE_FORMATS, q4_1_affine
+from mindpet.quant.ascend import CODE_CENTER, MAPPABLE_FORMATS, offset_affine
+from mindpet.quant.formats import format_spec
 
 __all__ = ["AscendQuantMatmul", "weight_quant_matmul"]
 
@@ -46,7 +49,7 @@ class AscendQuantMatmul(GradSafeCell):
     r"""``y [M, N] = x [M, K] deq(W)^T`` by ``WeightQuantBatchMatmul`` from the unified layout (module docstring).
 
     Args:
-        format: ``'int8'``, ``'q8_0'``, ``'q4_0'`` or ``'q4_1'``.
+        format: one of :data:`~mindpet.quant.ascend.MAPPABLE_FORMATS` (not ``'nf4'``).
         group_size: the format's ``G`` (``K`` for int8 per channel).
         matmul: the operator to call as ``(x, weight, antiquant_scale, antiquant_offset, None, None, None)``;
             None builds ``WeightQuantBatchMatmul`` (Ascend only). The tests pass an emulation to run on CPU.
@@ -61,7 +64,8 @@ class AscendQuantMatmul(GradSafeCell):
             raise ValueError(f"For 'AscendQuantMatmul', 'format' must be one of {MAPPABLE_FORMATS}, but got "
                              f"{format!r}.")
         self.format = format
-        self.bits = 8 if format in ("int8", "q8_0") else 4
+        self.bits = format_spec(format).bits
+        self.has_offsets = format_spec(format).has_offsets
         self.group_size = int(group_size)
         if matmul is None:
             from mindspore.ops.auto_generate import WeightQuantBatchMatmul  # pylint: disable=import-outside-toplevel
@@ -80,12 +84,19 @@ class AscendQuantMatmul(GradSafeCell):
         if self.bits == 8:
             weight = codes
         else:
-            nibbles = ops.stack((ops.bitwise_and(codes, self.low_nibble), self.right_shift(codes, self.shift)), -1)
-            weight = ops.cast(nibbles.reshape((n, -1)), mstype.int8) - 8  # [N, K]: codes c - 8
+            half = codes.shape[1] if self.bits == 4 else codes.shape[1] // 5 * 4  # bytes of nibbles: K / 2
+            low = codes[:, :half]
+            nibbles = ops.stack((ops.bitwise_and(low, self.low_nibble), self.right_shift(low, self.shift)), -1)
+            values = ops.cast(nibbles.reshape((n, -1)), mstype.int8)
+            if self.bits == 5:  # + 16 * bit k % 8 of byte K / 2 + k // 8
+                high = ops.cast(codes[:, half:], mstype.int32)
+                fifth = ops.stack([(high // (1 << b)) % 2 for b in range(8)], -1).reshape((n, -1))
+                values = values + ops.cast(fifth * 16, mstype.int8)
+            weight = values - CODE_CENTER[self.bits]  # [N, K]: codes c - 8 / c - 16
         scale, offset = scales, None
-        if self.format == "q4_1":
-            scale, offset, keep = q4_1_affine(ops.cast(scales, mstype.float32), ops.cast(offsets, mstype.float32),
-                                              ops.where)
+        if self.has_offsets:
+            scale, offset, keep = offset_affine(ops.cast(scales, mstype.float32), ops.cast(offsets, mstype.float32),
+                                                ops.where, CODE_CENTER[self.bits])
             scale, offset = ops.cast(scale, mstype.float16), ops.cast(offset, mstype.float16)
             weight = (weight.reshape((n, groups, -1)) * ops.cast(keep, mstype.int8).reshape((n, groups, 1))
                       ).reshape((n, -1))

@@ -75,7 +75,7 @@ def quantize_dense(net: nn.Cell, target_cells: Patterns, format: str,  # pylint:
     Args:
         net: the model (changed in place).
         target_cells: a pattern or a list of patterns.
-        format: ``'int8'``, ``'nf4'``, ``'q4_0'``, ``'q4_1'`` or ``'q8_0'``.
+        format: ``'int8'``, ``'nf4'``, ``'q4_0'``, ``'q4_1'``, ``'q5_0'``, ``'q5_1'`` or ``'q8_0'``.
         exclude_cells: patterns removing cells from the selection.
         backend: the kernel backend of the new layers (``'auto'``, ``'fused'``, ``'composed'``, None).
 

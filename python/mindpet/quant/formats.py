@@ -2,15 +2,17 @@
 
 A weight ``W [N, K]`` (``nn.Dense`` layout: N = out_channels, K = in_channels) is stored as
 
-- ``codes``: ``int8 [N, K]`` (8-bit) or ``uint8 [N, K // 2]`` (4-bit; element ``2j`` in the low nibble
-  and ``2j + 1`` in the high nibble of byte ``j``),
+- ``codes``: ``int8 [N, K]`` (8-bit), ``uint8 [N, K // 2]`` (4-bit; element ``2j`` in the low nibble
+  and ``2j + 1`` in the high nibble of byte ``j``) or ``uint8 [N, K // 2 + K // 8]`` (5-bit: each row is the
+  low 4 bits of its codes packed as the 4-bit layout, bytes ``[0, K // 2)``, followed by their 5th bits,
+  bit ``k % 8`` of byte ``K // 2 + k // 8``; one array, so whatever moves rows handles it unchanged),
 - ``scales``: ``float16 [N, K // G]``, one per group of ``G`` consecutive k,
 - ``offsets``: ``float16 [N, K // G]`` or ``None``,
-- ``lut``: ``float32 [16]`` (4-bit formats: the value of each code),
+- ``lut``: ``float32 [16]`` (4-bit) or ``[32]`` (5-bit formats): the value of each code,
 
 and dequantised in float32 (or wider) as
 ``W[n, k] = v(n, k) * scales[n, k // G] + offsets[n, k // G]`` with ``v = codes[n, k]`` (8-bit) or
-``v = lut[nibble(n, k)]`` (4-bit).
+``v = lut[code(n, k)]`` (4-/5-bit).
 
 Formats (``FORMATS``):
 
@@ -25,6 +27,10 @@ Formats (``FORMATS``):
   ``lut[c] = c``; ``q8_0``: ``d = absmax / 127``, ``c = round(w / d)``). As in ggml the codes are computed
   against the float32 ``d`` and ``d``/``m`` are then stored as float16. For int8/nf4 the scale is rounded
   to float16 first and the codes are computed against the rounded scale.
+- ``"q5_0"``, ``"q5_1"``: GGUF/ggml 5-bit blocks of 32, ggml reference rounding as the 4-bit ones with 32
+  levels (``q5_0``: ``d = (the value of largest magnitude) / -16``, ``c = min(31, trunc(w / d + 16.5))``,
+  ``lut[c] = c - 16``; ``q5_1``: ``d = (max - min) / 31``, ``m = min``, ``c = min(31, trunc((w - m) / d + 0.5))``,
+  ``lut[c] = c``): 5.5 and 6 bits per weight.
 
 K must be a multiple of the group size (32 for GGUF formats, 64 for nf4): otherwise a ValueError naming
 ``in_channels`` and the group size. This is a decision, not an oversight: padding would change the
@@ -37,7 +43,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-FORMATS: Tuple[str, ...] = ("int8", "nf4", "q4_0", "q4_1", "q8_0")
+FORMATS: Tuple[str, ...] = ("int8", "nf4", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1")
 
 # The 16 NormalFloat4 values (QLoRA, Dettmers et al. 2023, Appendix E).
 NF4_VALUES = np.array([
@@ -48,8 +54,10 @@ NF4_VALUES = np.array([
 NF4_VALUES.flags.writeable = False
 _Q4_0_LUT = np.arange(-8, 8, dtype=np.float32)
 _Q4_1_LUT = np.arange(16, dtype=np.float32)
+_Q5_0_LUT = np.arange(-16, 16, dtype=np.float32)
+_Q5_1_LUT = np.arange(32, dtype=np.float32)
 _NF4_MIDPOINTS = ((NF4_VALUES[:-1].astype(np.float64) + NF4_VALUES[1:]) / 2).astype(np.float32)
-for _table in (_Q4_0_LUT, _Q4_1_LUT):
+for _table in (_Q4_0_LUT, _Q4_1_LUT, _Q5_0_LUT, _Q5_1_LUT):
     _table.flags.writeable = False
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -57,7 +65,7 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 @dataclass(frozen=True, eq=False)
 class FormatSpec:
     """Static description of a format: ``bits``, ``group_size`` (``None`` = per output channel, G = K),
-    ``lut`` (float32 [16] for 4-bit formats, else ``None``) and ``has_offsets``."""
+    ``lut`` (float32 [2 ** bits] for 4-/5-bit formats, else ``None``) and ``has_offsets``."""
 
     name: str
     bits: int
@@ -76,7 +84,17 @@ _SPECS = {
     "q4_0": FormatSpec("q4_0", 4, 32, _Q4_0_LUT, False),
     "q4_1": FormatSpec("q4_1", 4, 32, _Q4_1_LUT, True),
     "q8_0": FormatSpec("q8_0", 8, 32, None, False),
+    "q5_0": FormatSpec("q5_0", 5, 32, _Q5_0_LUT, False),
+    "q5_1": FormatSpec("q5_1", 5, 32, _Q5_1_LUT, True),
 }
+
+
+def codes_layout(bits: int, out_channels: int, in_channels: int) -> Tuple[type, Tuple[int, int]]:
+    """``(dtype, shape)`` of the codes of a ``bits``-bit weight ``[N, K]``: int8 ``[N, K]`` (8),
+    uint8 ``[N, K // 2]`` (4), uint8 ``[N, K // 2 + K // 8]`` (5)."""
+    if bits == 8:
+        return np.int8, (out_channels, in_channels)
+    return np.uint8, (out_channels, in_channels // 2 + (in_channels // 8 if bits == 5 else 0))
 
 
 def format_spec(name: str) -> FormatSpec:
@@ -104,9 +122,10 @@ class QuantizedTensor:
     Attributes:
         format: one of :data:`FORMATS`.
         shape: ``(N, K)`` of the dequantised weight.
-        codes: ``int8 [N, K]`` (8-bit) or ``uint8 [N, K // 2]`` (4-bit, low nibble = even k).
+        codes: ``int8 [N, K]`` (8-bit), ``uint8 [N, K // 2]`` (4-bit, low nibble = even k) or
+            ``uint8 [N, K // 2 + K // 8]`` (5-bit: low 4 bits as 4-bit, then the 5th bits).
         scales: ``float16 [N, K // G]``.
-        offsets: ``float16 [N, K // G]`` (``q4_1``) or ``None``.
+        offsets: ``float16 [N, K // G]`` (``q4_1``, ``q5_1``) or ``None``.
     """
 
     format: str
@@ -126,7 +145,7 @@ class QuantizedTensor:
         object.__setattr__(self, "shape", shape)
         n, k = shape
         group = _check_group(self.format, k)
-        code_dtype, code_shape = (np.int8, (n, k)) if spec.bits == 8 else (np.uint8, (n, k // 2))
+        code_dtype, code_shape = codes_layout(spec.bits, n, k)
         _check_array("codes", self.codes, code_dtype, code_shape, self.format)
         _check_array("scales", self.scales, np.float16, (n, k // group), self.format)
         if spec.has_offsets:
@@ -144,7 +163,7 @@ class QuantizedTensor:
 
     @property
     def lut(self) -> Optional[np.ndarray]:
-        """float32 [16] value of each 4-bit code (``None`` for 8-bit formats)."""
+        """float32 [2 ** bits] value of each 4-/5-bit code (``None`` for 8-bit formats)."""
         return format_spec(self.format).lut
 
     @property
@@ -224,6 +243,24 @@ def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
     return out
 
 
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 codes ``[N, K]`` (0 .. 2 ** bits - 1) -> the packed layout of ``bits`` 4 or 5 (module doc)."""
+    if bits == 4:
+        return _pack_nibbles(codes)
+    n, k = codes.shape
+    fifth = np.packbits((codes >> np.uint8(4)).reshape(n, k // 8, 8), axis=-1, bitorder="little").reshape(n, k // 8)
+    return np.concatenate([_pack_nibbles(codes & np.uint8(0x0F)), fifth], axis=1)
+
+
+def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: packed uint8 codes of a 4- or 5-bit weight -> uint8 ``[N, K]``."""
+    if bits == 4:
+        return unpack_nibbles(packed)
+    k = packed.shape[1] // 5 * 8  # K // 2 + K // 8 = 5 K / 8 bytes
+    fifth = np.unpackbits(packed[:, k // 2:], axis=1, bitorder="little")
+    return unpack_nibbles(packed[:, :k // 2]) | (fifth << np.uint8(4))
+
+
 _CHUNK_ELEMENTS = 1 << 18  # rows are quantised in chunks of about this many weights (bounded scratch memory)
 
 
@@ -259,11 +296,17 @@ def _quantize_blocks(blocks: np.ndarray, format: str):
         d = np.take_along_axis(blocks, index, axis=2)[..., 0] / np.float32(-8) + np.float32(0)  # -0 -> +0
         codes = np.minimum(np.trunc(blocks * _inverse(d)[..., None] + np.float32(8.5)), 15).astype(np.uint8)
         scales = _to_float16(d, "scales")
-    else:  # q4_1
+    elif format == "q5_0":
+        index = np.abs(blocks).argmax(axis=2)[..., None]
+        d = np.take_along_axis(blocks, index, axis=2)[..., 0] / np.float32(-16) + np.float32(0)  # -0 -> +0
+        codes = np.minimum(np.trunc(blocks * _inverse(d)[..., None] + np.float32(16.5)), 31).astype(np.uint8)
+        scales = _to_float16(d, "scales")
+    else:  # q4_1, q5_1
+        top = 15 if format == "q4_1" else 31
         low, high = blocks.min(axis=2), blocks.max(axis=2)
-        d = (high - low) / np.float32(15)
+        d = (high - low) / np.float32(top)
         codes = np.minimum(np.trunc((blocks - low[..., None]) * _inverse(d)[..., None] + np.float32(0.5)),
-                           15).astype(np.uint8)
+                           top).astype(np.uint8)
         scales = _to_float16(d, "scales")
         offsets = _to_float16(low, "offsets")
     return codes, scales, offsets
@@ -284,7 +327,8 @@ def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
     w = _check_weight(weight)
     n, k = w.shape
     group = _check_group(format, k)
-    codes = np.empty((n, k if spec.bits == 8 else k // 2), dtype=np.int8 if spec.bits == 8 else np.uint8)
+    code_dtype, code_shape = codes_layout(spec.bits, n, k)
+    codes = np.empty(code_shape, dtype=code_dtype)
     scales = np.empty((n, k // group), dtype=np.float16)
     offsets = np.empty((n, k // group), dtype=np.float16) if spec.has_offsets else None
     rows = max(1, _CHUNK_ELEMENTS // k)
@@ -293,7 +337,7 @@ def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
         _check_finite(blocks)
         chunk_codes, scales[r:r + rows], chunk_offsets = _quantize_blocks(blocks, format)
         chunk_codes = chunk_codes.reshape(-1, k)
-        codes[r:r + rows] = chunk_codes if spec.bits == 8 else _pack_nibbles(chunk_codes)
+        codes[r:r + rows] = chunk_codes if spec.bits == 8 else pack_codes(chunk_codes, spec.bits)
         if offsets is not None:
             offsets[r:r + rows] = chunk_offsets
     return QuantizedTensor(format, (n, k), codes, scales, offsets)
@@ -301,7 +345,7 @@ def quantize(weight: np.ndarray, format: str) -> QuantizedTensor:
 
 def dequantize(q: QuantizedTensor, dtype=np.float32) -> np.ndarray:
     """The weight ``[N, K]`` in ``dtype`` (float32 or float64; float16 computes in float32 and casts):
-    ``v(n, k) * scales[n, k // G] (+ offsets[n, k // G])``, v the code (8-bit) or ``lut[code]`` (4-bit)."""
+    ``v(n, k) * scales[n, k // G] (+ offsets[n, k // G])``, v the code (8-bit) or ``lut[code]`` (4-/5-bit)."""
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"'q' must be a QuantizedTensor, but got {type(q).__name__}.")
     dtype = np.dtype(dtype)
@@ -310,7 +354,7 @@ def dequantize(q: QuantizedTensor, dtype=np.float32) -> np.ndarray:
     compute = np.float64 if dtype == np.float64 else np.float32
     n, k = q.shape
     group = q.group_size
-    values = q.codes.astype(compute) if q.bits == 8 else q.lut.astype(compute)[unpack_nibbles(q.codes)]
+    values = q.codes.astype(compute) if q.bits == 8 else q.lut.astype(compute)[unpack_codes(q.codes, q.bits)]
     values = values.reshape(n, k // group, group)
     values *= q.scales.astype(compute)[..., None]
     if q.offsets is not None:

@@ -7,10 +7,15 @@ quantised tensor of shape ``(N, K)`` as ``uint8 [N, K // 32 * type_size]``):
   ``j + 16`` is ``qs[j] >> 4``; ``w = d * (c - 8)``.
 - ``Q4_1`` (20 bytes): ``d``, ``m`` float16, 16 bytes ``qs`` as in Q4_0; ``w = d * c + m``.
 - ``Q8_0`` (34 bytes): ``d`` float16, 32 ``int8``; ``w = d * c``.
+- ``Q5_0`` (22 bytes): ``d`` float16, 4 bytes ``qh`` (a little-endian uint32: bit ``j`` is the 5th bit of
+  weight ``j``), 16 bytes ``qs`` as in Q4_0 (the low 4 bits); ``w = d * (c - 16)``.
+- ``Q5_1`` (24 bytes): ``d``, ``m`` float16, ``qh``, ``qs`` as in Q5_0; ``w = d * c + m``.
 
-The 4-bit codes are repacked into mindpet's order (weight ``2j`` low nibble, ``2j + 1`` high nibble of byte
-``j``); ``d`` and ``m`` are copied bit-exactly. No float copy of a quantised tensor is made (the transient
-memory is one byte per weight of the tensor being repacked). ``F32`` / ``F16`` tensors are returned as
+The 4-bit codes (and the low 4 bits of the 5-bit ones) are repacked into mindpet's order (weight ``2j`` low
+nibble, ``2j + 1`` high nibble of byte ``j``); a 5-bit block's ``qh`` is already mindpet's 5th-bit order (bit
+``k % 8`` of byte ``k // 8``) and is copied into the row's 5th-bit bytes; ``d`` and ``m`` are copied
+bit-exactly. No float copy of a quantised tensor is made (the transient memory is one byte per weight of the
+tensor being repacked). ``F32`` / ``F16`` tensors are returned as
 numpy arrays of their stored dtype (owned copies, not views of the memory map).
 """
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 
 from mindpet.quant.formats import QuantizedTensor, format_spec, requantize
 
-_QUANTISED = {"Q4_0": ("q4_0", 18), "Q4_1": ("q4_1", 20), "Q8_0": ("q8_0", 34)}
+_QUANTISED = {"Q4_0": ("q4_0", 18), "Q4_1": ("q4_1", 20), "Q8_0": ("q8_0", 34), "Q5_0": ("q5_0", 22),
+              "Q5_1": ("q5_1", 24)}
 _FLOAT = {"F32": np.float32, "F16": np.float16}
 _BLOCK = 32
 GGUFTensor = Union[QuantizedTensor, np.ndarray]
@@ -57,7 +63,8 @@ def _repack_q4(qs: np.ndarray) -> np.ndarray:
 
 
 def gguf_block_to_quantized(name: str, type_name: str, shape, data: np.ndarray) -> QuantizedTensor:
-    """One Q4_0/Q4_1/Q8_0 tensor (``data`` the raw ``uint8`` blocks, ``shape`` = ``(N, K)``) as QuantizedTensor."""
+    """One Q4_0/Q4_1/Q8_0/Q5_0/Q5_1 tensor (``data`` the raw ``uint8`` blocks, ``shape`` = ``(N, K)``) as
+    QuantizedTensor."""
     format, type_size = _QUANTISED[type_name]
     if len(shape) != 2:
         raise ValueError(f"GGUF tensor {name!r} ({type_name}) must be 2-D to load quantised, but has shape {shape}.")
@@ -71,15 +78,18 @@ def gguf_block_to_quantized(name: str, type_name: str, shape, data: np.ndarray) 
     if format == "q8_0":
         codes = np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k)
     else:
-        if format == "q4_1":
+        if format in ("q4_1", "q5_1"):
             offsets = _float16_field(blocks, 2)
         codes = _repack_q4(blocks[..., type_size - 16:])
+        if format in ("q5_0", "q5_1"):  # qh: the 4 bytes before qs
+            fifth = blocks[..., type_size - 20:type_size - 16].reshape(n, k // 8)
+            codes = np.concatenate([codes, fifth], axis=1)
     return QuantizedTensor(format, (n, k), codes, scales, offsets)
 
 
 def read_gguf_quantized(path_or_reader, names: Optional[Iterable[str]] = None,
                         format: Optional[str] = None) -> Dict[str, GGUFTensor]:
-    """Tensors of a GGUF file by name: Q4_0/Q4_1/Q8_0 as :class:`QuantizedTensor` (shape ``(N, K)``, the
+    """Tensors of a GGUF file by name: Q4_0/Q4_1/Q8_0/Q5_0/Q5_1 as :class:`QuantizedTensor` (shape ``(N, K)``, the
     ``nn.Dense`` layout), F32/F16 as numpy arrays of their stored dtype.
 
     Args:

@@ -1,4 +1,5 @@
-"""``QuantizedDense``: a frozen ``nn.Dense`` whose weight is stored quantised (int8, nf4, q4_0, q4_1, q8_0)."""
+"""``QuantizedDense``: a frozen ``nn.Dense`` whose weight is stored quantised (int8, nf4, q4_0, q4_1, q5_0, q5_1,
+q8_0)."""
 from __future__ import annotations
 
 from typing import Any, Optional, Union
@@ -50,17 +51,17 @@ class QuantizedDense(GradSafeCell):
     the composed path (other devices) dequantises with MindSpore ops inside the op.
 
     Parameters (all ``requires_grad=False``; the freezing utilities never make them trainable):
-    ``weight_codes`` (int8 ``[N, K]`` or uint8 ``[N, K/2]``), ``weight_scales`` (float16 ``[N, K/G]``),
-    ``weight_offsets`` (float16 ``[N, K/G]``, ``q4_1`` only), ``bias`` (``[N]``, ``has_bias`` only, in
-    ``compute_dtype``). Build one from a float layer with :meth:`from_dense`, from a
+    ``weight_codes`` (int8 ``[N, K]``, uint8 ``[N, K/2]`` or, 5-bit, ``[N, K/2 + K/8]``), ``weight_scales``
+    (float16 ``[N, K/G]``), ``weight_offsets`` (float16 ``[N, K/G]``, ``q4_1``, ``q5_1`` only), ``bias``
+    (``[N]``, ``has_bias`` only, in ``compute_dtype``). Build one from a float layer with :meth:`from_dense`, from a
     :class:`~mindpet.quant.formats.QuantizedTensor` (a GGUF file: no float weight ever) with
     :meth:`from_quantized`, or for a whole model with :func:`mindpet.quant.quantize_dense`. A new layer
     built by the constructor holds zero codes (load a checkpoint into it).
 
     Args:
         in_channels, out_channels: K and N, positive ints; K must be a multiple of the format's group size
-            (32 for q4_0/q4_1/q8_0, 64 for nf4; int8 is per output channel).
-        format: ``'int8'``, ``'nf4'``, ``'q4_0'``, ``'q4_1'`` or ``'q8_0'``.
+            (32 for q4_0/q4_1/q5_0/q5_1/q8_0, 64 for nf4; int8 is per output channel).
+        format: ``'int8'``, ``'nf4'``, ``'q4_0'``, ``'q4_1'``, ``'q5_0'``, ``'q5_1'`` or ``'q8_0'``.
         has_bias: whether ``bias`` is added. bias_init: its initializer (as ``nn.Dense``).
         activation: as ``nn.Dense`` (a name, Cell, Primitive or None), applied after the bias.
         compute_dtype: float32 (default) or float16: the dtype ``x``, the dequantised weight and the

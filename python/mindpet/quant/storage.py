@@ -1,6 +1,6 @@
 """Saving and loading a quantised base (safetensors, written atomically, format recorded and checked).
 
-File layout: a QuantizedTensor ``name`` is stored as the tensors ``name.codes``, ``name.scales`` and (q4_1)
+File layout: a QuantizedTensor ``name`` is stored as the tensors ``name.codes``, ``name.scales`` and (q4_1, q5_1)
 ``name.offsets`` with their own dtypes; a plain numpy array (norms, embeddings kept in float, biases) as
 ``name``. The safetensors ``__metadata__`` holds ``"mindpet.quant": "1"`` and ``"tensors"``: a JSON object
 ``{name: {"format", "shape", "bits", "group_size", "has_offsets"}}`` for quantised entries and
