@@ -236,8 +236,9 @@ class LoRADense(GradSafeCell):
                                      transpose_b=transpose_b)
         # The mask source, chosen once: the generator on the CPU kernels, the Dropout primitive otherwise.
         self._generator_masks = self.kernel.impl == "cpu"
-        if self._generator_masks:  # the primitive's graph seeds make the stream: ms.set_seed changes the masks
-            self.generator_dropout = DropoutMask(lora_dropout, stream=(seed0 << 31) ^ seed1)
+        if self._generator_masks:  # the primitive's graph seeds (ms.set_seed) make the seed; none set: random
+            stream = (seed0 << 31) ^ seed1 if (seed0, seed1) != (0, 0) else None
+            self.generator_dropout = DropoutMask(lora_dropout, stream=stream)
         self.matmul = ops.MatMul(transpose_b=transpose_b)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False

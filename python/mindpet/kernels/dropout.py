@@ -5,15 +5,18 @@ r"""``dropout_mask``: a dropout mask from a counter hash of ``(seed, offset + i)
     \lfloor p\,2^{24} \rfloor \\ 0 & \text{otherwise} \end{cases}, \qquad i < N = \mathrm{numel}(x)
 
 CPU kernel only, forward only (the mask has no gradient). :class:`DropoutMask` is the Cell a layer holds: it
-takes ``seed`` and ``offset`` from MindSpore's default generator (``mindspore.common.generator``), whose state
-lives in Parameters, so every call site of a graph, also each inlined copy of one shared
-(``lazy_inline``) block graph, gets its own ``offset``, and the generator advances by ``N`` per call: the
-counter ranges of successive calls never overlap. :func:`dropout_mask` is the functional form with an
-explicit seed and offset (PYNATIVE, tests).
+takes ``offset`` from MindSpore's default generator (``mindspore.common.generator``), whose state lives in
+Parameters, so every call site of a graph, also each inlined copy of one shared (``lazy_inline``) block graph,
+gets its own ``offset``, and the generator advances by ``N`` per call: the counter ranges of successive calls
+never overlap. The seed is the Cell's own constant (``stream``): the generator's seed is not used, because in
+MindSpore 2.10 a compiled graph reads it from a Parameter holding a random per-process value that
+``mindspore.manual_seed`` does not change (PYNATIVE reads the seeded state instead). :func:`dropout_mask` is
+the functional form with an explicit seed and offset (PYNATIVE, tests).
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+import secrets
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from mindspore import Tensor, ops
@@ -24,7 +27,7 @@ from mindpet._mindspore import constexpr
 from mindpet.kernels import _primitives
 from mindpet.kernels.fused_op import FusedOp
 
-__all__ = ["DropoutMask", "dropout_mask"]
+__all__ = ["DropoutMask", "dropout_mask", "generator_state"]
 
 _INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
@@ -52,6 +55,13 @@ def _as_int64(value, name: str) -> Tensor:
     return Tensor(int(value), mstype.int64)
 
 
+def generator_state() -> Tuple[int, int]:
+    """``(seed, offset)`` of MindSpore's default generator, from its ``get_state()`` (two little-endian int64;
+    the host copies of its Parameters are not kept up to date)."""
+    seed, offset = np.frombuffer(default_generator.get_state().asnumpy().astype(np.uint8).tobytes(), "<i8")
+    return int(seed), int(offset)
+
+
 @constexpr
 def _count(shape) -> Tensor:
     """numel of ``shape`` as an int64 Tensor: the generator's step (compile-time constant)."""
@@ -59,16 +69,16 @@ def _count(shape) -> Tensor:
 
 
 class DropoutMask(FusedOp):
-    r"""``mask = dropout_mask(x, seed ^ stream, offset - base, p)``, ``(seed, offset)`` drawn from MindSpore's
-    default generator, which then advances by ``numel(x)``.
+    r"""``mask = dropout_mask(x, stream, offset - base, p)``, ``offset`` drawn from MindSpore's default generator,
+    which then advances by ``numel(x)``.
 
-    ``stream`` (a constant of the owner, e.g. from its graph seeds, so ``mindspore.set_seed`` changes the
-    masks) is XORed into the generator's seed; ``base`` is the generator's offset when the Cell was built, so
-    a model built again after the same ``mindspore.set_seed`` draws the same masks in the same process.
+    ``stream`` is the seed (a constant of the owner, e.g. from its graph seeds, so that ``mindspore.set_seed``
+    decides the masks); ``base`` is the generator's offset when the Cell was built, so a model built again
+    after the same ``mindspore.set_seed`` draws the same masks, also in the same process.
 
     Args:
         p: dropout probability in ``[0, 1)``.
-        stream: int in ``[0, 2^63)``.
+        stream: int in ``[0, 2^63)``; None: a random one (as MindSpore's random ops when no seed is set).
         backend: ``'auto'``, ``'fused'`` or None: the CPU kernel is required (FusedBackendUnavailable where it
             cannot run; ``'composed'`` has no implementation and raises ValueError).
 
@@ -77,9 +87,11 @@ class DropoutMask(FusedOp):
 
     op_name = "dropout_mask"
 
-    def __init__(self, p: float, stream: int = 0, backend: Optional[str] = None):
+    def __init__(self, p: float, stream: Optional[int] = None, backend: Optional[str] = None):
         super().__init__()
         self.p = _check_p(p)
+        if stream is None:
+            stream = secrets.randbits(62)
         if isinstance(stream, bool) or not isinstance(stream, int) or not 0 <= stream <= _INT64_MAX:
             raise ValueError(f"For 'dropout_mask', 'stream' must be an int in [0, 2^63), but got {stream!r}.")
         if backend == "composed":
@@ -88,14 +100,13 @@ class DropoutMask(FusedOp):
         self.select_backend("fused" if backend in (None, "auto") else backend, cpu_only=True)
         self.fwd = _primitives.dropout_mask_forward(self.impl)
         self.stream = Tensor(stream, mstype.int64)
-        self.base = Tensor(int(default_generator._offset.asnumpy()), mstype.int64)  # pylint: disable=protected-access
-        self.xor = ops.BitwiseXor()
+        self.base = Tensor(generator_state()[1], mstype.int64)
         self.sub = ops.Sub()
         self.stop_gradient = ops.stop_gradient
 
     def construct(self, x):
-        seed, offset = default_generator._step(_count(x.shape))  # pylint: disable=protected-access
-        return self.fwd(self.stop_gradient(x), self.xor(seed, self.stream), self.sub(offset, self.base), self.p)
+        _, offset = default_generator._step(_count(x.shape))  # pylint: disable=protected-access
+        return self.fwd(self.stop_gradient(x), self.stream, self.sub(offset, self.base), self.p)
 
     def extend_repr(self) -> str:
         return f"p={self.p}, impl={self.impl}"
