@@ -21,7 +21,7 @@ import numpy as np
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--share-block-graph", action="store_true", help="with LoRA dropout 0 (see LMSetup)")
+    parser.add_argument("--share-block-graph", action="store_true", help="one shared block graph (see LMSetup)")
     parser.add_argument("--no-release-heap", action="store_true")
     parser.add_argument("--attention-backend", choices=("auto", "fused", "composed"),
                         help="of the LLaMA attention core (default: the global choice)")
@@ -48,7 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.save(Path(tmp) / "batch.npy", batch)
         setup = LMSetup(gguf_path=str(gguf), batch_path=str(Path(tmp) / "batch.npy"), logits_dir=tmp,
                         release_heap=not args.no_release_heap, share_block_graph=args.share_block_graph,
-                        lora_dropout=0.0 if args.share_block_graph else 0.05,
                         attention_backend=args.attention_backend, norm_backend=args.norm_backend,
                         mlp_backend=args.mlp_backend)
         phases = {"start": measured(lambda: None)}
