@@ -9,6 +9,9 @@ METHODS = ("zero_shot", "prompt", "prefix", "lora")  # the default table
 QUANT_METHODS = ("lora_q4", "lora_q8")
 ALL_METHODS = METHODS + QUANT_METHODS
 Q4_EMBEDDING_FORMATS = ("q8_0", "q4_1", "q4_0", "nf4")  # lora_q4's tied embedding (Profile.q4_embedding)
+# Built with one compiled decoder-block graph (SharedLlamaBlock) unless Profile.share_block_graph is False:
+# the LoRA methods (their dropout masks come from MindSpore's generator; prefix tuning cannot share the graph)
+SHARED_BLOCK_METHODS = ("lora",) + QUANT_METHODS
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class Profile:
     warmup_fraction: float = 0.1
     seed: int = 0
     q4_embedding: str = "q8_0"  # lora_q4's tied embedding: "q8_0" (as the GGUF stores it) or a 4-bit re-encoding
+    share_block_graph: bool = True  # SHARED_BLOCK_METHODS with one compiled block graph (--no-share-block-graph)
+
+    def shares_block_graph(self, method: str) -> bool:
+        """Whether ``method``'s model is built with one shared decoder-block graph."""
+        return self.share_block_graph and method in SHARED_BLOCK_METHODS
 
     def learning_rate(self, method: str) -> float:
         return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora, "lora_q4": self.lr_lora,

@@ -45,9 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-release-heap", action="store_true",
                         help="ours without mindpet.utils.memory.release_free_heap() after loading, compiling and switching "
                              "(to measure what they save)")
-    parser.add_argument("--share-block-graph", action="store_true",
-                        help="ours with one shared decoder-block graph instead of 30 inlined blocks (LoRA dropout "
-                             "masks from MindSpore's generator: every layer draws its own)")
+    parser.add_argument("--share-block-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="ours with one shared decoder-block graph (default; LoRA dropout masks from MindSpore's "
+                             "generator: every layer draws its own); --no-share-block-graph: 30 inlined blocks")
     parser.add_argument("--gguf", type=Path, help="a LLaMA GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--synthetic-batch", action="store_true", help="random token ids instead of BBC text")
     parser.add_argument("--seq-len", type=int, default=256)

@@ -46,7 +46,7 @@ class LMSetup:
     lr: float = 2e-3
     release_heap: bool = True
     """Ours: ``mindpet.utils.memory.release_free_heap()`` after loading and after the first step."""
-    share_block_graph: bool = False
+    share_block_graph: bool = True
     """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; the LoRA
     dropout masks come from MindSpore's generator on the fused CPU kernels, so every layer draws its own)."""
     attention_backend: Optional[str] = None
