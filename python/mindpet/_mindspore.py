@@ -21,6 +21,8 @@ Accessors:
 - :func:`activation_names`: the names ``mindspore.nn.get_activation`` accepts.
 - :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
   direct sub-cells and primitives, by attribute name.
+- :func:`generator_offset`: the offset of MindSpore's default generator, advanced by a count (graph-safe;
+  ``Generator._step``).
 - :func:`library_dir`, :func:`onednn_library`: the directory of the native libraries in MindSpore's
   wheel, and its oneDNN library (``dnnl_sgemm``, the GEMM of the CPU kernels).
 """
@@ -34,6 +36,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import context, nn
+from mindspore.common.generator import default_generator as _default_generator
 from mindspore.ops import constexpr
 
 from mindpet._version import MINDSPORE_REQUIREMENT
@@ -98,6 +101,14 @@ def graph_seeds(op_name: str = "dropout") -> Tuple[int, int]:
     """
     seed0, seed1 = _internal("get_graph_seed")(0, op_name)
     return int(seed0), int(seed1)
+
+
+def generator_offset(count):
+    """The offset of MindSpore's default generator before this call, which advances it by ``count`` (an int64
+    scalar Tensor): ``Generator._step`` (private), callable in ``construct``. The generator's state lives in
+    Parameters, so each call site of a compiled graph gets its own offset. (Its seed output is not returned: in
+    MindSpore 2.10 a compiled graph reads it from a Parameter with a random per-process value.)"""
+    return _default_generator._step(count)[1]  # pylint: disable=protected-access
 
 
 def invalidate_compiled_graphs() -> None:

@@ -23,7 +23,7 @@ from mindspore import Tensor, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.generator import default_generator
 
-from mindpet._mindspore import constexpr
+from mindpet._mindspore import constexpr, generator_offset
 from mindpet.kernels import _primitives
 from mindpet.kernels.fused_op import FusedOp
 
@@ -105,7 +105,7 @@ class DropoutMask(FusedOp):
         self.stop_gradient = ops.stop_gradient
 
     def construct(self, x):
-        _, offset = default_generator._step(_count(x.shape))  # pylint: disable=protected-access
+        offset = generator_offset(_count(x.shape))
         return self.fwd(self.stop_gradient(x), self.stream, self.sub(offset, self.base), self.p)
 
     def extend_repr(self) -> str:
