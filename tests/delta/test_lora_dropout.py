@@ -60,6 +60,11 @@ def test_the_mask_source_follows_the_backend():
     assert sharded.dropout_mask_source == "primitive"
     layer = _layer()
     assert layer.lora_dropout.dropout is layer.lora_dropout  # the primitive and its alias stay (mindformers' shard)
+    layer = _layer(None)  # auto
+    assert layer.dropout_mask_source == "generator"
+    layer.matmul = ops.MatMul(transpose_b=False)  # mindformers' handover of an [in, out] Linear: composed
+    assert layer.backend == "composed" and layer.dropout_mask_source == "primitive"
+    assert "generator_dropout" not in layer.name_cells()
     with pytest.raises(AttributeError):
         _layer().dropout_mask_source = "primitive"
 

@@ -234,11 +234,9 @@ class LoRADense(GradSafeCell):
         else:
             self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype,
                                      transpose_b=transpose_b)
-        # The mask source, chosen once: the generator on the CPU kernels, the Dropout primitive otherwise.
-        self._generator_masks = self.kernel.impl == "cpu"
-        if self._generator_masks:  # the primitive's graph seeds (ms.set_seed) make the seed; none set: random
-            stream = (seed0 << 31) ^ seed1 if (seed0, seed1) != (0, 0) else None
-            self.generator_dropout = DropoutMask(lora_dropout, stream=stream)
+        # the seed of generator masks: the primitive's graph seeds (ms.set_seed); none set: random
+        self._mask_stream = (seed0 << 31) ^ seed1 if (seed0, seed1) != (0, 0) else None
+        self._select_mask_source()
         self.matmul = ops.MatMul(transpose_b=transpose_b)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
@@ -267,8 +265,18 @@ class LoRADense(GradSafeCell):
                                f"call unmerge() first.")
         self.kernel = LoraLinear(self.scaling, has_bias=self.has_bias, backend=self.kernel.choice,
                                  dtype=self.compute_dtype, transpose_b=transpose_b)
+        self._select_mask_source()
         self.transpose_b = transpose_b
         invalidate_compiled_graphs()
+
+    def _select_mask_source(self) -> None:
+        """The mask source for the kernel just selected: the generator (a ``DropoutMask``) on the CPU kernels,
+        the Dropout primitive otherwise."""
+        self._generator_masks = self.kernel.impl == "cpu"
+        if self._generator_masks:
+            self.generator_dropout = DropoutMask(self.lora_dropout_p, stream=self._mask_stream)
+        elif "generator_dropout" in self._cells:
+            del self.generator_dropout
 
     def _base_frozen_eagerly(self) -> bool:
         """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
