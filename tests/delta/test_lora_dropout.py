@@ -69,7 +69,8 @@ def test_the_mask_source_follows_the_backend():
         _layer().dropout_mask_source = "primitive"
 
 
-def test_forward_and_gradients_with_dropout_match_float64_with_the_generator_mask(mode):  # pylint: disable=unused-argument
+# pylint: disable-next=unused-argument
+def test_forward_and_gradients_with_dropout_match_float64_with_the_generator_mask(mode):
     layer = _layer()
     layer.set_train(True)
     rng = np.random.default_rng(4)

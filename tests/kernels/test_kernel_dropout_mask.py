@@ -106,9 +106,9 @@ def test_dropout_mask_cell_draws_from_the_default_generator(mode):
         _, offset = generator_state()
         first, second = cell(x)
         assert generator_state()[1] == offset + 2 * 350
-        np.testing.assert_array_equal(first.asnumpy(), mask_reference(shape, p, stream, offset - base).astype(np.float32))
-        np.testing.assert_array_equal(second.asnumpy(),
-                                      mask_reference(shape, p, stream, offset + 350 - base).astype(np.float32))
+        for mask, start in ((first, offset), (second, offset + 350)):
+            expected = mask_reference(shape, p, stream, start - base).astype(np.float32)
+            np.testing.assert_array_equal(mask.asnumpy(), expected)
 
 
 @pytest.fixture
