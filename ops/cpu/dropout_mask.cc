@@ -12,6 +12,7 @@
 #include "aot_args.h"
 #include "attention_dropout.h"
 #include "export.h"
+#include "fast_math.h"
 #include "half.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
@@ -26,7 +27,8 @@ constexpr uint64_t kBlockMask = (uint64_t{1} << kBlockBits) - 1;
 
 // out[i] = keep(counter + i) ? kept : dropped for i in [0, n), one row key per block of 4096 counters.
 template <typename T>
-void FillMask(uint64_t seed, uint64_t counter, uint32_t threshold, T kept, T dropped, T* out, int64_t n) {
+MINDPET_INLINE void FillMask(uint64_t seed, uint64_t counter, uint32_t threshold, T kept, T dropped, T* out,
+                             int64_t n) {
   int64_t i = 0;
   while (i < n) {
     const uint64_t c = counter + static_cast<uint64_t>(i);
@@ -43,10 +45,27 @@ void FillMask(uint64_t seed, uint64_t counter, uint32_t threshold, T kept, T dro
   }
 }
 
+// The same loop compiled for AVX2 (8 lanes of 32-bit multiplies), chosen at run time as in the other kernels.
+template <typename T>
+__attribute__((target("avx2"))) void FillMaskAvx2(uint64_t seed, uint64_t counter, uint32_t threshold, T kept,
+                                                  T dropped, T* out, int64_t n) {
+  FillMask(seed, counter, threshold, kept, dropped, out, n);
+}
+template <typename T>
+void FillMaskBase(uint64_t seed, uint64_t counter, uint32_t threshold, T kept, T dropped, T* out, int64_t n) {
+  FillMask(seed, counter, threshold, kept, dropped, out, n);
+}
+
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
 template <typename T>
 void Fill(uint64_t seed, uint64_t offset, uint32_t threshold, T kept, T dropped, T* out, int64_t n) {
+  const auto fn = HasAvx2() ? &FillMaskAvx2<T> : &FillMaskBase<T>;
   ParallelFor(n, ElementThreads(n), kChunkElements, [&](Range r, int64_t) {
-    FillMask(seed, offset + static_cast<uint64_t>(r.begin), threshold, kept, dropped, out + r.begin, r.size());
+    fn(seed, offset + static_cast<uint64_t>(r.begin), threshold, kept, dropped, out + r.begin, r.size());
   });
 }
 
