@@ -168,8 +168,12 @@ def test_compat_subset_names_existing_tests():
 
 
 class _TwoDraws(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.generator = _mindspore.default_generator()
+
     def construct(self, count):
-        return _mindspore.generator_offset(count), _mindspore.generator_offset(count)
+        return _mindspore.generator_offset(self.generator, count), _mindspore.generator_offset(self.generator, count)
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])

@@ -21,8 +21,8 @@ Accessors:
 - :func:`activation_names`: the names ``mindspore.nn.get_activation`` accepts.
 - :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
   direct sub-cells and primitives, by attribute name.
-- :func:`generator_offset`: the offset of MindSpore's default generator, advanced by a count (graph-safe;
-  ``Generator._step``).
+- :func:`default_generator`, :func:`generator_offset`: MindSpore's default generator and its offset, advanced
+  by a count (graph-safe; ``Generator._step``).
 - :func:`library_dir`, :func:`onednn_library`: the directory of the native libraries in MindSpore's
   wheel, and its oneDNN library (``dnnl_sgemm``, the GEMM of the CPU kernels).
 """
@@ -36,7 +36,6 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import mindspore as ms
 from mindspore import context, nn
-from mindspore.common.generator import default_generator as _default_generator
 from mindspore.ops import constexpr
 
 from mindpet._version import MINDSPORE_REQUIREMENT
@@ -56,6 +55,7 @@ _LOCATIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "get_mode": (("mindspore.context", "_get_mode"),),
     "initializer_alias": (("mindspore.common.initializer", "_INITIALIZER_ALIAS"),),
     "activation_table": (("mindspore.nn.layer.activation", "_activation"),),
+    "default_generator": (("mindspore.common.generator", "default_generator"),),
 }
 
 
@@ -103,12 +103,18 @@ def graph_seeds(op_name: str = "dropout") -> Tuple[int, int]:
     return int(seed0), int(seed1)
 
 
-def generator_offset(count):
-    """The offset of MindSpore's default generator before this call, which advances it by ``count`` (an int64
-    scalar Tensor): ``Generator._step`` (private), callable in ``construct``. The generator's state lives in
+def default_generator() -> Any:
+    """MindSpore's default generator (``mindspore.common.generator.default_generator``); MindSporeInternalsError
+    where it is missing. Read once by the Cells that call :func:`generator_offset` in ``construct``."""
+    return _internal("default_generator")
+
+
+def generator_offset(generator, count):
+    """The offset of ``generator`` (:func:`default_generator`) before this call, which advances it by ``count`` (an
+    int64 scalar Tensor): ``Generator._step`` (private), callable in ``construct``. The generator's state lives in
     Parameters, so each call site of a compiled graph gets its own offset. (Its seed output is not returned: in
     MindSpore 2.10 a compiled graph reads it from a Parameter with a random per-process value.)"""
-    return _default_generator._step(count)[1]  # pylint: disable=protected-access
+    return generator._step(count)[1]  # pylint: disable=protected-access
 
 
 def invalidate_compiled_graphs() -> None:

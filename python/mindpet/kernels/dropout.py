@@ -21,9 +21,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from mindspore import Tensor, ops
 from mindspore.common import dtype as mstype
-from mindspore.common.generator import default_generator
 
-from mindpet._mindspore import constexpr, generator_offset
+from mindpet._mindspore import constexpr, default_generator, generator_offset
 from mindpet.kernels import _primitives
 from mindpet.kernels.fused_op import FusedOp
 
@@ -58,7 +57,7 @@ def _as_int64(value, name: str) -> Tensor:
 def generator_state() -> Tuple[int, int]:
     """``(seed, offset)`` of MindSpore's default generator, from its ``get_state()`` (two little-endian int64;
     the host copies of its Parameters are not kept up to date)."""
-    seed, offset = np.frombuffer(default_generator.get_state().asnumpy().astype(np.uint8).tobytes(), "<i8")
+    seed, offset = np.frombuffer(default_generator().get_state().asnumpy().astype(np.uint8).tobytes(), "<i8")
     return int(seed), int(offset)
 
 
@@ -101,11 +100,12 @@ class DropoutMask(FusedOp):
         self.fwd = _primitives.dropout_mask_forward(self.impl)
         self.stream = Tensor(stream, mstype.int64)
         self.base = Tensor(generator_state()[1], mstype.int64)
+        self.generator = default_generator()
         self.sub = ops.Sub()
         self.stop_gradient = ops.stop_gradient
 
     def construct(self, x):
-        offset = generator_offset(_count(x.shape))
+        offset = generator_offset(self.generator, _count(x.shape))
         return self.fwd(self.stop_gradient(x), self.stream, self.sub(offset, self.base), self.p)
 
     def extend_repr(self) -> str:
