@@ -1,6 +1,6 @@
 """Our side of the LM job alone, phase by phase, for measuring memory levers one at a time (no torch).
 
-    python -m benchmarks.lm_memory_probe [--share-block-graph] [--no-release-heap] [--steps 2] [--json out]
+    python -m benchmarks.lm_memory_probe [--no-share-block-graph] [--no-release-heap] [--steps 2] [--json out]
         [--attention-backend composed] [--norm-backend composed] [--mlp-backend composed]
 
 Runs :class:`benchmarks.peer.lm_ours.OursLM` (SmolLM2-135M, LoRA q,v r=8, batch 1 x 256, Adam) in this
@@ -21,7 +21,8 @@ import numpy as np
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--share-block-graph", action="store_true", help="with LoRA dropout 0 (see LMSetup)")
+    parser.add_argument("--share-block-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="one shared block graph (default; see LMSetup)")
     parser.add_argument("--no-release-heap", action="store_true")
     parser.add_argument("--attention-backend", choices=("auto", "fused", "composed"),
                         help="of the LLaMA attention core (default: the global choice)")
@@ -48,7 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.save(Path(tmp) / "batch.npy", batch)
         setup = LMSetup(gguf_path=str(gguf), batch_path=str(Path(tmp) / "batch.npy"), logits_dir=tmp,
                         release_heap=not args.no_release_heap, share_block_graph=args.share_block_graph,
-                        lora_dropout=0.0 if args.share_block_graph else 0.05,
                         attention_backend=args.attention_backend, norm_backend=args.norm_backend,
                         mlp_backend=args.mlp_backend)
         phases = {"start": measured(lambda: None)}

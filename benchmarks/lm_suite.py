@@ -20,7 +20,9 @@ Methods (base frozen with ``freeze_delta``; Adam, linear warm-up over 10 % of th
 - ``prefix``: ``PrefixEncoder`` with 10 positions per layer and KV head, trained directly
   (``reparameterize=False``), initialised with the keys/values the frozen model computes for the first 10
   tokens of the train stream, so training starts from "the text follows 10 real tokens";
-- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections;
+- ``lora``: ``LoRADense`` (r=8, alpha=16, dropout 0.05) on the q and v projections; the LoRA methods build the
+  model with one compiled decoder-block graph (``SharedLlamaBlock``; each layer still draws its own dropout
+  mask, from MindSpore's generator), ``--no-share-block-graph`` with 30 inlined blocks;
 - ``lora_q4`` / ``lora_q8`` (only with ``--methods``): the same LoRA on a quantised frozen base (issue 16):
   every projection a ``mindpet.quant.QuantizedDense`` holding the GGUF's Q4_1 blocks (``lora_q8``: each
   re-encoded to q8_0); lora_q4's tied token embedding re-encoded from the GGUF's Q8_0 to GGUF Q5_0 (frozen base
@@ -99,6 +101,8 @@ def _profile(args) -> tuple[str, Profile]:
     overrides = {k: v for k, v in (("steps", args.steps), ("heldout_chunks", args.heldout_chunks),
                                    ("batch_size", args.batch_size), ("seq_len", args.seq_len),
                                    ("q4_embedding", args.q4_embedding)) if v is not None}
+    if args.no_share_block_graph:
+        overrides["share_block_graph"] = False
     return name, replace(profile, **overrides)
 
 
@@ -149,6 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--q4-embedding", choices=Q4_EMBEDDING_FORMATS,
                         help="lora_q4's tied token embedding / LM head: q8_0 as the GGUF stores it, or re-encoded to a "
                              f"5-/4-bit format (default: {Profile().q4_embedding})")
+    parser.add_argument("--no-share-block-graph", action="store_true",
+                        help="the LoRA methods with 30 inlined decoder blocks instead of one compiled block graph")
     parser.add_argument("--in-process", action="store_true", help="run the methods in this process")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each pinned to its own share of the CPUs (default 1: one run on all)")
@@ -210,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 ("--q4-embedding", args.q4_embedding)):
                 if value is not None:
                     cmd += [flag, str(value)]
+            if args.no_share_block_graph:
+                cmd.append("--no-share-block-graph")
             if not progress or args.jobs > 1:  # parallel workers write logs, not progress bars
                 cmd.append("--no-progress")
             commands.append((f"{method} seed {seed}", cmd))

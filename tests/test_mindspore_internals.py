@@ -165,3 +165,25 @@ def test_compat_subset_names_existing_tests():
         path, _, test = entry.partition("::")
         source = (root / path).read_text(encoding="utf-8")
         assert not test or re.search(rf"^def {re.escape(test)}\(", source, re.M), entry
+
+
+class _TwoDraws(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.generator = _mindspore.default_generator()
+
+    def construct(self, count):
+        return _mindspore.generator_offset(self.generator, count), _mindspore.generator_offset(self.generator, count)
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
+def test_generator_offset_gives_each_call_site_its_own_offset(mode):
+    from mindpet.kernels import generator_state  # pylint: disable=import-outside-toplevel
+    ms.set_context(mode=mode, device_target="CPU")
+    try:
+        start = generator_state()[1]
+        first, second = _TwoDraws()(Tensor(5, ms.int64))
+        assert (int(first.asnumpy()), int(second.asnumpy())) == (start, start + 5)
+        assert generator_state()[1] == start + 10
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)

@@ -195,7 +195,7 @@ def build(method: str, pretrained: Pretrained, data: LMData, profile: Profile):
         factory = _quantized_factory(pretrained, profile)
     if method in QUANT_FORMAT and isinstance(pretrained.tensors.get("token_embd.weight"), QuantizedTensor):
         kwargs = dict(embedding=quantized_tied_embedding(pretrained.tensors["token_embd.weight"]))
-    net = LlamaLM(config, factory, **kwargs)
+    net = LlamaLM(config, factory, share_block_graph=profile.shares_block_graph(method), **kwargs)
     if method in QUANT_FORMAT:
         load_quantized_weights(net, pretrained)
     else:

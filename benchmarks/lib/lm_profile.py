@@ -12,6 +12,9 @@ ALL_METHODS = METHODS + QUANT_METHODS
 # the default: the only one that brings the frozen base to <= 0.16x float32 within 3 % of the float base's
 # perplexity (q4_*/nf4: 0.156x but ~1.06x the perplexity; q5_1: 6 bits, 0.163x). RESULTS.md, issue 16.
 Q4_EMBEDDING_FORMATS = ("q5_0", "q8_0", "q5_1", "q4_1", "q4_0", "nf4")
+# Built with one compiled decoder-block graph (SharedLlamaBlock) unless Profile.share_block_graph is False:
+# the LoRA methods (their dropout masks come from MindSpore's generator; prefix tuning cannot share the graph)
+SHARED_BLOCK_METHODS = ("lora",) + QUANT_METHODS
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Profile:
     warmup_fraction: float = 0.1
     seed: int = 0
     q4_embedding: str = "q5_0"  # lora_q4's tied embedding: "q8_0" (as the GGUF stores it) or a re-encoding
+    share_block_graph: bool = True  # SHARED_BLOCK_METHODS with one compiled block graph (--no-share-block-graph)
+
+    def shares_block_graph(self, method: str) -> bool:
+        """Whether ``method``'s model is built with one shared decoder-block graph."""
+        return self.share_block_graph and method in SHARED_BLOCK_METHODS
 
     def learning_rate(self, method: str) -> float:
         return {"prompt": self.lr_prompt, "prefix": self.lr_prefix, "lora": self.lr_lora, "lora_q4": self.lr_lora,

@@ -209,8 +209,13 @@ class SharedLlamaBlock(LlamaBlock):
     default policy (a sub-graph kept as a call) fails on CPU in MindSpore 2.10 for a training step;
     ``"front"`` works. Blocks share the graph when their projections are of the same kinds and sizes
     (``graph_key``), whatever their layer index. No prefix keys/values (lazy_inline needs a construct
-    without default arguments). No dropout inside the block: the shared graph gives every layer the same
-    dropout mask (the primitives' seeds are the first block's), so such a block raises ValueError."""
+    without default arguments).
+
+    Dropout: the shared graph holds the first block's constants, so a dropout primitive (``nn.Dropout``,
+    ``ops.Dropout``: seeds are attributes) would draw the same mask in every layer. LoRA dropout is allowed
+    when its mask comes from MindSpore's generator (``LoRADense.dropout_mask_source == 'generator'``, the
+    fused CPU kernels): the generator's seed and offset are Parameters, so each inlined copy draws its own
+    offset and every layer, and every step, a different mask. Any other dropout (rate > 0) raises ValueError."""
 
     @ms.lazy_inline(policy="front", attrs=["graph_key"])
     def __init__(self, config: LlamaConfig, layer: int, dense_factory: DenseFactory,
@@ -218,10 +223,11 @@ class SharedLlamaBlock(LlamaBlock):
         super().__init__(config, layer, dense_factory, norm_backend, mlp_backend)
         for name, cell in self.cells_and_names():
             rate = getattr(cell, "lora_dropout_p", None) if not isinstance(cell, nn.Dropout) else cell.p
-            if rate:  # one graph for all blocks: every block would draw the same dropout mask
-                raise ValueError(f"SharedLlamaBlock: {name or 'the block'} has dropout {rate}; in a shared block "
-                                 "graph every layer would draw the same dropout mask (measured on MindSpore "
-                                 "2.10): use dropout 0 or unshared blocks")
+            if rate and getattr(cell, "dropout_mask_source", None) != "generator":
+                raise ValueError(f"SharedLlamaBlock: {name or 'the block'} has dropout {rate} drawn by a dropout "
+                                 "primitive; in a shared block graph every layer would draw the same mask "
+                                 "(measured on MindSpore 2.10): use dropout 0, LoRA on the fused CPU kernels "
+                                 "(masks from the generator) or unshared blocks")
         self.graph_key = repr(config) + repr(self)  # the sub-cells' kinds and settings, not the layer index
 
     def construct(self, x, cos, sin, mask_bias):

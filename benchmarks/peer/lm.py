@@ -45,9 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-release-heap", action="store_true",
                         help="ours without mindpet.utils.memory.release_free_heap() after loading, compiling and switching "
                              "(to measure what they save)")
-    parser.add_argument("--share-block-graph", action="store_true",
-                        help="ours with one shared decoder-block graph instead of 30 inlined blocks; sets the "
-                             "LoRA dropout to 0 on both sides (a shared graph draws one mask for every layer)")
+    parser.add_argument("--share-block-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="ours with one shared decoder-block graph (default; LoRA dropout masks from MindSpore's "
+                             "generator: every layer draws its own); --no-share-block-graph: 30 inlined blocks")
     parser.add_argument("--gguf", type=Path, help="a LLaMA GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--synthetic-batch", action="store_true", help="random token ids instead of BBC text")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logits_dir.mkdir(exist_ok=True)
     setup = LMSetup(gguf_path=str(Path(gguf).resolve()), batch_path=str(batch_path.resolve()),
                     logits_dir=str(logits_dir.resolve()), seed=args.seed, release_heap=not args.no_release_heap,
-                    share_block_graph=args.share_block_graph, lora_dropout=0.0 if args.share_block_graph else 0.05)
+                    share_block_graph=args.share_block_graph)
     print(f"peer-lm: {Path(gguf).name}, batch {batch.shape[0]} x {batch.shape[1]} ({batch_name}), "
           f"{args.reps} repetitions; output {output_dir}")
     try:

@@ -46,9 +46,9 @@ class LMSetup:
     lr: float = 2e-3
     release_heap: bool = True
     """Ours: ``mindpet.utils.memory.release_free_heap()`` after loading and after the first step."""
-    share_block_graph: bool = False
-    """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; needs
-    ``lora_dropout=0``: a shared graph would give every layer the same dropout mask)."""
+    share_block_graph: bool = True
+    """Ours: :class:`benchmarks.models.llama.SharedLlamaBlock` layers (one compiled block graph; the LoRA
+    dropout masks come from MindSpore's generator on the fused CPU kernels, so every layer draws its own)."""
     attention_backend: Optional[str] = None
     """Ours: the backend of the LLaMA attention core (``LlamaConfig.attention_backend``; None: the global
     choice, i.e. the fused CPU kernel)."""

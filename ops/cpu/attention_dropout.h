@@ -1,10 +1,12 @@
-// The dropout bits of attention_masked (ops/CONTRACTS.md section 9b): a counter-based hash of
-// (seed, b, h, i, j), so the backward regenerates the forward's dropout mask from the seed alone and the
-// result does not depend on the thread split. Per query row i of (b, h) one 64-bit key, per key j a 32-bit
-// hash (vectorisable):
-//   row  = Mix64(seed + ((b * NH + h) * L + i + 1) * 0x9E3779B97F4A7C15)
+// Counter-based dropout bits, shared by attention_masked (ops/CONTRACTS.md section 9b) and dropout_mask
+// (section 10): a hash of (seed, row, j), so a mask is regenerated from the seed alone (attention's
+// backward) and the result does not depend on the thread split. Per row one 64-bit key, per column j a
+// 32-bit hash (vectorisable):
+//   row  = Mix64(seed + (row_index + 1) * 0x9E3779B97F4A7C15)
 //   bits = Mix32(lo32(row) ^ Mix32(j + hi32(row))) >> 8          (24 bits, uniform on [0, 2^24))
-//   keep = bits >= floor(p * 2^24);  kept probabilities are scaled by 1 / (1 - p)
+//   keep = bits >= floor(p * 2^24);  kept values are scaled by 1 / (1 - p)
+// attention_masked: row_index = (b * NH + h) * L + i, j = key index. dropout_mask: counter c = offset + i,
+// row_index = c >> 12, j = c & 4095.
 #pragma once
 #include <cstdint>
 
@@ -28,7 +30,7 @@ inline uint32_t Mix32(uint32_t x) {
   return x ^ (x >> 16);
 }
 
-// The key of query row `row_index` = (b * NH + h) * L + i.
+// The key of row `row_index`.
 inline uint64_t RowKey(uint64_t seed, int64_t row_index) {
   return Mix64(seed + (static_cast<uint64_t>(row_index) + 1) * 0x9E3779B97F4A7C15ULL);
 }
@@ -36,13 +38,17 @@ inline uint64_t RowKey(uint64_t seed, int64_t row_index) {
 // The keep threshold of dropout probability p in [0, 1).
 inline uint32_t Threshold(float p) { return static_cast<uint32_t>(static_cast<double>(p) * 16777216.0); }
 
+// The 24 dropout bits of column j of the row with key `row_key`.
+inline uint32_t ColumnBits(uint64_t row_key, uint32_t j) {
+  const uint32_t lo = static_cast<uint32_t>(row_key), hi = static_cast<uint32_t>(row_key >> 32);
+  return Mix32(lo ^ Mix32(j + hi)) >> 8;
+}
+
 // row[j] *= (bits(j) >= threshold ? keep_scale : 0) for j in [0, n).
 inline void ApplyRow(uint64_t row_key, uint32_t threshold, float keep_scale, float* row, int64_t n) {
-  const uint32_t lo = static_cast<uint32_t>(row_key), hi = static_cast<uint32_t>(row_key >> 32);
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
-    const uint32_t bits = Mix32(lo ^ Mix32(static_cast<uint32_t>(j) + hi)) >> 8;
-    row[j] *= bits >= threshold ? keep_scale : 0.0f;
+    row[j] *= ColumnBits(row_key, static_cast<uint32_t>(j)) >= threshold ? keep_scale : 0.0f;
   }
 }
 

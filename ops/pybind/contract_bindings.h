@@ -50,6 +50,7 @@ inline void Bind(py::module_& m) {
       MINDPET_CONTRACT_ROW(rms_norm, "bwd", kBackwardSymbol, kBwd),
       MINDPET_CONTRACT_ROW(swiglu, "fwd", kForwardSymbol, kFwd),
       MINDPET_CONTRACT_ROW(swiglu, "bwd", kBackwardSymbol, kBwd),
+      MINDPET_CONTRACT_ROW(dropout_mask, "fwd", kForwardSymbol, kFwd),
   };
 #undef MINDPET_CONTRACT_ROW
   py::dict ops;

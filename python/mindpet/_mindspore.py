@@ -21,6 +21,8 @@ Accessors:
 - :func:`activation_names`: the names ``mindspore.nn.get_activation`` accepts.
 - :func:`own_parameters`, :func:`child_cells`, :func:`cell_primitives`: a Cell's own Parameters,
   direct sub-cells and primitives, by attribute name.
+- :func:`default_generator`, :func:`generator_offset`: MindSpore's default generator and its offset, advanced
+  by a count (graph-safe; ``Generator._step``).
 - :func:`library_dir`, :func:`onednn_library`: the directory of the native libraries in MindSpore's
   wheel, and its oneDNN library (``dnnl_sgemm``, the GEMM of the CPU kernels).
 """
@@ -53,6 +55,7 @@ _LOCATIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "get_mode": (("mindspore.context", "_get_mode"),),
     "initializer_alias": (("mindspore.common.initializer", "_INITIALIZER_ALIAS"),),
     "activation_table": (("mindspore.nn.layer.activation", "_activation"),),
+    "default_generator": (("mindspore.common.generator", "default_generator"),),
 }
 
 
@@ -98,6 +101,20 @@ def graph_seeds(op_name: str = "dropout") -> Tuple[int, int]:
     """
     seed0, seed1 = _internal("get_graph_seed")(0, op_name)
     return int(seed0), int(seed1)
+
+
+def default_generator() -> Any:
+    """MindSpore's default generator (``mindspore.common.generator.default_generator``); MindSporeInternalsError
+    where it is missing. Read once by the Cells that call :func:`generator_offset` in ``construct``."""
+    return _internal("default_generator")
+
+
+def generator_offset(generator, count):
+    """The offset of ``generator`` (:func:`default_generator`) before this call, which advances it by ``count`` (an
+    int64 scalar Tensor): ``Generator._step`` (private), callable in ``construct``. The generator's state lives in
+    Parameters, so each call site of a compiled graph gets its own offset. (Its seed output is not returned: in
+    MindSpore 2.10 a compiled graph reads it from a Parameter with a random per-process value.)"""
+    return generator._step(count)[1]  # pylint: disable=protected-access
 
 
 def invalidate_compiled_graphs() -> None:

@@ -3,8 +3,9 @@ results (forward, every parameter gradient, 20 training steps), and backend sele
 
 Each comparison builds the same layer twice (``backend='fused'`` and ``backend='composed'``) with the same
 parameter values. LoRA dropout masks are fixed from outside (MindSpore's CPU Dropout is not reproducible
-across instances): the layer's Dropout primitive is replaced by a Cell returning ``(x * mask, mask)``,
-which is what the composed path (``dropout(x)``) and the fused path (``dropout(ones)`` as the mask) read.
+across instances): the layer's mask source is replaced (:func:`_fix_mask`): the Dropout primitive by a Cell
+returning ``(x * mask, mask)`` (what the composed path, ``dropout(x)``, reads), the generator mask of the
+fused CPU path (``dropout_mask_source == 'generator'``) by a Cell returning ``mask``.
 """
 from __future__ import annotations
 
@@ -81,6 +82,25 @@ class _FixedMask(nn.Cell):
 
     def construct(self, x):
         return x * self.mask, self.mask
+
+
+class _ConstMask(nn.Cell):
+    """Stands in for the generator's ``DropoutMask``: ``mask`` whatever ``x``."""
+
+    def __init__(self, mask: np.ndarray):
+        super().__init__()
+        self.mask = Tensor(mask)
+
+    def construct(self, x):
+        return self.mask
+
+
+def _fix_mask(layer, mask: np.ndarray) -> None:
+    """Make ``layer`` (a LoRADense) drop with ``mask`` whatever its mask source."""
+    if layer.dropout_mask_source == "generator":
+        layer.generator_dropout = _ConstMask(mask)
+    else:
+        layer.lora_dropout = _FixedMask(mask)
 
 
 def _values(layer, seed=7):
@@ -201,8 +221,9 @@ def test_lora_dropout_with_equal_masks_and_frozen_base(mode, frozen):  # pylint:
     """Dropout on (same mask for both), activation outside the kernel, base frozen or not (BitFit: bias only)."""
     fused, composed = _pair("lora", p=LORA_P, act="gelu")
     mask = ((np.random.default_rng(9).random((15, D_IN)) >= LORA_P) / (1 - LORA_P)).astype(np.float32)
+    assert fused.dropout_mask_source == "generator" and composed.dropout_mask_source == "primitive"
     for layer in (fused, composed):
-        layer.lora_dropout = _FixedMask(mask)
+        _fix_mask(layer, mask)
         layer.set_train(True)
         for attr in frozen:
             getattr(layer, attr).requires_grad = False
@@ -301,7 +322,7 @@ def test_20_training_steps_follow_the_composed_trajectory():
     pairs = [_pair(name, **({"p": LORA_P} if name == "lora" else {})) for name in NAMES]
     mask = ((np.random.default_rng(9).random((15, D_IN)) >= LORA_P) / (1 - LORA_P)).astype(np.float32)
     for layer in pairs[NAMES.index("lora")]:
-        layer.lora_dropout = _FixedMask(mask)
+        _fix_mask(layer, mask)
     losses_f, params_f = _trajectories([f for f, _ in pairs])
     losses_c, params_c = _trajectories([c for _, c in pairs])
     for i, name in enumerate(NAMES):

@@ -35,7 +35,7 @@ def test_activation_codes_agree_with_the_header():
 def test_ascend_backend_reads_the_same_table():
     assert ascend.OP_TYPES == {n: op.ascend_op_type for n, op in contracts.OPS.items() if op.ascend_op_type}
     assert set(contracts.CPU_ONLY_OPS) == {"activation", "layer_norm", "quant_lora_linear", "attention", "rms_norm",
-                                           "swiglu"}
+                                           "swiglu", "dropout_mask"}
     for name in ascend.OP_TYPES:
         shapes = [[4, 4]] * contracts.OPS[name].num_inputs
         assert ascend.out_shape(name, *shapes) == contracts.OPS[name].out_shapes(*shapes)

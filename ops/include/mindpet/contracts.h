@@ -541,5 +541,27 @@ enum BwdOut : int {
 };
 }  // namespace swiglu
 
+// ---------------------------------------------------------------------------------------------
+// 10. dropout_mask: a dropout mask drawn from a counter hash of (seed, offset + i), as the LoRA layers'
+//     mask on the fused CPU backend (MindSpore's generator gives seed and offset). Forward only: the mask
+//     has no gradient. CPU kernel only.
+//     mask[i] = bits(seed, offset + i) >= floor(p 2^24) ? 1 / (1 - p) : 0,  i < N = numel(x)
+// ---------------------------------------------------------------------------------------------
+namespace dropout_mask {
+constexpr const char* kForwardSymbol = "DropoutMaskForward";
+
+enum FwdIn : int {
+  kFwdX = 0,       // [N] (any shape): gives the mask's shape and dtype T; its values are not read
+  kFwdSeed = 1,    // int64, 1 element
+  kFwdOffset = 2,  // int64, 1 element: the counter of element 0
+  kFwdP = 3,       // attr float: dropout probability in [0, 1)
+  kFwdNumInputs = 4,
+};
+enum FwdOut : int {
+  kFwdMask = 0,  // shape and dtype of x: 0 or 1 / (1 - p)
+  kFwdNumOutputs = 1,
+};
+}  // namespace dropout_mask
+
 }  // namespace contracts
 }  // namespace mindpet

@@ -19,7 +19,7 @@ from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number, check_positive_int)
 from mindpet.delta.registry import register_layer
-from mindpet.kernels import LoraLinear
+from mindpet.kernels import DropoutMask, LoraLinear
 from mindpet.kernels.composed import dense_composed, lora_linear_composed
 
 Strategy = Optional[tuple]
@@ -97,7 +97,12 @@ class LoRADense(GradSafeCell):
             ``mindpet.kernels.set_backend``, else the environment variable ``MINDPET_KERNEL_BACKEND``,
             else ``'auto'``). With a fused backend, ``x W^T + b + s dropout(x) A^T B^T`` runs as the
             fused ``lora_linear`` op (``ops/CONTRACTS.md``) in ``compute_dtype`` (the activation stays
-            outside); the dropout mask is drawn by the layer's own Dropout primitive. Parameters, their
+            outside). The dropout mask (0 or ``1/(1-p)``) comes from the source named by the read-only
+            property :attr:`dropout_mask_source`: ``'generator'`` when the layer runs the CPU kernels (the
+            ``dropout_mask`` op, ``ops/CONTRACTS.md`` 10, from MindSpore's default generator: every call
+            site, also each layer of a shared ``lazy_inline`` block graph, draws its own mask; reproducible
+            under ``mindspore.set_seed``, see the README), else ``'primitive'`` (the layer's own Dropout
+            primitive ``lora_dropout``, which also serves the composed path and its shard strategy). Parameters, their
             names and checkpoints do not depend on the backend, and the results agree within float
             rounding (the fused op rounds once, the composed path after each matmul). A bfloat16
             ``compute_dtype`` has no fused kernel: ``'auto'`` runs composed, ``'fused'`` raises.
@@ -229,6 +234,9 @@ class LoRADense(GradSafeCell):
         else:
             self.kernel = LoraLinear(self.scaling, has_bias=has_bias, backend=backend, dtype=compute_dtype,
                                      transpose_b=transpose_b)
+        # the seed of generator masks: the primitive's graph seeds (ms.set_seed); none set: random
+        self._mask_stream = (seed0 << 31) ^ seed1 if (seed0, seed1) != (0, 0) else None
+        self._select_mask_source()
         self.matmul = ops.MatMul(transpose_b=transpose_b)
         # merge(): W holds W + s B A and construct skips the LoRA branch; the saved (A, B) undo it.
         self.merged = False
@@ -257,8 +265,18 @@ class LoRADense(GradSafeCell):
                                f"call unmerge() first.")
         self.kernel = LoraLinear(self.scaling, has_bias=self.has_bias, backend=self.kernel.choice,
                                  dtype=self.compute_dtype, transpose_b=transpose_b)
+        self._select_mask_source()
         self.transpose_b = transpose_b
         invalidate_compiled_graphs()
+
+    def _select_mask_source(self) -> None:
+        """The mask source for the kernel just selected: the generator (a ``DropoutMask``) on the CPU kernels,
+        the Dropout primitive otherwise."""
+        self._generator_masks = self.kernel.impl == "cpu"
+        if self._generator_masks:
+            self.generator_dropout = DropoutMask(self.lora_dropout_p, stream=self._mask_stream)
+        elif "generator_dropout" in self._cells:
+            del self.generator_dropout
 
     def _base_frozen_eagerly(self) -> bool:
         """Run eagerly: whether weight and bias are both frozen (the fused op then skips both base
@@ -273,6 +291,19 @@ class LoRADense(GradSafeCell):
         """The implementation that runs the layer: ``'composed'``, ``'cpu'`` or ``'ascend'`` (read-only)."""
         return self.kernel.impl
 
+    @property
+    def dropout_mask_source(self) -> str:
+        """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'`` (the CPU
+        ``dropout_mask`` op from MindSpore's default generator) or ``'primitive'`` (the layer's own Dropout
+        primitive ``lora_dropout``)."""
+        return "generator" if self._generator_masks and self.kernel.impl == "cpu" else "primitive"
+
+    def _dropout_mask(self, x2d):
+        """The mask of ``x2d`` (0 or ``1/(1-p)``) for the fused ops, from :attr:`dropout_mask_source`."""
+        if self._generator_masks:
+            return self.generator_dropout(x2d)
+        return self.lora_dropout(self.ones_like(x2d))[0]
+
     def _lora(self, x2d):
         """x W^T + b + s dropout(x) A^T B^T in the compute dtype: the fused op, or the same op composed
         through the layer's own primitives (their shard strategies apply)."""
@@ -281,14 +312,12 @@ class LoRADense(GradSafeCell):
         lora_b = self._to_compute(self.mindpet_delta_lora_b)
         dropout = self.training and self.lora_dropout_p > 0.0
         if self.quantized_base:  # the quantised op, fused or composed inside it; the layer draws the mask
-            mask = self.lora_dropout(self.ones_like(x2d))[0] if dropout else None
+            mask = self._dropout_mask(x2d) if dropout else None
             offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
             return self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, bias, lora_a, lora_b,
                                mask)
         if self.kernel.fused:
-            mask = None
-            if dropout:
-                mask = self.lora_dropout(self.ones_like(x2d))[0]  # 0 or 1/(1-p), drawn by the layer's own Dropout
+            mask = self._dropout_mask(x2d) if dropout else None
             return self.kernel(x2d, self._to_compute(self.weight), bias, lora_a, lora_b, mask,
                                self._base_frozen_eagerly())
         x_d = x2d

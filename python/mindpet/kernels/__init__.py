@@ -22,6 +22,10 @@ For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.m
 (parameter ``weight``; with a residual it returns ``(norm(x + r), x + r)`` from one op) and :class:`SwiGLU`
 (``silu(gate) * up``), functions :func:`rms_norm`, :func:`swiglu`.
 
+:class:`DropoutMask` (:func:`dropout_mask`; CPU kernel only, ``ops/CONTRACTS.md`` 10) draws a dropout mask
+from a counter hash of the seed and offset of MindSpore's default generator: the LoRA layers' mask on the
+fused CPU backend, so that each layer of a shared (``lazy_inline``) block graph draws its own.
+
 Use from a layer (sketch)::
 
     # __init__: select once (the layer's .backend reads kernel.impl); the layer owns its primitives,
@@ -58,6 +62,7 @@ from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.quant_linear import QuantLoraLinear
 from mindpet.kernels.attention import Attention, attention_composed
 from mindpet.kernels.norm import RMSNorm, rms_norm
+from mindpet.kernels.dropout import DropoutMask, dropout_mask, generator_state
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -69,4 +74,5 @@ __all__ = [
     "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
     "Attention", "attention_composed",
     "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
+    "DropoutMask", "dropout_mask", "generator_state",
 ]

@@ -7,8 +7,8 @@ primitive carries a ``bprop`` that calls the backward primitive of the same impl
 ``mindpet.kernels.ascend.primitive``). A ``bprop`` returns a gradient for every input: attributes get zeros, and the base ``weight``/``bias`` of
 ``lora_linear`` get ``dy^T x`` / ``sum_M dy`` from separate primitives, which GRAPH mode prunes when
 they are frozen (PYNATIVE asks for the ``base_grads=False`` variant instead, which returns zeros).
-``activation``, ``layer_norm``, ``quant_lora_linear``, ``attention``, ``rms_norm`` and ``swiglu``
-(``contracts.CPU_ONLY_OPS``) have CPU primitives only; the saved LayerNorm / RMSNorm statistics and the
+``activation``, ``layer_norm``, ``quant_lora_linear``, ``attention``, ``rms_norm``, ``swiglu`` and
+``dropout_mask`` (``contracts.CPU_ONLY_OPS``) have CPU primitives only; the saved LayerNorm / RMSNorm statistics and the
 attention's log-sum-exp are float32 whatever the input dtype.
 """
 from __future__ import annotations
@@ -235,3 +235,14 @@ def swiglu_forward(impl: str):
         return bwd(dout, gate, up)
 
     return primitive(impl, "swiglu_fwd", bprop)
+
+
+@functools.lru_cache(maxsize=None)
+def dropout_mask_forward(impl: str):
+    """``dropout_mask`` (``ops/CONTRACTS.md`` 10): forward only; its bprop gives zeros (the mask has no gradient)."""
+    zeros_like = ops.ZerosLike()
+
+    def bprop(x, seed, offset, p, out, dout):
+        return zeros_like(x), zeros_like(seed), zeros_like(offset), p * 0
+
+    return primitive(impl, "dropout_mask_fwd", bprop)

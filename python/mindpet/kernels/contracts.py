@@ -1,6 +1,6 @@
 """The fused-op contracts on the Python side: one table for every backend (``ops/CONTRACTS.md``).
 
-Per contract op (``lora_linear_fwd``, ..., ``swiglu_bwd``): the CPU kernel's aot symbol, the Ascend
+Per contract op (``lora_linear_fwd``, ..., ``dropout_mask_fwd``): the CPU kernel's aot symbol, the Ascend
 op type (None for the CPU-only ops), the number of inputs (tensors, then the scalar attributes), the
 number of outputs, the output shapes as a function of the input shapes, and the outputs that are
 float32 whatever the input dtype. The activation codes of the ``activation`` attribute are here too.
@@ -140,6 +140,10 @@ def _swiglu_bwd(dy, gate, up, *attrs):
     return [list(gate), list(gate)]
 
 
+def _dropout_mask_fwd(x, *rest):
+    return [list(x)]
+
+
 OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("lora_linear_fwd", "LoraLinearForward", "MindpetLoraLinear", 9, 2, _lora_fwd),
     OpContract("lora_linear_bwd", "LoraLinearBackward", "MindpetLoraLinearGrad", 9, 3, _lora_bwd),
@@ -170,10 +174,12 @@ OPS: Dict[str, OpContract] = {c.name: c for c in (
     OpContract("rms_norm_bwd", "RmsNormBackward", None, 6, 2, _rms_norm_bwd),
     OpContract("swiglu_fwd", "SwiGluForward", None, 2, 1, _swiglu_fwd),
     OpContract("swiglu_bwd", "SwiGluBackward", None, 3, 2, _swiglu_bwd),
+    # section 10: the mask of x's shape from a counter hash of (seed, offset + i); forward only
+    OpContract("dropout_mask_fwd", "DropoutMaskForward", None, 4, 1, _dropout_mask_fwd),
 )}
 OP_NAMES = tuple(OPS)
 # fused ops (forward + backward) with a CPU kernel only: GPU and Ascend run them composed
-CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear", "attention", "rms_norm", "swiglu")
+CPU_ONLY_OPS = ("activation", "layer_norm", "quant_lora_linear", "attention", "rms_norm", "swiglu", "dropout_mask")
 
 
 def contract(name: str) -> OpContract:
