@@ -108,12 +108,13 @@ def parameter_sizes(net) -> dict:
     those of the frozen ones; ``projection_bytes`` / ``projection_float32_bytes``: the projections' weights as
     stored / in float32 (N x K x 4)."""
     quantised = {}
-    for _, cell in net.cells_and_names():
+    for cell_name, cell in net.cells_and_names():
         if getattr(cell, "quantized_weight", None) is not None:
             w = cell.quantized_weight
             quantised.update({id(p): None for p in (cell.weight_codes, cell.weight_scales, cell.weight_offsets)
                               if p is not None})
-            quantised[id(cell.weight_codes)] = (w.out_channels * w.in_channels, w.nbytes)
+            # (N x K, stored bytes, whether a projection: the tied embedding's quantised head is not one)
+            quantised[id(cell.weight_codes)] = (w.out_channels * w.in_channels, w.nbytes, cell_name.endswith("_proj"))
     total = trainable = stored = frozen = proj = proj32 = 0
     for name, p in net.parameters_and_names():
         nbytes = int(np.prod(p.shape)) * p.itemsize
@@ -127,7 +128,8 @@ def parameter_sizes(net) -> dict:
                 proj, proj32 = proj + nbytes, proj32 + 4 * int(np.prod(p.shape))
         elif info is not None:  # the codes stand for the N x K weight
             total += info[0]
-            proj, proj32 = proj + info[1], proj32 + 4 * info[0]
+            if info[2]:
+                proj, proj32 = proj + info[1], proj32 + 4 * info[0]
     return {"total": total, "trainable": trainable, "bytes": stored, "frozen_bytes": frozen, "projection_bytes": proj,
             "projection_float32_bytes": proj32}
 

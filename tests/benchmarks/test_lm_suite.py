@@ -143,6 +143,8 @@ def test_lora_on_quantized_base_rows(tmp_path):
     rows = {r["method"]: r for r in json.loads((tmp_path / "lm_results.json").read_text())["results"]}
     assert rows["lora_q4"]["parameters"] == rows["lora"]["parameters"]
     assert rows["lora_q4"]["frozen_base_bytes"] < rows["lora"]["frozen_base_bytes"]
+    # the projections' float32 size is the same model's, whatever the format (the quantised tied head is no projection)
+    assert rows["lora_q4"]["projection_float32_bytes"] == rows["lora"]["projection_float32_bytes"]
     assert abs(rows["lora_q4"]["heldout_ppl"] / rows["lora"]["heldout_ppl"] - 1) < 0.05
     assert "| lora_q4 |" in (tmp_path / "lm_table.md").read_text()
 
