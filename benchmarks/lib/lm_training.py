@@ -189,6 +189,7 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
         losses, seconds, cpu_seconds = [], [], []
         bar = tqdm(range(profile.steps), desc=f"{method} train", disable=not progress, unit="step")
         compile_then_release(step_cell, ms.Tensor(data.train[order[:profile.batch_size]]))
+        result["rss_after_train_compile_mb"] = _rss_mb()[0]
         for step in bar:
             batch = data.train[order[step * profile.batch_size:(step + 1) * profile.batch_size]]
             t, c = time.perf_counter(), time.process_time()
@@ -197,8 +198,10 @@ def run_method(method: str, pretrained: Pretrained, data: LMData, profile: Profi
             cpu_seconds.append(time.process_time() - c)
             losses.append(loss)
             if step == 0:  # issue 15: return the heap the graph compile freed (~230 MB)
+                result["peak_rss_first_step_mb"] = _rss_mb()[1]
                 release_free_heap()
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        result["peak_rss_training_mb"] = _rss_mb()[1]
         net.set_train(False)
         release_graph_memory()  # issue 15: the eval graph below reuses the training graph's cached memory
         steady = seconds[1:] or seconds
