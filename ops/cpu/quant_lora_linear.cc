@@ -322,7 +322,7 @@ std::string RunQuantLoraLinearForward(const AotArgs& args) {
 std::string RunQuantLoraLinearBackwardInput(const AotArgs& args) {
   using mindpet::cpu::OptionalOk;
   const int dx_idx = ql::kBwdXNumInputs + ql::kBwdXDx;
-  if (args.ndim(ql::kBwdXDy) != 2 || args.ndim(ql::kBwdXX) != 2) return "dy and x must be 2-D";
+  if (args.ndim(ql::kBwdXDy) != 2 || args.ndim(ql::kBwdXX) != 2) return "dy and x_cols must be 2-D";
   const bool has_lora = args.scalar(ql::kBwdXHasLora) != 0.0;
   const bool has_mask = args.scalar(ql::kBwdXHasMask) != 0.0;
   const float s = static_cast<float>(args.scalar(ql::kBwdXScale));
@@ -332,8 +332,8 @@ std::string RunQuantLoraLinearBackwardInput(const AotArgs& args) {
       static_cast<int64_t>(args.scalar(ql::kBwdXBits)), args.scalar(ql::kBwdXHasOffsets) != 0.0, &q);
   if (!bad_w.empty()) return bad_w;
   const mindpet::cpu::QuantDims d{args.dim(ql::kBwdXDy, 0), q.k, q.n, has_lora ? args.dim(ql::kBwdXLoraA, 0) : 1};
-  if (args.dim(ql::kBwdXDy, 1) != d.n || args.dim(ql::kBwdXX, 0) != d.m || args.numel(dx_idx) != d.m * d.k) {
-    return "shapes do not follow dy [M,N], x [M,K], dx [M,K]";
+  if (args.dim(ql::kBwdXDy, 1) != d.n || args.numel(dx_idx) != d.m * d.k) {
+    return "shapes do not follow dy [M,N], x_cols [*,K], dx [M,K]";
   }
   if (!mindpet::cpu::SameFloatDType(args, {ql::kBwdXDy, dx_idx})) return mindpet::cpu::kSameFloatDTypeMessage;
   if (has_lora) {

@@ -413,7 +413,8 @@ def test_input_gradient_never_holds_a_float32_copy_of_the_weight():
     dy = rng.standard_normal((4, n)).astype(np.float32)
     attrs = [np.array(1.0, np.float32)] + [np.array(v, np.int64) for v in (k, 8, 0, 0, 0)]
     absent = np.zeros(1, np.float32)
-    ins = [dy, np.zeros((4, k), np.float32), codes, scales, ABSENT16, absent, absent, absent, absent] + attrs
+    # x_cols: only its last dimension (K) is read, so a [1, K] stand-in gives dx [4, K]
+    ins = [dy, np.zeros((1, k), np.float32), codes, scales, ABSENT16, absent, absent, absent, absent] + attrs
     code, arrays = call_aot("QuantLoraLinearBackwardInput", ins + [np.zeros((4, k), np.float32)])
     assert code == 0
     assert 0 < _workspace_bytes() <= (os.cpu_count() or 1) * 1024 * 1024 < n * k * 4 // 16

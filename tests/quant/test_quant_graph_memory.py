@@ -59,3 +59,13 @@ def test_fused_graph_holds_no_float_copy_of_the_quantised_weights(tmp_path):
 def test_composed_graph_dequantises_the_weights(tmp_path):
     """The scan's control: the composed path materialises deq(W) as a float tensor, and the scan finds it."""
     assert _float_weight_outputs(_compiled_ir(tmp_path, "composed"))
+
+
+@requires_fused
+def test_input_gradient_of_a_quantised_layer_keeps_no_input_alive(tmp_path):
+    """The plain quantised layer's input gradient ``dx = dy deq(W)`` reads its K from a [1, K] constant stand-in,
+    not from the forward's input: so the graph need not keep that input alive until the backward (``MatMul``'s
+    ``dx = dy W`` keeps none either). Its dy comes first, then the stand-in."""
+    ir = _compiled_ir(tmp_path, "fused")
+    stand_in = re.compile(r"= Custom\(%\d+, Tensor\(shape=\[1, " + str(N) + r"\], dtype=Float32")
+    assert len([line for line in ir.splitlines() if stand_in.search(line)]) == 1

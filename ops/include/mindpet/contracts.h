@@ -331,7 +331,7 @@ enum FwdOut : int {
 // Input-gradient inputs.
 enum BwdXIn : int {
   kBwdXDy = 0,           // [M, N]  T
-  kBwdXX = 1,            // [M, K]  T: the forward's x, for its shape only (never read)
+  kBwdXX = 1,            // [*, K]  any dtype: its last dim is K (never read; the bprop passes [1, K])
   kBwdXCodes = 2,        // as kFwdCodes
   kBwdXScales = 3,       // as kFwdScales
   kBwdXOffsets = 4,      // as kFwdOffsets

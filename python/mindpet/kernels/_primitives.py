@@ -155,6 +155,7 @@ def quant_lora_linear_forward(impl: str):
     ``ops.Custom`` on the same aot kernel in one GRAPH graph the bprop of one of them; measured, a LoRA layer
     next to a plain quantised layer got ``dB = 0``.)"""
     zeros_like = ops.ZerosLike()
+    zeros = ops.Zeros()
     bwd_input = primitive(impl, "quant_lora_linear_bwd_input")
     bwd_weights = primitive(impl, "lora_linear_bwd_weights")
     no_g = Tensor(np.zeros(1, np.float32))
@@ -166,8 +167,10 @@ def quant_lora_linear_forward(impl: str):
             d_a, d_b, g = bwd_weights(dy, x, lora_b, out[1], mask, scale, has_mask)
         else:
             d_a, d_b, g = zeros_like(lora_a), zeros_like(lora_b), no_g
-        dx = bwd_input(dy, x, codes, scales, offsets, lut, lora_a, g, mask, scale, group_size, bits, has_offsets,
-                       has_lora, has_mask)
+        # K through a [1, K] stand-in, not x: a layer without LoRA then keeps no input alive for its backward
+        x_cols = zeros((1, x.shape[-1]), x.dtype)
+        dx = bwd_input(dy, x_cols, codes, scales, offsets, lut, lora_a, g, mask, scale, group_size, bits,
+                       has_offsets, has_lora, has_mask)
         return (dx, zeros_like(codes), zeros_like(scales), zeros_like(offsets), zeros_like(lut), zeros_like(bias),
                 d_a, d_b, zeros_like(mask), scale * 0, group_size * 0, bits * 0, has_offsets * 0, has_bias * 0,
                 has_lora * 0, has_mask * 0)

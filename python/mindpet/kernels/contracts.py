@@ -103,8 +103,8 @@ def _quant_lora_fwd(x, codes, scales, offsets, lut, bias, a, bb, mask, *attrs):
     return [[x[0], codes[0]], [x[0], a[0]]]
 
 
-def _quant_lora_bwd_input(dy, x, *rest):
-    return [list(x)]
+def _quant_lora_bwd_input(dy, x_cols, *rest):
+    return [[dy[0], x_cols[-1]]]  # dx [M, K]: M from dy, K from the [*, K] stand-in
 
 
 def _attention_fwd(q, k, v, cos, sin, *attrs):
