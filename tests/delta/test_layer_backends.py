@@ -96,10 +96,12 @@ class _ConstMask(nn.Cell):
 
 
 def _fix_mask(layer, mask: np.ndarray) -> None:
-    """Make ``layer`` (a LoRADense) drop with ``mask`` whatever its mask source."""
-    if layer.dropout_mask_source == "generator":
+    """Make ``layer`` (a LoRADense) drop with ``mask`` whatever its mask source (the float base's generator
+    source hands the kernel a dropout key, not a mask: such a layer is switched to its Dropout primitive)."""
+    if layer.dropout_mask_source == "generator" and layer.quantized_base:
         layer.generator_dropout = _ConstMask(mask)
     else:
+        layer._generator_masks = False  # pylint: disable=protected-access
         layer.lora_dropout = _FixedMask(mask)
 
 

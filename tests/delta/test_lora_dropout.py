@@ -33,7 +33,7 @@ def _layer(backend="fused", p=P, seed=0, **kw):
 def _expected_mask(layer, shape, offset):
     """The mask a call with the generator at ``offset`` draws (the op's numpy reference)."""
     cell = layer.generator_dropout
-    return mask_reference(shape, layer.lora_dropout_p, int(cell.stream.asnumpy()), offset - int(cell.base.asnumpy()))
+    return mask_reference(shape, layer.lora_dropout_p, cell.stream_value, offset - cell.base_value)
 
 
 class _Grads(nn.Cell):

@@ -38,10 +38,11 @@ enum FwdIn : int {
   kFwdBias = 2,     // [N] (or [1] when has_bias == 0)
   kFwdLoraA = 3,    // [R, K]
   kFwdLoraB = 4,    // [N, R]
-  kFwdMask = 5,     // [M, K] (or [1] when has_mask == 0); values 0 or 1/(1-p)
+  kFwdMask = 5,     // [M, K] (or [1] when has_mask == 0); values 0 or 1/(1-p); has_mask == 2: the
+                    // dropout key int64 [3] (seed, offset, bits of float32 p), the mask generated (lora_mask.h)
   kFwdScale = 6,    // attr float: s
   kFwdHasBias = 7,  // attr int 0/1
-  kFwdHasMask = 8,  // attr int 0/1
+  kFwdHasMask = 8,  // attr int 0/1/2 (none, mask, dropout key)
   kFwdNumInputs = 9,
 };
 // Forward outputs (index into params = kFwdNumInputs + output).
@@ -59,9 +60,9 @@ enum BwdIn : int {
   kBwdLoraA = 3,    // [R, K]
   kBwdLoraB = 4,    // [N, R]
   kBwdU = 5,        // [M, R] saved
-  kBwdMask = 6,     // [M, K] or [1]
+  kBwdMask = 6,     // [M, K], [1] or the dropout key [3]
   kBwdScale = 7,    // attr float
-  kBwdHasMask = 8,  // attr int 0/1
+  kBwdHasMask = 8,  // attr int 0/1/2
   kBwdNumInputs = 9,
 };
 // Backward outputs:
@@ -85,9 +86,9 @@ enum BwdWIn : int {
   kBwdWX = 1,        // [M, K]
   kBwdWLoraB = 2,    // [N, R]
   kBwdWU = 3,        // [M, R] saved
-  kBwdWMask = 4,     // [M, K] or [1]
+  kBwdWMask = 4,     // [M, K], [1] or the dropout key [3]
   kBwdWScale = 5,    // attr float
-  kBwdWHasMask = 6,  // attr int 0/1
+  kBwdWHasMask = 6,  // attr int 0/1/2
   kBwdWNumInputs = 7,
 };
 // Weight-gradient outputs:  g = dy B;  dA = s g^T x_d;  dB = s dy^T u.
@@ -104,9 +105,9 @@ enum BwdXIn : int {
   kBwdXWeight = 1,   // [N, K]
   kBwdXLoraA = 2,    // [R, K]
   kBwdXG = 3,        // [M, R] float32, from the weight-gradient op
-  kBwdXMask = 4,     // [M, K] or [1]
+  kBwdXMask = 4,     // [M, K], [1] or the dropout key [3]
   kBwdXScale = 5,    // attr float
-  kBwdXHasMask = 6,  // attr int 0/1
+  kBwdXHasMask = 6,  // attr int 0/1/2
   kBwdXNumInputs = 7,
 };
 // Input-gradient output:  dx = dy W + s (g A) * mask.

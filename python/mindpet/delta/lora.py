@@ -19,7 +19,7 @@ from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number, check_positive_int)
 from mindpet.delta.registry import register_layer
-from mindpet.kernels import DropoutMask, LoraLinear
+from mindpet.kernels import DropoutKey, DropoutMask, LoraLinear
 from mindpet.kernels.composed import dense_composed, lora_linear_composed
 
 Strategy = Optional[tuple]
@@ -270,11 +270,14 @@ class LoRADense(GradSafeCell):
         invalidate_compiled_graphs()
 
     def _select_mask_source(self) -> None:
-        """The mask source for the kernel just selected: the generator (a ``DropoutMask``) on the CPU kernels,
-        the Dropout primitive otherwise."""
+        """The mask source for the kernel just selected: the generator on the CPU kernels, the Dropout primitive
+        otherwise. From the generator the float base's kernel takes the mask's dropout key (a ``DropoutKey``) and
+        generates the mask itself, storing none for its backward; the quantised base's takes the mask (a
+        ``DropoutMask``)."""
         self._generator_masks = self.kernel.impl == "cpu"
         if self._generator_masks:
-            self.generator_dropout = DropoutMask(self.lora_dropout_p, stream=self._mask_stream)
+            draws = DropoutMask if self.quantized_base else DropoutKey
+            self.generator_dropout = draws(self.lora_dropout_p, stream=self._mask_stream)
         elif "generator_dropout" in self._cells:
             del self.generator_dropout
 
@@ -317,9 +320,12 @@ class LoRADense(GradSafeCell):
             return self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, bias, lora_a, lora_b,
                                mask)
         if self.kernel.fused:
+            weight = self._to_compute(self.weight)
+            if dropout and self._generator_masks:  # the kernel generates the mask from its key
+                return self.kernel(x2d, weight, bias, lora_a, lora_b, None, self._base_frozen_eagerly(),
+                                   self.generator_dropout(x2d))
             mask = self._dropout_mask(x2d) if dropout else None
-            return self.kernel(x2d, self._to_compute(self.weight), bias, lora_a, lora_b, mask,
-                               self._base_frozen_eagerly())
+            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask, self._base_frozen_eagerly())
         x_d = x2d
         if dropout:
             x_d, _ = self.lora_dropout(x2d)

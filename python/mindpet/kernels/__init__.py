@@ -62,7 +62,7 @@ from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.quant_linear import QuantLoraLinear
 from mindpet.kernels.attention import Attention, attention_composed
 from mindpet.kernels.norm import RMSNorm, rms_norm
-from mindpet.kernels.dropout import DropoutMask, dropout_mask, generator_state
+from mindpet.kernels.dropout import DropoutKey, DropoutMask, dropout_key, dropout_mask, generator_state
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -74,5 +74,5 @@ __all__ = [
     "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
     "Attention", "attention_composed",
     "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
-    "DropoutMask", "dropout_mask", "generator_state",
+    "DropoutMask", "DropoutKey", "dropout_mask", "dropout_key", "generator_state",
 ]
