@@ -148,3 +148,34 @@ def test_functional_form_and_argument_errors():
         lora_linear(*t, S, Tensor(_mask((6, 10), np.float32, 77)), dropout_key=key)
     with pytest.raises(ValueError, match="'dropout_key' needs the fused CPU kernel"):
         lora_linear(*t, S, backend="composed", dropout_key=key)
+
+
+def _quant_entry_points(x, quant, bias, a, b, dy, g, mask, mode):
+    """quant_lora_linear's forward (y, u) and input gradient (dx from g) through the aot ABI."""
+    codes, scales, offsets, lut, group, bits = quant
+    m, k, n, r = x.shape[0], x.shape[1], b.shape[0], a.shape[0]
+    attrs = [np.array(S, np.float32)] + [np.array(v, np.int64) for v in (group, bits, 1)]
+    code, fwd = call_aot("QuantLoraLinearForward", [x, codes, scales, offsets, lut, bias, a, b, mask] + attrs +
+                         [np.array(v, np.int64) for v in (1, 1, mode)] + [np.zeros((m, n), x.dtype),
+                                                                          np.zeros((m, r), x.dtype)])
+    assert code == 0
+    code, bwd = call_aot("QuantLoraLinearBackwardInput", [dy, x, codes, scales, offsets, lut, a, g, mask] + attrs +
+                         [np.array(v, np.int64) for v in (1, mode)] + [np.zeros((m, k), x.dtype)])
+    assert code == 0
+    return {"y": fwd[-2], "u": fwd[-1], "dx": bwd[-1]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["f32", "f16"])
+def test_quant_lora_linear_with_the_key_equals_the_explicit_mask_bitwise(dtype):
+    import test_kernel_quant_lora_linear as quant_tests  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(11)
+    n, k, r, bits, group, offset = 90, 120, 4, 4, 40, 4096 - 1000
+    codes, scales, offsets, lut = quant_tests.quantized_weight(n, k, bits, group, quant_tests.Q4_0, True, rng)
+    for m in (3, 601):  # column blocks; row chunks
+        x, _, bias, a, b, dy = _problem(m, k, n, r, dtype, seed=m)
+        g = rng.standard_normal((m, r)).astype(np.float32)
+        quant = (codes, scales, offsets, lut, group, bits)
+        explicit = _quant_entry_points(x, quant, bias, a, b, dy, g, _mask((m, k), dtype, offset), 1)
+        hashed = _quant_entry_points(x, quant, bias, a, b, dy, g, _key(offset), 2)
+        for name, value in explicit.items():
+            np.testing.assert_array_equal(hashed[name], value, err_msg=f"{name} m={m}")

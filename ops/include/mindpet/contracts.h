@@ -312,14 +312,14 @@ enum FwdIn : int {
   kFwdBias = 5,         // [N] T (or [1] when has_bias == 0)
   kFwdLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
   kFwdLoraB = 7,        // [N, R] T (or [1] when has_lora == 0)
-  kFwdMask = 8,         // [M, K] T (or [1] when has_mask == 0)
+  kFwdMask = 8,         // [M, K] T (or [1] when has_mask == 0; the dropout key int64 [3] when 2)
   kFwdScale = 9,        // attr float: s
   kFwdGroupSize = 10,   // attr int: G (K % G == 0)
   kFwdBits = 11,        // attr int: 4 or 8
   kFwdHasOffsets = 12,  // attr int 0/1
   kFwdHasBias = 13,     // attr int 0/1
   kFwdHasLora = 14,     // attr int 0/1
-  kFwdHasMask = 15,     // attr int 0/1
+  kFwdHasMask = 15,     // attr int 0/1/2 (none, mask, dropout key: lora_linear's modes)
   kFwdNumInputs = 16,
 };
 // Forward outputs (index into params = kFwdNumInputs + output).
@@ -339,13 +339,13 @@ enum BwdXIn : int {
   kBwdXLut = 5,          // as kFwdLut
   kBwdXLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
   kBwdXG = 7,            // [M, R] float32: dy B from lora_linear's weights op (or [1] when has_lora == 0)
-  kBwdXMask = 8,         // [M, K] T (or [1])
+  kBwdXMask = 8,         // [M, K] T (or [1], or the dropout key [3])
   kBwdXScale = 9,        // attr float
   kBwdXGroupSize = 10,   // attr int
   kBwdXBits = 11,        // attr int
   kBwdXHasOffsets = 12,  // attr int 0/1
   kBwdXHasLora = 13,     // attr int 0/1
-  kBwdXHasMask = 14,     // attr int 0/1
+  kBwdXHasMask = 14,     // attr int 0/1/2
   kBwdXNumInputs = 15,
 };
 // Input-gradient output:  dx = dy deq(W) + s (g A) * mask.

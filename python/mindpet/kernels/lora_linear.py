@@ -90,7 +90,7 @@ class LoraLinear(FusedOp):
                 raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
             dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
             bias_in = bias if self.has_bias else dummy
-            mask_in, has_mask = _mask_input(mask, dropout_key, dummy, self.impl)
+            mask_in, has_mask = mask_input(mask, dropout_key, dummy, self.impl)
             has_bias = 1 if self.has_bias else 0
             if base_frozen:
                 y, _ = self.fwd_frozen_base(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias,
@@ -107,7 +107,7 @@ class LoraLinear(FusedOp):
         x2d = x.reshape(rows)
         dummy = self._absent16 if half else self._absent32
         bias_in = bias if self.has_bias else dummy
-        mask_in, has_mask = _mask_input(None if mask is None else mask.reshape(rows), dropout_key, dummy, self.impl)
+        mask_in, has_mask = mask_input(None if mask is None else mask.reshape(rows), dropout_key, dummy, self.impl)
         has_bias = 1 if self.has_bias else 0
         if base_frozen:
             y, _ = self.fwd_frozen_base(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias, has_mask)
@@ -120,14 +120,14 @@ class LoraLinear(FusedOp):
         return f"scale={self.scale}, has_bias={self.has_bias}{layout}, impl={self.impl}"
 
 
-def _mask_input(mask, dropout_key, dummy, impl):
-    """The kernel's mask input and ``has_mask`` mode (``ops/CONTRACTS.md`` 1): ``(dummy, 0)`` without dropout,
-    ``(mask, 1)``, or ``(dropout_key, 2)`` (CPU kernel only)."""
+def mask_input(mask, dropout_key, dummy, impl, op_name="lora_linear"):
+    """The fused kernel's mask input and ``has_mask`` mode (``ops/CONTRACTS.md`` 1, *Mask modes*): ``(dummy, 0)``
+    without dropout, ``(mask, 1)``, or ``(dropout_key, 2)`` (CPU kernel only). Shared with ``quant_lora_linear``."""
     if dropout_key is not None:
         if mask is not None:
-            raise ValueError("For 'lora_linear', pass either 'mask' or 'dropout_key', not both.")
+            raise ValueError(f"For '{op_name}', pass either 'mask' or 'dropout_key', not both.")
         if impl != "cpu":
-            raise ValueError(f"For 'lora_linear', 'dropout_key' needs the CPU kernel, but the op runs {impl!r}; "
+            raise ValueError(f"For '{op_name}', 'dropout_key' needs the CPU kernel, but the op runs {impl!r}; "
                              f"pass 'mask' instead.")
         return dropout_key, 2
     if mask is None:
