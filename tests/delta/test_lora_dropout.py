@@ -1,8 +1,9 @@
 """LoRADense's LoRA-dropout mask source: on the fused CPU kernels the mask comes from MindSpore's generator as
 the ``dropout_mask`` op's mask of a key the kernel receives (``dropout_mask_source == 'generator'``), else from
-the layer's own Dropout primitive. Forward and every gradient with dropout against float64 numpy with the mask recomputed by the
-numpy reference of the op (GRAPH and PYNATIVE), the quantised base, successive calls, reproducibility under
-``mindspore.set_seed``, and different masks per layer in a shared ``lazy_inline`` block graph."""
+the layer's own Dropout primitive. Forward and every gradient with dropout against float64 numpy with the mask
+recomputed by the numpy reference of the op (GRAPH and PYNATIVE), the quantised base, successive calls,
+reproducibility under ``mindspore.set_seed``, and different masks per layer in a shared ``lazy_inline`` block
+graph."""
 from __future__ import annotations
 
 import numpy as np
