@@ -296,9 +296,9 @@ class LoRADense(GradSafeCell):
 
     @property
     def dropout_mask_source(self) -> str:
-        """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'`` (``dropout_mask``'s
-        mask of a key from MindSpore's default generator, generated inside the CPU kernel) or ``'primitive'`` (the layer's own Dropout
-        primitive ``lora_dropout``)."""
+        """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'``
+        (``dropout_mask``'s mask of a key from MindSpore's default generator, generated inside the CPU kernel) or
+        ``'primitive'`` (the layer's own Dropout primitive ``lora_dropout``)."""
         return "generator" if self._generator_masks and self.kernel.impl == "cpu" else "primitive"
 
     def _dropout_mask(self, x2d):

@@ -43,8 +43,8 @@ class LoraLinear(FusedOp):
 
     The caller owns the dropout: it draws ``mask`` (0 or ``1/(1-p)``, e.g. its ``ops.Dropout`` applied to
     ones, so its seeds and ``shard`` strategy apply) and passes it; None means no dropout. Or, CPU kernel only,
-    it passes ``dropout_key`` (int64 ``[3]``, :class:`~mindpet.kernels.DropoutKey`, :func:`~mindpet.kernels.dropout_key`)
-    instead of ``mask``: the kernel then generates ``dropout_mask``'s mask of that key in the forward and again in
+    it passes ``dropout_key`` (int64 ``[3]``, :class:`~mindpet.kernels.DropoutKey`,
+    :func:`~mindpet.kernels.dropout_key`) instead of ``mask``: the kernel then generates ``dropout_mask``'s mask of that key in the forward and again in
     the backward, so no ``[*, K]`` mask tensor exists (the result equals passing that mask).
     ``base_frozen=True`` is the caller's statement that no gradient of ``weight`` and ``bias`` is
     wanted: the fused backward then returns zeros for them instead of computing ``dy^T x`` and
