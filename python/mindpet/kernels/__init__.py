@@ -24,7 +24,9 @@ For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.m
 
 :class:`DropoutMask` (:func:`dropout_mask`; CPU kernel only, ``ops/CONTRACTS.md`` 10) draws a dropout mask
 from a counter hash of the seed and offset of MindSpore's default generator: the LoRA layers' mask on the
-fused CPU backend, so that each layer of a shared (``lazy_inline``) block graph draws its own.
+fused CPU backend, so that each layer of a shared (``lazy_inline``) block graph draws its own. The layers pass
+the fused ops its key instead (:class:`DropoutKey`, :func:`dropout_key`), which generate the same mask inside
+the kernel and keep none.
 
 Use from a layer (sketch)::
 
