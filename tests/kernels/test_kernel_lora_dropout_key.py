@@ -26,9 +26,13 @@ def _key(offset, p=P, seed=SEED):
 
 
 def _mask(shape, dtype, offset, p=P, seed=SEED):
-    """The mask the dropout_mask kernel draws (the explicit mode's input)."""
+    """The mask the dropout_mask kernel draws (the explicit mode's input), in PYNATIVE (the mode is restored)."""
+    mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    return dropout_mask(Tensor(np.zeros(shape, dtype)), p, seed, offset).asnumpy()
+    try:
+        return dropout_mask(Tensor(np.zeros(shape, dtype)), p, seed, offset).asnumpy()
+    finally:
+        ms.set_context(mode=mode)
 
 
 def _problem(m, k, n, r, dtype, seed=0):
@@ -127,7 +131,6 @@ def test_lora_linear_cell_with_the_key_equals_the_explicit_mask(mode, dtype):
     x = x.reshape(batch + (k,))
     cot = np.random.default_rng(6).standard_normal(batch + (n,)).astype(dtype)
     mask = _mask(batch + (k,), dtype, offset)
-    ms.set_context(mode=mode)
     y_e, g_e = value_and_grads(_Op(False, dtype), [x, w, bias, a, b, mask], cot)
     y_h, g_h = value_and_grads(_Op(True, dtype), [x, w, bias, a, b, _key(offset)], cot)
     np.testing.assert_array_equal(y_h, y_e)
@@ -135,10 +138,16 @@ def test_lora_linear_cell_with_the_key_equals_the_explicit_mask(mode, dtype):
         np.testing.assert_array_equal(gh, ge, err_msg=name)
 
 
-def test_functional_form_and_argument_errors():
+@pytest.fixture
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_functional_form_and_argument_errors(pynative):  # pylint: disable=unused-argument,redefined-outer-name
     x, w, bias, a, b, _ = _problem(6, 10, 4, 2, np.float32)
     t = [Tensor(v) for v in (x, w, bias, a, b)]
-    ms.set_context(mode=ms.PYNATIVE_MODE)
     key = dropout_key(SEED, 77, P)
     np.testing.assert_array_equal(key.asnumpy(), _key(77))
     y_key = lora_linear(*t, S, dropout_key=key).asnumpy()
