@@ -5,8 +5,8 @@
 //   row  = Mix64(seed + (row_index + 1) * 0x9E3779B97F4A7C15)
 //   bits = Mix32(lo32(row) ^ Mix32(j + hi32(row))) >> 8          (24 bits, uniform on [0, 2^24))
 //   keep = bits >= floor(p * 2^24);  kept values are scaled by 1 / (1 - p)
-// attention_masked: row_index = (b * NH + h) * L + i, j = key index. dropout_mask: counter c = offset + i,
-// row_index = c >> 12, j = c & 4095.
+// attention_masked: row_index = (b * NH + h) * L + i, j = key index. dropout_mask and lora_linear's hashed
+// mask: counter c = offset + i, row_index = c >> 12, j = c & 4095 (ForEachCounterRun).
 #pragma once
 #include <cstdint>
 
@@ -49,6 +49,26 @@ inline void ApplyRow(uint64_t row_key, uint32_t threshold, float keep_scale, flo
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
     row[j] *= ColumnBits(row_key, static_cast<uint32_t>(j)) >= threshold ? keep_scale : 0.0f;
+  }
+}
+
+// Counters per row key in the counter form (dropout_mask, lora_linear's hashed mask): 4096.
+constexpr int kCounterBlockBits = 12;
+constexpr uint64_t kCounterBlockMask = (uint64_t{1} << kCounterBlockBits) - 1;
+
+// Walks counters [counter, counter + n) (wrapping) in runs that share a row key:
+// fn(i, row_key, j0, len) for elements i .. i + len - 1, whose columns are j0 .. j0 + len - 1.
+template <typename Fn>
+inline void ForEachCounterRun(uint64_t seed, uint64_t counter, int64_t n, Fn&& fn) {
+  int64_t i = 0;
+  while (i < n) {
+    const uint64_t c = counter + static_cast<uint64_t>(i);
+    const uint64_t row_key = RowKey(seed, static_cast<int64_t>(c >> kCounterBlockBits));
+    const uint32_t j0 = static_cast<uint32_t>(c & kCounterBlockMask);
+    int64_t len = static_cast<int64_t>(kCounterBlockMask + 1 - j0);
+    if (len > n - i) len = n - i;
+    fn(i, row_key, j0, len);
+    i += len;
   }
 }
 

@@ -22,27 +22,17 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kChunkElements = int64_t{1} << 16;
-constexpr int kBlockBits = 12;  // counters per row key: 4096
-constexpr uint64_t kBlockMask = (uint64_t{1} << kBlockBits) - 1;
-
 // out[i] = keep(counter + i) ? kept : dropped for i in [0, n), one row key per block of 4096 counters.
 template <typename T>
 MINDPET_INLINE void FillMask(uint64_t seed, uint64_t counter, uint32_t threshold, T kept, T dropped, T* out,
                              int64_t n) {
-  int64_t i = 0;
-  while (i < n) {
-    const uint64_t c = counter + static_cast<uint64_t>(i);
-    const uint64_t row_key = dropout_bits::RowKey(seed, static_cast<int64_t>(c >> kBlockBits));
-    const uint32_t j0 = static_cast<uint32_t>(c & kBlockMask);
-    int64_t len = static_cast<int64_t>(kBlockMask + 1 - j0);
-    if (len > n - i) len = n - i;
+  dropout_bits::ForEachCounterRun(seed, counter, n, [&](int64_t i, uint64_t row_key, uint32_t j0, int64_t len) {
     T* dst = out + i;
 #pragma omp simd
     for (int64_t t = 0; t < len; ++t) {
       dst[t] = dropout_bits::ColumnBits(row_key, j0 + static_cast<uint32_t>(t)) >= threshold ? kept : dropped;
     }
-    i += len;
-  }
+  });
 }
 
 // The same loop compiled for AVX2 (8 lanes of 32-bit multiplies), chosen at run time as in the other kernels.

@@ -6,7 +6,8 @@
 // while the tile is in cache, and the big GEMM (x W^T or dy W) runs once per chunk with beta = 1 on
 // top of the low-rank term, so y / dx are written once and read once. Small M: participants own
 // output columns. The backward is two entry points (weights, input) so a graph that needs no dx
-// drops the input one; the one-pass LoraLinearBackward runs both.
+// drops the input one; the one-pass LoraLinearBackward runs both. The mask is none, a tensor, or hashed from a
+// dropout key and regenerated at each use (lora_mask.h).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -15,6 +16,7 @@
 #include "aot_args.h"
 #include "blas.h"
 #include "float_views.h"
+#include "lora_mask.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
 #include "partials.h"
@@ -27,10 +29,11 @@ struct LoraDims {
   int64_t m, k, n, r;
 };
 
-// dst[rows, cols] = x * mask (elementwise, contiguous rows).
-void MaskRows(const float* x, const float* mask, int64_t rows, int64_t cols, float* dst) {
-  const int64_t n = rows * cols;
-  for (int64_t i = 0; i < n; ++i) dst[i] = x[i] * mask[i];
+using MaskSource = lora_mask::Source;
+
+// dst[rows, K] = x[row0 .., K] * mask (x_d rows, contiguous).
+void MaskRows(const MaskSource& mask, const float* x, int64_t row0, int64_t rows, int64_t k, float* dst) {
+  mask.Apply(row0, rows, 0, k, x + row0 * k, k, dst, k);
 }
 
 // B_aug [N, R+1] = [B | bias]: the bias joins the rank-R GEMM (u_aug = [s u | 1]) for free.
@@ -64,7 +67,7 @@ void LowRankTerm(const LoraDims& d, const float* u_rows, int64_t rows, const flo
 constexpr int64_t kTilesPerChunk = 4;
 
 void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* bias, const float* a,
-                const float* b, const float* mask, float s, float* y, float* u) {
+                const float* b, const MaskSource& mask, float s, float* y, float* u) {
   if (d.m == 0) return;
   const std::vector<float> b_aug = bias != nullptr ? AugmentB(b, bias, d.n, d.r) : std::vector<float>();
   const float* b_aug_ptr = bias != nullptr ? b_aug.data() : nullptr;
@@ -77,13 +80,13 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
       const float* x_c = x + rows.begin * d.k;
       float* u_c = u + rows.begin * d.r;
       float* y_c = y + rows.begin * d.n;
-      if (mask == nullptr) {
+      if (!mask.active()) {
         Sgemm(false, true, rows.size(), d.r, d.k, 1.0f, x_c, d.k, a, d.k, 0.0f, u_c, d.r);
       } else {
         std::vector<float> xd(static_cast<size_t>(tile * d.k));
         for (int64_t t = 0; t < rows.size(); t += tile) {
           const int64_t tr = std::min(tile, rows.size() - t);
-          MaskRows(x_c + t * d.k, mask + (rows.begin + t) * d.k, tr, d.k, xd.data());
+          MaskRows(mask, x, rows.begin + t, tr, d.k, xd.data());
           Sgemm(false, true, tr, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u_c + t * d.r, d.r);
         }
       }
@@ -94,11 +97,11 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
   }
 
   // Few rows: u once, then participants own column blocks of y.
-  if (mask == nullptr) {
+  if (!mask.active()) {
     Sgemm(false, true, d.m, d.r, d.k, 1.0f, x, d.k, a, d.k, 0.0f, u, d.r);
   } else {
     std::vector<float> xd(static_cast<size_t>(d.m * d.k));
-    MaskRows(x, mask, d.m, d.k, xd.data());
+    MaskRows(mask, x, 0, d.m, d.k, xd.data());
     Sgemm(false, true, d.m, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u, d.r);
   }
   ParallelColumns(d.n, threads, [&](Range cols) {
@@ -110,7 +113,7 @@ void ForwardF32(const LoraDims& d, const float* x, const float* w, const float* 
 
 // g = dy B [M, R] (float32), dA = s g^T x_d [R, K], dB = s dy^T u [N, R].
 void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, const float* b, const float* u,
-                        const float* mask, float s, float* da, float* db, float* g) {
+                        const MaskSource& mask, float s, float* da, float* db, float* g) {
   if (d.m == 0) {
     std::fill(da, da + d.r * d.k, 0.0f);
     std::fill(db, db + d.n * d.r, 0.0f);
@@ -129,7 +132,7 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
     ParallelFor(chunks, threads, [&](Range rows, int64_t chunk) {
       float* da_part = partials.part(chunk);
       float* db_part = da_part + da_size;
-      std::vector<float> xd(mask != nullptr ? static_cast<size_t>(tile * d.k) : 0);
+      std::vector<float> xd(mask.active() ? static_cast<size_t>(tile * d.k) : 0);
       for (int64_t t = 0; t < rows.size(); t += tile) {
         const int64_t row0 = rows.begin + t;
         const int64_t tr = std::min(tile, rows.size() - t);
@@ -141,8 +144,8 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
         Sgemm(true, false, d.r, d.n, tr, 1.0f, u + row0 * d.r, d.r, dy_t, d.n, beta, db_part, d.n);
         // dA += g^T x_d
         const float* xd_t = x + row0 * d.k;
-        if (mask != nullptr) {
-          MaskRows(xd_t, mask + row0 * d.k, tr, d.k, xd.data());
+        if (mask.active()) {
+          MaskRows(mask, x, row0, tr, d.k, xd.data());
           xd_t = xd.data();
         }
         Sgemm(true, false, d.r, d.k, tr, 1.0f, g_t, d.r, xd_t, d.k, beta, da_part, d.k);
@@ -161,9 +164,9 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
   Sgemm(false, false, d.m, d.r, d.n, 1.0f, dy, d.n, b, d.r, 0.0f, g, d.r);
   std::vector<float> xd;
   const float* xd_ptr = x;
-  if (mask != nullptr) {
+  if (mask.active()) {
     xd.resize(static_cast<size_t>(d.m * d.k));
-    MaskRows(x, mask, d.m, d.k, xd.data());
+    MaskRows(mask, x, 0, d.m, d.k, xd.data());
     xd_ptr = xd.data();
   }
   ParallelFor(threads, threads, 1, [&](Range parts, int64_t) {
@@ -183,20 +186,14 @@ void BackwardWeightsF32(const LoraDims& d, const float* dy, const float* x, cons
 
 // dx = dy W + s (g A) * mask   [M, K]
 void BackwardInputF32(const LoraDims& d, const float* dy, const float* w, const float* a, const float* g,
-                      const float* mask, float s, float* dx) {
+                      const MaskSource& mask, float s, float* dx) {
   if (d.m == 0) return;
   const int threads = ThreadsFor(d.m * d.k * (d.n + d.r));
   // dx[rows, cols] = s (g A)[rows, cols] * mask + dy[rows] W[:, cols]
   auto block = [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
     float* dx_b = dx + r0 * d.k + c0;
     Sgemm(false, false, rows, cols, d.r, s, g + r0 * d.r, d.r, a + c0, d.k, 0.0f, dx_b, d.k);
-    if (mask != nullptr) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* mask_row = mask + (r0 + i) * d.k + c0;
-        float* dx_row = dx_b + i * d.k;
-        for (int64_t j = 0; j < cols; ++j) dx_row[j] *= mask_row[j];
-      }
-    }
+    if (mask.active()) mask.Apply(r0, rows, c0, cols, dx_b, d.k, dx_b, d.k);
     Sgemm(false, false, rows, cols, d.n, 1.0f, dy + r0 * d.n, d.n, w + c0, d.k, 1.0f, dx_b, d.k);
   };
   if (SplitRows(d.m, threads)) {
@@ -230,6 +227,7 @@ std::string CheckShapes(const AotArgs& args, int x, int w, int a, int b, LoraDim
 using mindpet::cpu::AotArgs;
 using mindpet::cpu::FloatIn;
 using mindpet::cpu::FloatOut;
+using MaskSource = mindpet::cpu::lora_mask::Source;
 namespace ll = mindpet::contracts::lora_linear;
 
 namespace {
@@ -238,7 +236,7 @@ std::string RunLoraLinearForward(const AotArgs& args) {
   const std::string err = mindpet::cpu::CheckShapes(args, ll::kFwdX, ll::kFwdWeight, ll::kFwdLoraA, ll::kFwdLoraB, &d);
   if (!err.empty()) return err;
   const bool has_bias = args.scalar(ll::kFwdHasBias) != 0.0;
-  const bool has_mask = args.scalar(ll::kFwdHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ll::kFwdHasMask));
   const float s = static_cast<float>(args.scalar(ll::kFwdScale));
   const int y_idx = ll::kFwdNumInputs + ll::kFwdY;
   const int u_idx = ll::kFwdNumInputs + ll::kFwdU;
@@ -248,27 +246,27 @@ std::string RunLoraLinearForward(const AotArgs& args) {
   if (has_bias && (args.numel(ll::kFwdBias) != d.n || args.dtype(ll::kFwdBias) != args.dtype(ll::kFwdX))) {
     return "bias must be [N] with the dtype of x";
   }
-  if (has_mask && (args.numel(ll::kFwdMask) != d.m * d.k || args.dtype(ll::kFwdMask) != args.dtype(ll::kFwdX))) {
-    return "mask must have the shape and dtype of x";
-  }
+  const std::string bad_mask =
+      mindpet::cpu::lora_mask::Check(args, ll::kFwdMask, mask_mode, args.dtype(ll::kFwdX), d.m, d.k);
+  if (!bad_mask.empty()) return bad_mask;
   const std::string no_blas = mindpet::cpu::RequireBlas();
   if (!no_blas.empty()) return no_blas;
 
   const FloatIn x(args, ll::kFwdX), w(args, ll::kFwdWeight), a(args, ll::kFwdLoraA), b(args, ll::kFwdLoraB);
-  const FloatIn bias(args, ll::kFwdBias, has_bias), mask(args, ll::kFwdMask, has_mask);
+  const FloatIn bias(args, ll::kFwdBias, has_bias);
+  const MaskSource mask(args, ll::kFwdMask, mask_mode, args.dtype(ll::kFwdX), d.k);
   FloatOut y(args, y_idx), u(args, u_idx);
-  mindpet::cpu::ForwardF32(d, x.get(), w.get(), bias.get(), a.get(), b.get(), mask.get(), s, y.get(), u.get());
+  mindpet::cpu::ForwardF32(d, x.get(), w.get(), bias.get(), a.get(), b.get(), mask, s, y.get(), u.get());
   mindpet::cpu::CommitAll({&y, &u});
   return {};
 }
 
 // Checks of the backward entry points: dy [M,N], u or g [M,R], the mask; "" when they hold.
 std::string CheckBackward(const AotArgs& args, const mindpet::cpu::LoraDims& d, int dy, int mr, int mask,
-                          bool has_mask) {
+                          int mask_mode) {
   if (args.numel(dy) != d.m * d.n || args.numel(mr) != d.m * d.r) return "dy must be [M,N] and u, g [M,R]";
-  if (has_mask && (args.numel(mask) != d.m * d.k || args.dtype(mask) != args.dtype(dy))) {
-    return "mask must have the shape and dtype of x";
-  }
+  const std::string bad_mask = mindpet::cpu::lora_mask::Check(args, mask, mask_mode, args.dtype(dy), d.m, d.k);
+  if (!bad_mask.empty()) return bad_mask;
   return mindpet::cpu::RequireBlas();
 }
 
@@ -276,23 +274,23 @@ std::string RunLoraLinearBackward(const AotArgs& args) {
   mindpet::cpu::LoraDims d{};
   const std::string err = mindpet::cpu::CheckShapes(args, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB, &d);
   if (!err.empty()) return err;
-  const bool has_mask = args.scalar(ll::kBwdHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ll::kBwdHasMask));
   const float s = static_cast<float>(args.scalar(ll::kBwdScale));
   const int o = ll::kBwdNumInputs;
   if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdDy, ll::kBwdX, ll::kBwdWeight, ll::kBwdLoraA, ll::kBwdLoraB,
                                            ll::kBwdU, o + ll::kBwdDx, o + ll::kBwdDLoraA, o + ll::kBwdDLoraB})) {
     return mindpet::cpu::kSameFloatDTypeMessage;
   }
-  const std::string bad = CheckBackward(args, d, ll::kBwdDy, ll::kBwdU, ll::kBwdMask, has_mask);
+  const std::string bad = CheckBackward(args, d, ll::kBwdDy, ll::kBwdU, ll::kBwdMask, mask_mode);
   if (!bad.empty()) return bad;
 
   const FloatIn dy(args, ll::kBwdDy), x(args, ll::kBwdX), w(args, ll::kBwdWeight), a(args, ll::kBwdLoraA),
-      b(args, ll::kBwdLoraB), u(args, ll::kBwdU), mask(args, ll::kBwdMask, has_mask);
+      b(args, ll::kBwdLoraB), u(args, ll::kBwdU);
+  const MaskSource mask(args, ll::kBwdMask, mask_mode, args.dtype(ll::kBwdDy), d.k);
   FloatOut dx(args, o + ll::kBwdDx), da(args, o + ll::kBwdDLoraA), db(args, o + ll::kBwdDLoraB);
   std::vector<float> g(static_cast<size_t>(d.m * d.r));
-  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask.get(), s, da.get(), db.get(),
-                                   g.data());
-  mindpet::cpu::BackwardInputF32(d, dy.get(), w.get(), a.get(), g.data(), mask.get(), s, dx.get());
+  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask, s, da.get(), db.get(), g.data());
+  mindpet::cpu::BackwardInputF32(d, dy.get(), w.get(), a.get(), g.data(), mask, s, dx.get());
   mindpet::cpu::CommitAll({&dx, &da, &db});
   return {};
 }
@@ -307,20 +305,20 @@ std::string RunLoraLinearBackwardWeights(const AotArgs& args) {
       args.numel(g_idx) != d.m * d.r) {
     return "outputs must be d_lora_a [R,K], d_lora_b [N,R], g [M,R]";
   }
-  const bool has_mask = args.scalar(ll::kBwdWHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ll::kBwdWHasMask));
   const float s = static_cast<float>(args.scalar(ll::kBwdWScale));
   if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdWDy, ll::kBwdWX, ll::kBwdWLoraB, ll::kBwdWU,
                                            o + ll::kBwdWDLoraA, o + ll::kBwdWDLoraB})) {
     return mindpet::cpu::kSameFloatDTypeMessage;
   }
   if (args.dtype(g_idx) != mindpet::cpu::DType::kFloat32) return "g must be float32";
-  const std::string bad = CheckBackward(args, d, ll::kBwdWDy, ll::kBwdWU, ll::kBwdWMask, has_mask);
+  const std::string bad = CheckBackward(args, d, ll::kBwdWDy, ll::kBwdWU, ll::kBwdWMask, mask_mode);
   if (!bad.empty()) return bad;
 
-  const FloatIn dy(args, ll::kBwdWDy), x(args, ll::kBwdWX), b(args, ll::kBwdWLoraB), u(args, ll::kBwdWU),
-      mask(args, ll::kBwdWMask, has_mask);
+  const FloatIn dy(args, ll::kBwdWDy), x(args, ll::kBwdWX), b(args, ll::kBwdWLoraB), u(args, ll::kBwdWU);
+  const MaskSource mask(args, ll::kBwdWMask, mask_mode, args.dtype(ll::kBwdWDy), d.k);
   FloatOut da(args, o + ll::kBwdWDLoraA), db(args, o + ll::kBwdWDLoraB);
-  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask.get(), s, da.get(), db.get(),
+  mindpet::cpu::BackwardWeightsF32(d, dy.get(), x.get(), b.get(), u.get(), mask, s, da.get(), db.get(),
                                    static_cast<float*>(args.data(g_idx)));
   mindpet::cpu::CommitAll({&da, &db});
   return {};
@@ -336,20 +334,20 @@ std::string RunLoraLinearBackwardInput(const AotArgs& args) {
   if (args.dim(ll::kBwdXDy, 1) != d.n || args.dim(ll::kBwdXLoraA, 1) != d.k || args.numel(o + ll::kBwdXDx) != d.m * d.k) {
     return "shapes do not follow dy [M,N], weight [N,K], lora_a [R,K], dx [M,K]";
   }
-  const bool has_mask = args.scalar(ll::kBwdXHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ll::kBwdXHasMask));
   const float s = static_cast<float>(args.scalar(ll::kBwdXScale));
   if (!mindpet::cpu::SameFloatDType(args, {ll::kBwdXDy, ll::kBwdXWeight, ll::kBwdXLoraA, o + ll::kBwdXDx})) {
     return mindpet::cpu::kSameFloatDTypeMessage;
   }
   if (args.dtype(ll::kBwdXG) != mindpet::cpu::DType::kFloat32) return "g must be float32";
-  const std::string bad = CheckBackward(args, d, ll::kBwdXDy, ll::kBwdXG, ll::kBwdXMask, has_mask);
+  const std::string bad = CheckBackward(args, d, ll::kBwdXDy, ll::kBwdXG, ll::kBwdXMask, mask_mode);
   if (!bad.empty()) return bad;
 
-  const FloatIn dy(args, ll::kBwdXDy), w(args, ll::kBwdXWeight), a(args, ll::kBwdXLoraA),
-      mask(args, ll::kBwdXMask, has_mask);
+  const FloatIn dy(args, ll::kBwdXDy), w(args, ll::kBwdXWeight), a(args, ll::kBwdXLoraA);
+  const MaskSource mask(args, ll::kBwdXMask, mask_mode, args.dtype(ll::kBwdXDy), d.k);
   FloatOut dx(args, o + ll::kBwdXDx);
   mindpet::cpu::BackwardInputF32(d, dy.get(), w.get(), a.get(), static_cast<const float*>(args.data(ll::kBwdXG)),
-                                 mask.get(), s, dx.get());
+                                 mask, s, dx.get());
   mindpet::cpu::CommitAll({&dx});
   return {};
 }

@@ -4,7 +4,8 @@
 // W is never dequantised whole: the forward dequantises panels of rows of W (a few hundred KiB of
 // float32) and runs y[:, panel] += x panel^T; the input gradient dequantises blocks of columns and
 // runs dx[:, block] += dy block. Participants (parallel.h) own contiguous runs of panels / blocks, so
-// W is dequantised once per call, and each owns the output columns it writes.
+// W is dequantised once per call, and each owns the output columns it writes. The mask is none, a tensor,
+// or hashed from a dropout key and regenerated at each use (lora_mask.h, as lora_linear).
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -14,12 +15,15 @@
 #include "blas.h"
 #include "dequant.h"
 #include "float_views.h"
+#include "lora_mask.h"
 #include "mindpet/contracts.h"
 #include "parallel.h"
 
 namespace mindpet {
 namespace cpu {
 namespace {
+
+using MaskSource = lora_mask::Source;
 
 struct QuantDims {
   int64_t m, k, n, r;
@@ -72,22 +76,20 @@ void ParallelUnits(int64_t total, int64_t unit, int threads, Body body) {
 }
 
 // u = x_d A^T [M, R] (row chunks; x * mask in cache-sized tiles).
-void LowRankInput(const QuantDims& d, const float* x, const float* a, const float* mask, float* u) {
+void LowRankInput(const QuantDims& d, const float* x, const float* a, const MaskSource& mask, float* u) {
   const int threads = ThreadsFor(d.m * d.r * d.k);
   const int64_t tile = TileRows(d.k);
   ParallelFor(d.m, threads, RowGrain(d.m, threads, 4 * tile), [&](Range rows, int64_t) {
     const float* x_c = x + rows.begin * d.k;
     float* u_c = u + rows.begin * d.r;
-    if (mask == nullptr) {
+    if (!mask.active()) {
       Sgemm(false, true, rows.size(), d.r, d.k, 1.0f, x_c, d.k, a, d.k, 0.0f, u_c, d.r);
       return;
     }
     std::vector<float> xd(static_cast<size_t>(std::min(tile, rows.size()) * d.k));
     for (int64_t t = 0; t < rows.size(); t += tile) {
       const int64_t tr = std::min(tile, rows.size() - t);
-      const float* x_t = x_c + t * d.k;
-      const float* m_t = mask + (rows.begin + t) * d.k;
-      for (int64_t i = 0; i < tr * d.k; ++i) xd[i] = x_t[i] * m_t[i];
+      mask.Apply(rows.begin + t, tr, 0, d.k, x_c + t * d.k, d.k, xd.data(), d.k);
       Sgemm(false, true, tr, d.r, d.k, 1.0f, xd.data(), d.k, a, d.k, 0.0f, u_c + t * d.r, d.r);
     }
   });
@@ -132,7 +134,7 @@ void ForwardManyRows(const QuantDims& d, const QuantWeight& q, const float* x, c
 
 // dx[rows] = s (g A) * mask, then += sum over n-slices dy[rows, slice] W[slice, :].
 void BackwardInputManyRows(const QuantDims& d, const QuantWeight& q, const float* dy, const float* a,
-                           const float* g, const float* mask, float s, float* dx, int threads) {
+                           const float* g, const MaskSource& mask, float s, float* dx, int threads) {
   const int64_t nb = std::max<int64_t>(4, kSliceFloats / std::max<int64_t>(d.k, 1) / 4 * 4);
   ParallelFor(d.m, threads, RowGrain(d.m, threads, kManyRowsPerThread), [&](Range rows, int64_t) {
     Workspace slice(std::min(nb, d.n) * d.k);
@@ -140,10 +142,7 @@ void BackwardInputManyRows(const QuantDims& d, const QuantWeight& q, const float
     float beta = 0.0f;
     if (a != nullptr) {
       Sgemm(false, false, rows.size(), d.k, d.r, s, g + rows.begin * d.r, d.r, a, d.k, 0.0f, dx_c, d.k);
-      if (mask != nullptr) {
-        const float* m_c = mask + rows.begin * d.k;
-        for (int64_t i = 0; i < rows.size() * d.k; ++i) dx_c[i] *= m_c[i];
-      }
+      if (mask.active()) mask.Apply(rows.begin, rows.size(), 0, d.k, dx_c, d.k, dx_c, d.k);
       beta = 1.0f;
     }
     for (int64_t n0 = 0; n0 < d.n; n0 += nb) {
@@ -157,7 +156,7 @@ void BackwardInputManyRows(const QuantDims& d, const QuantWeight& q, const float
 }
 
 void ForwardF32(const QuantDims& d, const QuantWeight& q, const float* x, const float* bias, const float* a,
-                const float* b, const float* mask, float s, float* y, float* u) {
+                const float* b, const MaskSource& mask, float s, float* y, float* u) {
   QuantWorkspace().Reset();
   if (d.m == 0) return;
   if (a != nullptr) {
@@ -200,7 +199,7 @@ void ForwardF32(const QuantDims& d, const QuantWeight& q, const float* x, const 
 
 // dx = dy deq(W) + s (g A) * mask   [M, K]
 void BackwardInputF32(const QuantDims& d, const QuantWeight& q, const float* dy, const float* a, const float* g,
-                      const float* mask, float s, float* dx) {
+                      const MaskSource& mask, float s, float* dx) {
   QuantWorkspace().Reset();
   if (d.m == 0) return;
   const int threads = ThreadsFor(d.m * d.k * (d.n + d.r) + d.n * d.k);
@@ -217,13 +216,7 @@ void BackwardInputF32(const QuantDims& d, const QuantWeight& q, const float* dy,
       float beta = 0.0f;
       if (a != nullptr) {
         Sgemm(false, false, d.m, cols, d.r, s, g, d.r, a + c0, d.k, 0.0f, dx_b, d.k);
-        if (mask != nullptr) {
-          for (int64_t i = 0; i < d.m; ++i) {
-            const float* mask_row = mask + i * d.k + c0;
-            float* dx_row = dx_b + i * d.k;
-            for (int64_t j = 0; j < cols; ++j) dx_row[j] *= mask_row[j];
-          }
-        }
+        if (mask.active()) mask.Apply(0, d.m, c0, cols, dx_b, d.k, dx_b, d.k);
         beta = 1.0f;
       }
       DequantizeTile(q, 0, d.n, c0, cols, block.data(), cols);
@@ -289,7 +282,7 @@ std::string RunQuantLoraLinearForward(const AotArgs& args) {
   if (args.ndim(ql::kFwdX) != 2) return "x must be 2-D";
   const bool has_bias = args.scalar(ql::kFwdHasBias) != 0.0;
   const bool has_lora = args.scalar(ql::kFwdHasLora) != 0.0;
-  const bool has_mask = args.scalar(ql::kFwdHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ql::kFwdHasMask));
   const float s = static_cast<float>(args.scalar(ql::kFwdScale));
   mindpet::cpu::QuantWeight q;
   const std::string bad_w = mindpet::cpu::ReadQuantWeight(
@@ -307,14 +300,17 @@ std::string RunQuantLoraLinearForward(const AotArgs& args) {
                    args.dim(ql::kFwdLoraB, 0) != d.n || !OptionalOk(args, ql::kFwdLoraB, true, ql::kFwdX, d.n * d.r))) {
     return "lora_a must be [R,K] and lora_b [N,R] with the dtype of x";
   }
-  if (!OptionalOk(args, ql::kFwdMask, has_mask, ql::kFwdX, d.m * d.k)) return "mask must have the shape and dtype of x";
+  const std::string bad_mask =
+      mindpet::cpu::lora_mask::Check(args, ql::kFwdMask, mask_mode, args.dtype(ql::kFwdX), d.m, d.k);
+  if (!bad_mask.empty()) return bad_mask;
   const std::string no_blas = mindpet::cpu::RequireBlas();
   if (!no_blas.empty()) return no_blas;
 
   const FloatIn x(args, ql::kFwdX), bias(args, ql::kFwdBias, has_bias), a(args, ql::kFwdLoraA, has_lora),
-      b(args, ql::kFwdLoraB, has_lora), mask(args, ql::kFwdMask, has_mask);
+      b(args, ql::kFwdLoraB, has_lora);
+  const mindpet::cpu::MaskSource mask(args, ql::kFwdMask, mask_mode, args.dtype(ql::kFwdX), d.k);
   FloatOut y(args, y_idx), u(args, u_idx);
-  mindpet::cpu::ForwardF32(d, q, x.get(), bias.get(), a.get(), b.get(), mask.get(), s, y.get(), u.get());
+  mindpet::cpu::ForwardF32(d, q, x.get(), bias.get(), a.get(), b.get(), mask, s, y.get(), u.get());
   mindpet::cpu::CommitAll({&y, &u});
   return {};
 }
@@ -324,7 +320,7 @@ std::string RunQuantLoraLinearBackwardInput(const AotArgs& args) {
   const int dx_idx = ql::kBwdXNumInputs + ql::kBwdXDx;
   if (args.ndim(ql::kBwdXDy) != 2 || args.ndim(ql::kBwdXX) != 2) return "dy and x_cols must be 2-D";
   const bool has_lora = args.scalar(ql::kBwdXHasLora) != 0.0;
-  const bool has_mask = args.scalar(ql::kBwdXHasMask) != 0.0;
+  const int mask_mode = static_cast<int>(args.scalar(ql::kBwdXHasMask));
   const float s = static_cast<float>(args.scalar(ql::kBwdXScale));
   mindpet::cpu::QuantWeight q;
   const std::string bad_w = mindpet::cpu::ReadQuantWeight(
@@ -344,16 +340,17 @@ std::string RunQuantLoraLinearBackwardInput(const AotArgs& args) {
       return "g must be float32 [M,R]";
     }
   }
-  if (!OptionalOk(args, ql::kBwdXMask, has_mask, ql::kBwdXDy, d.m * d.k)) {
-    return "mask must have the shape and dtype of x";
-  }
+  const std::string bad_mask =
+      mindpet::cpu::lora_mask::Check(args, ql::kBwdXMask, mask_mode, args.dtype(ql::kBwdXDy), d.m, d.k);
+  if (!bad_mask.empty()) return bad_mask;
   const std::string no_blas = mindpet::cpu::RequireBlas();
   if (!no_blas.empty()) return no_blas;
 
-  const FloatIn dy(args, ql::kBwdXDy), a(args, ql::kBwdXLoraA, has_lora), mask(args, ql::kBwdXMask, has_mask);
+  const FloatIn dy(args, ql::kBwdXDy), a(args, ql::kBwdXLoraA, has_lora);
+  const mindpet::cpu::MaskSource mask(args, ql::kBwdXMask, mask_mode, args.dtype(ql::kBwdXDy), d.k);
   FloatOut dx(args, dx_idx);
   const float* g = has_lora ? static_cast<const float*>(args.data(ql::kBwdXG)) : nullptr;
-  mindpet::cpu::BackwardInputF32(d, q, dy.get(), a.get(), g, mask.get(), s, dx.get());
+  mindpet::cpu::BackwardInputF32(d, q, dy.get(), a.get(), g, mask, s, dx.get());
   mindpet::cpu::CommitAll({&dx});
   return {};
 }

@@ -4,8 +4,9 @@ results (forward, every parameter gradient, 20 training steps), and backend sele
 Each comparison builds the same layer twice (``backend='fused'`` and ``backend='composed'``) with the same
 parameter values. LoRA dropout masks are fixed from outside (MindSpore's CPU Dropout is not reproducible
 across instances): the layer's mask source is replaced (:func:`_fix_mask`): the Dropout primitive by a Cell
-returning ``(x * mask, mask)`` (what the composed path, ``dropout(x)``, reads), the generator mask of the
-fused CPU path (``dropout_mask_source == 'generator'``) by a Cell returning ``mask``.
+returning ``(x * mask, mask)`` (what the composed path, ``dropout(x)``, and the fused path's primitive source
+read); a fused CPU layer (``dropout_mask_source == 'generator'``, whose kernel takes a dropout key) is switched
+to that source.
 """
 from __future__ import annotations
 
@@ -84,23 +85,11 @@ class _FixedMask(nn.Cell):
         return x * self.mask, self.mask
 
 
-class _ConstMask(nn.Cell):
-    """Stands in for the generator's ``DropoutMask``: ``mask`` whatever ``x``."""
-
-    def __init__(self, mask: np.ndarray):
-        super().__init__()
-        self.mask = Tensor(mask)
-
-    def construct(self, x):
-        return self.mask
-
-
 def _fix_mask(layer, mask: np.ndarray) -> None:
-    """Make ``layer`` (a LoRADense) drop with ``mask`` whatever its mask source."""
-    if layer.dropout_mask_source == "generator":
-        layer.generator_dropout = _ConstMask(mask)
-    else:
-        layer.lora_dropout = _FixedMask(mask)
+    """Make ``layer`` (a LoRADense) drop with ``mask`` whatever its mask source (the generator source hands the
+    kernel a dropout key, not a mask: such a layer is switched to its Dropout primitive)."""
+    layer._generator_masks = False  # pylint: disable=protected-access
+    layer.lora_dropout = _FixedMask(mask)
 
 
 def _values(layer, seed=7):

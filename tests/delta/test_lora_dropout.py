@@ -1,8 +1,9 @@
-"""LoRADense's LoRA-dropout mask source: on the fused CPU kernels the mask comes from MindSpore's generator
-through the ``dropout_mask`` op (``dropout_mask_source == 'generator'``), else from the layer's own Dropout
-primitive. Forward and every gradient with dropout against float64 numpy with the mask recomputed by the
-numpy reference of the op (GRAPH and PYNATIVE), the quantised base, successive calls, reproducibility under
-``mindspore.set_seed``, and different masks per layer in a shared ``lazy_inline`` block graph."""
+"""LoRADense's LoRA-dropout mask source: on the fused CPU kernels the mask comes from MindSpore's generator as
+the ``dropout_mask`` op's mask of a key the kernel receives (``dropout_mask_source == 'generator'``), else from
+the layer's own Dropout primitive. Forward and every gradient with dropout against float64 numpy with the mask
+recomputed by the numpy reference of the op (GRAPH and PYNATIVE), the quantised base, successive calls,
+reproducibility under ``mindspore.set_seed``, and different masks per layer in a shared ``lazy_inline`` block
+graph."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,7 @@ def _layer(backend="fused", p=P, seed=0, **kw):
 def _expected_mask(layer, shape, offset):
     """The mask a call with the generator at ``offset`` draws (the op's numpy reference)."""
     cell = layer.generator_dropout
-    return mask_reference(shape, layer.lora_dropout_p, int(cell.stream.asnumpy()), offset - int(cell.base.asnumpy()))
+    return mask_reference(shape, layer.lora_dropout_p, cell.stream_value, offset - cell.base_value)
 
 
 class _Grads(nn.Cell):

@@ -38,10 +38,11 @@ enum FwdIn : int {
   kFwdBias = 2,     // [N] (or [1] when has_bias == 0)
   kFwdLoraA = 3,    // [R, K]
   kFwdLoraB = 4,    // [N, R]
-  kFwdMask = 5,     // [M, K] (or [1] when has_mask == 0); values 0 or 1/(1-p)
+  kFwdMask = 5,     // [M, K] (or [1] when has_mask == 0); values 0 or 1/(1-p); has_mask == 2: the
+                    // dropout key int64 [3] (seed, offset, bits of float32 p), the mask generated (lora_mask.h)
   kFwdScale = 6,    // attr float: s
   kFwdHasBias = 7,  // attr int 0/1
-  kFwdHasMask = 8,  // attr int 0/1
+  kFwdHasMask = 8,  // attr int 0/1/2 (none, mask, dropout key)
   kFwdNumInputs = 9,
 };
 // Forward outputs (index into params = kFwdNumInputs + output).
@@ -59,9 +60,9 @@ enum BwdIn : int {
   kBwdLoraA = 3,    // [R, K]
   kBwdLoraB = 4,    // [N, R]
   kBwdU = 5,        // [M, R] saved
-  kBwdMask = 6,     // [M, K] or [1]
+  kBwdMask = 6,     // [M, K], [1] or the dropout key [3]
   kBwdScale = 7,    // attr float
-  kBwdHasMask = 8,  // attr int 0/1
+  kBwdHasMask = 8,  // attr int 0/1/2
   kBwdNumInputs = 9,
 };
 // Backward outputs:
@@ -85,9 +86,9 @@ enum BwdWIn : int {
   kBwdWX = 1,        // [M, K]
   kBwdWLoraB = 2,    // [N, R]
   kBwdWU = 3,        // [M, R] saved
-  kBwdWMask = 4,     // [M, K] or [1]
+  kBwdWMask = 4,     // [M, K], [1] or the dropout key [3]
   kBwdWScale = 5,    // attr float
-  kBwdWHasMask = 6,  // attr int 0/1
+  kBwdWHasMask = 6,  // attr int 0/1/2
   kBwdWNumInputs = 7,
 };
 // Weight-gradient outputs:  g = dy B;  dA = s g^T x_d;  dB = s dy^T u.
@@ -104,9 +105,9 @@ enum BwdXIn : int {
   kBwdXWeight = 1,   // [N, K]
   kBwdXLoraA = 2,    // [R, K]
   kBwdXG = 3,        // [M, R] float32, from the weight-gradient op
-  kBwdXMask = 4,     // [M, K] or [1]
+  kBwdXMask = 4,     // [M, K], [1] or the dropout key [3]
   kBwdXScale = 5,    // attr float
-  kBwdXHasMask = 6,  // attr int 0/1
+  kBwdXHasMask = 6,  // attr int 0/1/2
   kBwdXNumInputs = 7,
 };
 // Input-gradient output:  dx = dy W + s (g A) * mask.
@@ -311,14 +312,14 @@ enum FwdIn : int {
   kFwdBias = 5,         // [N] T (or [1] when has_bias == 0)
   kFwdLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
   kFwdLoraB = 7,        // [N, R] T (or [1] when has_lora == 0)
-  kFwdMask = 8,         // [M, K] T (or [1] when has_mask == 0)
+  kFwdMask = 8,         // [M, K] T (or [1] when has_mask == 0; the dropout key int64 [3] when 2)
   kFwdScale = 9,        // attr float: s
   kFwdGroupSize = 10,   // attr int: G (K % G == 0)
   kFwdBits = 11,        // attr int: 4 or 8
   kFwdHasOffsets = 12,  // attr int 0/1
   kFwdHasBias = 13,     // attr int 0/1
   kFwdHasLora = 14,     // attr int 0/1
-  kFwdHasMask = 15,     // attr int 0/1
+  kFwdHasMask = 15,     // attr int 0/1/2 (none, mask, dropout key: lora_linear's modes)
   kFwdNumInputs = 16,
 };
 // Forward outputs (index into params = kFwdNumInputs + output).
@@ -338,13 +339,13 @@ enum BwdXIn : int {
   kBwdXLut = 5,          // as kFwdLut
   kBwdXLoraA = 6,        // [R, K] T (or [1] when has_lora == 0)
   kBwdXG = 7,            // [M, R] float32: dy B from lora_linear's weights op (or [1] when has_lora == 0)
-  kBwdXMask = 8,         // [M, K] T (or [1])
+  kBwdXMask = 8,         // [M, K] T (or [1], or the dropout key [3])
   kBwdXScale = 9,        // attr float
   kBwdXGroupSize = 10,   // attr int
   kBwdXBits = 11,        // attr int
   kBwdXHasOffsets = 12,  // attr int 0/1
   kBwdXHasLora = 13,     // attr int 0/1
-  kBwdXHasMask = 14,     // attr int 0/1
+  kBwdXHasMask = 14,     // attr int 0/1/2
   kBwdXNumInputs = 15,
 };
 // Input-gradient output:  dx = dy deq(W) + s (g A) * mask.

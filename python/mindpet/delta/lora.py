@@ -19,7 +19,7 @@ from mindpet.delta._strategy import apply_strategies, check_strategies
 from mindpet.delta._validation import (FLOAT_DTYPES_WITH_BF16, check_bool, check_dtype, check_dense_input,
                                        check_float_in_range, check_init, check_number, check_positive_int)
 from mindpet.delta.registry import register_layer
-from mindpet.kernels import DropoutMask, LoraLinear
+from mindpet.kernels import DropoutKey, LoraLinear
 from mindpet.kernels.composed import dense_composed, lora_linear_composed
 
 Strategy = Optional[tuple]
@@ -99,9 +99,10 @@ class LoRADense(GradSafeCell):
             fused ``lora_linear`` op (``ops/CONTRACTS.md``) in ``compute_dtype`` (the activation stays
             outside). The dropout mask (0 or ``1/(1-p)``) comes from the source named by the read-only
             property :attr:`dropout_mask_source`: ``'generator'`` when the layer runs the CPU kernels (the
-            ``dropout_mask`` op, ``ops/CONTRACTS.md`` 10, from MindSpore's default generator: every call
-            site, also each layer of a shared ``lazy_inline`` block graph, draws its own mask; reproducible
-            under ``mindspore.set_seed``, see the README), else ``'primitive'`` (the layer's own Dropout
+            ``dropout_mask`` op's mask, ``ops/CONTRACTS.md`` 10, of a key from MindSpore's default generator,
+            generated inside the kernel in the forward and again in the backward, so no mask tensor is kept:
+            every call site, also each layer of a shared ``lazy_inline`` block graph, draws its own mask;
+            reproducible under ``mindspore.set_seed``, see the README), else ``'primitive'`` (the layer's own Dropout
             primitive ``lora_dropout``, which also serves the composed path and its shard strategy). Parameters, their
             names and checkpoints do not depend on the backend, and the results agree within float
             rounding (the fused op rounds once, the composed path after each matmul). A bfloat16
@@ -270,11 +271,13 @@ class LoRADense(GradSafeCell):
         invalidate_compiled_graphs()
 
     def _select_mask_source(self) -> None:
-        """The mask source for the kernel just selected: the generator (a ``DropoutMask``) on the CPU kernels,
-        the Dropout primitive otherwise."""
+        """The mask source for the kernel just selected: the generator on the CPU kernels, the Dropout primitive
+        otherwise. From the generator the kernel takes the mask's dropout key (a ``DropoutKey``: the generator
+        steps as for a ``DropoutMask``) and generates ``dropout_mask``'s mask itself, storing none for its
+        backward."""
         self._generator_masks = self.kernel.impl == "cpu"
         if self._generator_masks:
-            self.generator_dropout = DropoutMask(self.lora_dropout_p, stream=self._mask_stream)
+            self.generator_dropout = DropoutKey(self.lora_dropout_p, stream=self._mask_stream)
         elif "generator_dropout" in self._cells:
             del self.generator_dropout
 
@@ -293,15 +296,14 @@ class LoRADense(GradSafeCell):
 
     @property
     def dropout_mask_source(self) -> str:
-        """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'`` (the CPU
-        ``dropout_mask`` op from MindSpore's default generator) or ``'primitive'`` (the layer's own Dropout
-        primitive ``lora_dropout``)."""
+        """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'``
+        (``dropout_mask``'s mask of a key from MindSpore's default generator, generated inside the CPU kernel) or
+        ``'primitive'`` (the layer's own Dropout primitive ``lora_dropout``)."""
         return "generator" if self._generator_masks and self.kernel.impl == "cpu" else "primitive"
 
     def _dropout_mask(self, x2d):
-        """The mask of ``x2d`` (0 or ``1/(1-p)``) for the fused ops, from :attr:`dropout_mask_source`."""
-        if self._generator_masks:
-            return self.generator_dropout(x2d)
+        """The mask of ``x2d`` (0 or ``1/(1-p)``) for the fused ops from the Dropout primitive (the ``'primitive'``
+        source; the ``'generator'`` source passes the kernel a dropout key instead)."""
         return self.lora_dropout(self.ones_like(x2d))[0]
 
     def _lora(self, x2d):
@@ -311,15 +313,21 @@ class LoRADense(GradSafeCell):
         lora_a = self._to_compute(self.mindpet_delta_lora_a)
         lora_b = self._to_compute(self.mindpet_delta_lora_b)
         dropout = self.training and self.lora_dropout_p > 0.0
-        if self.quantized_base:  # the quantised op, fused or composed inside it; the layer draws the mask
-            mask = self._dropout_mask(x2d) if dropout else None
+        if self.quantized_base:  # the quantised op, fused or composed inside it; the layer draws the mask (key)
             offsets = self.weight_offsets if self.quant_has_offsets else self._no_offsets
+            if dropout and self._generator_masks:  # the kernel generates the mask from its key
+                return self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, bias, lora_a,
+                                   lora_b, None, self.generator_dropout(x2d))
+            mask = self._dropout_mask(x2d) if dropout else None
             return self.kernel(x2d, self.weight_codes, self.weight_scales, offsets, self._lut, bias, lora_a, lora_b,
                                mask)
         if self.kernel.fused:
+            weight = self._to_compute(self.weight)
+            if dropout and self._generator_masks:  # the kernel generates the mask from its key
+                return self.kernel(x2d, weight, bias, lora_a, lora_b, None, self._base_frozen_eagerly(),
+                                   self.generator_dropout(x2d))
             mask = self._dropout_mask(x2d) if dropout else None
-            return self.kernel(x2d, self._to_compute(self.weight), bias, lora_a, lora_b, mask,
-                               self._base_frozen_eagerly())
+            return self.kernel(x2d, weight, bias, lora_a, lora_b, mask, self._base_frozen_eagerly())
         x_d = x2d
         if dropout:
             x_d, _ = self.lora_dropout(x2d)

@@ -24,7 +24,9 @@ For LLaMA-family blocks (CPU kernels only, composed elsewhere; ``ops/CONTRACTS.m
 
 :class:`DropoutMask` (:func:`dropout_mask`; CPU kernel only, ``ops/CONTRACTS.md`` 10) draws a dropout mask
 from a counter hash of the seed and offset of MindSpore's default generator: the LoRA layers' mask on the
-fused CPU backend, so that each layer of a shared (``lazy_inline``) block graph draws its own.
+fused CPU backend, so that each layer of a shared (``lazy_inline``) block graph draws its own. The layers pass
+the fused ops its key instead (:class:`DropoutKey`, :func:`dropout_key`), which generate the same mask inside
+the kernel and keep none.
 
 Use from a layer (sketch)::
 
@@ -62,7 +64,7 @@ from mindpet.kernels.norm import LayerNorm, layer_norm
 from mindpet.kernels.quant_linear import QuantLoraLinear
 from mindpet.kernels.attention import Attention, attention_composed
 from mindpet.kernels.norm import RMSNorm, rms_norm
-from mindpet.kernels.dropout import DropoutMask, dropout_mask, generator_state
+from mindpet.kernels.dropout import DropoutKey, DropoutMask, dropout_key, dropout_mask, generator_state
 
 __all__ = [
     "CHOICES", "ENV_VAR", "FUSED_DTYPES", "FusedBackendUnavailable", "Selection", "get_backend", "resolve", "select",
@@ -74,5 +76,5 @@ __all__ = [
     "QuantLoraLinear", "dequantize_composed", "quant_lora_linear_composed",
     "Attention", "attention_composed",
     "rms_norm_composed", "swiglu_composed", "RMSNorm", "rms_norm", "SwiGLU", "swiglu",
-    "DropoutMask", "dropout_mask", "generator_state",
+    "DropoutMask", "DropoutKey", "dropout_mask", "dropout_key", "generator_state",
 ]

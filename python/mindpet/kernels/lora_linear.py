@@ -42,7 +42,10 @@ class LoraLinear(FusedOp):
     dtype for all (float32/float16 fused; bfloat16 runs composed under ``auto``). Output: ``y [*, N]``.
 
     The caller owns the dropout: it draws ``mask`` (0 or ``1/(1-p)``, e.g. its ``ops.Dropout`` applied to
-    ones, so its seeds and ``shard`` strategy apply) and passes it; None means no dropout.
+    ones, so its seeds and ``shard`` strategy apply) and passes it; None means no dropout. Or, CPU kernel only,
+    it passes ``dropout_key`` (int64 ``[3]``, :class:`~mindpet.kernels.DropoutKey`,
+    :func:`~mindpet.kernels.dropout_key`) instead of ``mask``: the kernel then generates ``dropout_mask``'s mask of that key in the forward and again in
+    the backward, so no ``[*, K]`` mask tensor exists (the result equals passing that mask).
     ``base_frozen=True`` is the caller's statement that no gradient of ``weight`` and ``bias`` is
     wanted: the fused backward then returns zeros for them instead of computing ``dy^T x`` and
     ``sum_M dy``. Inside a compiled graph pass False: GRAPH mode drops unused base gradients by itself,
@@ -70,22 +73,24 @@ class LoraLinear(FusedOp):
         self._absent32 = Tensor(np.zeros(1, np.float32))
         self._absent16 = Tensor(np.zeros(1, np.float16))
 
-    def construct(self, x, weight, bias, lora_a, lora_b, mask=None, base_frozen=False):
+    def construct(self, x, weight, bias, lora_a, lora_b, mask=None, base_frozen=False, dropout_key=None):
         if self.dtype_fused:  # decided at construction: the graph holds the kernel call only
-            return self._fused(x, weight, bias, lora_a, lora_b, mask, base_frozen)
+            return self._fused(x, weight, bias, lora_a, lora_b, mask, base_frozen, dropout_key)
         x_shape = x.shape
         x2d = x.reshape((-1, x_shape[-1]))
         if mask is not None:
             mask = mask.reshape((-1, x_shape[-1]))
         if not self.runs_fused(x.dtype):
+            if dropout_key is not None:
+                raise ValueError(f"For 'lora_linear', 'dropout_key' needs the fused CPU kernel, but this call runs "
+                                 f"{self.impl if self.fused else 'composed'} for {x.dtype}; pass 'mask' instead.")
             y = lora_linear_composed(x2d, weight, bias, lora_a, lora_b, self.scale, mask, matmul=self.matmul)
         else:
             if weight.dtype != x.dtype or lora_a.dtype != x.dtype or lora_b.dtype != x.dtype:
                 raise TypeError("For 'lora_linear', x, weight, lora_a, lora_b (and bias, mask) must share one dtype.")
             dummy = self._absent16 if x.dtype == mstype.float16 else self._absent32
             bias_in = bias if self.has_bias else dummy
-            mask_in = dummy if mask is None else mask
-            has_mask = 0 if mask is None else 1
+            mask_in, has_mask = mask_input(mask, dropout_key, dummy, self.impl)
             has_bias = 1 if self.has_bias else 0
             if base_frozen:
                 y, _ = self.fwd_frozen_base(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias,
@@ -95,17 +100,14 @@ class LoraLinear(FusedOp):
         out_channels = weight.shape[0] if self.transpose_b else weight.shape[1]
         return y.reshape(x_shape[:-1] + (out_channels,))
 
-    def _fused(self, x, weight, bias, lora_a, lora_b, mask, base_frozen):
+    def _fused(self, x, weight, bias, lora_a, lora_b, mask, base_frozen, dropout_key):
         """The fused kernel call, its checks and shapes decided at compile time (:func:`_fused_plan`)."""
         rows, out_shape, half = _fused_plan(x.shape, x.dtype, weight.shape, weight.dtype, lora_a.dtype, lora_b.dtype,
                                             self.transpose_b)
         x2d = x.reshape(rows)
         dummy = self._absent16 if half else self._absent32
         bias_in = bias if self.has_bias else dummy
-        if mask is None:
-            mask_in, has_mask = dummy, 0
-        else:
-            mask_in, has_mask = mask.reshape(rows), 1
+        mask_in, has_mask = mask_input(None if mask is None else mask.reshape(rows), dropout_key, dummy, self.impl)
         has_bias = 1 if self.has_bias else 0
         if base_frozen:
             y, _ = self.fwd_frozen_base(x2d, weight, bias_in, lora_a, lora_b, mask_in, self.scale, has_bias, has_mask)
@@ -116,6 +118,21 @@ class LoraLinear(FusedOp):
     def extend_repr(self) -> str:
         layout = "" if self.transpose_b else ", transpose_b=False"
         return f"scale={self.scale}, has_bias={self.has_bias}{layout}, impl={self.impl}"
+
+
+def mask_input(mask, dropout_key, dummy, impl, op_name="lora_linear"):
+    """The fused kernel's mask input and ``has_mask`` mode (``ops/CONTRACTS.md`` 1, *Mask modes*): ``(dummy, 0)``
+    without dropout, ``(mask, 1)``, or ``(dropout_key, 2)`` (CPU kernel only). Shared with ``quant_lora_linear``."""
+    if dropout_key is not None:
+        if mask is not None:
+            raise ValueError(f"For '{op_name}', pass either 'mask' or 'dropout_key', not both.")
+        if impl != "cpu":
+            raise ValueError(f"For '{op_name}', 'dropout_key' needs the CPU kernel, but the op runs {impl!r}; "
+                             f"pass 'mask' instead.")
+        return dropout_key, 2
+    if mask is None:
+        return dummy, 0
+    return mask, 1
 
 
 @constexpr(check=False)
@@ -140,12 +157,14 @@ def _base_frozen(weight, bias) -> bool:
     return frozen(weight) and (bias is None or frozen(bias))
 
 
-def lora_linear(x, weight, bias, lora_a, lora_b, scale: float, dropout_mask=None, backend: Optional[str] = None):
+def lora_linear(x, weight, bias, lora_a, lora_b, scale: float, dropout_mask=None, backend: Optional[str] = None,
+                dropout_key=None):
     r"""Functional ``lora_linear`` (PYNATIVE): ``x W^T + b + s (x_d A^T) B^T``, ``x_d = x * dropout_mask``.
 
     Shapes: x ``[*, K]``, weight ``[N, K]``, bias ``[N]`` or None, lora_a ``[R, K]``, lora_b ``[N, R]``,
-    dropout_mask like x or None; returns ``[*, N]``. Inside a GRAPH-mode ``construct`` hold a
-    :class:`LoraLinear` instead.
+    dropout_mask like x or None; returns ``[*, N]``. ``dropout_key`` (CPU kernel, instead of ``dropout_mask``):
+    the int64 ``[3]`` key of :func:`~mindpet.kernels.dropout_key`, whose mask the kernel generates. Inside a
+    GRAPH-mode ``construct`` hold a :class:`LoraLinear` instead.
     """
     op = LoraLinear(float(scale), has_bias=bias is not None, backend=backend)
-    return op(x, weight, bias, lora_a, lora_b, dropout_mask, _base_frozen(weight, bias))
+    return op(x, weight, bias, lora_a, lora_b, dropout_mask, _base_frozen(weight, bias), dropout_key)

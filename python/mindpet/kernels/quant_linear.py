@@ -20,6 +20,7 @@ from mindspore.common import dtype as mstype
 from mindpet.kernels import _primitives
 from mindpet.kernels import backend as _backend
 from mindpet.kernels.composed import quant_lora_linear_composed
+from mindpet.kernels.lora_linear import mask_input
 from mindpet._mindspore import constexpr
 from mindpet.kernels.fused_op import FusedOp, fused_for_dtype
 
@@ -130,7 +131,9 @@ class QuantLoraLinear(FusedOp):
 
     Inputs: ``x [*, K]`` (float32/float16), ``codes``, ``scales [N, K // G]`` float16, ``offsets [N, K // G]``
     float16 (1-element when absent), ``lut [2 ** bits]`` float32 (1-element for bits 8), ``bias [N]`` or None,
-    ``lora_a [R, K]``, ``lora_b [N, R]`` or None, ``mask`` like x or None; bias, LoRA and mask share x's dtype.
+    ``lora_a [R, K]``, ``lora_b [N, R]`` or None, ``mask`` like x or None; bias, LoRA and mask share x's dtype;
+    ``dropout_key`` (fused CPU kernel, instead of ``mask``): the int64 ``[3]`` key of ``dropout_mask``'s mask
+    (:class:`~mindpet.kernels.DropoutKey`), generated in the kernel (no mask tensor; as :class:`LoraLinear`).
     Output ``y [*, N]``. Gradients: ``x``, ``lora_a``, ``lora_b``; zeros for the quantised tensors and the
     bias (never trainable).
     """
@@ -166,15 +169,18 @@ class QuantLoraLinear(FusedOp):
         self._absent32 = Tensor(np.zeros(1, np.float32))
         self._absent16 = Tensor(np.zeros(1, np.float16))
 
-    def construct(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask=None):
+    def construct(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask=None, dropout_key=None):
         if self.dtype_fused:  # decided at construction: the graph holds the kernel call only
-            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask)
+            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask, dropout_key)
         x_shape = x.shape
         fused = _call_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype, offsets.shape,
                            offsets.dtype, lut.shape, lut.dtype, self.bits, self.group_size, self.has_offsets, self.fused,
                            self.choice)
         if fused:
-            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask)
+            return self._fused(x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask, dropout_key)
+        if dropout_key is not None:
+            raise ValueError(f"For 'quant_lora_linear', 'dropout_key' needs the fused CPU kernel, but this call runs "
+                             f"{self.impl if self.fused else 'composed'} for {x.dtype}; pass 'mask' instead.")
         x2d = x.reshape((-1, x_shape[-1]))
         if mask is not None:
             mask = mask.reshape((-1, x_shape[-1]))
@@ -187,7 +193,7 @@ class QuantLoraLinear(FusedOp):
                                            self.group_size, mask)
         return y.reshape(x_shape[:-1] + (codes.shape[0],))
 
-    def _fused(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask):
+    def _fused(self, x, codes, scales, offsets, lut, bias, lora_a, lora_b, mask, dropout_key):
         """The fused kernel call (checks at compile time; absent operands replaced by 1-element stand-ins)."""
         x_shape = x.shape
         rows, out_shape, half = _fused_plan(x_shape, x.dtype, codes.shape, codes.dtype, scales.shape, scales.dtype,
@@ -201,10 +207,8 @@ class QuantLoraLinear(FusedOp):
         else:
             a_in, b_in = dummy, dummy
         bias_in = bias if self.has_bias else dummy
-        if mask is None:
-            mask_in, has_mask = dummy, 0
-        else:
-            mask_in, has_mask = mask.reshape(rows), 1
+        mask_in, has_mask = mask_input(None if mask is None else mask.reshape(rows), dropout_key, dummy, self.impl,
+                                       "quant_lora_linear")
         y, _ = self.fwd(x2d, codes, scales, offsets, lut, bias_in, a_in, b_in, mask_in, self.scale, self.group_size,
                         self.bits, 1 if self.has_offsets else 0, 1 if self.has_bias else 0, 1 if self.has_lora else 0,
                         has_mask)
