@@ -12,24 +12,10 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindpet.kernels import Attention, contracts
+from dropout_reference import U32, U64, mix32, mix64  # the counter hash, shared with dropout_mask's
 from kernel_testing import assert_close, call_aot, requires_fused, value_and_grads
 
 TOL = {np.float32: 2e-5, np.float16: 2e-2}
-U64, U32 = np.uint64, np.uint32
-
-
-def _mix64(z):
-    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
-    return z ^ (z >> U64(31))
-
-
-def _mix32(x):
-    x = x ^ (x >> U32(16))
-    x = x * U32(0x7FEB352D)
-    x = x ^ (x >> U32(15))
-    x = x * U32(0x846CA68B)
-    return x ^ (x >> U32(16))
 
 
 def dropout_keep(seed_words, b, nh, length, p):
@@ -37,10 +23,10 @@ def dropout_keep(seed_words, b, nh, length, p):
     words = np.asarray(seed_words, np.int64).astype(U32).astype(U64)
     seed = (words[0] << U64(32)) | words[1]
     with np.errstate(over="ignore"):
-        rows = _mix64(seed + (np.arange(b * nh * length, dtype=U64) + U64(1)) * U64(0x9E3779B97F4A7C15))
+        rows = mix64(seed + (np.arange(b * nh * length, dtype=U64) + U64(1)) * U64(0x9E3779B97F4A7C15))
         lo, hi = (rows & U64(0xFFFFFFFF)).astype(U32), (rows >> U64(32)).astype(U32)
         cols = np.arange(length, dtype=U32)
-        bits = _mix32(lo[:, None] ^ _mix32(cols[None, :] + hi[:, None])) >> U32(8)
+        bits = mix32(lo[:, None] ^ mix32(cols[None, :] + hi[:, None])) >> U32(8)
     return (bits >= U32(int(p * 16777216.0))).reshape(b, nh, length, length)
 
 
