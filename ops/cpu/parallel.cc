@@ -133,10 +133,13 @@ int AffinityCpus() {
 }
 
 // One call of ParallelFor, shared by its participants (pool threads hold it by shared_ptr, so a
-// thread that wakes after the call returned finds no chunk and never touches the body).
+// thread that wakes after the call returned finds no chunk and never touches the body or the chunks:
+// `body` and `chunks` point into the caller's frame and are read only for a claimed chunk c < n, which
+// the caller waits for; the count `n` is the job's own, since a late thread reads it after the return).
 struct Job {
   const ChunkBody* body;
   const std::vector<Range>* chunks;
+  int64_t n = 0;  // chunks->size(), copied
   int threads;
   std::atomic<int64_t> next{0};  // first unclaimed chunk
   std::atomic<int64_t> done{0};  // chunks finished
@@ -144,11 +147,8 @@ struct Job {
   std::mutex mutex;
   std::condition_variable finished;
 
-  int64_t count() const { return static_cast<int64_t>(chunks->size()); }
-
   // Runs chunks until none is left.
   void Work() {
-    const int64_t n = count();
     for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n;
          c = next.fetch_add(1, std::memory_order_relaxed)) {
       (*body)((*chunks)[c], c);
@@ -259,6 +259,7 @@ void ParallelFor(const std::vector<Range>& chunks, int threads, const ChunkBody&
   auto job = std::make_shared<Job>();
   job->body = &body;
   job->chunks = &chunks;
+  job->n = n;
   job->threads = threads;
   Pool::Get().Offer(job, static_cast<int>(std::min<int64_t>(threads, n)) - 1);
   job->Work();
