@@ -183,7 +183,7 @@ def test_generator_offset_gives_each_call_site_its_own_offset(mode):
     try:
         start = generator_state()[1]
         first, second = _TwoDraws()(Tensor(5, ms.int64))
-        assert (int(first.asnumpy()), int(second.asnumpy())) == (start, start + 5)
+        assert (first.asnumpy().item(), second.asnumpy().item()) == (start, start + 5)
         assert generator_state()[1] == start + 10
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
