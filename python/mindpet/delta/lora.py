@@ -299,7 +299,7 @@ class LoRADense(GradSafeCell):
         """Where the LoRA-dropout mask of a training call comes from (read-only): ``'generator'``
         (``dropout_mask``'s mask of a key from MindSpore's default generator, generated inside the CPU kernel) or
         ``'primitive'`` (the layer's own Dropout primitive ``lora_dropout``)."""
-        return "generator" if self._generator_masks and self.kernel.impl == "cpu" else "primitive"
+        return "generator" if self._generator_masks else "primitive"
 
     def _dropout_mask(self, x2d):
         """The mask of ``x2d`` (0 or ``1/(1-p)``) for the fused ops from the Dropout primitive (the ``'primitive'``
@@ -469,6 +469,7 @@ class LoRADense(GradSafeCell):
                 raise ValueError(f"For '{cls}', shard strategies are not supported on a quantised base (the "
                                  f"quant_lora_linear op carries none).")
             self.kernel.use_composed("a shard strategy is set (the fused op carries none)")
+            self._select_mask_source()  # composed: the Dropout primitive, which carries the strategy
         apply_strategies([(prim, strategy) for prim, strategy, _ in plan.values()] + act_pairs)
         return self
 
